@@ -1,0 +1,232 @@
+"""A BERT/RoBERTa Transformer encoder as a TF Hub SavedModel, built from
+Hugging Face weights.
+
+Written with plain TF ops on tf.Variables rather than Keras layers so that the
+SavedModel has one small, shape-polymorphic graph ([batch, seq_length] of any
+size), loads with `hub.load` and `hub.KerasLayer(trainable=True)`, and matches
+the Hugging Face forward pass operation for operation (erf GELU, LayerNorm
+epsilon from the config, additive attention mask).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+INPUT_KEYS = ('input_word_ids', 'input_mask', 'input_type_ids')
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+  type_vocab_size: int
+  layer_norm_eps: float
+  # 'absolute': position ids 0..n-1 (BERT). 'roberta': ids counted from
+  # pad_token_id + 1 over non-pad tokens, as Hugging Face's RobertaModel does.
+  position_style: str = 'absolute'
+  pad_token_id: int = 0
+  hidden_act: str = 'gelu'
+
+  @classmethod
+  def from_hf_config(cls, config: dict) -> 'EncoderConfig':
+    model_type = config.get('model_type', 'bert')
+    if model_type not in ('bert', 'roberta'):
+      raise ValueError(f'Unsupported model_type {model_type!r}: only BERT- '
+                       'and RoBERTa-style encoders can be converted.')
+    if config.get('position_embedding_type', 'absolute') != 'absolute':
+      raise ValueError('Only absolute position embeddings are supported.')
+    act = config.get('hidden_act', 'gelu')
+    if act not in ('gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu'):
+      raise ValueError(f'Unsupported hidden_act {act!r}')
+    return cls(
+        vocab_size=config['vocab_size'],
+        hidden_size=config['hidden_size'],
+        num_layers=config['num_hidden_layers'],
+        num_heads=config['num_attention_heads'],
+        intermediate_size=config['intermediate_size'],
+        max_position_embeddings=config['max_position_embeddings'],
+        type_vocab_size=config.get('type_vocab_size', 2),
+        layer_norm_eps=config.get('layer_norm_eps', 1e-12),
+        position_style='roberta' if model_type == 'roberta' else 'absolute',
+        pad_token_id=config.get('pad_token_id', 0) or 0,
+        hidden_act=act)
+
+
+def _activation(name: str):
+  if name == 'gelu':
+    return lambda x: tf.nn.gelu(x, approximate=False)
+  if name in ('gelu_new', 'gelu_pytorch_tanh'):
+    return lambda x: tf.nn.gelu(x, approximate=True)
+  return tf.nn.relu
+
+
+def _strip_prefix(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Drops 'bert.'/'roberta.' prefixes of task-head checkpoints."""
+  out = {}
+  for key, value in weights.items():
+    for prefix in ('bert.', 'roberta.', 'model.'):
+      if key.startswith(prefix):
+        key = key[len(prefix):]
+        break
+    out[key] = value
+  return out
+
+
+class TransformerEncoder(tf.Module):
+  """Holds the variables; `encode` is the forward pass."""
+
+  def __init__(self, config: EncoderConfig, weights: dict[str, np.ndarray],
+               pooler_seed: int = 0):
+    super().__init__(name='transformer_encoder')
+    self.config = config
+    w = _strip_prefix(weights)
+    self.missing_pooler = 'pooler.dense.weight' not in w
+
+    def var(key, transpose=False, name=None):
+      if key not in w:
+        raise KeyError(f'Checkpoint lacks weight {key!r}')
+      value = np.asarray(w[key], np.float32)
+      if transpose:
+        value = value.T
+      return tf.Variable(value, name=name or key.replace('.', '/'))
+
+    p = 'embeddings.'
+    self.word_embeddings = var(p + 'word_embeddings.weight')
+    self.position_embeddings = var(p + 'position_embeddings.weight')
+    self.type_embeddings = var(p + 'token_type_embeddings.weight')
+    self.embedding_ln = (var(p + 'LayerNorm.weight'), var(p + 'LayerNorm.bias'))
+    self.layers = []
+    for i in range(config.num_layers):
+      p = f'encoder.layer.{i}.'
+      self.layers.append({
+          'q': (var(p + 'attention.self.query.weight', True),
+                var(p + 'attention.self.query.bias')),
+          'k': (var(p + 'attention.self.key.weight', True),
+                var(p + 'attention.self.key.bias')),
+          'v': (var(p + 'attention.self.value.weight', True),
+                var(p + 'attention.self.value.bias')),
+          'o': (var(p + 'attention.output.dense.weight', True),
+                var(p + 'attention.output.dense.bias')),
+          'ln1': (var(p + 'attention.output.LayerNorm.weight'),
+                  var(p + 'attention.output.LayerNorm.bias')),
+          'i': (var(p + 'intermediate.dense.weight', True),
+                var(p + 'intermediate.dense.bias')),
+          'out': (var(p + 'output.dense.weight', True),
+                  var(p + 'output.dense.bias')),
+          'ln2': (var(p + 'output.LayerNorm.weight'),
+                  var(p + 'output.LayerNorm.bias')),
+      })
+    if self.missing_pooler:
+      # Same as Hugging Face does for a checkpoint without pooler weights
+      # (roberta-large): a random, untrained pooler. Seeded so exports are
+      # reproducible; `pooled_output` of such a model carries no meaning.
+      rng = np.random.default_rng(pooler_seed)
+      h = config.hidden_size
+      self.pooler = (
+          tf.Variable(rng.normal(0, 0.02, (h, h)).astype(np.float32),
+                      name='pooler/dense/kernel'),
+          tf.Variable(np.zeros(h, np.float32), name='pooler/dense/bias'))
+    else:
+      self.pooler = (var('pooler.dense.weight', True),
+                     var('pooler.dense.bias'))
+    self._act = _activation(config.hidden_act)
+
+  def _layer_norm(self, x, params):
+    gamma, beta = params
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(
+        variance + self.config.layer_norm_eps) * gamma + beta
+
+  def _position_ids(self, ids):
+    if self.config.position_style == 'roberta':
+      pad = self.config.pad_token_id
+      not_pad = tf.cast(tf.not_equal(ids, pad), tf.int32)
+      return tf.cumsum(not_pad, axis=1) * not_pad + pad
+    seq_length = tf.shape(ids)[1]
+    return tf.broadcast_to(tf.range(seq_length)[tf.newaxis, :], tf.shape(ids))
+
+  def encode(self, inputs: dict) -> dict:
+    cfg = self.config
+    ids = tf.cast(inputs['input_word_ids'], tf.int32)
+    mask = tf.cast(inputs['input_mask'], tf.float32)
+    types = tf.cast(inputs['input_type_ids'], tf.int32)
+    batch, seq_length = tf.shape(ids)[0], tf.shape(ids)[1]
+    heads, head_size = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+
+    x = (tf.gather(self.word_embeddings, ids) +
+         tf.gather(self.position_embeddings, self._position_ids(ids)) +
+         tf.gather(self.type_embeddings, types))
+    x = self._layer_norm(x, self.embedding_ln)
+    # Additive mask over keys, [batch, 1, 1, seq].
+    bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * tf.float32.min
+    scale = 1.0 / math.sqrt(head_size)
+
+    def dense(t, params):
+      kernel, b = params
+      return tf.matmul(t, kernel) + b
+
+    def split_heads(t):
+      t = tf.reshape(t, [batch, seq_length, heads, head_size])
+      return tf.transpose(t, [0, 2, 1, 3])
+
+    outputs = []
+    for layer in self.layers:
+      q = split_heads(dense(x, layer['q']))
+      k = split_heads(dense(x, layer['k']))
+      v = split_heads(dense(x, layer['v']))
+      scores = tf.matmul(q, k, transpose_b=True) * scale + bias
+      context = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+      context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
+                           [batch, seq_length, cfg.hidden_size])
+      x = self._layer_norm(dense(context, layer['o']) + x, layer['ln1'])
+      h = self._act(dense(x, layer['i']))
+      x = self._layer_norm(dense(h, layer['out']) + x, layer['ln2'])
+      outputs.append(x)
+    pooled = tf.tanh(dense(x[:, 0, :], self.pooler))
+    return {
+        'pooled_output': pooled,
+        'sequence_output': x,
+        'encoder_outputs': outputs,
+        'default': pooled,
+    }
+
+
+def build_encoder_savedmodel(encoder: TransformerEncoder):
+  """Wraps the encoder in the TF Hub reusable-SavedModel object layout."""
+  root = tf.train.Checkpoint()
+  root.encoder = encoder
+  spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in INPUT_KEYS}
+
+  @tf.function
+  def call(inputs, training=False):
+    # Dropout is not applied when training=True: the export serves
+    # inference and fine-tuning without dropout.
+    del training
+    return encoder.encode(inputs)
+
+  for training in (False, True):
+    call.get_concrete_function(spec, training=training)
+
+  @tf.function(input_signature=[spec[k] for k in INPUT_KEYS])
+  def serve(input_word_ids, input_mask, input_type_ids):
+    out = encoder.encode({'input_word_ids': input_word_ids,
+                          'input_mask': input_mask,
+                          'input_type_ids': input_type_ids})
+    return {'pooled_output': out['pooled_output'],
+            'sequence_output': out['sequence_output'],
+            'default': out['default']}
+
+  root.__call__ = call
+  root.serve = serve
+  root.variables = list(encoder.variables)
+  root.trainable_variables = list(encoder.trainable_variables)
+  root.regularization_losses = []
+  return root, {'serving_default': serve.get_concrete_function()}
