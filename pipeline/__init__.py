@@ -1,0 +1,1 @@
+"""The embedding job: options, model presets, graph construction, entry points."""

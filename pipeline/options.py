@@ -1,0 +1,81 @@
+"""Command-line options of the embedding job."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import presets
+from tfmodels.embedder import POOLINGS
+from transforms.read import FORMATS
+
+
+class EmbedOptions(PipelineOptions):
+  """Flags of `python -m pipeline.run`; Beam's own flags work alongside."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    io = parser.add_argument_group('input and output')
+    io.add_argument(
+        '--input', required=True,
+        help='File pattern of the corpus: local path or gs://, globs allowed.')
+    io.add_argument(
+        '--input_format', default='auto', choices=('auto',) + FORMATS,
+        help='Corpus format; auto picks it from the file extension (.txt, '
+        '.jsonl/.json/.ndjson, .csv, .parquet, .tfrecord). Default: auto.')
+    io.add_argument(
+        '--id_field', default='id',
+        help='Field/column/feature holding the document id (default: id). '
+        'Documents without one get "sha256:" + the first 32 hex digits of '
+        'the SHA-256 of their text. Plain text lines always get that id.')
+    io.add_argument('--text_field', default='text',
+                    help='Field holding the text to embed (default: text).')
+    io.add_argument(
+        '--text_b_field', default=None,
+        help='Optional second text field: each document is then embedded as '
+        'a text pair packed into one input (tokenize both, then '
+        'bert_pack_inputs([a, b])).')
+    io.add_argument(
+        '--output', required=True,
+        help='Output prefix; shards are written as '
+        'PREFIX-SSSSS-of-NNNNN.tfrecord (tf.train.Example records).')
+    io.add_argument(
+        '--dead_letter', default=None,
+        help='Prefix for records that could not be read or embedded, as '
+        'JSONL with the reason (default: OUTPUT-dead_letter).')
+    io.add_argument('--num_shards', type=int, default=0,
+                    help='Output shards; 0 lets the runner decide.')
+
+    model = parser.add_argument_group('model')
+    model.add_argument(
+        '--model', default=None, choices=sorted(presets.PRESETS),
+        help='Model preset (default: roberta-large, which loads from '
+        'tfhub.dev). minilm-l6 works offline. Or give --preprocessor and '
+        '--encoder instead.')
+    model.add_argument(
+        '--preprocessor', default=None,
+        help='TF Hub preprocessor handle: tfhub.dev/Kaggle URL, gs:// or a '
+        'local SavedModel folder.')
+    model.add_argument('--encoder', default=None,
+                       help='TF Hub encoder handle, as for --preprocessor.')
+    model.add_argument(
+        '--model_cache_dir', default=None,
+        help='Where locally built presets are cached (default: '
+        '$XDG_CACHE_HOME/beam-text-embed/models).')
+    model.add_argument(
+        '--pooling', default='mean', choices=POOLINGS,
+        help='mean: average of sequence_output over real tokens (default); '
+        'pooled: the encoder\'s pooled_output; cls: the first token\'s '
+        'output. RoBERTa TF Hub conversions have an untrained pooler, so '
+        'pooled is a poor choice for them.')
+    model.add_argument('--normalize', action='store_true',
+                       help='L2-normalise every embedding.')
+    model.add_argument(
+        '--max_seq_length', type=int, default=128,
+        help='Tokens per input including special tokens; longer inputs are '
+        'truncated and flagged truncated=1 (default: 128).')
+    model.add_argument('--batch_size', type=int, default=64,
+                       help='Largest batch given to the encoder (default: 64).')
+    model.add_argument(
+        '--large_model', action='store_true',
+        help='Share one model copy across the SDK processes of a worker '
+        '(RunInference large_model mode; for GPU workers).')

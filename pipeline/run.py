@@ -1,0 +1,130 @@
+"""Entry point: `python -m pipeline.run --input ... --output ...`.
+
+Prints, as its last line, one JSON object with the run's counts and rates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import StandardOptions
+
+from pipeline import presets
+from pipeline.options import EmbedOptions
+from transforms import read as read_lib
+from transforms.elements import DeadLetter
+from transforms.embed import EmbedDocuments, TFHubEmbeddingHandler
+from transforms.write import WriteDeadLetters, WriteEmbeddings
+
+# Without --runner, run in-process with Beam's FnApiRunner. DirectRunner in
+# Beam 2.77 first tries to download the Prism runner binary (about 8 s lost
+# offline before it falls back); FnApiRunner is what it falls back to, and it
+# takes the same --direct_num_workers / --direct_running_mode flags.
+DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
+
+
+def dead_letter_prefix(options: EmbedOptions) -> str:
+  return options.dead_letter or f'{options.output}-dead_letter'
+
+
+def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
+                   model: Optional[presets.ResolvedModel] = None) -> dict:
+  """Adds the read -> embed -> write graph to `p` without running it.
+
+  Returns the main PCollections by name, for tests and for callers that
+  extend the graph.
+  """
+  model = model or presets.resolve(options.model, options.preprocessor,
+                                   options.encoder, options.model_cache_dir)
+  fields = read_lib.Fields(options.id_field, options.text_field,
+                           options.text_b_field)
+  handler = TFHubEmbeddingHandler(
+      model.preprocessor, model.encoder, pooling=options.pooling,
+      normalize=options.normalize, max_seq_length=options.max_seq_length,
+      max_batch_size=options.batch_size, large_model=options.large_model)
+
+  parsed = p | 'Read' >> read_lib.ReadDocuments(
+      options.input, options.input_format, fields)
+  read_ok, read_bad = parsed | 'SplitRead' >> beam.Partition(
+      lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
+  results = read_ok | 'Embed' >> EmbedDocuments(handler)
+  embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
+      lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
+  dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()
+  embedded | 'Write' >> WriteEmbeddings(options.output, model.name,
+                                        options.pooling, options.num_shards)
+  dead | 'WriteDeadLetters' >> WriteDeadLetters(dead_letter_prefix(options))
+  return {'documents': read_ok, 'embedded': embedded, 'dead_letters': dead}
+
+
+def _counter(result, namespace: str, name: str) -> int:
+  found = result.metrics().query(
+      MetricsFilter().with_namespace(namespace).with_name(name))['counters']
+  return int(sum(c.committed or 0 for c in found))
+
+
+def summarize(result, options: EmbedOptions, seconds: float) -> dict:
+  read = _counter(result, 'read', 'documents_read')
+  embedded = _counter(result, 'embed', 'documents_embedded')
+  rejected = (_counter(result, 'read', 'records_dead_lettered') +
+              _counter(result, 'embed', 'documents_failed'))
+  return {
+      'documents_read': read,
+      'documents_embedded': embedded,
+      'documents_rejected': rejected,
+      'reconciled': read == embedded + rejected,
+      'documents_truncated': _counter(result, 'embed', 'documents_truncated'),
+      'tokens': _counter(result, 'embed', 'tokens_embedded'),
+      'batches': _counter(result, 'embed', 'batches'),
+      'seconds': round(seconds, 2),
+      'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
+      'output': f'{options.output}-*.tfrecord',
+      'dead_letter': f'{dead_letter_prefix(options)}-*.jsonl',
+  }
+
+
+def main(argv=None) -> int:
+  # TensorFlow's C++ start-up chatter buries the summary; warnings still show.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  logging.basicConfig(
+      level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  logging.getLogger('apache_beam').setLevel(logging.WARNING)
+  options = PipelineOptions(argv if argv is not None else sys.argv[1:])
+  embed_options = options.view_as(EmbedOptions)
+  standard = options.view_as(StandardOptions)
+  if not standard.runner:
+    standard.runner = DEFAULT_LOCAL_RUNNER
+  try:
+    model = presets.resolve(embed_options.model, embed_options.preprocessor,
+                            embed_options.encoder,
+                            embed_options.model_cache_dir)
+    read_lib.detect_format(embed_options.input, embed_options.input_format)
+  except (ValueError, RuntimeError) as e:
+    print(f'pipeline.run: error: {e}', file=sys.stderr)
+    return 2
+  if embed_options.pooling == 'pooled' and model.untrained_pooler:
+    logging.warning(
+        '--pooling pooled with a RoBERTa model: its pooled_output comes from '
+        'a pooler the checkpoint never trained (random weights). Use '
+        '--pooling mean unless you fine-tune the pooler.')
+  start = time.monotonic()
+  p = beam.Pipeline(options=options)
+  build_pipeline(p, embed_options, model)
+  result = p.run()
+  result.wait_until_finish()
+  summary = summarize(result, embed_options, time.monotonic() - start)
+  summary['model'] = model.name
+  print(json.dumps(summary), flush=True)
+  return 0 if summary['reconciled'] else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())

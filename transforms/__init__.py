@@ -1,0 +1,1 @@
+"""Beam transforms: read documents, embed them, write embeddings."""

@@ -1,0 +1,61 @@
+"""Typed elements that flow between the pipeline's steps."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+# Dead-letter records keep at most this much of the raw input.
+MAX_RAW_CHARS = 2000
+
+
+class Document(NamedTuple):
+  id: str
+  text: str
+  text_b: Optional[str]
+  # Where it came from (file, or file:row where the reader knows the row).
+  source: str
+
+  @property
+  def content_hash(self) -> str:
+    return content_hash(self.text, self.text_b)
+
+
+class EmbeddedDocument(NamedTuple):
+  id: str
+  embedding: np.ndarray
+  num_tokens: int
+  truncated: bool
+  content_hash: str
+
+
+class DeadLetter(NamedTuple):
+  """A record that could not be read or embedded, and why."""
+  source: str
+  raw: str
+  error_type: str
+  message: str
+  stage: str  # 'read' or 'embed'
+
+  def to_json_dict(self) -> dict:
+    return {'source': self.source, 'raw': self.raw[:MAX_RAW_CHARS],
+            'raw_truncated': len(self.raw) > MAX_RAW_CHARS,
+            'error_type': self.error_type, 'message': self.message,
+            'stage': self.stage}
+
+
+def content_hash(text: str, text_b: Optional[str] = None) -> str:
+  """SHA-256 of the embedded content; pairs hash both parts unambiguously."""
+  h = hashlib.sha256(text.encode('utf-8'))
+  if text_b is not None:
+    h.update(b'\x00')
+    h.update(text_b.encode('utf-8'))
+  return h.hexdigest()
+
+
+def derived_id(text: str, text_b: Optional[str] = None) -> str:
+  """Id for a document that has none: content-derived, so it is stable
+  across re-runs, file moves and re-sharding (identical texts share it)."""
+  return 'sha256:' + content_hash(text, text_b)[:32]

@@ -1,0 +1,270 @@
+"""Reading corpora into Documents; unreadable records become DeadLetters.
+
+Every record read leaves this step as exactly one Document or one DeadLetter,
+so the run summary can reconcile: read = embedded + dead-lettered.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Union
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+
+from transforms.elements import DeadLetter, Document, derived_id
+
+FORMATS = ('text', 'jsonl', 'csv', 'parquet', 'tfrecord')
+_EXTENSIONS = {
+    '.txt': 'text', '.text': 'text', '.jsonl': 'jsonl', '.ndjson': 'jsonl',
+    '.json': 'jsonl', '.csv': 'csv', '.parquet': 'parquet',
+    '.tfrecord': 'tfrecord', '.tfrecords': 'tfrecord',
+}
+_NAMESPACE = 'read'
+
+Parsed = Union[Document, DeadLetter]
+
+
+@dataclass(frozen=True)
+class Fields:
+  id_field: str = 'id'
+  text_field: str = 'text'
+  text_b_field: Optional[str] = None
+
+
+def detect_format(pattern: str, declared: str = 'auto') -> str:
+  if declared != 'auto':
+    if declared not in FORMATS:
+      raise ValueError(f'--input_format must be auto or one of {FORMATS}, '
+                       f'got {declared!r}')
+    return declared
+  name = pattern.lower()
+  for compressed in ('.gz', '.bz2', '.zst', '.deflate'):
+    if name.endswith(compressed):
+      name = name[:-len(compressed)]
+  ext = os.path.splitext(name)[1]
+  if ext not in _EXTENSIONS:
+    raise ValueError(
+        f'Cannot tell the format of {pattern!r} from its extension; pass '
+        f'--input_format ({", ".join(FORMATS)})')
+  return _EXTENSIONS[ext]
+
+
+def _dead(source: str, raw: Any, error: str, message: str) -> DeadLetter:
+  if isinstance(raw, bytes):
+    raw = raw.decode('utf-8', errors='backslashreplace')
+  elif not isinstance(raw, str):
+    raw = repr(raw)
+  return DeadLetter(source=source, raw=raw, error_type=error,
+                    message=message, stage='read')
+
+
+def _text_value(value: Any, field: str) -> tuple[Optional[str], str]:
+  """(text, '') or (None, reason)."""
+  if value is None:
+    return None, f'field {field!r} is missing or null'
+  if isinstance(value, bytes):
+    try:
+      value = value.decode('utf-8')
+    except UnicodeDecodeError as e:
+      return None, f'field {field!r} is not valid UTF-8: {e}'
+  if not isinstance(value, str):
+    return None, (f'field {field!r} must be a string, got '
+                  f'{type(value).__name__}')
+  return value, ''
+
+
+def record_to_document(record: dict, source: str, fields: Fields,
+                       raw: Any = None) -> Parsed:
+  """Turns one structured record (JSON object, CSV row, Parquet row,
+  tf.Example) into a Document, or a DeadLetter saying what is wrong."""
+  raw = record if raw is None else raw
+  text, why = _text_value(record.get(fields.text_field), fields.text_field)
+  if text is None:
+    return _dead(source, raw, 'missing_text', why)
+  if not text.strip():
+    return _dead(source, raw, 'empty_text',
+                 f'field {fields.text_field!r} is empty or whitespace')
+  text_b = None
+  if fields.text_b_field:
+    text_b, why = _text_value(record.get(fields.text_b_field),
+                              fields.text_b_field)
+    if text_b is None:
+      return _dead(source, raw, 'missing_text', why)
+  doc_id = record.get(fields.id_field)
+  if isinstance(doc_id, bytes):
+    doc_id = doc_id.decode('utf-8', errors='backslashreplace')
+  if doc_id is None or doc_id == '':
+    doc_id = derived_id(text, text_b)
+  elif isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
+    doc_id = str(doc_id)
+  else:
+    return _dead(source, raw, 'bad_id',
+                 f'field {fields.id_field!r} must be a string or integer, '
+                 f'got {type(doc_id).__name__}')
+  return Document(id=doc_id, text=text, text_b=text_b, source=source)
+
+
+def parse_text_line(line: bytes, source: str) -> Parsed:
+  try:
+    text = line.decode('utf-8')
+  except UnicodeDecodeError as e:
+    return _dead(source, line, 'invalid_utf8', str(e))
+  if not text.strip():
+    return _dead(source, text, 'empty_text', 'line is empty or whitespace')
+  return Document(id=derived_id(text), text=text, text_b=None, source=source)
+
+
+def parse_json_line(line: bytes, source: str, fields: Fields) -> Parsed:
+  try:
+    text = line.decode('utf-8')
+  except UnicodeDecodeError as e:
+    return _dead(source, line, 'invalid_utf8', str(e))
+  try:
+    record = json.loads(text)
+  except ValueError as e:
+    return _dead(source, text, 'malformed_json', str(e))
+  if not isinstance(record, dict):
+    return _dead(source, text, 'malformed_json',
+                 f'expected a JSON object, got {type(record).__name__}')
+  return record_to_document(record, source, fields, raw=text)
+
+
+def parse_csv_file(path: str, stream: io.BufferedIOBase,
+                   fields: Fields) -> Iterable[Parsed]:
+  """Parses a whole CSV file (quoted fields may span lines, so CSV is not
+  split by byte ranges). The header row names the fields."""
+  text = io.TextIOWrapper(stream, encoding='utf-8',
+                          errors='surrogateescape', newline='')
+  reader = csv.reader(text)
+  try:
+    header = next(reader)
+  except StopIteration:
+    return
+  except csv.Error as e:
+    yield _dead(f'{path}:1', '', 'malformed_csv', f'header: {e}')
+    return
+  row_number = 1
+  while True:
+    row_number += 1
+    source = f'{path}:{reader.line_num + 1}'
+    try:
+      row = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      yield _dead(source, '', 'malformed_csv', str(e))
+      continue
+    raw = ','.join(row)
+    if any(_has_surrogates(v) for v in row):
+      yield _dead(source, raw.encode('utf-8', 'surrogateescape'),
+                  'invalid_utf8', 'row is not valid UTF-8')
+      continue
+    if len(row) != len(header):
+      yield _dead(source, raw, 'malformed_csv',
+                  f'expected {len(header)} fields, got {len(row)}')
+      continue
+    yield record_to_document(dict(zip(header, row)), source, fields, raw=raw)
+
+
+def _has_surrogates(value: str) -> bool:
+  return any('\udc80' <= c <= '\udcff' for c in value)
+
+
+def record_batch_to_documents(batch, source: str,
+                              fields: Fields) -> Iterable[Parsed]:
+  """tfx-bsl decodes tf.Examples into Arrow record batches whose features
+  are lists; a text feature must hold exactly one bytes value."""
+  columns = {name: batch.column(name).to_pylist()
+             for name in batch.schema.names}
+  for i in range(batch.num_rows):
+    record, problems = {}, []
+    for name, values in columns.items():
+      value = values[i]
+      if value is None:
+        continue
+      if len(value) != 1:
+        problems.append(f'feature {name!r} has {len(value)} values')
+        continue
+      record[name] = value[0]
+    if problems:
+      yield _dead(source, repr(record), 'bad_feature', '; '.join(problems))
+      continue
+    yield record_to_document(record, source, fields)
+
+
+def _read_lines(pattern: str):
+  return beam.io.ReadFromTextWithFilename(
+      pattern, coder=beam.coders.BytesCoder())
+
+
+class ReadDocuments(beam.PTransform):
+  """Reads a corpus into a PCollection of Document | DeadLetter."""
+
+  def __init__(self, pattern: str, input_format: str = 'auto',
+               fields: Fields = Fields()):
+    super().__init__()
+    self._pattern = pattern
+    self._format = detect_format(pattern, input_format)
+    self._fields = fields
+
+  def expand(self, pbegin):
+    fields, fmt = self._fields, self._format
+    if fmt == 'text':
+      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern)
+                | 'ParseText' >> beam.MapTuple(
+                    lambda path, line: parse_text_line(line, path)))
+    elif fmt == 'jsonl':
+      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern)
+                | 'ParseJson' >> beam.MapTuple(
+                    lambda path, line: parse_json_line(line, path, fields)))
+    elif fmt == 'csv':
+      parsed = (pbegin | 'Match' >> fileio.MatchFiles(self._pattern)
+                | 'Open' >> fileio.ReadMatches()
+                | 'ParseCsv' >> beam.FlatMap(
+                    lambda f: parse_csv_file(f.metadata.path, f.open(),
+                                             fields)))
+    elif fmt == 'parquet':
+      columns = [c for c in (fields.id_field, fields.text_field,
+                             fields.text_b_field) if c]
+      parsed = (pbegin | 'ReadParquet' >> beam.io.ReadFromParquetBatched(
+          self._pattern)
+                | 'ParseParquet' >> beam.FlatMap(
+                    lambda table: _table_rows(table, columns, self._pattern,
+                                              fields)))
+    else:
+      parsed = (pbegin | 'ReadExamples' >> _tfxio_source(self._pattern)
+                | 'ParseExamples' >> beam.FlatMap(
+                    record_batch_to_documents, self._pattern, fields))
+    return parsed | 'CountRead' >> beam.Map(_count_read)
+
+
+def _table_rows(table, columns, source, fields) -> Iterable[Parsed]:
+  present = [c for c in columns if c in table.column_names]
+  rows = table.select(present).to_pylist()
+  for row in rows:
+    yield record_to_document(row, source, fields)
+
+
+def _tfxio_source(pattern: str):
+  """tfx-bsl's TFXIO reader: decodes TFRecords of tf.Example into Arrow
+  record batches in C++, much faster than parsing protos in Python. No
+  schema is given, so id features may be bytes or int64."""
+  from tfx_bsl.public import tfxio  # pylint: disable=import-outside-toplevel
+  return tfxio.TFExampleRecord(pattern).BeamSource()
+
+
+_read_counter = Metrics.counter(_NAMESPACE, 'documents_read')
+_bad_counter = Metrics.counter(_NAMESPACE, 'records_dead_lettered')
+
+
+def _count_read(element: Parsed) -> Parsed:
+  _read_counter.inc()
+  if isinstance(element, DeadLetter):
+    _bad_counter.inc()
+  return element
