@@ -5,6 +5,7 @@ Prints, as its last line, one JSON object with the run's counts and rates.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -91,13 +92,33 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   }
 
 
+def help_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m pipeline.run',
+      description='Embed a text corpus with a TF Hub preprocessor + encoder '
+      'pair on Apache Beam and write tf.train.Example TFRecords.',
+      epilog='Beam pipeline flags (--runner, --project, --region, '
+      '--temp_location, --direct_num_workers, --direct_running_mode, ...) are '
+      f'accepted too. Without --runner the job runs locally on '
+      f'{DEFAULT_LOCAL_RUNNER}. The last line printed is a JSON summary.')
+  EmbedOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  return parser
+
+
 def main(argv=None) -> int:
   # TensorFlow's C++ start-up chatter buries the summary; warnings still show.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.basicConfig(
       level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
   logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  options = PipelineOptions(argv if argv is not None else sys.argv[1:])
+  argv = list(argv if argv is not None else sys.argv[1:])
+  if '-h' in argv or '--help' in argv:
+    help_parser().print_help()
+    return 0
+  # Checks the job's own flags (required ones, choices) with clear messages;
+  # Beam's flags pass through to PipelineOptions.
+  help_parser().parse_known_args(argv)
+  options = PipelineOptions(argv)
   embed_options = options.view_as(EmbedOptions)
   standard = options.view_as(StandardOptions)
   if not standard.runner:

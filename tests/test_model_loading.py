@@ -1,0 +1,50 @@
+"""The model is loaded once per worker process, not per bundle or batch."""
+
+from __future__ import annotations
+
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from pipeline.options import EmbedOptions
+from pipeline.run import build_pipeline
+from tests import corpora
+
+
+def _loads_and_batches(tmp_path, minilm_model, *extra):
+  docs = corpora.sample_docs(160)
+  for i in range(8):
+    corpora.write_jsonl(str(tmp_path / f'part-{i}.jsonl'),
+                        docs[i * 20:(i + 1) * 20], bad=False)
+  options = PipelineOptions([
+      '--input', str(tmp_path / 'part-*.jsonl'),
+      '--output', str(tmp_path / 'out' / 'emb'), '--batch_size', '4',
+      *extra])
+  p = TestPipeline(runner='FnApiRunner', options=options, blocking=False)
+  build_pipeline(p, options.view_as(EmbedOptions), minilm_model)
+  result = p.run()
+  result.wait_until_finish()
+  metrics = result.metrics().query(MetricsFilter())
+  loads = sum(d.committed.count for d in metrics['distributions']
+              if d.key.metric.name.endswith('load_model_latency_milli_secs'))
+  batches = sum(c.committed for c in metrics['counters']
+                if c.key.metric.name == 'batches')
+  embedded = sum(c.committed for c in metrics['counters']
+                 if c.key.metric.name == 'documents_embedded')
+  return loads, batches, embedded
+
+
+def test_one_load_in_one_process_across_many_batches(tmp_path, minilm_model):
+  loads, batches, embedded = _loads_and_batches(tmp_path, minilm_model)
+  assert embedded == 160
+  assert batches >= 40  # at most 4 documents per batch
+  assert loads == 1
+
+
+def test_one_load_per_worker_process(tmp_path, minilm_model):
+  loads, batches, embedded = _loads_and_batches(
+      tmp_path, minilm_model, '--direct_num_workers', '2',
+      '--direct_running_mode', 'multi_processing')
+  assert embedded == 160
+  assert batches >= 40
+  assert 1 <= loads <= 2

@@ -1,0 +1,78 @@
+"""`python -m pipeline.run` as a scheduler would call it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests import corpora
+
+ROOT = corpora.ROOT
+
+
+def _cli(*args, timeout=600):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-m', 'pipeline.run', *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_help_explains_every_flag():
+  proc = _cli('--help')
+  assert proc.returncode == 0
+  for flag in ('--input', '--input_format', '--id_field', '--text_field',
+               '--text_b_field', '--output', '--dead_letter', '--model',
+               '--preprocessor', '--encoder', '--pooling', '--normalize',
+               '--max_seq_length', '--batch_size', '--num_shards'):
+    assert flag in proc.stdout
+  assert 'minilm-l6' in proc.stdout and 'roberta-large' in proc.stdout
+
+
+def test_summary_line_reconciles_counts(tmp_path, minilm_export):
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
+                               corpora.sample_docs(25))
+  out = str(tmp_path / 'out' / 'emb')
+  proc = _cli('--input', corpus.pattern, '--output', out, '--model',
+              'minilm-l6', '--model_cache_dir', os.path.dirname(minilm_export))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary['documents_read'] == 28
+  assert summary['documents_embedded'] == 25
+  assert summary['documents_rejected'] == 3
+  assert summary['reconciled'] is True
+  assert summary['tokens'] == sum(
+      r['num_tokens'] for r in corpora.read_output(out))
+  assert summary['documents_per_second'] > 0
+  assert summary['output'] == out + '-*.tfrecord'
+  assert len(corpora.read_dead_letters(out + '-dead_letter')) == 3
+
+
+def test_clear_errors_for_bad_flags(tmp_path):
+  proc = _cli('--input', str(tmp_path / 'corpus.xyz'), '--output',
+              str(tmp_path / 'o'), '--model', 'minilm-l6')
+  assert proc.returncode == 2
+  assert '--input_format' in proc.stderr
+  proc = _cli('--input', 'a.jsonl', '--output', 'o', '--preprocessor', 'x')
+  assert proc.returncode == 2
+  assert '--preprocessor and --encoder must be given together' in proc.stderr
+
+
+def test_export_model_command(tmp_path, minilm_hf_dir):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pipeline.export_model', 'bert', '--from',
+       minilm_hf_dir, '--out', str(tmp_path / 'm')], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert manifest['hidden_size'] == 384 and manifest['num_layers'] == 6
+  assert os.path.exists(tmp_path / 'm' / 'encoder' / 'saved_model.pb')
+  assert os.path.exists(tmp_path / 'm' / 'preprocessor' / 'saved_model.pb')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pipeline.export_model', 'bert', '--from',
+       str(tmp_path), '--out', str(tmp_path / 'n')], cwd=ROOT, env=env,
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2
+  assert 'has no config.json' in proc.stderr
