@@ -13,6 +13,12 @@ import sys
 import time
 from typing import Optional
 
+# TensorFlow's C++ start-up chatter buries the summary; warnings still show.
+# Set before anything imports TensorFlow.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=wrong-import-position
+
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -106,8 +112,6 @@ def help_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  # TensorFlow's C++ start-up chatter buries the summary; warnings still show.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.basicConfig(
       level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
   logging.getLogger('apache_beam').setLevel(logging.WARNING)

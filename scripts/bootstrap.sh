@@ -20,9 +20,14 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check 'pip==26.3' 2>&1 | grep -v '^WARNING: Location' || true
 fi
 
+stamp_of() { echo "$venv/.installed-$(cat "$@" | sha256sum | cut -c1-16)"; }
 files=(requirements.txt)
 [ $want_test = 1 ] && files+=(requirements-test.txt)
-stamp="$venv/.installed-$(cat "${files[@]}" | sha256sum | cut -c1-16)"
+stamp=$(stamp_of "${files[@]}")
+# A test environment contains the runtime one.
+if [ $want_test = 0 ] && [ -e "$(stamp_of requirements.txt requirements-test.txt)" ]; then
+  exit 0
+fi
 if [ ! -e "$stamp" ]; then
   echo "bootstrap: installing ${files[*]} (a few minutes on a new machine)" >&2
   args=()
