@@ -38,6 +38,15 @@ def test_generated_strings_token_ids_equal_hugging_face(preprocessor,
   assert not bad, f'{len(bad)} of {len(texts)} differ, first: {bad[0]!r}'
 
 
+def _assert_packed_equal(ours: dict, ref) -> None:
+  np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
+                                ref['input_ids'])
+  np.testing.assert_array_equal(ours['input_type_ids'].numpy(),
+                                ref['token_type_ids'])
+  np.testing.assert_array_equal(ours['input_mask'].numpy(),
+                                ref['attention_mask'])
+
+
 @pytest.mark.parametrize('seq_length', [8, 9, 16, 33, 64])
 def test_pair_packing_equals_hugging_face_longest_first(
     preprocessor, hf_tokenizer, seq_length):
@@ -50,12 +59,7 @@ def test_pair_packing_equals_hugging_face_longest_first(
   ref = hf_tokenizer(a_texts, b_texts, truncation='longest_first',
                      max_length=seq_length, padding='max_length',
                      return_tensors='np')
-  np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
-                                ref['input_ids'])
-  np.testing.assert_array_equal(ours['input_type_ids'].numpy(),
-                                ref['token_type_ids'])
-  np.testing.assert_array_equal(ours['input_mask'].numpy(),
-                                ref['attention_mask'])
+  _assert_packed_equal(ours, ref)
 
 
 @pytest.mark.parametrize('seq_length', [16, 128])
@@ -66,10 +70,7 @@ def test_single_packing_equals_hugging_face(preprocessor, hf_tokenizer,
       [preprocessor.tokenize(tf.constant(texts))], seq_length=seq_length)
   ref = hf_tokenizer(texts, truncation=True, max_length=seq_length,
                      padding='max_length', return_tensors='np')
-  np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
-                                ref['input_ids'])
-  np.testing.assert_array_equal(ours['input_mask'].numpy(),
-                                ref['attention_mask'])
+  _assert_packed_equal(ours, ref)
 
 
 @pytest.mark.parametrize('max_seq_length', [128, 256])

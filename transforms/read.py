@@ -149,9 +149,7 @@ def parse_csv_file(path: str, stream: io.BufferedIOBase,
   except csv.Error as e:
     yield _dead(f'{path}:1', '', 'malformed_csv', f'header: {e}')
     return
-  row_number = 1
   while True:
-    row_number += 1
     source = f'{path}:{reader.line_num + 1}'
     try:
       row = next(reader)
