@@ -98,6 +98,30 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   }
 
 
+def check_model_handles(model: presets.ResolvedModel) -> None:
+  """Fails fast, in the launching process, on a model that cannot be loaded,
+  instead of after the workers have started. URL handles are resolved (and so
+  downloaded into the TF Hub cache that local workers then reuse)."""
+  for handle in (model.preprocessor, model.encoder):
+    if handle.startswith(('http://', 'https://')):
+      # pylint: disable=import-outside-toplevel
+      import warnings
+      with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='pkg_resources')
+        import tensorflow_hub as hub
+      try:
+        hub.resolve(handle)
+      except Exception as e:  # pylint: disable=broad-except
+        raise RuntimeError(
+            f'cannot fetch model {handle}: {e}. Offline, use --model '
+            'minilm-l6 or --preprocessor/--encoder with local folders.'
+        ) from e
+    elif '://' not in handle and not os.path.exists(
+        os.path.join(handle, 'saved_model.pb')):
+      raise RuntimeError(f'{handle} is not a SavedModel folder '
+                         '(no saved_model.pb)')
+
+
 def help_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m pipeline.run',
@@ -132,6 +156,8 @@ def main(argv=None) -> int:
                             embed_options.encoder,
                             embed_options.model_cache_dir)
     read_lib.detect_format(embed_options.input, embed_options.input_format)
+    if standard.runner != 'DataflowRunner':
+      check_model_handles(model)
   except (ValueError, RuntimeError) as e:
     print(f'pipeline.run: error: {e}', file=sys.stderr)
     return 2

@@ -57,6 +57,10 @@ def test_clear_errors_for_bad_flags(tmp_path):
   proc = _cli('--input', 'a.jsonl', '--output', 'o', '--preprocessor', 'x')
   assert proc.returncode == 2
   assert '--preprocessor and --encoder must be given together' in proc.stderr
+  proc = _cli('--input', 'a.jsonl', '--output', 'o', '--preprocessor',
+              str(tmp_path), '--encoder', str(tmp_path))
+  assert proc.returncode == 2
+  assert 'is not a SavedModel folder' in proc.stderr
 
 
 def test_export_model_command(tmp_path, minilm_hf_dir):
