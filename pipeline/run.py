@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import presets
 from pipeline.options import EmbedOptions
+from tfmodels.embedder import import_hub
 from transforms import read as read_lib
 from transforms.elements import DeadLetter
 from transforms.embed import EmbedDocuments, TFHubEmbeddingHandler
@@ -104,13 +105,8 @@ def check_model_handles(model: presets.ResolvedModel) -> None:
   downloaded into the TF Hub cache that local workers then reuse)."""
   for handle in (model.preprocessor, model.encoder):
     if handle.startswith(('http://', 'https://')):
-      # pylint: disable=import-outside-toplevel
-      import warnings
-      with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='pkg_resources')
-        import tensorflow_hub as hub
       try:
-        hub.resolve(handle)
+        import_hub().resolve(handle)
       except Exception as e:  # pylint: disable=broad-except
         raise RuntimeError(
             f'cannot fetch model {handle}: {e}. Offline, use --model '

@@ -39,6 +39,17 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(norm, 1e-12)
 
 
+def import_hub():
+  """tensorflow_hub, without its pkg_resources deprecation warning (0.16
+  imports pkg_resources, hence setuptools<81)."""
+  # pylint: disable=import-outside-toplevel
+  import warnings
+  with warnings.catch_warnings():
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+    import tensorflow_hub as hub
+  return hub
+
+
 class EmbeddingModel:
   """A loaded preprocessor + encoder pair with a pooling rule."""
 
@@ -69,14 +80,9 @@ class EmbeddingModel:
   @classmethod
   def load(cls, preprocessor_handle: str, encoder_handle: str,
            **kwargs) -> 'EmbeddingModel':
-    # pylint: disable=import-outside-toplevel
-    import warnings
     # Registers tf_text's ops, which the preprocessor's graph uses.
-    import tensorflow_text  # pylint: disable=unused-import
-    with warnings.catch_warnings():
-      # tensorflow_hub 0.16 imports pkg_resources (hence setuptools<81).
-      warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-      import tensorflow_hub as hub
+    import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
+    hub = import_hub()
     logging.info('Loading preprocessor %s and encoder %s',
                  preprocessor_handle, encoder_handle)
     return cls(hub.load(preprocessor_handle), hub.load(encoder_handle),

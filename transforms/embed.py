@@ -66,9 +66,9 @@ class TFHubEmbeddingHandler(ModelHandler[Document, Result, Any]):
   def _embed_group(self, docs: Sequence[Document], model) -> list[Result]:
     try:
       return self._embed_all(docs, model)
-    except Exception:  # pylint: disable=broad-except
+    except Exception as exc:  # pylint: disable=broad-except
       if len(docs) == 1:
-        return [self._dead(docs[0])]
+        return [self._dead(docs[0], exc)]
       # One bad document must not take the batch down: retry one by one,
       # dead-letter only those that still fail.
       logging.warning('Batch of %d failed; retrying documents one by one',
@@ -76,9 +76,7 @@ class TFHubEmbeddingHandler(ModelHandler[Document, Result, Any]):
       self._retried.inc()
       return [self._embed_group([d], model)[0] for d in docs]
 
-  def _dead(self, doc: Document) -> DeadLetter:
-    import sys  # pylint: disable=import-outside-toplevel
-    exc = sys.exc_info()[1]
+  def _dead(self, doc: Document, exc: Exception) -> DeadLetter:
     self._failed.inc()
     raw = doc.text if doc.text_b is None else f'{doc.text}\t{doc.text_b}'
     return DeadLetter(source=doc.source, raw=raw,
