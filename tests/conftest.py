@@ -43,3 +43,37 @@ def preprocessor(minilm_model):
   import tensorflow_hub as hub
   import tensorflow_text  # noqa: F401  registers ops
   return hub.load(minilm_model.preprocessor)
+
+
+@pytest.fixture(scope='session')
+def roberta_hf_dir(tmp_path_factory) -> str:
+  """A small RoBERTa in Hugging Face format: byte-level BPE trained here
+  with `tokenizers`, random RobertaModel weights."""
+  from tests import hf_reference
+  out = str(tmp_path_factory.mktemp('roberta_hf'))
+  hf_reference.train_byte_bpe(out)
+  hf_reference.make_random_roberta(out)
+  return out
+
+
+@pytest.fixture(scope='session')
+def roberta_export(tmp_path_factory, roberta_hf_dir) -> str:
+  """The project's export of roberta_hf_dir, made by the CLI's entry point."""
+  from pipeline import export_model
+  out = str(tmp_path_factory.mktemp('roberta_export'))
+  assert export_model.main(['roberta', '--from', roberta_hf_dir,
+                            '--out', out]) == 0
+  return out
+
+
+@pytest.fixture(scope='session')
+def roberta_preprocessor(roberta_export):
+  import tensorflow_text  # noqa: F401  registers ops
+  from tfmodels.embedder import import_hub
+  return import_hub().load(os.path.join(roberta_export, 'preprocessor'))
+
+
+@pytest.fixture(scope='session')
+def roberta_hf_tokenizer(roberta_hf_dir):
+  from tests import hf_reference
+  return hf_reference.roberta_tokenizer(roberta_hf_dir)

@@ -108,3 +108,62 @@ def varied_sentences() -> list[str]:
                         'longer than the sequence length.'] * 40)
   base += [long_text, long_text.upper(), ' '.join(base[:30])]
   return base
+
+
+# Whitespace that GPT-2's regex treats as \s, and look-alikes that it does not.
+BPE_SPACES = ['\t', '\n', '\r', '\x0b', '\x0c', '\x85', '\xa0', '\u1680',
+              '\u2000', '\u2001', '\u2005', '\u200a', '\u2028', '\u2029',
+              '\u202f', '\u205f', '\u3000', '\u200b', '\u180e', '\ufeff']
+CONTRACTIONS = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL",
+                "'x", "''", "'", "'sa", "'rel"]
+CODE = ['def f(x):\n    return x\n', 'if a:\n\tb = 1\n', '    ', '\t\t',
+        'x  = [1,2]', '{"k": null}', '    # comment\n', 'a\r\n\r\nb',
+        "print('hi')", 'x->y', '==>', '...', 'i++;', '#!/bin/sh']
+
+
+def _any_chars(rng: random.Random, n: int) -> str:
+  """Any code point but surrogates (Python str cannot hold lone ones in
+  UTF-8): byte-level BPE must handle all, with no Unicode-version caveat,
+  because its character classes are read off `tokenizers` itself."""
+  out = []
+  while len(out) < n:
+    roll = rng.random()
+    high = 0x7F if roll < 0.3 else 0x2FFF if roll < 0.7 else 0x10FFFF
+    cp = rng.randint(0, high)
+    if not 0xD800 <= cp <= 0xDFFF:
+      out.append(chr(cp))
+  return ''.join(out)
+
+
+def random_bpe_text(rng: random.Random, max_parts: int = 40) -> str:
+  """Strings aimed at GPT-2's pre-tokenizer and byte-level BPE: whitespace
+  runs of every kind before words and punctuation, contractions in every
+  context, NUL, code, special-token literals, any code point, long words."""
+  parts = []
+  for _ in range(rng.randint(0, max_parts)):
+    roll = rng.random()
+    if roll < 0.45:
+      word = rng.choice(WORDS)
+      if rng.random() < 0.2:
+        word = word.upper() if rng.random() < 0.5 else word.title()
+      parts.append(word)
+    elif roll < 0.60:
+      parts.append(''.join(rng.choice(BPE_SPACES + [' ', ' ', ' '])
+                           for _ in range(rng.randint(1, 4))))
+    elif roll < 0.68:
+      parts.append(rng.choice(CONTRACTIONS))
+    elif roll < 0.74:
+      parts.append(rng.choice(CODE))
+    elif roll < 0.78:
+      parts.append(rng.choice(SPECIAL))
+    elif roll < 0.81:
+      parts.append('\x00' * rng.randint(1, 2))
+    elif roll < 0.95:
+      parts.append(_any_chars(rng, rng.randint(1, 6)))
+    elif roll < 0.98:
+      parts.append(str(rng.randint(0, 10**rng.randint(1, 12))))
+    else:
+      parts.append(''.join(rng.choice('abcé1_-') for _ in range(
+          rng.randint(50, 400))))
+    parts.append(rng.choice([' ', ' ', ' ', '', '', '\n', '  ', '\t']))
+  return ''.join(parts)

@@ -35,6 +35,14 @@ class EncoderConfig:
   pad_token_id: int = 0
   hidden_act: str = 'gelu'
 
+  @property
+  def max_seq_length(self) -> int:
+    """Longest input the position table covers (RoBERTa's position ids
+    start after pad_token_id, so roberta-large's 514 positions give 512)."""
+    if self.position_style == 'roberta':
+      return self.max_position_embeddings - self.pad_token_id - 1
+    return self.max_position_embeddings
+
   @classmethod
   def from_hf_config(cls, config: dict) -> 'EncoderConfig':
     model_type = config.get('model_type', 'bert')

@@ -9,6 +9,7 @@ import tempfile
 
 import tensorflow as tf
 
+from tfmodels import bytebpe
 from tfmodels import encoder as encoder_lib
 from tfmodels import hf
 from tfmodels import wordpiece
@@ -36,36 +37,77 @@ def _save_atomically(obj, out_dir: str, signatures=None) -> None:
 
 def export_bert_from_hf(hf_dir: str, out_dir: str,
                         default_seq_length: int = 128) -> dict:
-  """Writes OUT/preprocessor and OUT/encoder from a Hugging Face BERT folder.
-
-  Returns the manifest (also written to OUT/export.json).
-  """
-  config = hf.read_config(hf_dir)
-  if config.get('model_type', 'bert') != 'bert':
-    raise hf.ModelFilesError(
-        f"{hf_dir} holds a {config.get('model_type')!r} model; this exporter "
-        'takes BERT-style (WordPiece) models')
+  """Writes OUT/preprocessor and OUT/encoder from a Hugging Face BERT folder
+  (WordPiece vocab.txt). Returns the manifest (also written to
+  OUT/export.json)."""
+  config = _read_config(hf_dir, 'bert', 'BERT-style (WordPiece)')
   vocab = hf.read_wordpiece_vocab(hf_dir)
   lower_case = hf.read_lower_case(hf_dir)
-  enc_config = encoder_lib.EncoderConfig.from_hf_config(config)
-  if len(vocab) != enc_config.vocab_size:
-    raise hf.ModelFilesError(
-        f'vocab.txt has {len(vocab)} tokens but config.json says '
-        f'vocab_size={enc_config.vocab_size}')
-  os.makedirs(out_dir, exist_ok=True)
   preprocessor = wordpiece.build_wordpiece_preprocessor(
       vocab, lower_case=lower_case, default_seq_length=default_seq_length)
+  return _export(hf_dir, out_dir, config, preprocessor, len(vocab),
+                 default_seq_length,
+                 {'tokenizer': 'wordpiece', 'lower_case': lower_case})
+
+
+def export_roberta_from_hf(hf_dir: str, out_dir: str,
+                           default_seq_length: int = 128) -> dict:
+  """Writes OUT/preprocessor and OUT/encoder from a Hugging Face RoBERTa
+  folder (byte-level BPE vocab.json + merges.txt). Returns the manifest."""
+  config = _read_config(hf_dir, 'roberta', 'RoBERTa-style (byte-level BPE)')
+  vocab = hf.read_bpe_vocab(hf_dir)
+  merges = hf.read_bpe_merges(hf_dir)
+  tokenizer_json = os.path.join(hf_dir, 'tokenizer.json')
+  try:
+    specials = bytebpe.read_added_tokens(
+        tokenizer_json if os.path.exists(tokenizer_json) else None, vocab)
+    preprocessor = bytebpe.build_bpe_preprocessor(
+        vocab, merges, specials, default_seq_length=default_seq_length)
+  except ValueError as e:
+    raise hf.ModelFilesError(f'{hf_dir}: {e}') from e
+  num_tokens = preprocessor.tokenize.get_special_tokens_dict.__call__()[
+      'vocab_size'].numpy()
+  return _export(hf_dir, out_dir, config, preprocessor, int(num_tokens),
+                 default_seq_length,
+                 {'tokenizer': 'byte-level-bpe', 'merges': len(merges),
+                  'special_tokens': {s.content: s.token_id
+                                     for s in specials}})
+
+
+def _read_config(hf_dir: str, model_type: str, description: str) -> dict:
+  config = hf.read_config(hf_dir)
+  if config.get('model_type', 'bert') != model_type:
+    raise hf.ModelFilesError(
+        f"{hf_dir} holds a {config.get('model_type')!r} model; this exporter "
+        f'takes {description} models')
+  return config
+
+
+def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
+            num_tokens: int, default_seq_length: int, tokenizer_info: dict):
+  """Saves the preprocessor, converts and saves the encoder, then writes the
+  manifest last, so its presence means a complete export."""
+  enc_config = encoder_lib.EncoderConfig.from_hf_config(config)
+  if num_tokens > enc_config.vocab_size:
+    raise hf.ModelFilesError(
+        f'the tokenizer has {num_tokens} token ids but config.json says '
+        f'vocab_size={enc_config.vocab_size}')
+  if not 8 <= default_seq_length <= enc_config.max_seq_length:
+    raise hf.ModelFilesError(
+        f'seq_length must be between 8 and {enc_config.max_seq_length}, got '
+        f'{default_seq_length}')
+  os.makedirs(out_dir, exist_ok=True)
   _save_atomically(preprocessor, os.path.join(out_dir, PREPROCESSOR_DIR))
   encoder = encoder_lib.TransformerEncoder(enc_config, hf.read_weights(hf_dir))
   root, signatures = encoder_lib.build_encoder_savedmodel(encoder)
   _save_atomically(root, os.path.join(out_dir, ENCODER_DIR), signatures)
   manifest = {
       'format': 'tfhub-bert-pair/1',
-      'tokenizer': 'wordpiece',
-      'lower_case': lower_case,
+      'model_type': config.get('model_type', 'bert'),
+      **tokenizer_info,
       'hidden_size': enc_config.hidden_size,
       'num_layers': enc_config.num_layers,
-      'max_position_embeddings': enc_config.max_position_embeddings,
+      'max_seq_length': enc_config.max_seq_length,
       'default_seq_length': default_seq_length,
       'pooler_trained': not encoder.missing_pooler,
       'source': os.path.abspath(hf_dir),
@@ -73,3 +115,8 @@ def export_bert_from_hf(hf_dir: str, out_dir: str,
   with open(os.path.join(out_dir, MANIFEST), 'w', encoding='utf-8') as f:
     json.dump(manifest, f, indent=2)
   return manifest
+
+
+def read_manifest(out_dir: str) -> dict:
+  with open(os.path.join(out_dir, MANIFEST), encoding='utf-8') as f:
+    return json.load(f)

@@ -63,3 +63,35 @@ def read_lower_case(model_dir: str, default: bool = True) -> bool:
   if config.get('tokenize_chinese_chars', True) is not True:
     raise ModelFilesError('tokenize_chinese_chars=False is not supported')
   return bool(config.get('do_lower_case', default))
+
+
+def read_bpe_vocab(model_dir: str) -> dict[str, int]:
+  """vocab.json: byte-level token spelling -> id."""
+  path = os.path.join(model_dir, 'vocab.json')
+  if not os.path.exists(path):
+    raise ModelFilesError(f'{model_dir} has no vocab.json')
+  with open(path, encoding='utf-8') as f:
+    vocab = json.load(f)
+  if not isinstance(vocab, dict) or not vocab:
+    raise ModelFilesError(f'{path} is not a token -> id object')
+  return vocab
+
+
+def read_bpe_merges(model_dir: str) -> list[tuple[str, str]]:
+  """merges.txt: one "left right" pair per line, by rank; a first line
+  starting with #version is a header."""
+  path = os.path.join(model_dir, 'merges.txt')
+  if not os.path.exists(path):
+    raise ModelFilesError(f'{model_dir} has no merges.txt')
+  merges = []
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      line = line.rstrip('\r\n')
+      if (number == 1 and line.startswith('#version')) or not line:
+        continue
+      parts = line.split(' ')
+      if len(parts) != 2:
+        raise ModelFilesError(f'{path}:{number}: expected "left right", got '
+                              f'{line!r}')
+      merges.append((parts[0], parts[1]))
+  return merges
