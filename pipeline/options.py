@@ -49,14 +49,19 @@ class EmbedOptions(PipelineOptions):
     model.add_argument(
         '--model', default=None, choices=sorted(presets.PRESETS),
         help='Model preset (default: roberta-large, which loads from '
-        'tfhub.dev). minilm-l6 works offline. Or give --preprocessor and '
-        '--encoder instead.')
+        'tfhub.dev). minilm-l6 works offline. Or give --model_dir, or '
+        '--preprocessor and --encoder, instead.')
     model.add_argument(
         '--preprocessor', default=None,
         help='TF Hub preprocessor handle: tfhub.dev/Kaggle URL, gs:// or a '
         'local SavedModel folder.')
     model.add_argument('--encoder', default=None,
                        help='TF Hub encoder handle, as for --preprocessor.')
+    model.add_argument(
+        '--model_dir', default=None,
+        help='A folder made by python -m pipeline.export_model (bert or '
+        'roberta, e.g. roberta-large from Hugging Face files): its '
+        'preprocessor/ and encoder/ are used.')
     model.add_argument(
         '--model_cache_dir', default=None,
         help='Where locally built presets are cached (default: '

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -48,11 +49,19 @@ class ResolvedModel:
   preprocessor: str
   encoder: str
   untrained_pooler: bool
+  # Longest input the encoder takes, where known (exports record it).
+  max_seq_length: Optional[int] = None
 
 
 def resolve(model: Optional[str], preprocessor: Optional[str],
-            encoder: Optional[str], cache_dir: Optional[str]) -> ResolvedModel:
+            encoder: Optional[str], cache_dir: Optional[str],
+            model_dir: Optional[str] = None) -> ResolvedModel:
   """Turns the CLI's model flags into two loadable handles."""
+  if model_dir:
+    if model or preprocessor or encoder:
+      raise ValueError('give --model_dir alone, without --model or '
+                       '--preprocessor/--encoder')
+    return from_export_dir(model_dir)
   if bool(preprocessor) != bool(encoder):
     raise ValueError('--preprocessor and --encoder must be given together')
   if preprocessor:
@@ -70,8 +79,26 @@ def resolve(model: Optional[str], preprocessor: Optional[str],
     return ResolvedModel(model, preset.preprocessor, preset.encoder,
                          preset.untrained_pooler)
   out = ensure_exported(model, cache_dir or default_cache_dir())
-  return ResolvedModel(model, os.path.join(out, 'preprocessor'),
-                       os.path.join(out, 'encoder'), preset.untrained_pooler)
+  return from_export_dir(out, name=model)
+
+
+def from_export_dir(model_dir: str,
+                    name: Optional[str] = None) -> ResolvedModel:
+  """An export folder of `python -m pipeline.export_model` (WordPiece or
+  BPE alike): preprocessor/, encoder/ and export.json."""
+  manifest_path = os.path.join(model_dir, 'export.json')
+  if not os.path.exists(manifest_path):
+    raise ValueError(
+        f'{model_dir} is not an exported model folder (no export.json); '
+        'make one with python -m pipeline.export_model')
+  with open(manifest_path, encoding='utf-8') as f:
+    manifest = json.load(f)
+  return ResolvedModel(
+      name or os.path.basename(os.path.normpath(model_dir)),
+      os.path.join(model_dir, 'preprocessor'),
+      os.path.join(model_dir, 'encoder'),
+      untrained_pooler=not manifest.get('pooler_trained', True),
+      max_seq_length=manifest.get('max_seq_length'))
 
 
 def ensure_exported(name: str, cache_dir: str) -> str:

@@ -39,6 +39,11 @@ from transforms.write import WriteDeadLetters, WriteEmbeddings
 DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
 
 
+def resolve_model(options: EmbedOptions) -> presets.ResolvedModel:
+  return presets.resolve(options.model, options.preprocessor, options.encoder,
+                         options.model_cache_dir, options.model_dir)
+
+
 def dead_letter_prefix(options: EmbedOptions) -> str:
   return options.dead_letter or f'{options.output}-dead_letter'
 
@@ -50,8 +55,7 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   Returns the main PCollections by name, for tests and for callers that
   extend the graph.
   """
-  model = model or presets.resolve(options.model, options.preprocessor,
-                                   options.encoder, options.model_cache_dir)
+  model = model or resolve_model(options)
   fields = read_lib.Fields(options.id_field, options.text_field,
                            options.text_b_field)
   handler = TFHubEmbeddingHandler(
@@ -148,9 +152,12 @@ def main(argv=None) -> int:
   if not standard.runner:
     standard.runner = DEFAULT_LOCAL_RUNNER
   try:
-    model = presets.resolve(embed_options.model, embed_options.preprocessor,
-                            embed_options.encoder,
-                            embed_options.model_cache_dir)
+    model = resolve_model(embed_options)
+    if model.max_seq_length and embed_options.max_seq_length > (
+        model.max_seq_length):
+      raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
+                       f'more than {model.name} takes '
+                       f'({model.max_seq_length})')
     read_lib.detect_format(embed_options.input, embed_options.input_format)
     if standard.runner != 'DataflowRunner':
       check_model_handles(model)
@@ -159,9 +166,9 @@ def main(argv=None) -> int:
     return 2
   if embed_options.pooling == 'pooled' and model.untrained_pooler:
     logging.warning(
-        '--pooling pooled with a RoBERTa model: its pooled_output comes from '
-        'a pooler the checkpoint never trained (random weights). Use '
-        '--pooling mean unless you fine-tune the pooler.')
+        '--pooling pooled with %s: its pooled_output comes from a pooler '
+        'the checkpoint never trained (random weights). Use --pooling mean '
+        'unless you fine-tune the pooler.', model.name)
   start = time.monotonic()
   p = beam.Pipeline(options=options)
   build_pipeline(p, embed_options, model)

