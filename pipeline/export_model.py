@@ -37,6 +37,14 @@ def main(argv=None) -> int:
                       help='Output folder; gets preprocessor/ and encoder/.')
   parser.add_argument('--seq_length', type=int, default=128,
                       help='Default seq_length of the preprocessor.')
+  parser.add_argument(
+      '--special_tokens_in_text', default='special',
+      choices=export.SPECIAL_TOKENS_IN_TEXT,
+      help='special (default): special tokens written in a text, such as '
+      '</s> or [SEP], become those tokens, as Hugging Face tokenizers do by '
+      'default; text: they are tokenized as the characters they are '
+      '(Hugging Face split_special_tokens=True), so documents cannot inject '
+      'separators or masks.')
   args = parser.parse_args(argv)
   source = args.source
   if args.kind == 'minilm-l6':
@@ -53,7 +61,8 @@ def main(argv=None) -> int:
   exporter = (export.export_roberta_from_hf if args.kind == 'roberta' else
               export.export_bert_from_hf)
   try:
-    manifest = exporter(source, args.out, args.seq_length)
+    manifest = exporter(source, args.out, args.seq_length,
+                        args.special_tokens_in_text)
   except ModelFilesError as e:
     print(f'export_model: {e}', file=sys.stderr)
     return 2

@@ -329,3 +329,20 @@ def test_real_gpt2_merges_token_strings_equal_hugging_face(tmp_path):
   # Real merges at work: ' international' is one token, not 14 bytes.
   assert tokenizer.convert_ids_to_tokens(
       _ids(preprocessor, [' international'])[0]) == ['Ġinternational']
+
+
+def test_special_tokens_as_plain_text_option(roberta_hf_dir):
+  """special_tokens_in_text='text' equals Hugging Face's
+  split_special_tokens=True: "</s>" in a document is just characters."""
+  from transformers import RobertaTokenizerFast  # pylint: disable=import-outside-toplevel
+  tokenizer = RobertaTokenizerFast.from_pretrained(roberta_hf_dir,
+                                                   split_special_tokens=True)
+  vocab = hf.read_bpe_vocab(roberta_hf_dir)
+  preprocessor = _Callable(bytebpe.build_bpe_preprocessor(
+      vocab, hf.read_bpe_merges(roberta_hf_dir),
+      bytebpe.read_added_tokens(None, vocab), match_specials=False))
+  rng = random.Random(4)
+  texts = EDGE_CASES + [textgen.random_bpe_text(rng) for _ in range(500)]
+  bad = _mismatches(preprocessor, tokenizer, texts)
+  assert not bad, _explain(tokenizer, bad)
+  assert 0 not in _ids(preprocessor, ['x<s>y'])[0]

@@ -95,3 +95,23 @@ def test_embeddings_match_sentence_transformers(minilm_model, minilm_hf_dir,
   lengths = reference.tokenizer(texts, truncation=False)['input_ids']
   np.testing.assert_array_equal(
       ours.truncated, [len(ids) > max_seq_length for ids in lengths])
+
+
+def test_special_tokens_as_plain_text_option(minilm_hf_dir):
+  """The WordPiece counterpart of special_tokens_in_text='text'."""
+  from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
+  from tfmodels import hf, wordpiece  # pylint: disable=import-outside-toplevel
+  tokenizer = AutoTokenizer.from_pretrained(minilm_hf_dir,
+                                            split_special_tokens=True)
+  root = wordpiece.build_wordpiece_preprocessor(
+      hf.read_wordpiece_vocab(minilm_hf_dir), lower_case=True,
+      literal_tokens=())
+  rng = random.Random(5)
+  texts = ['a [SEP] b', '[CLS][MASK]x'] + [textgen.random_text(rng)
+                                            for _ in range(300)]
+  ours = root.tokenize.__call__(tf.constant(texts)).merge_dims(-2,
+                                                               -1).to_list()
+  ref = tokenizer(texts, add_special_tokens=False)['input_ids']
+  bad = [t for t, a, b in zip(texts, ours, ref) if a != b]
+  assert not bad, f'{len(bad)} of {len(texts)} differ, first: {bad[0]!r}'
+  assert tokenizer.sep_token_id not in ours[0]

@@ -487,12 +487,15 @@ def build_bpe_preprocessor(vocab: dict[str, int],
                            merges: list[tuple[str, str]],
                            specials: list[SpecialToken],
                            default_seq_length: int = 128,
-                           use_cache: bool = True):
+                           use_cache: bool = True,
+                           match_specials: bool = True):
   """Returns a trackable object to save with tf.saved_model.save.
 
   vocab and merges as in vocab.json / merges.txt (byte-level spelling);
-  specials: the added tokens matched in raw text, which must include RoBERTa's
-  <s>, <pad>, </s> and <mask>.
+  specials: the added tokens, which must include RoBERTa's <s>, <pad>, </s>
+  and <mask>. match_specials: whether special tokens written in the text
+  become those tokens (Hugging Face's default) or are tokenized as the
+  characters they are (its split_special_tokens=True).
   """
   _check_specials(specials)
   by_content = {s.content: s.token_id for s in specials}
@@ -528,8 +531,9 @@ def build_bpe_preprocessor(vocab: dict[str, int],
       'padding_id': by_content['<pad>'],
       'mask_id': by_content['<mask>'],
   }
-  root = preprocessor.assemble(tokenize_fn(specials, merger), special, style,
-                               default_seq_length)
+  root = preprocessor.assemble(
+      tokenize_fn(specials if match_specials else [], merger), special, style,
+      default_seq_length)
   # Tracked here so that saving keeps its lookup tables.
   root.merger = merger
   return root

@@ -35,25 +35,39 @@ def _save_atomically(obj, out_dir: str, signatures=None) -> None:
       shutil.rmtree(tmp)
 
 
+SPECIAL_TOKENS_IN_TEXT = ('special', 'text')
+
+
 def export_bert_from_hf(hf_dir: str, out_dir: str,
-                        default_seq_length: int = 128) -> dict:
+                        default_seq_length: int = 128,
+                        special_tokens_in_text: str = 'special') -> dict:
   """Writes OUT/preprocessor and OUT/encoder from a Hugging Face BERT folder
   (WordPiece vocab.txt). Returns the manifest (also written to
-  OUT/export.json)."""
+  OUT/export.json).
+
+  special_tokens_in_text: 'special' reads "[SEP]" etc. written in a text as
+  those tokens, as Hugging Face's tokenizers do by default; 'text' tokenizes
+  them as ordinary characters (their split_special_tokens=True).
+  """
   config = _read_config(hf_dir, 'bert', 'BERT-style (WordPiece)')
   vocab = hf.read_wordpiece_vocab(hf_dir)
   lower_case = hf.read_lower_case(hf_dir)
   preprocessor = wordpiece.build_wordpiece_preprocessor(
-      vocab, lower_case=lower_case, default_seq_length=default_seq_length)
+      vocab, lower_case=lower_case, default_seq_length=default_seq_length,
+      literal_tokens=(wordpiece.STANDARD_SPECIAL_TOKENS
+                      if _match_specials(special_tokens_in_text) else ()))
   return _export(hf_dir, out_dir, config, preprocessor, len(vocab),
                  default_seq_length,
-                 {'tokenizer': 'wordpiece', 'lower_case': lower_case})
+                 {'tokenizer': 'wordpiece', 'lower_case': lower_case,
+                  'special_tokens_in_text': special_tokens_in_text})
 
 
 def export_roberta_from_hf(hf_dir: str, out_dir: str,
-                           default_seq_length: int = 128) -> dict:
+                           default_seq_length: int = 128,
+                           special_tokens_in_text: str = 'special') -> dict:
   """Writes OUT/preprocessor and OUT/encoder from a Hugging Face RoBERTa
-  folder (byte-level BPE vocab.json + merges.txt). Returns the manifest."""
+  folder (byte-level BPE vocab.json + merges.txt). Returns the manifest.
+  special_tokens_in_text as for export_bert_from_hf (<s>, </s>, <mask>...)."""
   config = _read_config(hf_dir, 'roberta', 'RoBERTa-style (byte-level BPE)')
   vocab = hf.read_bpe_vocab(hf_dir)
   merges = hf.read_bpe_merges(hf_dir)
@@ -62,7 +76,8 @@ def export_roberta_from_hf(hf_dir: str, out_dir: str,
     specials = bytebpe.read_added_tokens(
         tokenizer_json if os.path.exists(tokenizer_json) else None, vocab)
     preprocessor = bytebpe.build_bpe_preprocessor(
-        vocab, merges, specials, default_seq_length=default_seq_length)
+        vocab, merges, specials, default_seq_length=default_seq_length,
+        match_specials=_match_specials(special_tokens_in_text))
   except ValueError as e:
     raise hf.ModelFilesError(f'{hf_dir}: {e}') from e
   num_tokens = preprocessor.tokenize.get_special_tokens_dict.__call__()[
@@ -70,8 +85,16 @@ def export_roberta_from_hf(hf_dir: str, out_dir: str,
   return _export(hf_dir, out_dir, config, preprocessor, int(num_tokens),
                  default_seq_length,
                  {'tokenizer': 'byte-level-bpe', 'merges': len(merges),
+                  'special_tokens_in_text': special_tokens_in_text,
                   'special_tokens': {s.content: s.token_id
                                      for s in specials}})
+
+
+def _match_specials(special_tokens_in_text: str) -> bool:
+  if special_tokens_in_text not in SPECIAL_TOKENS_IN_TEXT:
+    raise ValueError(f'special_tokens_in_text must be one of '
+                     f'{SPECIAL_TOKENS_IN_TEXT}, got {special_tokens_in_text!r}')
+  return special_tokens_in_text == 'special'
 
 
 def _read_config(hf_dir: str, model_type: str, description: str) -> dict:
