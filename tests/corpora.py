@@ -130,3 +130,17 @@ def read_dead_letters(prefix: str) -> list[dict]:
     with open(path, encoding='utf-8') as f:
       out.extend(json.loads(line) for line in f if line.strip())
   return out
+
+
+def assert_equal_to_direct_call(records: list[dict], texts: dict,
+                                model) -> None:
+  """The pipeline's records hold the numbers a direct EmbeddingModel call
+  gives for the same texts (batching may differ)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  by_id = {r['id']: r for r in records}
+  ids = sorted(by_id)
+  direct = model.embed([texts[i] for i in ids])
+  np.testing.assert_allclose(
+      np.array([by_id[i]['embedding'] for i in ids]), direct.embeddings,
+      atol=2e-5)
+  assert [by_id[i]['num_tokens'] for i in ids] == direct.num_tokens.tolist()

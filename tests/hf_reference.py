@@ -108,3 +108,22 @@ def roberta_tokenizer(model_dir: str):
   reliable path: transformers 5.x ignores vocab_file/merges_file arguments."""
   from transformers import RobertaTokenizerFast  # pylint: disable=import-outside-toplevel
   return RobertaTokenizerFast.from_pretrained(model_dir)
+
+
+def token_ids(preprocessor, texts) -> list[list[int]]:
+  """A preprocessor's `tokenize` as flat id lists, one per text."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return preprocessor.tokenize(tf.constant(texts)).merge_dims(-2,
+                                                              -1).to_list()
+
+
+def assert_packed_equal(ours: dict, ref) -> None:
+  """bert_pack_inputs' output against a Hugging Face tokenizer's encoding
+  (with token type ids requested)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
+                                ref['input_ids'])
+  np.testing.assert_array_equal(ours['input_type_ids'].numpy(),
+                                ref['token_type_ids'])
+  np.testing.assert_array_equal(ours['input_mask'].numpy(),
+                                ref['attention_mask'])

@@ -46,13 +46,8 @@ class _Callable:
     self.tokenize = root.tokenize.__call__
 
 
-def _ids(preprocessor, texts):
-  return preprocessor.tokenize(tf.constant(texts)).merge_dims(-2,
-                                                              -1).to_list()
-
-
 def _mismatches(preprocessor, tokenizer, texts):
-  ours = _ids(preprocessor, texts)
+  ours = hf_reference.token_ids(preprocessor, texts)
   ref = tokenizer(texts, add_special_tokens=False)['input_ids']
   return [(t, a, b) for t, a, b in zip(texts, ours, ref) if a != b]
 
@@ -168,16 +163,6 @@ def test_tokenizer_json_added_token_options(roberta_hf_dir, tmp_path):
   assert not bad, _explain(tokenizer, bad)
 
 
-def _assert_packed_equal(ours: dict, ref) -> None:
-  np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
-                                ref['input_ids'])
-  np.testing.assert_array_equal(ours['input_mask'].numpy(),
-                                ref['attention_mask'])
-  # RoBERTa has one token type: all zeros, as Hugging Face returns them.
-  np.testing.assert_array_equal(ours['input_type_ids'].numpy(),
-                                ref['token_type_ids'])
-
-
 @pytest.mark.parametrize('seq_length', [8, 9, 16, 33, 64, 512])
 def test_pair_packing_equals_hugging_face_longest_first(
     roberta_preprocessor, roberta_hf_tokenizer, seq_length):
@@ -191,7 +176,8 @@ def test_pair_packing_equals_hugging_face_longest_first(
   ref = roberta_hf_tokenizer(a_texts, b_texts, truncation='longest_first',
                              max_length=seq_length, padding='max_length',
                              return_token_type_ids=True)
-  _assert_packed_equal(ours, ref)
+  # RoBERTa has one token type: all zeros, as Hugging Face returns them.
+  hf_reference.assert_packed_equal(ours, ref)
 
 
 @pytest.mark.parametrize('seq_length', [8, 128])
@@ -205,10 +191,10 @@ def test_single_text_packing_equals_hugging_face(roberta_preprocessor,
       seq_length=seq_length)
   ref = roberta_hf_tokenizer(texts, truncation=True, max_length=seq_length,
                              padding='max_length', return_token_type_ids=True)
-  _assert_packed_equal(ours, ref)
+  hf_reference.assert_packed_equal(ours, ref)
   # Calling the model itself packs at its default seq_length, 128.
   if seq_length == 128:
-    _assert_packed_equal(roberta_preprocessor(tf.constant(texts)), ref)
+    hf_reference.assert_packed_equal(roberta_preprocessor(tf.constant(texts)), ref)
 
 
 def _hf_outputs(model_dir, ids, mask):
@@ -320,7 +306,7 @@ def test_real_gpt2_merges_token_strings_equal_hugging_face(tmp_path):
   rng = random.Random(50000)
   texts = hf_reference.corpus_texts()[:1500] + EDGE_CASES
   texts += [textgen.random_bpe_text(rng) for _ in range(2000)]
-  ours = _ids(preprocessor, texts)
+  ours = hf_reference.token_ids(preprocessor, texts)
   ref = tokenizer(texts, add_special_tokens=False)['input_ids']
   bad = [(t, a, b) for t, a, b in zip(texts, ours, ref)
          if tokenizer.convert_ids_to_tokens(a) !=
@@ -328,7 +314,7 @@ def test_real_gpt2_merges_token_strings_equal_hugging_face(tmp_path):
   assert not bad, _explain(tokenizer, bad)
   # Real merges at work: ' international' is one token, not 14 bytes.
   assert tokenizer.convert_ids_to_tokens(
-      _ids(preprocessor, [' international'])[0]) == ['Ġinternational']
+      hf_reference.token_ids(preprocessor, [' international'])[0]) == ['Ġinternational']
 
 
 def test_special_tokens_as_plain_text_option(roberta_hf_dir):
@@ -345,4 +331,4 @@ def test_special_tokens_as_plain_text_option(roberta_hf_dir):
   texts = EDGE_CASES + [textgen.random_bpe_text(rng) for _ in range(500)]
   bad = _mismatches(preprocessor, tokenizer, texts)
   assert not bad, _explain(tokenizer, bad)
-  assert 0 not in _ids(preprocessor, ['x<s>y'])[0]
+  assert 0 not in hf_reference.token_ids(preprocessor, ['x<s>y'])[0]

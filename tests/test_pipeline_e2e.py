@@ -54,14 +54,7 @@ def test_each_input_format_end_to_end(tmp_path, fmt, minilm_model,
   assert {r['pooling'] for r in records} == {'mean'}
   for r in records:
     assert r['content_hash'] == content_hash(corpus.texts[r['id']])
-  # Numbers equal a direct call on the same model (batching may differ).
-  by_id = {r['id']: r for r in records}
-  ids = sorted(by_id)
-  direct = reference_model.embed([corpus.texts[i] for i in ids])
-  np.testing.assert_allclose(
-      np.array([by_id[i]['embedding'] for i in ids]), direct.embeddings,
-      atol=2e-5)
-  assert [by_id[i]['num_tokens'] for i in ids] == direct.num_tokens.tolist()
+  corpora.assert_equal_to_direct_call(records, corpus.texts, reference_model)
   dead = corpora.read_dead_letters(out + '-dead_letter')
   assert sorted(d['error_type'] for d in dead) == corpus.bad_types
   assert all(d['source'] and d['message'] and d['stage'] == 'read'

@@ -86,7 +86,6 @@ def test_export_model_command(tmp_path, minilm_hf_dir):
 def test_roberta_export_runs_like_any_model(tmp_path, roberta_export):
   """A BPE (RoBERTa) export goes through the same pipeline as WordPiece ones:
   --model_dir, the summary, the records, numbers equal to a direct call."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
   docs = corpora.sample_docs(20)
   docs[3]['text'] = 'Literal <mask> and </s> inside, tabs\tand\u3000spaces.'
@@ -97,19 +96,13 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export):
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert summary['reconciled'] and summary['documents_embedded'] == 20
-  records = {r['id']: r for r in corpora.read_output(out)}
-  assert sorted(records) == sorted(corpus.good_ids)
-  assert {r['model'] for r in records.values()} == {
-      os.path.basename(roberta_export)}
+  records = corpora.read_output(out)
+  assert sorted(r['id'] for r in records) == sorted(corpus.good_ids)
+  assert {r['model'] for r in records} == {os.path.basename(roberta_export)}
   model = EmbeddingModel.load(os.path.join(roberta_export, 'preprocessor'),
                               os.path.join(roberta_export, 'encoder'),
                               max_seq_length=512)
-  ids = sorted(records)
-  direct = model.embed([corpus.texts[i] for i in ids])
-  np.testing.assert_allclose(
-      np.array([records[i]['embedding'] for i in ids]), direct.embeddings,
-      atol=2e-5)
-  assert [records[i]['num_tokens'] for i in ids] == direct.num_tokens.tolist()
+  corpora.assert_equal_to_direct_call(records, corpus.texts, model)
   # The export's own limit (514 positions, pad id 1: 512 tokens) is checked.
   proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
               roberta_export, '--max_seq_length', '513')

@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import hf_reference
 from tests import textgen
 from tfmodels.embedder import EmbeddingModel
-
-
-def _ids(preprocessor, texts):
-  return preprocessor.tokenize(tf.constant(texts)).merge_dims(-2, -1).to_list()
 
 
 def test_varied_sentences_token_ids_equal_hugging_face(preprocessor,
                                                        hf_tokenizer):
   texts = textgen.varied_sentences()
   assert len(texts) >= 50
-  ours = _ids(preprocessor, texts)
+  ours = hf_reference.token_ids(preprocessor, texts)
   ref = hf_tokenizer(texts, add_special_tokens=False)['input_ids']
   for text, a, b in zip(texts, ours, ref):
     assert a == b, (text, hf_tokenizer.convert_ids_to_tokens(a),
@@ -32,19 +29,10 @@ def test_generated_strings_token_ids_equal_hugging_face(preprocessor,
                                                         hf_tokenizer):
   rng = random.Random(20261127)
   texts = [textgen.random_text(rng) for _ in range(3000)]
-  ours = _ids(preprocessor, texts)
+  ours = hf_reference.token_ids(preprocessor, texts)
   ref = hf_tokenizer(texts, add_special_tokens=False)['input_ids']
   bad = [t for t, a, b in zip(texts, ours, ref) if a != b]
   assert not bad, f'{len(bad)} of {len(texts)} differ, first: {bad[0]!r}'
-
-
-def _assert_packed_equal(ours: dict, ref) -> None:
-  np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
-                                ref['input_ids'])
-  np.testing.assert_array_equal(ours['input_type_ids'].numpy(),
-                                ref['token_type_ids'])
-  np.testing.assert_array_equal(ours['input_mask'].numpy(),
-                                ref['attention_mask'])
 
 
 @pytest.mark.parametrize('seq_length', [8, 9, 16, 33, 64])
@@ -59,7 +47,7 @@ def test_pair_packing_equals_hugging_face_longest_first(
   ref = hf_tokenizer(a_texts, b_texts, truncation='longest_first',
                      max_length=seq_length, padding='max_length',
                      return_tensors='np')
-  _assert_packed_equal(ours, ref)
+  hf_reference.assert_packed_equal(ours, ref)
 
 
 @pytest.mark.parametrize('seq_length', [16, 128])
@@ -70,7 +58,7 @@ def test_single_packing_equals_hugging_face(preprocessor, hf_tokenizer,
       [preprocessor.tokenize(tf.constant(texts))], seq_length=seq_length)
   ref = hf_tokenizer(texts, truncation=True, max_length=seq_length,
                      padding='max_length', return_tensors='np')
-  _assert_packed_equal(ours, ref)
+  hf_reference.assert_packed_equal(ours, ref)
 
 
 @pytest.mark.parametrize('max_seq_length', [128, 256])

@@ -43,15 +43,19 @@ def _random_chars(rng: random.Random, low: int, high: int, n: int) -> str:
   return ''.join(out)
 
 
+def _random_word(rng: random.Random) -> str:
+  word = rng.choice(WORDS)
+  if rng.random() < 0.2:
+    word = word.upper() if rng.random() < 0.5 else word.title()
+  return word
+
+
 def random_text(rng: random.Random, max_words: int = 40) -> str:
   parts = []
   for _ in range(rng.randint(0, max_words)):
     roll = rng.random()
     if roll < 0.70:
-      word = rng.choice(WORDS)
-      if rng.random() < 0.2:
-        word = word.upper() if rng.random() < 0.5 else word.title()
-      parts.append(word)
+      parts.append(_random_word(rng))
     elif roll < 0.80:
       parts.append(rng.choice(ODD))
     elif roll < 0.85:
@@ -143,10 +147,7 @@ def random_bpe_text(rng: random.Random, max_parts: int = 40) -> str:
   for _ in range(rng.randint(0, max_parts)):
     roll = rng.random()
     if roll < 0.45:
-      word = rng.choice(WORDS)
-      if rng.random() < 0.2:
-        word = word.upper() if rng.random() < 0.5 else word.title()
-      parts.append(word)
+      parts.append(_random_word(rng))
     elif roll < 0.60:
       parts.append(''.join(rng.choice(BPE_SPACES + [' ', ' ', ' '])
                            for _ in range(rng.randint(1, 4))))
