@@ -76,15 +76,17 @@ def write_gpt2_roberta_tokenizer(out_dir: str) -> None:
 
 
 def make_random_roberta(out_dir: str, seed: int = 0, num_layers: int = 3,
-                        with_pooler: bool = True) -> None:
+                        masked_lm: bool = False) -> None:
   """A small random RobertaModel saved as Hugging Face files (config.json,
   model.safetensors) next to the tokenizer files already in out_dir.
 
   LayerNorm scales and all biases are drawn away from their 1/0 defaults, so
-  that parity checks exercise them.
+  that parity checks exercise them. masked_lm: save a RobertaForMaskedLM
+  instead, laid out like roberta-large's checkpoint ("roberta." prefixes,
+  an lm_head, no pooler).
   """
   import torch  # pylint: disable=import-outside-toplevel
-  from transformers import RobertaConfig, RobertaModel  # pylint: disable=import-outside-toplevel
+  from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel  # pylint: disable=import-outside-toplevel
   with open(os.path.join(out_dir, 'vocab.json'), encoding='utf-8') as f:
     vocab_size = len(json.load(f))
   torch.manual_seed(seed)
@@ -93,7 +95,8 @@ def make_random_roberta(out_dir: str, seed: int = 0, num_layers: int = 3,
       num_attention_heads=4, intermediate_size=128,
       max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
       pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_act='gelu')
-  model = RobertaModel(config, add_pooling_layer=with_pooler).eval()
+  model = (RobertaForMaskedLM(config) if masked_lm else
+           RobertaModel(config)).eval()
   with torch.no_grad():
     for name, param in model.named_parameters():
       if 'LayerNorm.weight' in name:

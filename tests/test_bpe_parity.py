@@ -332,3 +332,35 @@ def test_special_tokens_as_plain_text_option(roberta_hf_dir):
   bad = _mismatches(preprocessor, tokenizer, texts)
   assert not bad, _explain(tokenizer, bad)
   assert 0 not in hf_reference.token_ids(preprocessor, ['x<s>y'])[0]
+
+
+def test_checkpoint_laid_out_like_roberta_large(roberta_hf_dir, tmp_path):
+  """A RobertaForMaskedLM checkpoint, as roberta-large ships: "roberta."
+  prefixes, an lm_head to ignore and no pooler. The export matches Hugging
+  Face's RobertaModel on sequence_output, gets a seeded (reproducible)
+  random pooler, and says so in export.json and to the pipeline."""
+  from pipeline import presets  # pylint: disable=import-outside-toplevel
+  from tfmodels import export  # pylint: disable=import-outside-toplevel
+  hf_dir = tmp_path / 'hf'
+  hf_dir.mkdir()
+  for name in ('vocab.json', 'merges.txt'):
+    (hf_dir / name).write_bytes(
+        open(os.path.join(roberta_hf_dir, name), 'rb').read())
+  hf_reference.make_random_roberta(str(hf_dir), seed=1, masked_lm=True)
+  outs = [str(tmp_path / f'export{i}') for i in (1, 2)]
+  for out in outs:
+    manifest = export.export_roberta_from_hf(str(hf_dir), out)
+  assert manifest['pooler_trained'] is False
+  assert presets.from_export_dir(outs[0]).untrained_pooler
+  ids = [[0, 100, 200, 300, 2, 1], [0, 5, 6, 7, 8, 2]]
+  mask = [[1, 1, 1, 1, 1, 0], [1] * 6]
+  inputs = {'input_word_ids': tf.constant(ids), 'input_mask':
+            tf.constant(mask), 'input_type_ids': tf.zeros([2, 6], tf.int32)}
+  first, second = (_encoder(out)(inputs) for out in outs)
+  np.testing.assert_array_equal(first['pooled_output'].numpy(),
+                                second['pooled_output'].numpy())
+  ref = _hf_outputs(str(hf_dir), ids, mask)
+  m = np.asarray(mask, bool)
+  diff = np.abs(first['sequence_output'].numpy() -
+                ref.last_hidden_state.numpy())[m].max()
+  assert diff < 1e-4

@@ -429,13 +429,21 @@ class BytePairMerger(tf.Module):
         byte_strings, byte_piece, nrows=num_pieces, validate=False), axis=1)
     hit = self.cache.lookup(strings)
     miss = hit < 0
-    miss_index = tf.cumsum(tf.cast(miss, tf.int64)) - 1
-    byte_miss = tf.gather(miss, byte_piece)
-    merged = self.bpe(tf.boolean_mask(byte_values, byte_miss),
-                      tf.gather(miss_index, tf.boolean_mask(byte_piece,
-                                                            byte_miss)),
-                      tf.reduce_sum(tf.cast(miss, tf.int64)))
-    return combine_rows(~miss, hit, merged)
+    miss_piece, num_miss, miss_values = select_pieces(miss, byte_piece,
+                                                      byte_values)
+    return combine_rows(~miss, hit,
+                        self.bpe(miss_values, miss_piece, num_miss))
+
+
+def select_pieces(piece_mask: tf.Tensor, byte_piece: tf.Tensor,
+                  *byte_columns: tf.Tensor):
+  """The bytes of the pieces where piece_mask is True, with those pieces
+  renumbered 0..k-1. Returns (their byte_piece, k, *their byte columns)."""
+  byte_keep = tf.gather(piece_mask, byte_piece)
+  renumber = tf.cumsum(tf.cast(piece_mask, tf.int64)) - 1
+  return (tf.gather(renumber, tf.boolean_mask(byte_piece, byte_keep)),
+          tf.reduce_sum(tf.cast(piece_mask, tf.int64)),
+          *[tf.boolean_mask(c, byte_keep) for c in byte_columns])
 
 
 def combine_rows(single: tf.Tensor, single_value: tf.Tensor,
@@ -468,17 +476,13 @@ def tokenize_fn(specials: list[SpecialToken], merger: BytePairMerger):
     piece_row, piece_special, byte_piece, byte_values, byte_strings = (
         split_pieces(texts, specials, classes))
     regular = piece_special < 0
-    regular_index = tf.cumsum(tf.cast(regular, tf.int64)) - 1
-    byte_regular = tf.gather(regular, byte_piece)
-    tokens = merger.pieces(
-        tf.boolean_mask(byte_values, byte_regular),
-        tf.boolean_mask(byte_strings, byte_regular),
-        tf.gather(regular_index, tf.boolean_mask(byte_piece, byte_regular)),
-        tf.reduce_sum(tf.cast(regular, tf.int64)))
+    piece, num_regular, values, strings = select_pieces(
+        regular, byte_piece, byte_values, byte_strings)
+    tokens = merger.pieces(values, strings, piece, num_regular)
     pieces = combine_rows(~regular, piece_special, tokens)
     return tf.RaggedTensor.from_value_rowids(
-        tf.cast(pieces, tf.int32), piece_row, nrows=tf.size(texts, out_type=tf.int64),
-        validate=False)
+        tf.cast(pieces, tf.int32), piece_row,
+        nrows=tf.size(texts, out_type=tf.int64), validate=False)
 
   return tokenize
 
