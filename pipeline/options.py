@@ -76,10 +76,33 @@ class EmbedOptions(PipelineOptions):
                        help='L2-normalise every embedding.')
     model.add_argument(
         '--max_seq_length', type=int, default=128,
-        help='Tokens per input including special tokens; longer inputs are '
-        'truncated and flagged truncated=1 (default: 128).')
-    model.add_argument('--batch_size', type=int, default=64,
-                       help='Largest batch given to the encoder (default: 64).')
+        help='Tokens per input including special tokens, up to the model\'s '
+        'limit (512 for RoBERTa/BERT); longer inputs are truncated and '
+        'flagged truncated=1, or chunked (--long_documents). Default: 128.')
+    model.add_argument(
+        '--long_documents', default='truncate',
+        choices=('truncate', 'chunk'),
+        help='truncate (default): embed the first max_seq_length tokens. '
+        'chunk: embed overlapping windows of max_seq_length tokens and '
+        'average them, weighted by their tokens; the record carries '
+        'num_chunks. Text pairs are always truncated.')
+    model.add_argument(
+        '--chunk_stride', type=int, default=None,
+        help='Tokens between chunk starts with --long_documents chunk '
+        '(default: half a window).')
+
+    batching = parser.add_argument_group('batching')
+    batching.add_argument(
+        '--max_batch_tokens', type=int, default=8192,
+        help='Padded tokens per encoder batch (rows x bucket length). '
+        'Documents are sorted by length within --sort_window and batched in '
+        'length buckets, so little of this is padding. Default: 8192.')
+    batching.add_argument('--batch_size', type=int, default=256,
+                          help='Most documents per batch (default: 256).')
+    batching.add_argument(
+        '--sort_window', type=int, default=4096,
+        help='Documents sorted by length together; bounds the memory that '
+        'batching holds (default: 4096).')
     model.add_argument(
         '--large_model', action='store_true',
         help='Share one model copy across the SDK processes of a worker '

@@ -29,7 +29,7 @@ from pipeline.options import EmbedOptions
 from tfmodels.embedder import import_hub
 from transforms import read as read_lib
 from transforms.elements import DeadLetter
-from transforms.embed import EmbedDocuments, TFHubEmbeddingHandler
+from transforms.embed import EmbedDocuments
 from transforms.write import WriteDeadLetters, WriteEmbeddings
 
 # Without --runner, run in-process with Beam's FnApiRunner. DirectRunner in
@@ -58,16 +58,18 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   model = model or resolve_model(options)
   fields = read_lib.Fields(options.id_field, options.text_field,
                            options.text_b_field)
-  handler = TFHubEmbeddingHandler(
-      model.preprocessor, model.encoder, pooling=options.pooling,
-      normalize=options.normalize, max_seq_length=options.max_seq_length,
-      max_batch_size=options.batch_size, large_model=options.large_model)
 
   parsed = p | 'Read' >> read_lib.ReadDocuments(
       options.input, options.input_format, fields)
   read_ok, read_bad = parsed | 'SplitRead' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
-  results = read_ok | 'Embed' >> EmbedDocuments(handler)
+  results = read_ok | 'Embed' >> EmbedDocuments(
+      model.preprocessor, model.encoder, pooling=options.pooling,
+      normalize=options.normalize, max_seq_length=options.max_seq_length,
+      max_batch_tokens=options.max_batch_tokens,
+      batch_size=options.batch_size, sort_window=options.sort_window,
+      long_documents=options.long_documents,
+      chunk_stride=options.chunk_stride, large_model=options.large_model)
   embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
   dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()
@@ -83,19 +85,39 @@ def _counter(result, namespace: str, name: str) -> int:
   return int(sum(c.committed or 0 for c in found))
 
 
+def _bucket_batches(result) -> dict:
+  found = result.metrics().query(
+      MetricsFilter().with_namespace('embed'))['counters']
+  out = {}
+  for c in found:
+    name = c.key.metric.name
+    if name.startswith('batches_len_') and c.committed:
+      length = str(int(name[len('batches_len_'):]))
+      out[length] = out.get(length, 0) + int(c.committed)
+  return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
 def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   read = _counter(result, 'read', 'documents_read')
   embedded = _counter(result, 'embed', 'documents_embedded')
   rejected = (_counter(result, 'read', 'records_dead_lettered') +
               _counter(result, 'embed', 'documents_failed'))
+  tokens = _counter(result, 'embed', 'tokens_embedded')
+  computed = _counter(result, 'embed', 'tokens_computed')
   return {
       'documents_read': read,
       'documents_embedded': embedded,
       'documents_rejected': rejected,
       'reconciled': read == embedded + rejected,
       'documents_truncated': _counter(result, 'embed', 'documents_truncated'),
-      'tokens': _counter(result, 'embed', 'tokens_embedded'),
+      'documents_chunked': _counter(result, 'embed', 'documents_chunked'),
+      'tokens': tokens,
+      'tokens_computed': computed,
+      'padding_efficiency': round(tokens / computed, 4) if computed else None,
       'batches': _counter(result, 'embed', 'batches'),
+      'batches_per_bucket': _bucket_batches(result),
+      'encoder_seconds': round(
+          _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),
       'seconds': round(seconds, 2),
       'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
       'output': f'{options.output}-*.tfrecord',
@@ -120,6 +142,16 @@ def check_model_handles(model: presets.ResolvedModel) -> None:
         os.path.join(handle, 'saved_model.pb')):
       raise RuntimeError(f'{handle} is not a SavedModel folder '
                          '(no saved_model.pb)')
+
+
+def check_batching_flags(options: EmbedOptions) -> None:
+  if options.max_seq_length < 8:
+    raise ValueError('--max_seq_length must be at least 8')
+  for flag in ('max_batch_tokens', 'batch_size', 'sort_window'):
+    if getattr(options, flag) < 1:
+      raise ValueError(f'--{flag} must be positive')
+  if options.chunk_stride is not None and options.chunk_stride < 1:
+    raise ValueError('--chunk_stride must be positive')
 
 
 def help_parser() -> argparse.ArgumentParser:
@@ -152,6 +184,7 @@ def main(argv=None) -> int:
   if not standard.runner:
     standard.runner = DEFAULT_LOCAL_RUNNER
   try:
+    check_batching_flags(embed_options)
     model = resolve_model(embed_options)
     if model.max_seq_length and embed_options.max_seq_length > (
         model.max_seq_length):

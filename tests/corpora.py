@@ -119,6 +119,7 @@ def read_output(prefix: str) -> list[dict]:
           'num_tokens': f['num_tokens'].int64_list.value[0],
           'truncated': f['truncated'].int64_list.value[0],
           'content_hash': f['content_hash'].bytes_list.value[0].decode(),
+          'num_chunks': f['num_chunks'].int64_list.value[0],
       })
   return records
 

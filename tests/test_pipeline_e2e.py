@@ -135,3 +135,58 @@ def test_globs_over_many_files(tmp_path, minilm_model):
       d['id'] for d in docs)
   assert len([f for f in os.listdir(tmp_path / 'out')
               if f.endswith('.tfrecord')]) == 2
+
+
+def test_long_documents_chunked_and_combined(tmp_path, minilm_model):
+  """--long_documents chunk: overlapping windows, averaged by tokens."""
+  from transforms import batching  # pylint: disable=import-outside-toplevel
+  docs = corpora.sample_docs(4)
+  docs[1]['text'] = ' '.join(d['text'] for d in corpora.sample_docs(40))
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs, bad=False)
+  out = str(tmp_path / 'out' / 'emb')
+  _run(_options('--input', corpus.pattern, '--output', out,
+                '--max_seq_length', '64', '--long_documents', 'chunk',
+                '--normalize'), minilm_model)
+  records = {r['id']: r for r in corpora.read_output(out)}
+  assert sorted(records) == sorted(d['id'] for d in docs)
+  long_record = records[docs[1]['id']]
+  model = EmbeddingModel.load(minilm_model.preprocessor, minilm_model.encoder,
+                              max_seq_length=64, normalize=True)
+  [ids] = model.tokenize([docs[1]['text']])
+  spans = batching.chunk_windows(len(ids), 62, 31)
+  assert len(spans) > 5 and long_record['num_chunks'] == len(spans)
+  assert long_record['truncated'] == 0
+  embeddings, tokens = model.encode([[ids[s:e] for s, e in spans]], 64)
+  expected = model.finish(
+      (tokens[:, None] * embeddings).sum(0, keepdims=True) / tokens.sum())[0]
+  np.testing.assert_allclose(long_record['embedding'], expected, atol=2e-5)
+  assert long_record['num_tokens'] == tokens.sum()
+  short = records[docs[0]['id']]
+  assert short['num_chunks'] == 1
+  np.testing.assert_allclose(short['embedding'],
+                             model.embed([docs[0]['text']]).embeddings[0],
+                             atol=2e-5)
+
+
+def test_embedding_does_not_depend_on_batch_mix(tmp_path, minilm_model):
+  """The same documents, batched with different companions, budgets and
+  sort windows (so in other batches and padded to other lengths), embed
+  within 1e-5 of each other in fp32."""
+  docs = corpora.sample_docs(60)
+  extra = corpora.sample_docs(30, start=500)
+  a = corpora.write_jsonl(str(tmp_path / 'a.jsonl'), docs, bad=False)
+  b = corpora.write_jsonl(str(tmp_path / 'b.jsonl'), extra[:15] + docs[::-1]
+                          + extra[15:], bad=False)
+  _run(_options('--input', a.pattern, '--output', str(tmp_path / 'A')),
+       minilm_model)
+  _run(_options('--input', b.pattern, '--output', str(tmp_path / 'B'),
+                '--max_batch_tokens', '200', '--sort_window', '7',
+                '--batch_size', '3'), minilm_model)
+  first = {r['id']: r for r in corpora.read_output(str(tmp_path / 'A'))}
+  second = {r['id']: r for r in corpora.read_output(str(tmp_path / 'B'))}
+  ids = [d['id'] for d in docs]
+  diff = np.abs(np.array([first[i]['embedding'] for i in ids]) -
+                np.array([second[i]['embedding'] for i in ids])).max()
+  assert diff <= 1e-5, diff
+  assert [first[i]['num_tokens'] for i in ids] == [
+      second[i]['num_tokens'] for i in ids]

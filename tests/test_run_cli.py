@@ -46,6 +46,14 @@ def test_summary_line_reconciles_counts(tmp_path, minilm_export):
   assert summary['tokens'] == sum(
       r['num_tokens'] for r in corpora.read_output(out))
   assert summary['documents_per_second'] > 0
+  # Token-budget batching: padded tokens computed, per-bucket batch counts.
+  assert summary['tokens_computed'] >= summary['tokens']
+  assert summary['padding_efficiency'] == round(
+      summary['tokens'] / summary['tokens_computed'], 4)
+  assert sum(summary['batches_per_bucket'].values()) == summary['batches']
+  assert all(int(length) % 8 == 0 and int(length) <= 128
+             for length in summary['batches_per_bucket'])
+  assert summary['encoder_seconds'] > 0
   assert summary['output'] == out + '-*.tfrecord'
   assert len(corpora.read_dead_letters(out + '-dead_letter')) == 3
 

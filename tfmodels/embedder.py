@@ -51,7 +51,12 @@ def import_hub():
 
 
 class EmbeddingModel:
-  """A loaded preprocessor + encoder pair with a pooling rule."""
+  """A loaded preprocessor + encoder pair with a pooling rule.
+
+  Two halves, so that a pipeline can tokenize, regroup by length and then
+  encode: `tokenize` (texts -> id arrays) and `encode` (id arrays packed at a
+  chosen seq_length -> embeddings). `embed` chains them for direct use.
+  """
 
   def __init__(self, preprocessor, encoder, pooling: str = 'mean',
                normalize: bool = False, max_seq_length: int = 128):
@@ -88,39 +93,60 @@ class EmbeddingModel:
     return cls(hub.load(preprocessor_handle), hub.load(encoder_handle),
                **kwargs)
 
-  def _tokenize(self, texts: Sequence[str]):
+  def num_special(self, num_segments: int) -> int:
+    return self._num_special[num_segments]
+
+  def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """Token ids of each text (no special tokens), as int32 arrays."""
     tf = self._tf
+    if not texts:
+      return []
     tokens = self.preprocessor.tokenize(tf.constant(list(texts), tf.string))
     if tokens.ragged_rank > 1:
       tokens = tokens.merge_dims(-2, -1)
-    return tokens
+    values = tokens.flat_values.numpy().astype(np.int32)
+    return np.split(values, tokens.row_splits.numpy()[1:-1])
 
-  def embed(self, texts: Sequence[str],
-            texts_b: Optional[Sequence[str]] = None) -> EmbedOutput:
-    """Embeds texts (or text pairs, packed as one input).
+  def encode(self, segments: Sequence[Sequence[np.ndarray]],
+             seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Packs one or two segments of id arrays (one array per input row) at
+    seq_length with the preprocessor's `bert_pack_inputs` (which truncates,
+    Hugging Face's way), runs the encoder and pools.
 
-    Pads each call to its longest input (capped at max_seq_length) rather
-    than always to max_seq_length: padding costs encoder time and, with the
-    attention mask, does not change the result.
+    Returns (embeddings [n, dim] float32, real tokens per row [n]).
+    Padding does not change a row's result beyond float rounding: the
+    attention mask hides it and pooling ignores it.
     """
     tf = self._tf
-    segments = [self._tokenize(texts)]
-    if texts_b is not None:
-      if len(texts_b) != len(texts):
-        raise ValueError('texts and texts_b differ in length')
-      segments.append(self._tokenize(texts_b))
-    needed = sum(s.row_lengths().numpy() for s in segments)
-    needed = needed + self._num_special[len(segments)]
-    seq_length = int(min(self.max_seq_length, max(needed.max(initial=0), 1)))
+    ragged = [tf.RaggedTensor.from_row_lengths(
+        np.concatenate(list(rows)) if len(rows) else np.zeros(0, np.int32),
+        np.array([len(r) for r in rows], np.int64)) for rows in segments]
     inputs = self.preprocessor.bert_pack_inputs(
-        segments, seq_length=tf.constant(seq_length, tf.int32))
+        ragged, seq_length=tf.constant(seq_length, tf.int32))
     outputs = self.encoder(inputs)
     mask = inputs['input_mask'].numpy()
     embeddings = pool(outputs['sequence_output'].numpy(),
                       outputs['pooled_output'].numpy(), mask, self.pooling)
-    if self.normalize:
-      embeddings = l2_normalize(embeddings)
-    return EmbedOutput(
-        embeddings=embeddings.astype(np.float32),
-        num_tokens=mask.sum(axis=1).astype(np.int64),
-        truncated=needed > self.max_seq_length)
+    return (embeddings.astype(np.float32),
+            mask.sum(axis=1).astype(np.int64))
+
+  def finish(self, embeddings: np.ndarray) -> np.ndarray:
+    """The last step, after any combining of chunks: L2 normalisation."""
+    return l2_normalize(embeddings) if self.normalize else embeddings
+
+  def embed(self, texts: Sequence[str],
+            texts_b: Optional[Sequence[str]] = None) -> EmbedOutput:
+    """Embeds texts (or text pairs, packed as one input), padded to the
+    longest input (capped at max_seq_length)."""
+    segments = [self.tokenize(texts)]
+    if texts_b is not None:
+      if len(texts_b) != len(texts):
+        raise ValueError('texts and texts_b differ in length')
+      segments.append(self.tokenize(texts_b))
+    needed = sum(np.array([len(r) for r in s], np.int64) for s in segments)
+    needed = needed + self.num_special(len(segments))
+    seq_length = int(min(self.max_seq_length, max(needed.max(initial=0), 1)))
+    embeddings, num_tokens = self.encode(segments, seq_length)
+    return EmbedOutput(embeddings=self.finish(embeddings),
+                       num_tokens=num_tokens,
+                       truncated=needed > self.max_seq_length)

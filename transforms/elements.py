@@ -26,9 +26,41 @@ class Document(NamedTuple):
 class EmbeddedDocument(NamedTuple):
   id: str
   embedding: np.ndarray
-  num_tokens: int
+  num_tokens: int  # tokens the encoder saw (all chunks together)
   truncated: bool
   content_hash: str
+  num_chunks: int = 1
+
+
+class EncoderRow(NamedTuple):
+  """One input row of the encoder: a document, or one window of a long one."""
+  doc: Document
+  key: str  # shared by the chunks of one document; '' when not chunked
+  ids: np.ndarray  # int32 token ids of text, no special tokens
+  ids_b: Optional[np.ndarray]  # of text_b, for pairs
+  length: int  # packed length with special tokens, at most max_seq_length
+  truncated: bool
+  chunk: int
+  num_chunks: int
+
+
+class EncoderBatch(NamedTuple):
+  """Rows of one length bucket, packed together at seq_length."""
+  seq_length: int
+  rows: tuple
+
+
+class ChunkEmbedding(NamedTuple):
+  """One chunk of a long document after the encoder, before combining.
+  Carries the document only on chunk 0, so that regrouping does not copy a
+  long text once per chunk."""
+  key: str
+  chunk: int
+  num_chunks: int
+  doc: Optional[Document]
+  embedding: Optional[np.ndarray]  # None when the chunk failed
+  num_tokens: int
+  error: Optional[tuple] = None  # (error_type, message) when it failed
 
 
 class DeadLetter(NamedTuple):

@@ -15,7 +15,7 @@ from transforms.elements import DeadLetter, EmbeddedDocument
 
 # Feature names of the output tf.train.Example records (see README).
 FEATURES = ('id', 'embedding', 'model', 'pooling', 'num_tokens', 'truncated',
-            'content_hash')
+            'content_hash', 'num_chunks')
 
 
 def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str) -> bytes:
@@ -37,6 +37,7 @@ def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str) -> bytes:
       'num_tokens': i(doc.num_tokens),
       'truncated': i(1 if doc.truncated else 0),
       'content_hash': b(doc.content_hash),
+      'num_chunks': i(doc.num_chunks),
   }))
   return example.SerializeToString()
 
