@@ -28,6 +28,8 @@ rows = [('model', s['model']), ('documents read', s['documents_read']),
         ('embedded', s['documents_embedded']),
         ('rejected (dead letters)', s['documents_rejected']),
         ('truncated', s['documents_truncated']), ('tokens', s['tokens']),
+        ('padding efficiency', s['padding_efficiency']),
+        ('encoder time', f"{s['encoder_seconds']} s"),
         ('wall time', f"{s['seconds']} s"),
         ('documents per second', s['documents_per_second']),
         ('output', s['output']), ('dead letters', s['dead_letter'])]

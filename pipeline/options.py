@@ -104,6 +104,15 @@ class EmbedOptions(PipelineOptions):
         help='Documents sorted by length together; bounds the memory that '
         'batching holds (default: 4096).')
     model.add_argument(
+        '--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'),
+        help='Matrix products of the encoder in this type, everything else in '
+        'float32 (default: fp32). bf16 runs on AMX CPUs and on GPUs; needs an '
+        'encoder exported by this project.')
+    model.add_argument(
+        '--jit_compile', action='store_true',
+        help='Compile the encoder with XLA (for GPU workers; on CPUs it was '
+        'slower here).')
+    model.add_argument(
         '--large_model', action='store_true',
         help='Share one model copy across the SDK processes of a worker '
         '(RunInference large_model mode; for GPU workers).')

@@ -106,7 +106,9 @@ def ensure_exported(name: str, cache_dir: str) -> str:
   # pylint: disable=import-outside-toplevel
   from tfmodels import export
   out = os.path.join(cache_dir, name)
-  if os.path.exists(os.path.join(out, export.MANIFEST)):
+  manifest = os.path.join(out, export.MANIFEST)
+  if os.path.exists(manifest) and export.read_manifest(out).get(
+      'format') == export.FORMAT:
     return out
   if name == 'minilm-l6':
     try:

@@ -69,7 +69,8 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
       max_batch_tokens=options.max_batch_tokens,
       batch_size=options.batch_size, sort_window=options.sort_window,
       long_documents=options.long_documents,
-      chunk_stride=options.chunk_stride, large_model=options.large_model)
+      chunk_stride=options.chunk_stride, large_model=options.large_model,
+      precision=options.precision, jit_compile=options.jit_compile)
   embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
   dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()

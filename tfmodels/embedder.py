@@ -50,6 +50,29 @@ def import_hub():
   return hub
 
 
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+
+
+def _encoder_function(encoder, precision: str, jit_compile: bool):
+  """The encoder call to use. Lower precisions exist only in encoders this
+  project exported (their call_bf16/call_fp16); any encoder can be run
+  through XLA."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got '
+                     f'{precision!r}')
+  fn = encoder if precision == 'fp32' else getattr(
+      encoder, f'call_{precision}', None)
+  if fn is None:
+    raise ValueError(
+        f'precision {precision} needs an encoder exported by this project '
+        '(python -m pipeline.export_model, or re-export an older one); this '
+        'encoder has only its float32 call')
+  if jit_compile:
+    return tf.function(lambda inputs: fn(inputs), jit_compile=True)  # pylint: disable=unnecessary-lambda
+  return fn
+
+
 class EmbeddingModel:
   """A loaded preprocessor + encoder pair with a pooling rule.
 
@@ -59,7 +82,8 @@ class EmbeddingModel:
   """
 
   def __init__(self, preprocessor, encoder, pooling: str = 'mean',
-               normalize: bool = False, max_seq_length: int = 128):
+               normalize: bool = False, max_seq_length: int = 128,
+               precision: str = 'fp32', jit_compile: bool = False):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if pooling not in POOLINGS:
       raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
@@ -72,6 +96,7 @@ class EmbeddingModel:
     self.pooling = pooling
     self.normalize = normalize
     self.max_seq_length = max_seq_length
+    self._encode_fn = _encoder_function(encoder, precision, jit_compile)
     # How many special tokens packing adds, learnt from the preprocessor
     # itself so that WordPiece ([CLS] a [SEP] b [SEP]) and BPE
     # (<s> a </s></s> b </s>) models are handled alike.
@@ -123,7 +148,7 @@ class EmbeddingModel:
         np.array([len(r) for r in rows], np.int64)) for rows in segments]
     inputs = self.preprocessor.bert_pack_inputs(
         ragged, seq_length=tf.constant(seq_length, tf.int32))
-    outputs = self.encoder(inputs)
+    outputs = self._encode_fn(inputs)
     mask = inputs['input_mask'].numpy()
     embeddings = pool(outputs['sequence_output'].numpy(),
                       outputs['pooled_output'].numpy(), mask, self.pooling)

@@ -10,6 +10,7 @@ epsilon from the config, additive attention mask).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -161,7 +162,13 @@ class TransformerEncoder(tf.Module):
     seq_length = tf.shape(ids)[1]
     return tf.broadcast_to(tf.range(seq_length)[tf.newaxis, :], tf.shape(ids))
 
-  def encode(self, inputs: dict) -> dict:
+  def encode(self, inputs: dict, compute_dtype=tf.float32) -> dict:
+    """The forward pass. compute_dtype bfloat16/float16 runs the matrix
+    products in that type and everything else (embeddings, LayerNorm,
+    softmax, GELU, residuals) in float32: on CPUs with AMX that is where the
+    time goes, Eigen's bf16 GELU is slower than fp32, and keeping the bias
+    add in float32 stops TF from fusing matmul+bias+GELU into one op whose
+    bf16 kernel skips AMX."""
     cfg = self.config
     ids = tf.cast(inputs['input_word_ids'], tf.int32)
     mask = tf.cast(inputs['input_mask'], tf.float32)
@@ -177,9 +184,18 @@ class TransformerEncoder(tf.Module):
     bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * tf.float32.min
     scale = 1.0 / math.sqrt(head_size)
 
+    low = compute_dtype != tf.float32
+
+    def matmul(a, b, **kwargs):
+      if low:
+        return tf.cast(tf.matmul(tf.cast(a, compute_dtype),
+                                 tf.cast(b, compute_dtype), **kwargs),
+                       tf.float32)
+      return tf.matmul(a, b, **kwargs)
+
     def dense(t, params):
       kernel, b = params
-      return tf.matmul(t, kernel) + b
+      return matmul(t, kernel) + b
 
     def split_heads(t):
       t = tf.reshape(t, [batch, seq_length, heads, head_size])
@@ -190,8 +206,8 @@ class TransformerEncoder(tf.Module):
       q = split_heads(dense(x, layer['q']))
       k = split_heads(dense(x, layer['k']))
       v = split_heads(dense(x, layer['v']))
-      scores = tf.matmul(q, k, transpose_b=True) * scale + bias
-      context = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+      scores = matmul(q, k, transpose_b=True) * scale + bias
+      context = matmul(tf.nn.softmax(scores, axis=-1), v)
       context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
                            [batch, seq_length, cfg.hidden_size])
       x = self._layer_norm(dense(context, layer['o']) + x, layer['ln1'])
@@ -205,6 +221,13 @@ class TransformerEncoder(tf.Module):
         'encoder_outputs': outputs,
         'default': pooled,
     }
+
+
+PRECISIONS = {'fp32': tf.float32, 'bf16': tf.bfloat16, 'fp16': tf.float16}
+
+
+def _encode_in(encoder: TransformerEncoder, dtype, inputs):
+  return encoder.encode(inputs, compute_dtype=dtype)
 
 
 def build_encoder_savedmodel(encoder: TransformerEncoder):
@@ -231,6 +254,15 @@ def build_encoder_savedmodel(encoder: TransformerEncoder):
     return {'pooled_output': out['pooled_output'],
             'sequence_output': out['sequence_output'],
             'default': out['default']}
+
+  # Lower-precision variants (see TransformerEncoder.encode), beside the
+  # standard float32 call: EmbeddingModel(precision=...) picks them.
+  for name, dtype in PRECISIONS.items():
+    if dtype != tf.float32:
+      fn = tf.function(functools.partial(_encode_in, encoder, dtype),
+                       input_signature=[spec])
+      fn.get_concrete_function()
+      setattr(root, f'call_{name}', fn)
 
   root.__call__ = call
   root.serve = serve

@@ -17,6 +17,8 @@ from tfmodels import wordpiece
 PREPROCESSOR_DIR = 'preprocessor'
 ENCODER_DIR = 'encoder'
 MANIFEST = 'export.json'
+# Bumped when exports gain something older ones lack (2: call_bf16/fp16).
+FORMAT = 'tfhub-bert-pair/2'
 
 
 def _save_atomically(obj, out_dir: str, signatures=None) -> None:
@@ -125,7 +127,7 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
   root, signatures = encoder_lib.build_encoder_savedmodel(encoder)
   _save_atomically(root, os.path.join(out_dir, ENCODER_DIR), signatures)
   manifest = {
-      'format': 'tfhub-bert-pair/1',
+      'format': FORMAT,
       'model_type': config.get('model_type', 'bert'),
       **tokenizer_info,
       'hidden_size': enc_config.hidden_size,

@@ -30,14 +30,11 @@ Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 
 
 @functools.lru_cache(maxsize=4)
-def _load_model(preprocessor: str, encoder: str, pooling: str,
-                normalize: bool, max_seq_length: int):
+def _load_model(preprocessor: str, encoder: str, **kwargs):
   """One model per worker process for both RunInference steps."""
   # pylint: disable=import-outside-toplevel
   from tfmodels.embedder import EmbeddingModel
-  return EmbeddingModel.load(preprocessor, encoder, pooling=pooling,
-                             normalize=normalize,
-                             max_seq_length=max_seq_length)
+  return EmbeddingModel.load(preprocessor, encoder, **kwargs)
 
 
 class _Handler(ModelHandler):
@@ -263,14 +260,16 @@ class EmbedDocuments(beam.PTransform):
                normalize: bool = False, max_seq_length: int = 128,
                max_batch_tokens: int = 8192, batch_size: int = 256,
                sort_window: int = 4096, long_documents: str = 'truncate',
-               chunk_stride: Optional[int] = None, large_model: bool = False):
+               chunk_stride: Optional[int] = None, large_model: bool = False,
+               precision: str = 'fp32', jit_compile: bool = False):
     super().__init__()
     if long_documents not in batching.LONG_DOCUMENTS:
       raise ValueError(f'long_documents must be one of '
                        f'{batching.LONG_DOCUMENTS}, got {long_documents!r}')
     model_config = dict(preprocessor=preprocessor, encoder=encoder,
                         pooling=pooling, normalize=normalize,
-                        max_seq_length=max_seq_length)
+                        max_seq_length=max_seq_length, precision=precision,
+                        jit_compile=jit_compile)
     self._tokenize = TokenizeHandler(model_config, large_model,
                                      long_documents, chunk_stride, batch_size)
     self._encode = EncodeHandler(model_config, large_model)
