@@ -63,13 +63,20 @@ def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def real_tokens(model, texts) -> int:
-  """Tokens a 128-token input holds for each text (specials included)."""
-  total = 0
+def _padded_to_128(texts, model_dir: str, count: int,
+                   seconds: float) -> dict:
+  """Figures of a case that pads every text to 128 tokens: its real tokens
+  are what a 128-token input holds of each text (specials included),
+  counted after the timed run."""
+  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
+  model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
+                              os.path.join(model_dir, 'encoder'))
+  tokens = 0
   for i in range(0, len(texts), 512):
     for ids in model.tokenize(texts[i:i + 512]):
-      total += min(len(ids) + model.num_special(1), MAX_SEQ_LENGTH)
-  return total
+      tokens += min(len(ids) + model.num_special(1), MAX_SEQ_LENGTH)
+  return {'documents': count, 'seconds': seconds, 'tokens': tokens,
+          'padded_tokens': len(texts) * MAX_SEQ_LENGTH}
 
 
 # --- the cases, each run in a child process -------------------------------
@@ -94,7 +101,7 @@ def _run_counted(p) -> int:
 
 
 def case_bare(corpus: str, model_dir: str) -> dict:
-  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import EmbeddingModel, padded_rows  # pylint: disable=import-outside-toplevel
   from transforms import batching  # pylint: disable=import-outside-toplevel
   from transforms.elements import Document  # pylint: disable=import-outside-toplevel
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
@@ -119,7 +126,7 @@ def case_bare(corpus: str, model_dir: str) -> dict:
       _, num_tokens = model.encode([[rows[i].ids for i in indices]],
                                    seq_length)
       tokens += int(num_tokens.sum())
-      computed += len(indices) * seq_length
+      computed += padded_rows(len(indices)) * seq_length
   seconds = time.perf_counter() - start
   return {'documents': len(texts), 'seconds': seconds, 'tokens': tokens,
           'padded_tokens': computed}
@@ -156,7 +163,6 @@ def case_mltransform(corpus: str, model_dir: str) -> dict:
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
   from apache_beam.ml.transforms.base import MLTransform  # pylint: disable=import-outside-toplevel
   from apache_beam.ml.transforms.embeddings.tensorflow_hub import TensorflowHubTextEmbeddings  # pylint: disable=import-outside-toplevel
-  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
   texts = read_texts(corpus)
   artifacts = tempfile.mkdtemp(prefix='bench-mlt-')
   start = time.perf_counter()
@@ -170,19 +176,14 @@ def case_mltransform(corpus: str, model_dir: str) -> dict:
                  preprocessing_url=os.path.join(model_dir, 'preprocessor')))
          | beam.Map(_count, lambda row: len(row['text'])))
   count = _run_counted(p)
-  seconds = time.perf_counter() - start
-  model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
-                              os.path.join(model_dir, 'encoder'))
-  return {'documents': count, 'seconds': seconds,
-          'tokens': real_tokens(model, texts),
-          'padded_tokens': len(texts) * MAX_SEQ_LENGTH}
+  return _padded_to_128(texts, model_dir, count, time.perf_counter() - start)
 
 
 def case_fixed128(corpus: str, model_dir: str) -> dict:
   import apache_beam as beam  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from apache_beam.ml.inference.base import ModelHandler, RunInference  # pylint: disable=import-outside-toplevel
-  from tfmodels.embedder import EmbeddingModel, import_hub  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import import_hub  # pylint: disable=import-outside-toplevel
 
   class Pair:  # RunInference's shared handle needs a weak-referenceable model
     def __init__(self, preprocessor, encoder):
@@ -214,12 +215,7 @@ def case_fixed128(corpus: str, model_dir: str) -> dict:
        | RunInference(Fixed128())
        | beam.Map(_count, lambda e: np.asarray(e).shape[0]))
   count = _run_counted(p)
-  seconds = time.perf_counter() - start
-  model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
-                              os.path.join(model_dir, 'encoder'))
-  return {'documents': count, 'seconds': seconds,
-          'tokens': real_tokens(model, texts),
-          'padded_tokens': len(texts) * MAX_SEQ_LENGTH}
+  return _padded_to_128(texts, model_dir, count, time.perf_counter() - start)
 
 
 CASES = {'a': ('bare', case_bare), 'b': ('pipeline', case_pipeline),

@@ -37,6 +37,11 @@ def test_plan_batches_respects_budget_and_buckets(max_batch_tokens,
     assert all(batching.bucket_length(lengths[i], boundaries) == seq_length
                for i in indices)
     assert len(indices) <= max_batch_size
+    if indices is not plan[-1][1] and len(indices) > 1:
+      # Full batches (all but a bucket's last) hold a power of two rows.
+      full = [ix for s, ix in plan if s == seq_length]
+      if indices is not full[-1]:
+        assert len(indices) & (len(indices) - 1) == 0, len(indices)
     # The budget holds, except that a batch always takes one row.
     assert len(indices) == 1 or len(indices) * seq_length <= max_batch_tokens
   # Sorted by length: padded lengths never decrease.

@@ -22,16 +22,28 @@ class EmbedOutput:
   truncated: np.ndarray  # [n] bool, input did not fit max_seq_length
 
 
-def pool(sequence_output: np.ndarray, pooled_output: np.ndarray,
-         mask: np.ndarray, pooling: str) -> np.ndarray:
+def pool(sequence_output, pooled_output, mask, pooling: str):
+  """Pooling in TF ops: [batch, seq, dim] -> [batch, dim]."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if pooling == 'mean':
-    m = mask[..., np.newaxis].astype(np.float32)
-    return (sequence_output * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+    m = tf.cast(mask, tf.float32)[..., tf.newaxis]
+    return (tf.reduce_sum(sequence_output * m, axis=1) /
+            tf.maximum(tf.reduce_sum(m, axis=1), 1.0))
   if pooling == 'cls':
     return sequence_output[:, 0, :]
   if pooling == 'pooled':
     return pooled_output
   raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
+
+
+def padded_rows(n: int) -> int:
+  """Rows the encoder computes for n inputs: the next power of two.
+
+  TensorFlow keeps state per distinct input shape it has run (about 5 MB
+  for MiniLM each, measured), so an unbounded mix of batch sizes made
+  memory grow with the corpus; powers of two bound the shapes per bucket.
+  """
+  return 1 << max(0, (n - 1).bit_length())
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -96,7 +108,27 @@ class EmbeddingModel:
     self.pooling = pooling
     self.normalize = normalize
     self.max_seq_length = max_seq_length
-    self._encode_fn = _encoder_function(encoder, precision, jit_compile)
+    encode_fn = _encoder_function(encoder, precision, jit_compile)
+    # Packing, encoder and pooling as one graph, traced once per number of
+    # segments with every dimension unknown: called eagerly piece by piece,
+    # TensorFlow kept growing per new input shape.
+    int_vector = tf.TensorSpec([None], tf.int32)
+    length_vector = tf.TensorSpec([None], tf.int64)
+
+    def packed_encode(seq_length, *flat):
+      segments = [tf.RaggedTensor.from_row_lengths(flat[i], flat[i + 1])
+                  for i in range(0, len(flat), 2)]
+      inputs = preprocessor.bert_pack_inputs(segments, seq_length=seq_length)
+      outputs = encode_fn(inputs)
+      mask = inputs['input_mask']
+      return (pool(outputs['sequence_output'], outputs['pooled_output'],
+                   mask, pooling),
+              tf.reduce_sum(tf.cast(mask, tf.int64), axis=1))
+
+    self._packed_encode = {
+        n: tf.function(packed_encode, input_signature=[
+            tf.TensorSpec([], tf.int32)] + [int_vector, length_vector] * n)
+        for n in (1, 2)}
     # How many special tokens packing adds, learnt from the preprocessor
     # itself so that WordPiece ([CLS] a [SEP] b [SEP]) and BPE
     # (<s> a </s></s> b </s>) models are handled alike.
@@ -138,22 +170,22 @@ class EmbeddingModel:
     seq_length with the preprocessor's `bert_pack_inputs` (which truncates,
     Hugging Face's way), runs the encoder and pools.
 
-    Returns (embeddings [n, dim] float32, real tokens per row [n]).
-    Padding does not change a row's result beyond float rounding: the
-    attention mask hides it and pooling ignores it.
+    Returns (embeddings [n, dim] float32, real tokens per row [n]). The
+    encoder computes padded_rows(n) rows. Padding does not change a row's
+    result beyond float rounding: the attention mask hides it and pooling
+    ignores it.
     """
     tf = self._tf
-    ragged = [tf.RaggedTensor.from_row_lengths(
-        np.concatenate(list(rows)) if len(rows) else np.zeros(0, np.int32),
-        np.array([len(r) for r in rows], np.int64)) for rows in segments]
-    inputs = self.preprocessor.bert_pack_inputs(
-        ragged, seq_length=tf.constant(seq_length, tf.int32))
-    outputs = self._encode_fn(inputs)
-    mask = inputs['input_mask'].numpy()
-    embeddings = pool(outputs['sequence_output'].numpy(),
-                      outputs['pooled_output'].numpy(), mask, self.pooling)
-    return (embeddings.astype(np.float32),
-            mask.sum(axis=1).astype(np.int64))
+    n = len(segments[0])
+    flat = []
+    for rows in segments:
+      rows = list(rows) + [np.zeros(0, np.int32)] * (padded_rows(n) - n)
+      flat += [np.concatenate(rows).astype(np.int32),
+               np.array([len(r) for r in rows], np.int64)]
+    embeddings, num_tokens = self._packed_encode[len(segments)](
+        tf.constant(seq_length, tf.int32), *flat)
+    return (embeddings.numpy()[:n].astype(np.float32),
+            num_tokens.numpy()[:n])
 
   def finish(self, embeddings: np.ndarray) -> np.ndarray:
     """The last step, after any combining of chunks: L2 normalisation."""

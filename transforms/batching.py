@@ -44,13 +44,15 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
   """Groups row indices into (padded length, indices) batches: rows sorted by
   length (ties in input order), each in its bucket, at most max_batch_size
   rows and max_batch_tokens padded tokens per batch (but always at least one
-  row)."""
+  row). Full batches hold a power of two rows, the shapes the encoder pads
+  partial batches to (see tfmodels.embedder.padded_rows)."""
   order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
   batches = []
   current, current_len = [], None
   for i in order:
     padded = bucket_length(lengths[i], boundaries)
     limit = max(1, min(max_batch_size, max_batch_tokens // padded))
+    limit = 1 << (limit.bit_length() - 1)
     if current and (padded != current_len or len(current) >= limit):
       batches.append((current_len, current))
       current = []

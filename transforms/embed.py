@@ -21,6 +21,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from tfmodels.embedder import padded_rows
 from transforms import batching
 from transforms.elements import (ChunkEmbedding, DeadLetter, Document,
                                  EmbeddedDocument, EncoderBatch, EncoderRow)
@@ -178,7 +179,7 @@ class EncodeHandler(_Handler):
     start = time.perf_counter()
     embeddings, num_tokens = model.encode(segments, seq_length)
     self._encoder_ms.inc(int(1000 * (time.perf_counter() - start)))
-    self._computed.inc(len(rows) * seq_length)
+    self._computed.inc(padded_rows(len(rows)) * seq_length)
     self._tokens.inc(int(num_tokens.sum()))
     out = []
     for row, embedding, tokens in zip(rows, embeddings, num_tokens):
