@@ -101,7 +101,7 @@ def _run_counted(p) -> int:
 
 
 def case_bare(corpus: str, model_dir: str) -> dict:
-  from tfmodels.embedder import EmbeddingModel, padded_rows  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
   from transforms import batching  # pylint: disable=import-outside-toplevel
   from transforms.elements import Document  # pylint: disable=import-outside-toplevel
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
@@ -123,10 +123,12 @@ def case_bare(corpus: str, model_dir: str) -> dict:
             enumerate(zip(part, ids))]
     for seq_length, indices in batching.plan_batches(
         [r.length for r in rows], boundaries, 8192, 256):
+      rows_to = batching.padded_batch_rows(
+          len(indices), batching.batch_limit(seq_length, 8192, 256))
       _, num_tokens = model.encode([[rows[i].ids for i in indices]],
-                                   seq_length)
+                                   seq_length, rows_to)
       tokens += int(num_tokens.sum())
-      computed += padded_rows(len(indices)) * seq_length
+      computed += rows_to * seq_length
   seconds = time.perf_counter() - start
   return {'documents': len(texts), 'seconds': seconds, 'tokens': tokens,
           'padded_tokens': computed}

@@ -37,15 +37,22 @@ def test_plan_batches_respects_budget_and_buckets(max_batch_tokens,
     assert all(batching.bucket_length(lengths[i], boundaries) == seq_length
                for i in indices)
     assert len(indices) <= max_batch_size
-    if indices is not plan[-1][1] and len(indices) > 1:
-      # Full batches (all but a bucket's last) hold a power of two rows.
-      full = [ix for s, ix in plan if s == seq_length]
-      if indices is not full[-1]:
-        assert len(indices) & (len(indices) - 1) == 0, len(indices)
+    limit = batching.batch_limit(seq_length, max_batch_tokens,
+                                 max_batch_size)
+    rows = batching.padded_batch_rows(len(indices), limit)
+    assert len(indices) <= rows <= limit
+    assert rows - len(indices) <= max(1, limit // 8) - 1
     # The budget holds, except that a batch always takes one row.
     assert len(indices) == 1 or len(indices) * seq_length <= max_batch_tokens
   # Sorted by length: padded lengths never decrease.
   assert [s for s, _ in plan] == sorted(s for s, _ in plan)
+
+
+def test_padded_batch_rows_allow_few_shapes():
+  sizes = {batching.padded_batch_rows(n, 256) for n in range(1, 257)}
+  assert sizes == {32, 64, 96, 128, 160, 192, 224, 256}
+  assert batching.padded_batch_rows(5, 7) == 5  # limit < 8: no padding
+  assert batching.padded_batch_rows(1, 64) == 8
 
 
 def test_chunk_windows_cover_the_document_with_overlap():

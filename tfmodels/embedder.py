@@ -36,16 +36,6 @@ def pool(sequence_output, pooled_output, mask, pooling: str):
   raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
 
 
-def padded_rows(n: int) -> int:
-  """Rows the encoder computes for n inputs: the next power of two.
-
-  TensorFlow keeps state per distinct input shape it has run (about 5 MB
-  for MiniLM each, measured), so an unbounded mix of batch sizes made
-  memory grow with the corpus; powers of two bound the shapes per bucket.
-  """
-  return 1 << max(0, (n - 1).bit_length())
-
-
 def l2_normalize(x: np.ndarray) -> np.ndarray:
   norm = np.linalg.norm(x, axis=1, keepdims=True)
   return x / np.maximum(norm, 1e-12)
@@ -165,23 +155,27 @@ class EmbeddingModel:
     return np.split(values, tokens.row_splits.numpy()[1:-1])
 
   def encode(self, segments: Sequence[Sequence[np.ndarray]],
-             seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+             seq_length: int,
+             rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Packs one or two segments of id arrays (one array per input row) at
     seq_length with the preprocessor's `bert_pack_inputs` (which truncates,
     Hugging Face's way), runs the encoder and pools.
 
-    Returns (embeddings [n, dim] float32, real tokens per row [n]). The
-    encoder computes padded_rows(n) rows. Padding does not change a row's
+    Returns (embeddings [n, dim] float32, real tokens per row [n]). With
+    rows, the encoder computes that many rows, the extra ones empty: callers
+    that run many batches keep the distinct shapes few this way (see
+    transforms.batching.padded_batch_rows). Padding does not change a row's
     result beyond float rounding: the attention mask hides it and pooling
     ignores it.
     """
     tf = self._tf
     n = len(segments[0])
+    rows_to = rows or n
     flat = []
-    for rows in segments:
-      rows = list(rows) + [np.zeros(0, np.int32)] * (padded_rows(n) - n)
-      flat += [np.concatenate(rows).astype(np.int32),
-               np.array([len(r) for r in rows], np.int64)]
+    for segment in segments:
+      padded = list(segment) + [np.zeros(0, np.int32)] * max(0, rows_to - n)
+      flat += [np.concatenate(padded).astype(np.int32),
+               np.array([len(r) for r in padded], np.int64)]
     embeddings, num_tokens = self._packed_encode[len(segments)](
         tf.constant(seq_length, tf.int32), *flat)
     return (embeddings.numpy()[:n].astype(np.float32),

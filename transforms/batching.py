@@ -38,21 +38,35 @@ def bucket_length(length: int, boundaries: Sequence[int]) -> int:
                         len(boundaries) - 1)]
 
 
+def batch_limit(seq_length: int, max_batch_tokens: int,
+                max_batch_size: int) -> int:
+  """Rows of a full batch of this padded length (always at least one)."""
+  return max(1, min(max_batch_size, max_batch_tokens // seq_length))
+
+
+def padded_batch_rows(n: int, limit: int) -> int:
+  """Rows the encoder computes for a batch of n (n <= limit) rows: n
+  rounded up to a multiple of limit/8. TensorFlow keeps state per distinct
+  input shape it has run (about 5 MB each for MiniLM, measured), so batches
+  of every possible size made memory grow with the corpus; this allows at
+  most 8 sizes per bucket for at most 1/8 of a full batch of padding."""
+  step = max(1, limit // 8)
+  return min(limit, -(-n // step) * step)
+
+
 def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
                  max_batch_tokens: int,
                  max_batch_size: int) -> list[tuple[int, list[int]]]:
   """Groups row indices into (padded length, indices) batches: rows sorted by
   length (ties in input order), each in its bucket, at most max_batch_size
   rows and max_batch_tokens padded tokens per batch (but always at least one
-  row). Full batches hold a power of two rows, the shapes the encoder pads
-  partial batches to (see tfmodels.embedder.padded_rows)."""
+  row)."""
   order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
   batches = []
   current, current_len = [], None
   for i in order:
     padded = bucket_length(lengths[i], boundaries)
-    limit = max(1, min(max_batch_size, max_batch_tokens // padded))
-    limit = 1 << (limit.bit_length() - 1)
+    limit = batch_limit(padded, max_batch_tokens, max_batch_size)
     if current and (padded != current_len or len(current) >= limit):
       batches.append((current_len, current))
       current = []
@@ -129,5 +143,7 @@ class BucketBatches(beam.DoFn):
     for seq_length, indices in plan_batches(
         [r.length for r in rows], self._boundaries, self._max_batch_tokens,
         self._max_batch_size):
-      yield EncoderBatch(seq_length=seq_length,
-                         rows=tuple(rows[i] for i in indices))
+      yield EncoderBatch(
+          seq_length=seq_length, rows=tuple(rows[i] for i in indices),
+          full_rows=batch_limit(seq_length, self._max_batch_tokens,
+                                self._max_batch_size))

@@ -48,6 +48,7 @@ class EncoderBatch(NamedTuple):
   """Rows of one length bucket, packed together at seq_length."""
   seq_length: int
   rows: tuple
+  full_rows: int  # rows of a full batch of this length (for padding rows)
 
 
 class ChunkEmbedding(NamedTuple):

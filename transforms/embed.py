@@ -21,7 +21,6 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from tfmodels.embedder import padded_rows
 from transforms import batching
 from transforms.elements import (ChunkEmbedding, DeadLetter, Document,
                                  EmbeddedDocument, EncoderBatch, EncoderRow)
@@ -166,20 +165,22 @@ class EncodeHandler(_Handler):
         encoded = _retry_one_by_one(
             [batch.rows[i] for i in group],
             functools.partial(self._encode_rows, model=model,
-                              seq_length=batch.seq_length),
+                              seq_length=batch.seq_length,
+                              full_rows=batch.full_rows),
             self._fail, self._retried)
         results.update(zip(group, encoded))
     return [results[i] for i in range(len(batch.rows))]
 
-  def _encode_rows(self, rows: Sequence[EncoderRow], model,
-                   seq_length: int) -> list[Result]:
+  def _encode_rows(self, rows: Sequence[EncoderRow], model, seq_length: int,
+                   full_rows: int) -> list[Result]:
     segments = [[r.ids for r in rows]]
     if rows[0].ids_b is not None:
       segments.append([r.ids_b for r in rows])
     start = time.perf_counter()
-    embeddings, num_tokens = model.encode(segments, seq_length)
+    rows_to = batching.padded_batch_rows(len(rows), full_rows)
+    embeddings, num_tokens = model.encode(segments, seq_length, rows_to)
     self._encoder_ms.inc(int(1000 * (time.perf_counter() - start)))
-    self._computed.inc(padded_rows(len(rows)) * seq_length)
+    self._computed.inc(rows_to * seq_length)
     self._tokens.inc(int(num_tokens.sum()))
     out = []
     for row, embedding, tokens in zip(rows, embeddings, num_tokens):
