@@ -5,7 +5,8 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import presets
-from tfmodels.embedder import POOLINGS
+from tfmodels.embedder import POOLINGS, PRECISIONS
+from transforms.batching import LONG_DOCUMENTS
 from transforms.read import FORMATS
 
 
@@ -81,7 +82,7 @@ class EmbedOptions(PipelineOptions):
         'flagged truncated=1, or chunked (--long_documents). Default: 128.')
     model.add_argument(
         '--long_documents', default='truncate',
-        choices=('truncate', 'chunk'),
+        choices=LONG_DOCUMENTS,
         help='truncate (default): embed the first max_seq_length tokens. '
         'chunk: embed overlapping windows of max_seq_length tokens and '
         'average them, weighted by their tokens; the record carries '
@@ -104,7 +105,7 @@ class EmbedOptions(PipelineOptions):
         help='Documents sorted by length together; bounds the memory that '
         'batching holds (default: 4096).')
     model.add_argument(
-        '--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'),
+        '--precision', default='fp32', choices=PRECISIONS,
         help='Matrix products of the encoder in this type, everything else in '
         'float32 (default: fp32). bf16 runs on AMX CPUs and on GPUs; needs an '
         'encoder exported by this project.')

@@ -54,7 +54,6 @@ def longest_first_lengths(len_a: tf.Tensor, len_b: tf.Tensor,
   budget = tf.cast(budget, tf.int32)
   swap = len_a > len_b
   short = tf.minimum(len_a, len_b)
-  long = tf.maximum(len_a, len_b)
   new_long = tf.where(short > budget, short,
                       tf.maximum(short, budget - short))
   both = short + new_long > budget
