@@ -103,7 +103,8 @@ class EmbedOptions(PipelineOptions):
     batching.add_argument(
         '--sort_window', type=int, default=4096,
         help='Documents sorted by length together; bounds the memory that '
-        'batching holds (default: 4096).')
+        'batching holds (at most this many plus one full batch per length '
+        'bucket; default: 4096).')
     model.add_argument(
         '--precision', default='fp32', choices=PRECISIONS,
         help='Matrix products of the encoder in this type, everything else in '

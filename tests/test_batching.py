@@ -85,3 +85,34 @@ def test_rows_for_document_truncate_chunk_and_pairs():
   assert row.truncated and row.num_chunks == 1
   short = batching.rows_for_document(doc, ids[:20], None, 2, 128, 'chunk', 63)
   assert len(short) == 1 and short[0].length == 22 and not short[0].truncated
+
+
+@pytest.mark.parametrize('window', [1, 100, 1000])
+def test_bucket_batches_hold_partial_batches_until_bundle_end(window):
+  """Partial batches leave only at the end of a bundle (at most one per
+  bucket), so the number of distinct batch shapes does not grow with the
+  corpus; rows held stay below window + one full batch per bucket."""
+  rng = random.Random(window)
+  boundaries = batching.bucket_boundaries(128)
+  dofn = batching.BucketBatches(128, 2048, 64, window)
+  held_bound = window + sum(
+      batching.batch_limit(b, 2048, 64) - 1 for b in boundaries)
+  doc = Document('d', 'text', None, 'src')
+  rows = [batching.EncoderRow(doc, '', np.zeros(n, np.int32), None, n + 2,
+                              False, 0, 1)
+          for n in (rng.randint(1, 126) for _ in range(3000))]
+  dofn.start_bundle()
+  during = []
+  for row in rows:
+    during.extend(dofn.process(row))
+    assert len(dofn._rows) <= held_bound  # pylint: disable=protected-access
+  final = [wv.value for wv in dofn.finish_bundle()]
+  seen = [id(r) for b in during + final for r in b.rows]
+  assert sorted(seen) == sorted(id(r) for r in rows)  # each row once
+  for b in during + final:
+    assert {batching.bucket_length(r.length, boundaries)
+            for r in b.rows} == {b.seq_length}
+    assert b.full_rows == batching.batch_limit(b.seq_length, 2048, 64)
+  assert all(len(b.rows) == b.full_rows for b in during)
+  partial = [b.seq_length for b in final if len(b.rows) < b.full_rows]
+  assert len(partial) == len(set(partial))

@@ -114,7 +114,15 @@ def rows_for_document(doc: Document, ids: np.ndarray,
 
 
 class BucketBatches(beam.DoFn):
-  """EncoderRow -> EncoderBatch, through a bounded sort window per bundle."""
+  """EncoderRow -> EncoderBatch, through a bounded sort window per bundle.
+
+  Each time `window` new rows have arrived, the full batches among the rows
+  held are emitted; a bucket's last, partial batch waits for the next window
+  to fill it. Partial batches are emitted only when the bundle ends, so
+  their row counts (each a distinct input shape, with state that TensorFlow
+  keeps per shape) do not multiply with the corpus size. Rows held stay
+  below `window` plus one full batch per bucket.
+  """
 
   def __init__(self, max_seq_length: int, max_batch_tokens: int,
                max_batch_size: int, window: int):
@@ -124,26 +132,33 @@ class BucketBatches(beam.DoFn):
     self._max_batch_size = max_batch_size
     self._window = window
     self._rows: list[EncoderRow] = []
+    self._new_rows = 0
 
   def start_bundle(self):
     self._rows = []
+    self._new_rows = 0
 
   def process(self, row: EncoderRow) -> Iterable[EncoderBatch]:
     self._rows.append(row)
-    if len(self._rows) >= self._window:
-      yield from self._flush()
+    self._new_rows += 1
+    if self._new_rows >= self._window:
+      yield from self._flush(final=False)
 
   def finish_bundle(self):
-    for batch in self._flush():
+    for batch in self._flush(final=True):
       yield WindowedValue(batch, GlobalWindow().max_timestamp(),
                           [GlobalWindow()])
 
-  def _flush(self) -> Iterable[EncoderBatch]:
-    rows, self._rows = self._rows, []
+  def _flush(self, final: bool) -> Iterable[EncoderBatch]:
+    rows, self._rows, self._new_rows = self._rows, [], 0
     for seq_length, indices in plan_batches(
         [r.length for r in rows], self._boundaries, self._max_batch_tokens,
         self._max_batch_size):
-      yield EncoderBatch(
-          seq_length=seq_length, rows=tuple(rows[i] for i in indices),
-          full_rows=batch_limit(seq_length, self._max_batch_tokens,
-                                self._max_batch_size))
+      full_rows = batch_limit(seq_length, self._max_batch_tokens,
+                              self._max_batch_size)
+      if not final and len(indices) < full_rows:
+        self._rows.extend(rows[i] for i in indices)
+        continue
+      yield EncoderBatch(seq_length=seq_length,
+                         rows=tuple(rows[i] for i in indices),
+                         full_rows=full_rows)

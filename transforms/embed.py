@@ -278,6 +278,7 @@ class EmbedDocuments(beam.PTransform):
     self._batcher = batching.BucketBatches(max_seq_length, max_batch_tokens,
                                            batch_size, sort_window)
     self._normalize = normalize
+    self._long_documents = long_documents
 
   def expand(self, documents):
     tokenized = (documents
@@ -290,6 +291,13 @@ class EmbedDocuments(beam.PTransform):
                | 'BucketBatches' >> beam.ParDo(self._batcher)
                | 'Encode' >> RunInference(self._encode)
                | 'Results' >> beam.FlatMap(lambda results: results))
+    if self._long_documents != 'chunk':
+      # No GroupByKey in the default path: the whole graph fuses into one
+      # stage and streams, so memory stays flat as the corpus grows (a
+      # Flatten behind a GroupByKey makes the local runner buffer every
+      # embedding until the group is done).
+      return ((encoded, tokenize_failed)
+              | 'AllResults' >> beam.Flatten())
     whole, chunks = encoded | 'SplitChunks' >> beam.Partition(
         lambda e, _: 1 if isinstance(e, ChunkEmbedding) else 0, 2)
     combined = (chunks
