@@ -7,6 +7,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import presets
 from tfmodels.embedder import POOLINGS, PRECISIONS
 from transforms.batching import LONG_DOCUMENTS
+from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
+from transforms.dedup import ON_DUPLICATE_ID
 from transforms.read import FORMATS
 
 
@@ -17,8 +19,14 @@ class EmbedOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     io = parser.add_argument_group('input and output')
     io.add_argument(
-        '--input', required=True,
-        help='File pattern of the corpus: local path or gs://, globs allowed.')
+        '--input', default=None,
+        help='The corpus: a file pattern (local path or gs://, globs '
+        'allowed) or a BigQuery table bq://PROJECT.DATASET.TABLE (read with '
+        'the Storage Read API).')
+    io.add_argument(
+        '--input_query', default=None,
+        help='Instead of --input: a BigQuery standard-SQL query whose rows '
+        'are the documents.')
     io.add_argument(
         '--input_format', default='auto', choices=('auto',) + FORMATS,
         help='Corpus format; auto picks it from the file extension (.txt, '
@@ -36,13 +44,38 @@ class EmbedOptions(PipelineOptions):
         'a text pair packed into one input (tokenize both, then '
         'bert_pack_inputs([a, b])).')
     io.add_argument(
+        '--metadata_fields', default='',
+        type=lambda v: tuple(f for f in v.split(',') if f),
+        help='Comma-separated input fields copied to every output record '
+        '(as text; TFRecord bytes features or BigQuery STRING columns).')
+    io.add_argument(
+        '--on_duplicate_id', default='keep', choices=ON_DUPLICATE_ID,
+        help='Documents sharing an id: keep all (default), first (keep the '
+        'earliest by source location; the others go to the dead letters as '
+        'duplicate_id) or error (fail the run). Counted in every case.')
+    io.add_argument(
         '--output', required=True,
         help='Output prefix; shards are written as '
-        'PREFIX-SSSSS-of-NNNNN.tfrecord (tf.train.Example records).')
+        'PREFIX-SSSSS-of-NNNNN.tfrecord (tf.train.Example records). Or a '
+        'BigQuery table bq://PROJECT.DATASET.TABLE, created if needed.')
     io.add_argument(
         '--dead_letter', default=None,
         help='Prefix for records that could not be read or embedded, as '
-        'JSONL with the reason (default: OUTPUT-dead_letter).')
+        'JSONL with the reason (default: OUTPUT-dead_letter), or a BigQuery '
+        'table bq://PROJECT.DATASET.TABLE (default with a BigQuery output: '
+        'the output table + "_dead_letter").')
+    io.add_argument(
+        '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
+        help='How BigQuery outputs are written: FILE_LOADS (default; load '
+        'jobs from files staged under --temp_location gs://...) or '
+        'STREAMING_INSERTS.')
+    io.add_argument(
+        '--bq_write_disposition', default='WRITE_TRUNCATE',
+        choices=WRITE_DISPOSITIONS,
+        help='WRITE_TRUNCATE (default): a run replaces the table, so a '
+        're-run leaves one copy of each record. WRITE_APPEND adds rows '
+        '(required by STREAMING_INSERTS); WRITE_EMPTY fails on a non-empty '
+        'table.')
     io.add_argument('--num_shards', type=int, default=0,
                     help='Output shards; 0 lets the runner decide.')
 

@@ -6,6 +6,7 @@ Prints, as its last line, one JSON object with the run's counts and rates.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
@@ -21,15 +22,19 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import presets
 from pipeline.options import EmbedOptions
 from tfmodels.embedder import import_hub
+from transforms import bigquery
 from transforms import read as read_lib
+from transforms.dedup import HandleDuplicateIds
 from transforms.elements import DeadLetter
 from transforms.embed import EmbedDocuments
+from transforms import write as write_lib
 from transforms.write import WriteDeadLetters, WriteEmbeddings
 
 # Without --runner, run in-process with Beam's FnApiRunner. DirectRunner in
@@ -45,7 +50,11 @@ def resolve_model(options: EmbedOptions) -> presets.ResolvedModel:
 
 
 def dead_letter_prefix(options: EmbedOptions) -> str:
-  return options.dead_letter or f'{options.output}-dead_letter'
+  if options.dead_letter:
+    return options.dead_letter
+  if bigquery.is_table(options.output):
+    return f'{options.output}_dead_letter'
+  return f'{options.output}-dead_letter'
 
 
 def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
@@ -57,10 +66,17 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   """
   model = model or resolve_model(options)
   fields = read_lib.Fields(options.id_field, options.text_field,
-                           options.text_b_field)
+                           options.text_b_field, options.metadata_fields)
+  # One timestamp per run: every record of a run says the same.
+  now = bigquery.timestamp(datetime.datetime.now(datetime.timezone.utc))
+  bq = dict(bq_method=options.bq_write_method,
+            bq_disposition=options.bq_write_disposition)
 
-  parsed = p | 'Read' >> read_lib.ReadDocuments(
-      options.input, options.input_format, fields)
+  parsed = (p
+            | 'Read' >> read_lib.ReadDocuments(
+                options.input, options.input_format, fields,
+                query=options.input_query)
+            | 'DuplicateIds' >> HandleDuplicateIds(options.on_duplicate_id))
   read_ok, read_bad = parsed | 'SplitRead' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
   results = read_ok | 'Embed' >> EmbedDocuments(
@@ -74,9 +90,11 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
   dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()
-  embedded | 'Write' >> WriteEmbeddings(options.output, model.name,
-                                        options.pooling, options.num_shards)
-  dead | 'WriteDeadLetters' >> WriteDeadLetters(dead_letter_prefix(options))
+  embedded | 'Write' >> WriteEmbeddings(
+      options.output, model.name, options.pooling, options.num_shards,
+      metadata_fields=options.metadata_fields, embedded_at=now, **bq)
+  dead | 'WriteDeadLetters' >> WriteDeadLetters(
+      dead_letter_prefix(options), failed_at=now, **bq)
   return {'documents': read_ok, 'embedded': embedded, 'dead_letters': dead}
 
 
@@ -98,10 +116,15 @@ def _bucket_batches(result) -> dict:
   return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
+def _shown(prefix: str, suffix: str) -> str:
+  return prefix if bigquery.is_table(prefix) else f'{prefix}-*{suffix}'
+
+
 def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   read = _counter(result, 'read', 'documents_read')
   embedded = _counter(result, 'embed', 'documents_embedded')
   rejected = (_counter(result, 'read', 'records_dead_lettered') +
+              _counter(result, 'dedup', 'documents_dead_lettered') +
               _counter(result, 'embed', 'documents_failed'))
   tokens = _counter(result, 'embed', 'tokens_embedded')
   computed = _counter(result, 'embed', 'tokens_computed')
@@ -110,6 +133,8 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
       'documents_embedded': embedded,
       'documents_rejected': rejected,
       'reconciled': read == embedded + rejected,
+      'duplicate_ids': _counter(result, 'dedup', 'duplicate_ids'),
+      'duplicate_documents': _counter(result, 'dedup', 'duplicate_documents'),
       'documents_truncated': _counter(result, 'embed', 'documents_truncated'),
       'documents_chunked': _counter(result, 'embed', 'documents_chunked'),
       'tokens': tokens,
@@ -121,8 +146,8 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
           _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),
       'seconds': round(seconds, 2),
       'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
-      'output': f'{options.output}-*.tfrecord',
-      'dead_letter': f'{dead_letter_prefix(options)}-*.jsonl',
+      'output': _shown(options.output, '.tfrecord'),
+      'dead_letter': _shown(dead_letter_prefix(options), '.jsonl'),
   }
 
 
@@ -153,6 +178,32 @@ def check_batching_flags(options: EmbedOptions) -> None:
       raise ValueError(f'--{flag} must be positive')
   if options.chunk_stride is not None and options.chunk_stride < 1:
     raise ValueError('--chunk_stride must be positive')
+
+
+def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
+  if bool(options.input) == bool(options.input_query):
+    raise ValueError('give exactly one of --input and --input_query')
+  if options.input:
+    read_lib.detect_format(options.input, options.input_format)
+  tables = [t for t in (options.output, dead_letter_prefix(options))
+            if bigquery.is_table(t)]
+  for table in tables:
+    bigquery.table_spec(table)
+  write_lib.check_metadata_fields(options.metadata_fields)
+  if options.metadata_fields and options.input and (
+      read_lib.detect_format(options.input, options.input_format) == 'text'):
+    raise ValueError('--metadata_fields needs records with fields; plain '
+                     'text lines have none')
+  if tables and options.bq_write_method == 'FILE_LOADS' and not (
+      cloud.temp_location or '').startswith('gs://'):
+    raise ValueError('BigQuery FILE_LOADS stages files on Cloud Storage: '
+                     'pass --temp_location gs://BUCKET/tmp (or '
+                     '--bq_write_method STREAMING_INSERTS)')
+  if tables and options.bq_write_method == 'STREAMING_INSERTS' and (
+      options.bq_write_disposition == 'WRITE_TRUNCATE'):
+    raise ValueError('STREAMING_INSERTS can only append: add '
+                     '--bq_write_disposition WRITE_APPEND, or use FILE_LOADS '
+                     '(the default) so that a re-run replaces the table')
 
 
 def help_parser() -> argparse.ArgumentParser:
@@ -192,7 +243,7 @@ def main(argv=None) -> int:
       raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
                        f'more than {model.name} takes '
                        f'({model.max_seq_length})')
-    read_lib.detect_format(embed_options.input, embed_options.input_format)
+    check_io_flags(embed_options, options.view_as(GoogleCloudOptions))
     if standard.runner != 'DataflowRunner':
       check_model_handles(model)
   except (ValueError, RuntimeError) as e:

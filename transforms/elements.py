@@ -15,8 +15,12 @@ class Document(NamedTuple):
   id: str
   text: str
   text_b: Optional[str]
-  # Where it came from (file, or file:row where the reader knows the row).
+  # Where it came from: file@byte_offset (text, JSONL), file:line (CSV),
+  # file (Parquet), pattern (TFRecord) or the BigQuery table/query.
   source: str
+  # Pass-through columns (--metadata_fields): ((name, value or None), ...),
+  # values as strings.
+  metadata: tuple = ()
 
   @property
   def content_hash(self) -> str:
@@ -30,6 +34,7 @@ class EmbeddedDocument(NamedTuple):
   truncated: bool
   content_hash: str
   num_chunks: int = 1
+  metadata: tuple = ()
 
 
 class EncoderRow(NamedTuple):

@@ -195,7 +195,7 @@ class EncodeHandler(_Handler):
       out.append(EmbeddedDocument(
           id=row.doc.id, embedding=model.finish(embedding[np.newaxis])[0],
           num_tokens=int(tokens), truncated=row.truncated,
-          content_hash=row.doc.content_hash))
+          content_hash=row.doc.content_hash, metadata=row.doc.metadata))
     return out
 
   def _fail(self, row: EncoderRow, exc: Exception) -> Result:
@@ -234,7 +234,8 @@ def combine_chunks(chunks: Iterable[ChunkEmbedding], finish,
   return EmbeddedDocument(
       id=doc.id, embedding=finish(embedding[np.newaxis].astype(np.float32))[0],
       num_tokens=int(weights.sum()), truncated=False,
-      content_hash=doc.content_hash, num_chunks=len(chunks))
+      content_hash=doc.content_hash, num_chunks=len(chunks),
+      metadata=doc.metadata)
 
 
 class _CombineChunks(beam.DoFn):

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Union
 
 import apache_beam as beam
+from apache_beam.io import filebasedsource
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
+from transforms import bigquery
 from transforms.elements import DeadLetter, Document, derived_id
 
 FORMATS = ('text', 'jsonl', 'csv', 'parquet', 'tfrecord')
@@ -35,9 +37,13 @@ class Fields:
   id_field: str = 'id'
   text_field: str = 'text'
   text_b_field: Optional[str] = None
+  metadata_fields: tuple = ()
 
 
 def detect_format(pattern: str, declared: str = 'auto') -> str:
+  if bigquery.is_table(pattern):
+    bigquery.table_spec(pattern)  # a clear error for a malformed name
+    return 'bigquery'
   if declared != 'auto':
     if declared not in FORMATS:
       raise ValueError(f'--input_format must be auto or one of {FORMATS}, '
@@ -107,7 +113,20 @@ def record_to_document(record: dict, source: str, fields: Fields,
     return _dead(source, raw, 'bad_id',
                  f'field {fields.id_field!r} must be a string or integer, '
                  f'got {type(doc_id).__name__}')
-  return Document(id=doc_id, text=text, text_b=text_b, source=source)
+  metadata = tuple((name, metadata_value(record.get(name)))
+                   for name in fields.metadata_fields)
+  return Document(id=doc_id, text=text, text_b=text_b, source=source,
+                  metadata=metadata)
+
+
+def metadata_value(value: Any) -> Optional[str]:
+  """Pass-through values become strings (one column type whatever the
+  source format): text as is, anything else as JSON."""
+  if value is None or isinstance(value, str):
+    return value
+  if isinstance(value, bytes):
+    return value.decode('utf-8', errors='backslashreplace')
+  return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def parse_text_line(line: bytes, source: str) -> Parsed:
@@ -196,31 +215,82 @@ def record_batch_to_documents(batch, source: str,
     yield record_to_document(record, source, fields)
 
 
+class LinesSource(filebasedsource.FileBasedSource):
+  """Newline-delimited records as (path, byte offset, line bytes).
+
+  Beam's text source does not say where a line came from; the byte offset
+  makes a dead letter findable in a corpus of any size. Uncompressed files
+  split into ranges; a range owns every line that starts inside it.
+  """
+
+  def read_records(self, file_name, offset_range_tracker):
+    start = offset_range_tracker.start_position()
+    with self.open_file(file_name) as f:
+      position = 0
+      if start > 0:
+        # The line that crosses `start` belongs to the previous range.
+        f.seek(start - 1)
+        position = start - 1 + len(f.readline())
+      while offset_range_tracker.try_claim(position):
+        line = f.readline()
+        if not line:
+          return
+        yield file_name, position, _strip_newline(line)
+        position += len(line)
+
+
+def _strip_newline(line: bytes) -> bytes:
+  if line.endswith(b'\n'):
+    line = line[:-1]
+    if line.endswith(b'\r'):
+      line = line[:-1]
+  return line
+
+
+def line_location(path: str, offset: int) -> str:
+  return f'{path}@{offset}'
+
+
 def _read_lines(pattern: str):
-  return beam.io.ReadFromTextWithFilename(
-      pattern, coder=beam.coders.BytesCoder())
+  return beam.io.Read(LinesSource(pattern))
 
 
 class ReadDocuments(beam.PTransform):
-  """Reads a corpus into a PCollection of Document | DeadLetter."""
+  """Reads a corpus into a PCollection of Document | DeadLetter: files, a
+  BigQuery table (bq://PROJECT.DATASET.TABLE) or a BigQuery query."""
 
-  def __init__(self, pattern: str, input_format: str = 'auto',
-               fields: Fields = Fields()):
+  def __init__(self, pattern: Optional[str], input_format: str = 'auto',
+               fields: Fields = Fields(), query: Optional[str] = None):
     super().__init__()
+    if bool(pattern) == bool(query):
+      raise ValueError('give exactly one of --input and --input_query')
     self._pattern = pattern
-    self._format = detect_format(pattern, input_format)
+    self._query = query
+    self._format = 'bigquery' if query else detect_format(pattern,
+                                                         input_format)
     self._fields = fields
 
   def expand(self, pbegin):
     fields, fmt = self._fields, self._format
-    if fmt == 'text':
+    if fmt == 'bigquery':
+      source = self._pattern or 'query'
+      parsed = (pbegin
+                | 'ReadBigQuery' >> beam.io.ReadFromBigQuery(
+                    method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
+                    **bigquery.read_args(self._pattern, self._query))
+                | 'ParseRows' >> beam.Map(
+                    lambda row: record_to_document(
+                        bigquery.document_record(row), source, fields)))
+    elif fmt == 'text':
       parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern)
                 | 'ParseText' >> beam.MapTuple(
-                    lambda path, line: parse_text_line(line, path)))
+                    lambda path, at, line: parse_text_line(
+                        line, line_location(path, at))))
     elif fmt == 'jsonl':
       parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern)
                 | 'ParseJson' >> beam.MapTuple(
-                    lambda path, line: parse_json_line(line, path, fields)))
+                    lambda path, at, line: parse_json_line(
+                        line, line_location(path, at), fields)))
     elif fmt == 'csv':
       parsed = (pbegin | 'Match' >> fileio.MatchFiles(self._pattern)
                 | 'Open' >> fileio.ReadMatches()
@@ -228,13 +298,11 @@ class ReadDocuments(beam.PTransform):
                     lambda f: parse_csv_file(f.metadata.path, f.open(),
                                              fields)))
     elif fmt == 'parquet':
-      columns = [c for c in (fields.id_field, fields.text_field,
-                             fields.text_b_field) if c]
-      parsed = (pbegin | 'ReadParquet' >> beam.io.ReadFromParquetBatched(
-          self._pattern)
-                | 'ParseParquet' >> beam.FlatMap(
-                    lambda table: _table_rows(table, columns, self._pattern,
-                                              fields)))
+      parsed = (pbegin | 'ParquetFiles' >> beam.Create([self._pattern])
+                | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(
+                    with_filename=True)
+                | 'ParseParquet' >> beam.FlatMapTuple(
+                    lambda path, table: _table_rows(table, path, fields)))
     else:
       parsed = (pbegin | 'ReadExamples' >> _tfxio_source(self._pattern)
                 | 'ParseExamples' >> beam.FlatMap(
@@ -242,10 +310,11 @@ class ReadDocuments(beam.PTransform):
     return parsed | 'CountRead' >> beam.Map(_count_read)
 
 
-def _table_rows(table, columns, source, fields) -> Iterable[Parsed]:
-  present = [c for c in columns if c in table.column_names]
-  rows = table.select(present).to_pylist()
-  for row in rows:
+def _table_rows(table, source, fields) -> Iterable[Parsed]:
+  wanted = (fields.id_field, fields.text_field, fields.text_b_field,
+            *fields.metadata_fields)
+  present = [c for c in dict.fromkeys(wanted) if c and c in table.column_names]
+  for row in table.select(present).to_pylist():
     yield record_to_document(row, source, fields)
 
 

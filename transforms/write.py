@@ -1,16 +1,21 @@
-"""Writing embeddings (TFRecord of tf.train.Example) and dead letters (JSONL).
+"""Writing embeddings (TFRecord of tf.train.Example, or a BigQuery table)
+and dead letters (JSONL, or a BigQuery table).
 
-Both go through Beam's file sinks, which write to temporary files and rename
-them on finalisation: a re-run replaces the output shards instead of
-appending, and a failed run leaves no partial shard under the final name.
+Re-running a job to the same output leaves one copy of each record: Beam's
+file sinks write temporary files and rename them on finalisation (a re-run
+replaces the shards; a failed run leaves no partial shard under the final
+name), and BigQuery outputs default to WRITE_TRUNCATE load jobs, which
+replace the table's contents atomically.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Optional, Sequence
 
 import apache_beam as beam
 
+from transforms import bigquery
 from transforms.elements import DeadLetter, EmbeddedDocument
 
 # Feature names of the output tf.train.Example records (see README).
@@ -38,6 +43,8 @@ def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str) -> bytes:
       'truncated': i(1 if doc.truncated else 0),
       'content_hash': b(doc.content_hash),
       'num_chunks': i(doc.num_chunks),
+      **{name: b(value) for name, value in doc.metadata
+         if value is not None},
   }))
   return example.SerializeToString()
 
@@ -46,32 +53,87 @@ def dead_letter_json(letter: DeadLetter) -> str:
   return json.dumps(letter.to_json_dict(), ensure_ascii=False)
 
 
-class WriteEmbeddings(beam.PTransform):
+def check_metadata_fields(names: Sequence[str]) -> None:
+  clash = sorted(set(names) & set(FEATURES))
+  if clash:
+    raise ValueError(f'--metadata_fields {clash} clash with output '
+                     f'features/columns {list(FEATURES)}')
+  bigquery.embedding_schema(names)
 
-  def __init__(self, prefix: str, model: str, pooling: str,
-               num_shards: int = 0):
+
+def _bigquery_sink(table: str, schema: dict, method: str, disposition: str,
+                   temp_location: Optional[str]):
+  if method not in bigquery.WRITE_METHODS:
+    raise ValueError(f'BigQuery write method must be one of '
+                     f'{bigquery.WRITE_METHODS}, got {method!r}')
+  if method == 'STREAMING_INSERTS' and disposition == 'WRITE_TRUNCATE':
+    raise ValueError('STREAMING_INSERTS can only append: use '
+                     '--bq_write_disposition WRITE_APPEND (re-runs then add '
+                     'rows) or FILE_LOADS (the default) to replace the table')
+  return beam.io.WriteToBigQuery(
+      bigquery.table_spec(table), schema=schema,
+      method=getattr(beam.io.WriteToBigQuery.Method, method),
+      create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+      write_disposition=getattr(beam.io.BigQueryDisposition, disposition),
+      custom_gcs_temp_location=temp_location,
+      # JSON load files: no Avro schema conversion of REPEATED floats.
+      temp_file_format='NEWLINE_DELIMITED_JSON')
+
+
+class WriteEmbeddings(beam.PTransform):
+  """To PREFIX-SSSSS-of-NNNNN.tfrecord, or to bq://PROJECT.DATASET.TABLE."""
+
+  def __init__(self, output: str, model: str, pooling: str,
+               num_shards: int = 0, metadata_fields: Sequence[str] = (),
+               embedded_at: str = '', bq_method: str = 'FILE_LOADS',
+               bq_disposition: str = 'WRITE_TRUNCATE',
+               bq_temp_location: Optional[str] = None):
     super().__init__()
-    self._prefix = prefix
+    self._output = output
     self._model = model
     self._pooling = pooling
     self._num_shards = num_shards
+    check_metadata_fields(metadata_fields)
+    self._metadata_fields = tuple(metadata_fields)
+    self._embedded_at = embedded_at
+    self._bq = (bq_method, bq_disposition, bq_temp_location)
 
   def expand(self, embedded):
+    if bigquery.is_table(self._output):
+      return (embedded
+              | 'ToRow' >> beam.Map(bigquery.embedding_row, self._model,
+                                    self._pooling, self._embedded_at)
+              | 'WriteBigQuery' >> _bigquery_sink(
+                  self._output,
+                  bigquery.embedding_schema(self._metadata_fields),
+                  *self._bq))
     return (embedded
             | 'ToExample' >> beam.Map(to_example_bytes, self._model,
                                       self._pooling)
             | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
-                self._prefix, file_name_suffix='.tfrecord',
+                self._output, file_name_suffix='.tfrecord',
                 num_shards=self._num_shards))
 
 
 class WriteDeadLetters(beam.PTransform):
+  """To PREFIX-SSSSS-of-NNNNN.jsonl, or to bq://PROJECT.DATASET.TABLE."""
 
-  def __init__(self, prefix: str):
+  def __init__(self, prefix: str, failed_at: str = '',
+               bq_method: str = 'FILE_LOADS',
+               bq_disposition: str = 'WRITE_TRUNCATE',
+               bq_temp_location: Optional[str] = None):
     super().__init__()
     self._prefix = prefix
+    self._failed_at = failed_at
+    self._bq = (bq_method, bq_disposition, bq_temp_location)
 
   def expand(self, letters):
+    if bigquery.is_table(self._prefix):
+      return (letters
+              | 'ToRow' >> beam.Map(bigquery.dead_letter_row,
+                                    self._failed_at)
+              | 'WriteBigQuery' >> _bigquery_sink(
+                  self._prefix, bigquery.dead_letter_schema(), *self._bq))
     return (letters
             | 'ToJson' >> beam.Map(dead_letter_json)
             | 'WriteJsonl' >> beam.io.WriteToText(

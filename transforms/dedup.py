@@ -1,0 +1,114 @@
+"""Documents that share an id: kept, reduced to one, or a failed run.
+
+Output records are keyed by id downstream (BigQuery rows, --previous runs),
+so a corpus with repeated ids is worth knowing about even when every copy is
+kept: the count is reported under every policy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.elements import DeadLetter, Document
+
+ON_DUPLICATE_ID = ('keep', 'first', 'error')
+_NAMESPACE = 'dedup'
+_POSITION = re.compile(r'^(.*?)(?:[@:](\d+))?$', re.DOTALL)
+
+
+class DuplicateIdError(ValueError):
+  pass
+
+
+def source_order(source: str) -> tuple:
+  """Sort key for sources: file, then the byte offset or line as a number
+  (so that 'f@9' comes before 'f@10')."""
+  m = _POSITION.match(source)
+  return (m.group(1), int(m.group(2)) if m.group(2) else -1)
+
+
+def resolve_duplicates(doc_id: str, docs: Iterable[Document],
+                       policy: str) -> list[Union[Document, DeadLetter]]:
+  """The documents of one id under `policy`: `first` keeps the earliest by
+  source location (the same one whatever order the runner delivers them
+  in) and dead-letters the others; `error` raises on more than one."""
+  docs = sorted(docs, key=lambda d: (source_order(d.source), d.text,
+                                     d.text_b or ''))
+  if len(docs) == 1 or policy == 'keep':
+    return docs
+  if policy == 'error':
+    where = ', '.join(d.source for d in docs[:5])
+    raise DuplicateIdError(
+        f'id {doc_id!r} occurs {len(docs)} times ({where}); use '
+        '--on_duplicate_id first to keep the first, or keep to embed all')
+  first = docs[0]
+  return [first] + [
+      DeadLetter(source=d.source, raw=d.text, error_type='duplicate_id',
+                 message=f'id {doc_id!r} already taken by {first.source}',
+                 stage='dedup') for d in docs[1:]]
+
+
+class _Resolve(beam.DoFn):
+
+  def __init__(self, policy: str):
+    super().__init__()
+    self._policy = policy
+    self._ids = Metrics.counter(_NAMESPACE, 'duplicate_ids')
+    self._extra = Metrics.counter(_NAMESPACE, 'duplicate_documents')
+    self._dead = Metrics.counter(_NAMESPACE, 'documents_dead_lettered')
+
+  def process(self, keyed):
+    doc_id, docs = keyed
+    docs = list(docs)
+    if len(docs) > 1:
+      self._ids.inc()
+      self._extra.inc(len(docs) - 1)
+    for out in resolve_duplicates(doc_id, docs, self._policy):
+      if isinstance(out, DeadLetter):
+        self._dead.inc()
+      yield out
+
+
+class _CountRepeats(beam.DoFn):
+
+  def __init__(self):
+    super().__init__()
+    self._ids = Metrics.counter(_NAMESPACE, 'duplicate_ids')
+    self._extra = Metrics.counter(_NAMESPACE, 'duplicate_documents')
+
+  def process(self, keyed):
+    _, count = keyed
+    if count > 1:
+      self._ids.inc()
+      self._extra.inc(count - 1)
+
+
+class HandleDuplicateIds(beam.PTransform):
+  """Document | DeadLetter -> Document | DeadLetter; dead letters pass."""
+
+  def __init__(self, policy: str = 'keep'):
+    super().__init__()
+    if policy not in ON_DUPLICATE_ID:
+      raise ValueError(f'on_duplicate_id must be one of {ON_DUPLICATE_ID}, '
+                       f'got {policy!r}')
+    self._policy = policy
+
+  def expand(self, parsed):
+    docs, dead = parsed | 'SplitDocuments' >> beam.Partition(
+        lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
+    if self._policy == 'keep':
+      # Only ids are grouped: the documents stream on untouched.
+      _ = (docs
+           | 'Ids' >> beam.Map(lambda d: (d.id, 1))
+           | 'CountIds' >> beam.CombinePerKey(sum)
+           | 'CountRepeats' >> beam.ParDo(_CountRepeats()))
+      return parsed
+    resolved = (docs
+                | 'KeyById' >> beam.Map(lambda d: (d.id, d))
+                | 'GroupById' >> beam.GroupByKey()
+                | 'Resolve' >> beam.ParDo(_Resolve(self._policy)))
+    return (resolved, dead) | 'Rejoin' >> beam.Flatten()
