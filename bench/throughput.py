@@ -108,27 +108,31 @@ def case_bare(corpus: str, model_dir: str) -> dict:
                               os.path.join(model_dir, 'encoder'),
                               max_seq_length=MAX_SEQ_LENGTH)
   texts = read_texts(corpus)
-  boundaries = batching.bucket_boundaries(MAX_SEQ_LENGTH)
+  # The pipeline's own batcher (--sort_window 4096, --max_batch_tokens 8192,
+  # --batch_size 256), called directly: the same batches, without Beam.
+  batcher = batching.BucketBatches(MAX_SEQ_LENGTH, 8192, 256, 4096)
   start = time.perf_counter()
   tokens = computed = 0
-  window = 4096  # the pipeline's default --sort_window
-  for w in range(0, len(texts), window):
-    part = texts[w:w + window]
-    ids = []
-    for i in range(0, len(part), 256):  # the pipeline's --batch_size
-      ids.extend(model.tokenize(part[i:i + 256]))
-    rows = [batching.rows_for_document(
-        Document(str(i), t, None, ''), a, None, model.num_special(1),
-        MAX_SEQ_LENGTH, 'truncate', 1)[0] for i, (t, a) in
-            enumerate(zip(part, ids))]
-    for seq_length, indices in batching.plan_batches(
-        [r.length for r in rows], boundaries, 8192, 256):
-      rows_to = batching.padded_batch_rows(
-          len(indices), batching.batch_limit(seq_length, 8192, 256))
-      _, num_tokens = model.encode([[rows[i].ids for i in indices]],
-                                   seq_length, rows_to)
-      tokens += int(num_tokens.sum())
-      computed += rows_to * seq_length
+
+  def encode(batch):
+    nonlocal tokens, computed
+    rows_to = batching.padded_batch_rows(len(batch.rows), batch.full_rows)
+    _, num_tokens = model.encode([[r.ids for r in batch.rows]],
+                                 batch.seq_length, rows_to)
+    tokens += int(num_tokens.sum())
+    computed += rows_to * batch.seq_length
+
+  batcher.start_bundle()
+  for i in range(0, len(texts), 256):  # the pipeline's --batch_size
+    part = texts[i:i + 256]
+    for j, (text, ids) in enumerate(zip(part, model.tokenize(part))):
+      row = batching.rows_for_document(
+          Document(str(i + j), text, None, ''), ids, None,
+          model.num_special(1), MAX_SEQ_LENGTH, 'truncate', 1)[0]
+      for batch in batcher.process(row):
+        encode(batch)
+  for batch in batcher.finish_bundle():
+    encode(batch.value)
   seconds = time.perf_counter() - start
   return {'documents': len(texts), 'seconds': seconds, 'tokens': tokens,
           'padded_tokens': computed}

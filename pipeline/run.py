@@ -141,6 +141,8 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
       'tokens_computed': computed,
       'padding_efficiency': round(tokens / computed, 4) if computed else None,
       'batches': _counter(result, 'embed', 'batches'),
+      'batches_retried_one_by_one': _counter(result, 'embed',
+                                             'batches_retried_one_by_one'),
       'batches_per_bucket': _bucket_batches(result),
       'encoder_seconds': round(
           _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),

@@ -101,15 +101,36 @@ WRITERS = {'text': ('corpus.txt', write_text),
            'tfrecord': ('corpus.tfrecord', write_tfrecord)}
 
 
-def read_output(prefix: str) -> list[dict]:
-  """Reads the pipeline's TFRecord output back with plain TensorFlow."""
-  import glob
+def _tfrecords(data: bytes):
+  """The records of a TFRecord file (framing: length, crc, data, crc)."""
+  import struct
+  at = 0
+  while at < len(data):
+    (length,) = struct.unpack('<Q', data[at:at + 8])
+    yield data[at + 12:at + 12 + length]
+    at += 12 + length + 4
 
+
+def _read_all(pattern: str) -> list[tuple[str, bytes]]:
+  """(path, content) of each match: local paths or gs://, through Beam."""
+  from apache_beam.io.filesystems import FileSystems
+  out = []
+  for match in FileSystems.match([pattern]):
+    for meta in sorted(match.metadata_list, key=lambda m: m.path):
+      with FileSystems.open(meta.path) as f:
+        out.append((meta.path, f.read()))
+  return out
+
+
+def read_output(prefix: str) -> list[dict]:
+  """Reads the pipeline's TFRecord output back (local or gs://)."""
   import tensorflow as tf
+  standard = ('id', 'embedding', 'model', 'pooling', 'num_tokens',
+              'truncated', 'content_hash', 'num_chunks')
   records = []
-  for path in sorted(glob.glob(prefix + '-*.tfrecord')):
-    for raw in tf.data.TFRecordDataset(path):
-      ex = tf.train.Example.FromString(raw.numpy())
+  for _, data in _read_all(prefix + '-*.tfrecord'):
+    for raw in _tfrecords(data):
+      ex = tf.train.Example.FromString(raw)
       f = ex.features.feature
       records.append({
           'id': f['id'].bytes_list.value[0].decode(),
@@ -120,16 +141,17 @@ def read_output(prefix: str) -> list[dict]:
           'truncated': f['truncated'].int64_list.value[0],
           'content_hash': f['content_hash'].bytes_list.value[0].decode(),
           'num_chunks': f['num_chunks'].int64_list.value[0],
+          'metadata': {k: v.bytes_list.value[0].decode()
+                       for k, v in f.items() if k not in standard},
       })
   return records
 
 
 def read_dead_letters(prefix: str) -> list[dict]:
-  import glob
   out = []
-  for path in sorted(glob.glob(prefix + '-*.jsonl')):
-    with open(path, encoding='utf-8') as f:
-      out.extend(json.loads(line) for line in f if line.strip())
+  for _, data in _read_all(prefix + '-*.jsonl'):
+    out.extend(json.loads(line) for line in data.decode('utf-8').splitlines()
+               if line.strip())
   return out
 
 

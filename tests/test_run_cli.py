@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from tests import corpora
 
@@ -26,7 +29,9 @@ def test_help_explains_every_flag():
                '--text_b_field', '--output', '--dead_letter', '--model',
                '--preprocessor', '--encoder', '--pooling', '--normalize',
                '--max_seq_length', '--batch_size', '--num_shards',
-               '--model_dir'):
+               '--model_dir', '--input_query', '--metadata_fields',
+               '--on_duplicate_id', '--bq_write_method',
+               '--bq_write_disposition'):
     assert flag in proc.stdout
   assert 'minilm-l6' in proc.stdout and 'roberta-large' in proc.stdout
 
@@ -70,6 +75,38 @@ def test_clear_errors_for_bad_flags(tmp_path):
               str(tmp_path), '--encoder', str(tmp_path))
   assert proc.returncode == 2
   assert 'is not a SavedModel folder' in proc.stderr
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--output', 'o'], 'exactly one of --input and --input_query'),
+    (['--input', 'a.jsonl', '--input_query', 'SELECT 1', '--output', 'o'],
+     'exactly one of'),
+    (['--input', 'bq://p.t', '--output', 'o'], 'bq://PROJECT.DATASET.TABLE'),
+    (['--input', 'a.jsonl', '--output', 'bq://p.d'],
+     'bq://PROJECT.DATASET.TABLE'),
+    (['--input', 'a.jsonl', '--output', 'bq://p.d.t'],
+     '--temp_location gs://'),
+    (['--input', 'a.jsonl', '--output', 'bq://p.d.t', '--temp_location',
+      '/tmp/x'], '--temp_location gs://'),
+    (['--input', 'a.jsonl', '--output', 'bq://p.d.t', '--bq_write_method',
+      'STREAMING_INSERTS'], 'WRITE_APPEND'),
+    (['--input', 'a.jsonl', '--output', 'o', '--dead_letter', 'bq://p.d.t'],
+     '--temp_location gs://'),
+    (['--input', 'a.jsonl', '--output', 'o', '--metadata_fields',
+      'lang,embedding'], 'clash'),
+    (['--input', 'a.txt', '--output', 'o', '--metadata_fields', 'lang'],
+     'plain text lines have none'),
+])
+def test_io_flag_errors_are_specific(args, message):
+  from apache_beam.options.pipeline_options import GoogleCloudOptions
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from pipeline.options import EmbedOptions
+  from pipeline.run import check_io_flags
+  options = PipelineOptions(args)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    check_io_flags(options.view_as(EmbedOptions),
+                   options.view_as(GoogleCloudOptions))
 
 
 def test_export_model_command(tmp_path, minilm_hf_dir):

@@ -1,0 +1,271 @@
+"""Local Cloud Storage and BigQuery emulators for the tests, on 127.0.0.1.
+
+They run from .venv-emulators (scripts/bootstrap_emulators.sh):
+gcp-storage-emulator keeps objects as plain files under its data folder, and
+bqemulator (DuckDB) reads gs:// load files from that same folder, so Beam's
+BigQuery FILE_LOADS works end to end. Google's clients find them through
+STORAGE_EMULATOR_HOST and BIGQUERY_EMULATOR_HOST; a fake authorized_user
+credentials file and a dead metadata host keep them offline.
+
+Beam's own BigQuery clients need test-only patches (`patch_beam_bigquery`),
+because they have no endpoint options and the emulator lacks three details
+of the real service. The patches hold in this process only, so BigQuery
+pipelines in the tests run in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from typing import Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, '.venv-emulators')
+PROJECT = 'test-project'
+
+# bqemulator insists on DuckDB's `spatial` extension, which it downloads:
+# offline, its loader becomes a no-op (GEOGRAPHY is then unavailable).
+_BQ_LAUNCHER = r'''
+import sys
+from bqemulator.storage import engine
+engine.DuckDBEngine._load_spatial = lambda self: None
+from bqemulator.cli import main
+sys.argv = ['bqemulator', 'start']
+main()
+'''
+
+
+def available() -> Optional[str]:
+  """None, or why the emulators cannot run here."""
+  if not os.path.exists(os.path.join(VENV, 'bin', 'python')):
+    return f'{VENV} is missing: run scripts/bootstrap_emulators.sh'
+  return None
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _wait(check, proc: subprocess.Popen, what: str, log: str,
+          timeout: float = 60) -> None:
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if proc.poll() is not None:
+      with open(log, encoding='utf-8', errors='replace') as f:
+        tail = f.read()[-3000:]
+      raise RuntimeError(f'{what} exited with {proc.returncode}:\n{tail}')
+    try:
+      if check():
+        return
+    except OSError:
+      pass
+    time.sleep(0.05)
+  raise TimeoutError(f'{what} not ready after {timeout} s (log: {log})')
+
+
+def _http_ok(url: str) -> bool:
+  with urllib.request.urlopen(url, timeout=1) as r:
+    return r.status == 200
+
+
+def _tcp_open(port: int) -> bool:
+  socket.create_connection(('127.0.0.1', port), timeout=1).close()
+  return True
+
+
+class Emulators:
+  """Starts the GCS emulator, and the BigQuery one with bigquery=True."""
+
+  def __init__(self, bigquery: bool = False, buckets=('bucket',)):
+    self.workdir = tempfile.mkdtemp(prefix='emulators-')
+    self.bigquery = bigquery
+    self.buckets = buckets
+    self.procs: list[subprocess.Popen] = []
+    self.env: dict[str, str] = {}
+    self.gcs_port = _free_port()
+    self.rest_port = _free_port() if bigquery else None
+    self.grpc_port = _free_port() if bigquery else None
+
+  def _spawn(self, args, name: str, env=None) -> tuple:
+    log = os.path.join(self.workdir, f'{name}.log')
+    proc = subprocess.Popen(
+        args, cwd=self.workdir, env=env, stdout=open(log, 'wb'),  # pylint: disable=consider-using-with
+        stderr=subprocess.STDOUT, start_new_session=True)
+    self.procs.append(proc)
+    return proc, log
+
+  def start(self) -> 'Emulators':
+    try:
+      self._start()
+    except BaseException:
+      self.stop()
+      raise
+    return self
+
+  def _start(self) -> None:
+    data = os.path.join(self.workdir, 'gcs')
+    bin_dir = os.path.join(VENV, 'bin')
+    proc, log = self._spawn(
+        [os.path.join(bin_dir, 'gcp-storage-emulator'), '--data-dir', data,
+         'start', '--host', '127.0.0.1', '--port', str(self.gcs_port),
+         '--quiet'], 'gcs')
+    gcs = f'http://127.0.0.1:{self.gcs_port}'
+    _wait(lambda: _http_ok(f'{gcs}/storage/v1/b?project={PROJECT}'), proc,
+          'gcp-storage-emulator', log)
+    for bucket in self.buckets:
+      request = urllib.request.Request(
+          f'{gcs}/storage/v1/b?project={PROJECT}', method='POST',
+          data=json.dumps({'name': bucket}).encode(),
+          headers={'Content-Type': 'application/json'})
+      urllib.request.urlopen(request, timeout=10).close()  # pylint: disable=consider-using-with
+    creds = os.path.join(self.workdir, 'credentials.json')
+    with open(creds, 'w', encoding='utf-8') as f:
+      json.dump({'type': 'authorized_user',
+                 'client_id': 'test.apps.googleusercontent.com',
+                 'client_secret': 'test', 'refresh_token': 'test',
+                 'token': 'test-token', 'expiry': '2099-01-01T00:00:00Z'}, f)
+    self.env = {
+        'STORAGE_EMULATOR_HOST': gcs,
+        'GOOGLE_CLOUD_PROJECT': PROJECT,
+        'GOOGLE_APPLICATION_CREDENTIALS': creds,
+        'NO_GCE_CHECK': 'true',
+        'GCE_METADATA_HOST': '127.0.0.1:9',
+        'GCE_METADATA_IP': '127.0.0.1:9',
+    }
+    if not self.bigquery:
+      return
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(('PYTHON', 'VIRTUAL_ENV'))}
+    env.update({
+        'BQEMU_ENABLE_FORMAT_EXTENSIONS': 'false',
+        'BQEMU_REST_HOST': '127.0.0.1', 'BQEMU_GRPC_HOST': '127.0.0.1',
+        'BQEMU_REST_PORT': str(self.rest_port),
+        'BQEMU_GRPC_PORT': str(self.grpc_port),
+        'BQEMU_DEFAULT_PROJECT_ID': PROJECT,
+        'BQEMU_LOG_LEVEL': 'warning',
+        # gs://BUCKET/PATH is read from here: the GCS emulator's objects.
+        'BQEMU_GCS_LOCAL_ROOT': os.path.join(data, '.cloudstorage'),
+        'BQEMU_QUERY_CACHE_TTL_SECONDS': '0',
+        'BQEMU_UPLOAD_STAGING_DIR': os.path.join(self.workdir, 'uploads'),
+    })
+    proc, log = self._spawn([os.path.join(bin_dir, 'python'), '-c',
+                             _BQ_LAUNCHER], 'bigquery', env=env)
+    rest = f'http://127.0.0.1:{self.rest_port}'
+    _wait(lambda: _http_ok(f'{rest}/readyz'), proc, 'bqemulator', log)
+    _wait(lambda: _tcp_open(self.grpc_port), proc, 'bqemulator gRPC', log)
+    self.env['BIGQUERY_EMULATOR_HOST'] = rest
+
+  def stop(self) -> None:
+    for proc in reversed(self.procs):
+      if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+          proc.wait(10)
+        except subprocess.TimeoutExpired:
+          proc.kill()
+          proc.wait()
+    self.procs.clear()
+    shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def environment(env: dict):
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+def patch_beam_bigquery(emulators: Emulators):
+  """Test-only patches of Beam's BigQuery clients; returns an undo function.
+
+  1. Beam's apitools client (datasets, tables, jobs) has no endpoint option:
+     its BASE_URL points at the emulator.
+  2. DIRECT_READ builds BigQueryReadClient() without arguments: it gets an
+     insecure gRPC channel to the emulator.
+  3. After a DIRECT_READ, Beam lists datasets filtered by a temporary label
+     and deletes what comes back; the emulator ignores the filter, so without
+     this the cleanup deletes every dataset of the project. Filter here.
+  4. Query reads ask for a destination table, which the emulator ignores:
+     such jobs become CREATE TABLE <destination> AS <query>.
+  """
+  # pylint: disable=import-outside-toplevel,protected-access
+  import grpc
+  from apache_beam.io.gcp import bigquery as beam_bigquery
+  from apache_beam.io.gcp import bigquery_tools
+  from apache_beam.io.gcp.internal.clients import bigquery as apitools
+  from google.cloud import bigquery_storage_v1
+  from google.cloud.bigquery_storage_v1.services.big_query_read import (
+      transports)
+
+  wrapper = bigquery_tools.BigQueryWrapper
+  saved = [(apitools.BigqueryV2, 'BASE_URL', apitools.BigqueryV2.BASE_URL),
+           (beam_bigquery.bq_storage, 'BigQueryReadClient',
+            beam_bigquery.bq_storage.BigQueryReadClient),
+           (wrapper, '_clean_up_beam_labelled_temporary_datasets',
+            wrapper._clean_up_beam_labelled_temporary_datasets),
+           (wrapper, '_start_query_job', wrapper._start_query_job)]
+  apitools.BigqueryV2.BASE_URL = (
+      f'{emulators.env["BIGQUERY_EMULATOR_HOST"]}/bigquery/v2/')
+  endpoint = f'127.0.0.1:{emulators.grpc_port}'
+  # beam's bq_storage is google.cloud.bigquery_storage_v1 itself: keep the
+  # class before replacing it there.
+  read_client_class = bigquery_storage_v1.BigQueryReadClient
+
+  def read_client(*_, **__):
+    return read_client_class(
+        transport=transports.BigQueryReadGrpcTransport(
+            channel=grpc.insecure_channel(endpoint)))
+
+  beam_bigquery.bq_storage.BigQueryReadClient = read_client
+  original_cleanup = saved[2][2]
+
+  def cleanup(self, project_id, dataset_id=None, table_id=None, labels=None):
+    if labels is None or self.is_user_configured_dataset():
+      return original_cleanup(self, project_id, dataset_id, table_id, labels)
+    listed = self.client.datasets.List(
+        apitools.BigqueryDatasetsListRequest(projectId=project_id))
+    for d in listed.datasets:
+      have = {p.key: p.value for p in
+              (d.labels.additionalProperties if d.labels else [])}
+      if all(have.get(k) == v for k, v in labels.items()):
+        self._delete_dataset(project_id, d.datasetReference.datasetId, True)
+    return None
+
+  wrapper._clean_up_beam_labelled_temporary_datasets = cleanup
+  original_query = saved[3][2]
+
+  def start_query_job(self, project_id, query, use_legacy_sql,
+                      flatten_results, job_id, priority, dry_run=False,
+                      kms_key=None, job_labels=None):
+    if not dry_run and not use_legacy_sql:
+      t = self._get_temp_table(self._get_temp_table_project(project_id))
+      query = (f'CREATE TABLE `{t.projectId}.{t.datasetId}.{t.tableId}` AS '
+               f'{query}')
+    return original_query(self, project_id, query, use_legacy_sql,
+                          flatten_results, job_id, priority, dry_run, kms_key,
+                          job_labels)
+
+  wrapper._start_query_job = start_query_job
+
+  def undo():
+    for owner, name, value in saved:
+      setattr(owner, name, value)
+
+  return undo

@@ -1,0 +1,227 @@
+"""gs:// and BigQuery in and out, against local emulators (tests/emulators.py).
+
+The pipeline runs in this process (the BigQuery patches of Beam's clients
+hold only here); its output is compared with a run on local files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import run
+from tests import corpora
+from tests import emulators
+
+DATASET = 'ds'
+
+
+@pytest.fixture(scope='module')
+def cloud():
+  why = emulators.available()
+  if why:
+    pytest.fail(why)
+  emu = emulators.Emulators(bigquery=True).start()
+  try:
+    with emulators.environment(emu.env):
+      undo = emulators.patch_beam_bigquery(emu)
+      try:
+        from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+        client = bigquery.Client(project=emulators.PROJECT)
+        client.create_dataset(DATASET)
+        yield client
+      finally:
+        undo()
+  finally:
+    emu.stop()
+
+
+def _summary(capsys, argv) -> dict:
+  assert run.main(argv) == 0
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _table(name: str) -> str:
+  return f'bq://{emulators.PROJECT}.{DATASET}.{name}'
+
+
+def _rows(client, name: str) -> list[dict]:
+  query = f'SELECT * FROM `{emulators.PROJECT}.{DATASET}.{name}`'
+  return [dict(r) for r in client.query(query).result()]
+
+
+def _write(path: str, data: bytes) -> None:
+  with FileSystems.create(path) as f:
+    f.write(data)
+
+
+def _mixed_jsonl(docs, bad_lines) -> bytes:
+  lines = [json.dumps(d).encode() for d in docs]
+  for i, line in enumerate(bad_lines):
+    lines.insert(2 * i + 1, line)
+  return b'\n'.join(lines) + b'\n'
+
+
+BAD = [b'{"id": "broken", ', b'{"id": "empty", "text": "  "}',
+       b'\xff{"id": "bytes"}']
+
+
+@pytest.fixture(scope='module')
+def local_run(tmp_path_factory, minilm_export):
+  """The reference: the same two files, read from local disk."""
+  docs = corpora.sample_docs(24)
+  tmp = tmp_path_factory.mktemp('local')
+  files = {'a.jsonl': _mixed_jsonl(docs[:12], BAD),
+           'b.jsonl': _mixed_jsonl(docs[12:], BAD[:1])}
+  for name, data in files.items():
+    (tmp / name).write_bytes(data)
+  out = str(tmp / 'out' / 'emb')
+  assert run.main(['--input', str(tmp / '*.jsonl'), '--output', out,
+                   '--model_dir', minilm_export,
+                   '--metadata_fields', 'source']) == 0
+  records = {r['id']: r for r in corpora.read_output(out)}
+  assert len(records) == 24
+  return docs, files, records, corpora.read_dead_letters(
+      out + '-dead_letter')
+
+
+def _offsets(letters) -> list:
+  """(file name, byte offset, error) of dead letters, wherever they live."""
+  return sorted((d['source'].rsplit('/', 1)[1], d['error_type'])
+                for d in letters)
+
+
+def test_gcs_input_and_output(cloud, capsys, local_run, minilm_export):
+  del cloud
+  docs, files, want, want_letters = local_run
+  for name, data in files.items():
+    _write(f'gs://bucket/corpus/{name}', data)
+  out = 'gs://bucket/out/emb'
+  argv = ['--input', 'gs://bucket/corpus/*.jsonl', '--output', out,
+          '--model_dir', minilm_export, '--metadata_fields', 'source']
+  summary = _summary(capsys, argv)
+  assert summary['reconciled'] is True
+  assert summary['documents_read'] == len(docs) + 4
+  got = {r['id']: r for r in corpora.read_output(out)}
+  assert sorted(got) == sorted(want)
+  for doc_id, record in got.items():
+    assert record['embedding'] == want[doc_id]['embedding']
+    assert record['metadata'] == want[doc_id]['metadata'] == {
+        'source': next(d['source'] for d in docs if d['id'] == doc_id)}
+  letters = corpora.read_dead_letters(out + '-dead_letter')
+  assert _offsets(letters) == _offsets(want_letters)
+  assert all(d['source'].startswith('gs://bucket/corpus/') for d in letters)
+
+  # A re-run to the same prefix leaves one copy of each record.
+  shards = [m.path for m in FileSystems.match([out + '-*'])[0].metadata_list]
+  _summary(capsys, argv)
+  again = [m.path for m in FileSystems.match([out + '-*'])[0].metadata_list]
+  assert sorted(again) == sorted(shards)
+  assert len(corpora.read_output(out)) == len(docs)
+
+
+def _check_table_rows(rows, want, docs, model='minilm-l6'):
+  assert sorted(r['id'] for r in rows) == sorted(want)
+  for row in rows:
+    record = want[row['id']]
+    # float32 values are exact in FLOAT64: equal, not close.
+    assert row['embedding'] == record['embedding']
+    assert (row['num_tokens'], row['truncated'], row['num_chunks'],
+            row['content_hash'], row['pooling']) == (
+                record['num_tokens'], bool(record['truncated']),
+                record['num_chunks'], record['content_hash'], 'mean')
+    assert row['model'] == model and row['embedded_at'] is not None
+    assert row['source'] == next(d['source'] for d in docs
+                                 if d['id'] == row['id'])
+
+
+def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
+                                              local_run, minilm_export):
+  docs, files, want, want_letters = local_run
+  for name, data in files.items():
+    (tmp_path / name).write_bytes(data)
+  argv = ['--input', str(tmp_path / '*.jsonl'), '--output', _table('emb'),
+          '--model_dir', minilm_export, '--metadata_fields', 'source',
+          '--temp_location', 'gs://bucket/tmp', '--project',
+          emulators.PROJECT]
+  summary = _summary(capsys, argv)
+  assert summary['reconciled'] is True
+  assert summary['output'] == _table('emb')
+  _check_table_rows(_rows(cloud, 'emb'), want, docs)
+  letters = _rows(cloud, 'emb_dead_letter')
+  assert sorted(d['error_type'] for d in letters) == sorted(
+      d['error_type'] for d in want_letters)
+  assert all(d['source'].startswith(str(tmp_path)) and d['message']
+             and d['failed_at'] is not None for d in letters)
+
+  # WRITE_TRUNCATE (the default): a re-run replaces, one copy remains.
+  _summary(capsys, argv)
+  _check_table_rows(_rows(cloud, 'emb'), want, docs)
+  assert len(_rows(cloud, 'emb_dead_letter')) == len(want_letters)
+
+
+def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
+                                    minilm_export):
+  docs, files, want, _ = local_run
+  for name, data in files.items():
+    (tmp_path / name).write_bytes(data)
+  argv = ['--input', str(tmp_path / '*.jsonl'),
+          '--output', _table('emb_stream'), '--model_dir', minilm_export,
+          '--metadata_fields', 'source', '--project', emulators.PROJECT,
+          '--bq_write_method', 'STREAMING_INSERTS']
+  assert run.main(argv) == 2  # WRITE_TRUNCATE cannot stream: said up front
+  assert 'WRITE_APPEND' in capsys.readouterr().err
+  summary = _summary(capsys, argv + ['--bq_write_disposition',
+                                     'WRITE_APPEND'])
+  assert summary['reconciled'] is True
+  _check_table_rows(_rows(cloud, 'emb_stream'), want, docs)
+
+
+def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
+                                        minilm_export):
+  docs, _, want, _ = local_run
+  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  table = f'{emulators.PROJECT}.{DATASET}.docs'
+  cloud.create_table(bigquery.Table(table, schema=[
+      bigquery.SchemaField('id', 'STRING'),
+      bigquery.SchemaField('text', 'STRING'),
+      bigquery.SchemaField('source', 'STRING')]))
+  rows = [{'id': d['id'], 'text': d['text'], 'source': d['source']}
+          for d in docs]
+  rows += [{'id': 'null-text', 'text': None, 'source': 'x'},
+           {'id': 'blank', 'text': ' \n', 'source': 'x'}]
+  assert not cloud.insert_rows_json(table, rows)
+
+  out = str(tmp_path / 'from_table' / 'emb')
+  summary = _summary(capsys, [
+      '--input', _table('docs'), '--output', out, '--model_dir',
+      minilm_export, '--metadata_fields', 'source', '--project',
+      emulators.PROJECT])
+  assert summary['documents_read'] == len(docs) + 2
+  assert summary['reconciled'] is True
+  got = {r['id']: r for r in corpora.read_output(out)}
+  assert sorted(got) == sorted(want)
+  for doc_id, record in got.items():
+    np.testing.assert_array_equal(record['embedding'],
+                                  want[doc_id]['embedding'])
+    assert record['metadata'] == want[doc_id]['metadata']
+  letters = corpora.read_dead_letters(out + '-dead_letter')
+  assert sorted(d['error_type'] for d in letters) == ['empty_text',
+                                                       'missing_text']
+  assert {d['source'] for d in letters} == {_table('docs')}
+
+  first = docs[0]['source']
+  out = str(tmp_path / 'from_query' / 'emb')
+  summary = _summary(capsys, [
+      '--input_query', f"SELECT id, text FROM `{table}` WHERE source = "
+      f"'{first}'", '--output', out, '--model_dir', minilm_export,
+      '--project', emulators.PROJECT])
+  subset = sorted(d['id'] for d in docs if d['source'] == first)
+  assert summary['documents_embedded'] == len(subset) > 0
+  got = corpora.read_output(out)
+  assert sorted(r['id'] for r in got) == subset
+  for record in got:
+    assert record['embedding'] == want[record['id']]['embedding']
