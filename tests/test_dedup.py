@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -37,7 +38,7 @@ def test_policies_in_a_pipeline(policy):
   docs = [_doc('a', 'f@1'), _doc('a', 'f@2'), _doc('b', 'f@3'),
           _doc('c', 'f@4'), _doc('c', 'f@5'), _doc('c', 'f@6')]
   bad = DeadLetter('f@0', 'x', 'malformed_json', 'm', 'read')
-  with TestPipeline('FnApiRunner') as p:
+  with TestPipeline('FnApiRunner', options=PipelineOptions([])) as p:
     out = (p | beam.Create(docs + [bad])
            | dedup.HandleDuplicateIds(policy))
     kept = out | 'Kept' >> beam.Filter(lambda e: isinstance(e, Document))
@@ -58,6 +59,6 @@ def test_policies_in_a_pipeline(policy):
 
 def test_error_policy_fails_the_run():
   with pytest.raises(Exception, match='occurs 2 times'):
-    with TestPipeline('FnApiRunner') as p:
+    with TestPipeline('FnApiRunner', options=PipelineOptions([])) as p:
       _ = (p | beam.Create([_doc('a', 'f@1'), _doc('a', 'f@2')])
            | dedup.HandleDuplicateIds('error'))
