@@ -115,12 +115,17 @@ def test_gcs_input_and_output(cloud, capsys, local_run, minilm_export):
   assert _offsets(letters) == _offsets(want_letters)
   assert all(d['source'].startswith('gs://bucket/corpus/') for d in letters)
 
-  # A re-run to the same prefix leaves one copy of each record.
-  shards = [m.path for m in FileSystems.match([out + '-*'])[0].metadata_list]
-  _summary(capsys, argv)
-  again = [m.path for m in FileSystems.match([out + '-*'])[0].metadata_list]
-  assert sorted(again) == sorted(shards)
-  assert len(corpora.read_output(out)) == len(docs)
+  # A re-run to the same prefix leaves one copy of each record, also when
+  # it writes fewer shards than the run before.
+  def shards():
+    return sorted(m.path for m in
+                  FileSystems.match([out + '-*.tfrecord'])[0].metadata_list)
+  _summary(capsys, argv + ['--num_shards', '3'])
+  assert len(shards()) == 3
+  _summary(capsys, argv + ['--num_shards', '2'])
+  assert [s[-len('-00000-of-00002.tfrecord'):] for s in shards()] == [
+      '-00000-of-00002.tfrecord', '-00001-of-00002.tfrecord']
+  assert sorted(r['id'] for r in corpora.read_output(out)) == sorted(want)
 
 
 def _check_table_rows(rows, want, docs, model='minilm-l6'):

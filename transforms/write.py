@@ -3,7 +3,8 @@ and dead letters (JSONL, or a BigQuery table).
 
 Re-running a job to the same output leaves one copy of each record: Beam's
 file sinks write temporary files and rename them on finalisation (a re-run
-replaces the shards; a failed run leaves no partial shard under the final
+replaces the shards, and shards of an earlier run that this one did not
+write are then deleted; a failed run leaves no partial shard under the final
 name), and BigQuery outputs default to WRITE_TRUNCATE load jobs, which
 replace the table's contents atomically.
 """
@@ -11,9 +12,14 @@ replace the table's contents atomically.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 from typing import Optional, Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 from transforms import bigquery
 from transforms.elements import DeadLetter, EmbeddedDocument
@@ -51,6 +57,41 @@ def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str) -> bytes:
 
 def dead_letter_json(letter: DeadLetter) -> str:
   return json.dumps(letter.to_json_dict(), ensure_ascii=False)
+
+
+def _normal(path: str) -> str:
+  return path if '://' in path else os.path.abspath(path)
+
+
+def remove_stale_shards(written: Sequence[str], prefix: str,
+                        suffix: str) -> int:
+  """Deletes shards under `prefix` that this run did not write.
+
+  Beam's file sinks replace shards of the same name, but a re-run that
+  writes fewer shards (another --num_shards, or a runner that picks another
+  count) would leave an earlier run's extra shards next to the new ones, and
+  readers of PREFIX-* would see old records twice. Runs after the sink has
+  finalised, so a failed run deletes nothing.
+  """
+  shard = re.compile(re.escape(_normal(prefix)) + r'-\d+-of-\d+' +
+                     re.escape(suffix) + '$')
+  keep = {_normal(p) for p in written}
+  matched = FileSystems.match([f'{prefix}-*-of-*{suffix}'])[0].metadata_list
+  stale = [m.path for m in matched
+           if shard.match(_normal(m.path)) and _normal(m.path) not in keep]
+  if stale:
+    logging.warning('Removing %d shard(s) of an earlier run under %s: %s',
+                    len(stale), prefix, stale[:5])
+    FileSystems.delete(stale)
+    Metrics.counter('write', 'stale_shards_removed').inc(len(stale))
+  return len(stale)
+
+
+def _replace_shards(written, prefix: str, suffix: str):
+  return (written
+          | 'AllShards' >> beam.combiners.ToList()
+          | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, prefix,
+                                            suffix))
 
 
 def check_metadata_fields(names: Sequence[str]) -> None:
@@ -107,12 +148,13 @@ class WriteEmbeddings(beam.PTransform):
                   self._output,
                   bigquery.embedding_schema(self._metadata_fields),
                   *self._bq))
-    return (embedded
-            | 'ToExample' >> beam.Map(to_example_bytes, self._model,
-                                      self._pooling)
-            | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
-                self._output, file_name_suffix='.tfrecord',
-                num_shards=self._num_shards))
+    written = (embedded
+               | 'ToExample' >> beam.Map(to_example_bytes, self._model,
+                                         self._pooling)
+               | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
+                   self._output, file_name_suffix='.tfrecord',
+                   num_shards=self._num_shards))
+    return _replace_shards(written, self._output, '.tfrecord')
 
 
 class WriteDeadLetters(beam.PTransform):
@@ -134,7 +176,8 @@ class WriteDeadLetters(beam.PTransform):
                                     self._failed_at)
               | 'WriteBigQuery' >> _bigquery_sink(
                   self._prefix, bigquery.dead_letter_schema(), *self._bq))
-    return (letters
-            | 'ToJson' >> beam.Map(dead_letter_json)
-            | 'WriteJsonl' >> beam.io.WriteToText(
-                self._prefix, file_name_suffix='.jsonl'))
+    written = (letters
+               | 'ToJson' >> beam.Map(dead_letter_json)
+               | 'WriteJsonl' >> beam.io.WriteToText(
+                   self._prefix, file_name_suffix='.jsonl'))
+    return _replace_shards(written, self._prefix, '.jsonl')
