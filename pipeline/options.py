@@ -53,8 +53,11 @@ class EmbedOptions(PipelineOptions):
         help='Documents sharing an id: keep all (default), first (keep the '
         'earliest by source location; the others go to the dead letters as '
         'duplicate_id) or error (fail the run). Counted in every case.')
+    # Not required=True: Beam parses every PipelineOptions subclass for any
+    # pipeline in the process, so a required flag here would break other
+    # pipelines (run.check_io_flags requires it for this job).
     io.add_argument(
-        '--output', required=True,
+        '--output', default=None,
         help='Output prefix; shards are written as '
         'PREFIX-SSSSS-of-NNNNN.tfrecord (tf.train.Example records). Or a '
         'BigQuery table bq://PROJECT.DATASET.TABLE, created if needed.')

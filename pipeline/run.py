@@ -185,6 +185,9 @@ def check_batching_flags(options: EmbedOptions) -> None:
 def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
   if bool(options.input) == bool(options.input_query):
     raise ValueError('give exactly one of --input and --input_query')
+  if not options.output:
+    raise ValueError('--output is required: a file prefix (local or '
+                     'gs://) or bq://PROJECT.DATASET.TABLE')
   if options.input:
     read_lib.detect_format(options.input, options.input_format)
   tables = [t for t in (options.output, dead_letter_prefix(options))

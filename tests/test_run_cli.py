@@ -79,6 +79,7 @@ def test_clear_errors_for_bad_flags(tmp_path):
 
 @pytest.mark.parametrize('args,message', [
     (['--output', 'o'], 'exactly one of --input and --input_query'),
+    (['--input', 'a.jsonl'], '--output is required'),
     (['--input', 'a.jsonl', '--input_query', 'SELECT 1', '--output', 'o'],
      'exactly one of'),
     (['--input', 'bq://p.t', '--output', 'o'], 'bq://PROJECT.DATASET.TABLE'),
