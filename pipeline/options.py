@@ -154,3 +154,7 @@ class EmbedOptions(PipelineOptions):
         '--large_model', action='store_true',
         help='Share one model copy across the SDK processes of a worker '
         '(RunInference large_model mode; for GPU workers).')
+    model.add_argument(
+        '--require_gpu', action='store_true',
+        help='Fail (at start on local runners, at model load on workers) '
+        'when TensorFlow sees no GPU, instead of running on CPU.')

@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import presets
 from pipeline.options import EmbedOptions
+from tfmodels.devices import configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import bigquery
 from transforms import read as read_lib
@@ -86,7 +87,8 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
       batch_size=options.batch_size, sort_window=options.sort_window,
       long_documents=options.long_documents,
       chunk_stride=options.chunk_stride, large_model=options.large_model,
-      precision=options.precision, jit_compile=options.jit_compile)
+      precision=options.precision, jit_compile=options.jit_compile,
+      require_gpu=options.require_gpu)
   embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
   dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()
@@ -251,6 +253,10 @@ def main(argv=None) -> int:
     check_io_flags(embed_options, options.view_as(GoogleCloudOptions))
     if standard.runner != 'DataflowRunner':
       check_model_handles(model)
+      if embed_options.require_gpu:
+        # Local workers see this machine's GPUs: fail before starting them.
+        # On Dataflow the check runs on each worker, at model load.
+        configure_gpus(require_gpu=True)
   except (ValueError, RuntimeError) as e:
     print(f'pipeline.run: error: {e}', file=sys.stderr)
     return 2

@@ -1,7 +1,10 @@
-"""The model is loaded once per worker process, not per bundle or batch."""
+"""The model is loaded once per worker process, not per bundle or batch;
+worker processes give the same output as one process."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -38,20 +41,38 @@ def _loads_and_batches(tmp_path, minilm_model, *extra):
                 if c.key.metric.name == 'batches')
   embedded = sum(c.committed for c in metrics['counters']
                  if c.key.metric.name == 'documents_embedded')
-  return loads, batches, embedded
+  records = {r['id']: r for r in corpora.read_output(
+      str(tmp_path / 'out' / 'emb'))}
+  return loads, batches, embedded, records
 
 
-def test_one_load_in_one_process_across_many_batches(tmp_path, minilm_model):
-  loads, batches, embedded = _loads_and_batches(tmp_path, minilm_model)
-  assert embedded == 160
+@pytest.fixture(scope='module')
+def one_process(tmp_path_factory, minilm_model):
+  return _loads_and_batches(tmp_path_factory.mktemp('one'), minilm_model)
+
+
+def test_one_load_in_one_process_across_many_batches(one_process):
+  loads, batches, embedded, records = one_process
+  assert embedded == len(records) == 160
   assert batches >= 40  # at most 4 documents per batch
   assert loads == 1
 
 
-def test_one_load_per_worker_process(tmp_path, minilm_model):
-  loads, batches, embedded = _loads_and_batches(
+def test_worker_processes_load_once_each_and_agree(tmp_path, minilm_model,
+                                                   one_process):
+  loads, batches, embedded, records = _loads_and_batches(
       tmp_path, minilm_model, '--direct_num_workers', '2',
       '--direct_running_mode', 'multi_processing')
   assert embedded == 160
   assert batches >= 40
   assert 1 <= loads <= 2
+  # The same records as one process; embeddings within the batch-mix
+  # tolerance (other processes make other batches).
+  single = one_process[3]
+  assert sorted(records) == sorted(single)
+  for doc_id, record in records.items():
+    want = single[doc_id]
+    assert {k: v for k, v in record.items() if k != 'embedding'} == {
+        k: v for k, v in want.items() if k != 'embedding'}
+    np.testing.assert_allclose(record['embedding'], want['embedding'],
+                               atol=1e-5, rtol=0)

@@ -30,10 +30,13 @@ Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 
 
 @functools.lru_cache(maxsize=4)
-def _load_model(preprocessor: str, encoder: str, **kwargs):
+def _load_model(preprocessor: str, encoder: str, require_gpu: bool = False,
+                **kwargs):
   """One model per worker process for both RunInference steps."""
   # pylint: disable=import-outside-toplevel
+  from tfmodels.devices import configure_gpus
   from tfmodels.embedder import EmbeddingModel
+  configure_gpus(require_gpu)
   return EmbeddingModel.load(preprocessor, encoder, **kwargs)
 
 
@@ -264,7 +267,8 @@ class EmbedDocuments(beam.PTransform):
                max_batch_tokens: int = 8192, batch_size: int = 256,
                sort_window: int = 4096, long_documents: str = 'truncate',
                chunk_stride: Optional[int] = None, large_model: bool = False,
-               precision: str = 'fp32', jit_compile: bool = False):
+               precision: str = 'fp32', jit_compile: bool = False,
+               require_gpu: bool = False):
     super().__init__()
     if long_documents not in batching.LONG_DOCUMENTS:
       raise ValueError(f'long_documents must be one of '
@@ -272,7 +276,7 @@ class EmbedDocuments(beam.PTransform):
     model_config = dict(preprocessor=preprocessor, encoder=encoder,
                         pooling=pooling, normalize=normalize,
                         max_seq_length=max_seq_length, precision=precision,
-                        jit_compile=jit_compile)
+                        jit_compile=jit_compile, require_gpu=require_gpu)
     self._tokenize = TokenizeHandler(model_config, large_model,
                                      long_documents, chunk_stride, batch_size)
     self._encode = EncodeHandler(model_config, large_model)
