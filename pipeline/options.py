@@ -68,6 +68,15 @@ class EmbedOptions(PipelineOptions):
         'table bq://PROJECT.DATASET.TABLE (default with a BigQuery output: '
         'the output table + "_dead_letter").')
     io.add_argument(
+        '--previous', default=None,
+        help='Output of an earlier run (TFRecord prefix or bq:// table) to '
+        're-embed incrementally: documents whose id, content hash and model '
+        'fingerprint (model handles, pooling, max_seq_length, '
+        'normalisation, long-document and precision settings) match a '
+        'previous record keep its embedding without running the encoder; '
+        'new and changed ones are embedded; ids gone from the corpus are '
+        'dropped. The summary counts reused / embedded / removed.')
+    io.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
         help='How BigQuery outputs are written: FILE_LOADS (default; load '
         'jobs from files staged under --temp_location gs://...) or '

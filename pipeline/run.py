@@ -21,6 +21,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -33,6 +34,7 @@ from tfmodels.embedder import import_hub
 from transforms import bigquery
 from transforms import read as read_lib
 from transforms.dedup import HandleDuplicateIds
+from transforms.incremental import CarryForward, model_fingerprint
 from transforms.elements import DeadLetter
 from transforms.embed import EmbedDocuments
 from transforms import write as write_lib
@@ -80,7 +82,15 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
             | 'DuplicateIds' >> HandleDuplicateIds(options.on_duplicate_id))
   read_ok, read_bad = parsed | 'SplitRead' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
-  results = read_ok | 'Embed' >> EmbedDocuments(
+  fingerprint = model_fingerprint(
+      model.preprocessor, model.encoder, options.pooling,
+      options.max_seq_length, options.normalize, options.long_documents,
+      options.chunk_stride, options.precision)
+  to_embed = read_ok
+  if options.previous:
+    to_embed, reused = read_ok | 'CarryForward' >> CarryForward(
+        options.previous, fingerprint)
+  results = to_embed | 'Embed' >> EmbedDocuments(
       model.preprocessor, model.encoder, pooling=options.pooling,
       normalize=options.normalize, max_seq_length=options.max_seq_length,
       max_batch_tokens=options.max_batch_tokens,
@@ -91,10 +101,13 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
       require_gpu=options.require_gpu)
   embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
+  if options.previous:
+    embedded = (embedded, reused) | 'WithReused' >> beam.Flatten()
   dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()
   embedded | 'Write' >> WriteEmbeddings(
       options.output, model.name, options.pooling, options.num_shards,
-      metadata_fields=options.metadata_fields, embedded_at=now, **bq)
+      metadata_fields=options.metadata_fields, embedded_at=now,
+      fingerprint=fingerprint, **bq)
   dead | 'WriteDeadLetters' >> WriteDeadLetters(
       dead_letter_prefix(options), failed_at=now, **bq)
   return {'documents': read_ok, 'embedded': embedded, 'dead_letters': dead}
@@ -125,6 +138,7 @@ def _shown(prefix: str, suffix: str) -> str:
 def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   read = _counter(result, 'read', 'documents_read')
   embedded = _counter(result, 'embed', 'documents_embedded')
+  reused = _counter(result, 'incremental', 'documents_reused')
   rejected = (_counter(result, 'read', 'records_dead_lettered') +
               _counter(result, 'dedup', 'documents_dead_lettered') +
               _counter(result, 'embed', 'documents_failed'))
@@ -133,8 +147,11 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   return {
       'documents_read': read,
       'documents_embedded': embedded,
+      'documents_reused': reused,
+      'documents_removed': _counter(result, 'incremental',
+                                    'documents_removed'),
       'documents_rejected': rejected,
-      'reconciled': read == embedded + rejected,
+      'reconciled': read == embedded + reused + rejected,
       'duplicate_ids': _counter(result, 'dedup', 'duplicate_ids'),
       'duplicate_documents': _counter(result, 'dedup', 'duplicate_documents'),
       'documents_truncated': _counter(result, 'embed', 'documents_truncated'),
@@ -197,6 +214,13 @@ def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
   for table in tables:
     bigquery.table_spec(table)
   write_lib.check_metadata_fields(options.metadata_fields)
+  if options.previous:
+    if bigquery.is_table(options.previous):
+      bigquery.table_spec(options.previous)
+    elif not FileSystems.match([f'{options.previous}-*.tfrecord'])[0].metadata_list:
+      raise ValueError(f'--previous {options.previous} matches no '
+                       f'{options.previous}-*.tfrecord; leave --previous out '
+                       'for a first run')
   if options.metadata_fields and options.input and (
       read_lib.detect_format(options.input, options.input_format) == 'text'):
     raise ValueError('--metadata_fields needs records with fields; plain '

@@ -126,7 +126,7 @@ def read_output(prefix: str) -> list[dict]:
   """Reads the pipeline's TFRecord output back (local or gs://)."""
   import tensorflow as tf
   standard = ('id', 'embedding', 'model', 'pooling', 'num_tokens',
-              'truncated', 'content_hash', 'num_chunks')
+              'truncated', 'content_hash', 'num_chunks', 'model_fingerprint')
   records = []
   for _, data in _read_all(prefix + '-*.tfrecord'):
     for raw in _tfrecords(data):
@@ -141,6 +141,8 @@ def read_output(prefix: str) -> list[dict]:
           'truncated': f['truncated'].int64_list.value[0],
           'content_hash': f['content_hash'].bytes_list.value[0].decode(),
           'num_chunks': f['num_chunks'].int64_list.value[0],
+          'model_fingerprint':
+              f['model_fingerprint'].bytes_list.value[0].decode(),
           'metadata': {k: v.bytes_list.value[0].decode()
                        for k, v in f.items() if k not in standard},
       })

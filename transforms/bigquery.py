@@ -34,6 +34,7 @@ EMBEDDING_FIELDS = (
     ('truncated', 'BOOL', 'NULLABLE'),
     ('num_chunks', 'INT64', 'NULLABLE'),
     ('content_hash', 'STRING', 'NULLABLE'),
+    ('model_fingerprint', 'STRING', 'NULLABLE'),
     ('embedded_at', 'TIMESTAMP', 'NULLABLE'),
 )
 DEAD_LETTER_FIELDS = (
@@ -85,7 +86,7 @@ def timestamp(moment: datetime.datetime) -> str:
 
 
 def embedding_row(doc: EmbeddedDocument, model: str, pooling: str,
-                  embedded_at: str) -> dict:
+                  embedded_at: str, fingerprint: str = '') -> dict:
   """A JSON-ready row. numpy floats are not JSON-serialisable, so the
   embedding becomes Python floats (float32 values are exact in FLOAT64);
   non-finite values cannot be stored and fail loudly here."""
@@ -96,6 +97,7 @@ def embedding_row(doc: EmbeddedDocument, model: str, pooling: str,
       'id': doc.id, 'embedding': values, 'model': model, 'pooling': pooling,
       'num_tokens': int(doc.num_tokens), 'truncated': bool(doc.truncated),
       'num_chunks': int(doc.num_chunks), 'content_hash': doc.content_hash,
+      'model_fingerprint': fingerprint,
       'embedded_at': embedded_at,
   }
   row.update(dict(doc.metadata))

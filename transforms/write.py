@@ -26,10 +26,11 @@ from transforms.elements import DeadLetter, EmbeddedDocument
 
 # Feature names of the output tf.train.Example records (see README).
 FEATURES = ('id', 'embedding', 'model', 'pooling', 'num_tokens', 'truncated',
-            'content_hash', 'num_chunks')
+            'content_hash', 'num_chunks', 'model_fingerprint')
 
 
-def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str) -> bytes:
+def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str,
+                     fingerprint: str = '') -> bytes:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   feature = tf.train.Feature
 
@@ -48,6 +49,7 @@ def to_example_bytes(doc: EmbeddedDocument, model: str, pooling: str) -> bytes:
       'num_tokens': i(doc.num_tokens),
       'truncated': i(1 if doc.truncated else 0),
       'content_hash': b(doc.content_hash),
+      'model_fingerprint': b(fingerprint),
       'num_chunks': i(doc.num_chunks),
       **{name: b(value) for name, value in doc.metadata
          if value is not None},
@@ -126,7 +128,8 @@ class WriteEmbeddings(beam.PTransform):
 
   def __init__(self, output: str, model: str, pooling: str,
                num_shards: int = 0, metadata_fields: Sequence[str] = (),
-               embedded_at: str = '', bq_method: str = 'FILE_LOADS',
+               embedded_at: str = '', fingerprint: str = '',
+               bq_method: str = 'FILE_LOADS',
                bq_disposition: str = 'WRITE_TRUNCATE',
                bq_temp_location: Optional[str] = None):
     super().__init__()
@@ -137,20 +140,22 @@ class WriteEmbeddings(beam.PTransform):
     check_metadata_fields(metadata_fields)
     self._metadata_fields = tuple(metadata_fields)
     self._embedded_at = embedded_at
+    self._fingerprint = fingerprint
     self._bq = (bq_method, bq_disposition, bq_temp_location)
 
   def expand(self, embedded):
     if bigquery.is_table(self._output):
       return (embedded
               | 'ToRow' >> beam.Map(bigquery.embedding_row, self._model,
-                                    self._pooling, self._embedded_at)
+                                    self._pooling, self._embedded_at,
+                                    self._fingerprint)
               | 'WriteBigQuery' >> _bigquery_sink(
                   self._output,
                   bigquery.embedding_schema(self._metadata_fields),
                   *self._bq))
     written = (embedded
                | 'ToExample' >> beam.Map(to_example_bytes, self._model,
-                                         self._pooling)
+                                         self._pooling, self._fingerprint)
                | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
                    self._output, file_name_suffix='.tfrecord',
                    num_shards=self._num_shards))

@@ -1,0 +1,99 @@
+"""--previous: unchanged documents carry their embedding forward."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import run
+from tests import corpora
+from transforms import incremental
+from transforms.elements import Document, EmbeddedDocument
+
+
+def _record(doc_id, text, fingerprint='f'):
+  return incremental.PreviousRecord(
+      id=doc_id, content_hash=Document(doc_id, text, None, '').content_hash,
+      fingerprint=fingerprint, embedding=np.ones(3, np.float32),
+      num_tokens=7, truncated=False, num_chunks=1)
+
+
+def test_carry_forward_rules():
+  doc = Document('a', 'same', None, 'f@0', (('lang', 'en'),))
+  out, removed = incremental.carry_forward([doc], [_record('a', 'same')], 'f')
+  assert removed == 0 and isinstance(out[0], EmbeddedDocument)
+  assert out[0].num_tokens == 7 and out[0].metadata == (('lang', 'en'),)
+  # Changed text, or another model fingerprint: embed again.
+  assert incremental.carry_forward([doc], [_record('a', 'old')], 'f') == (
+      [doc], 0)
+  assert incremental.carry_forward(
+      [doc], [_record('a', 'same', 'other')], 'f') == ([doc], 0)
+  # New id: embed. Gone id: removed.
+  assert incremental.carry_forward([doc], [], 'f') == ([doc], 0)
+  assert incremental.carry_forward([], [_record('a', 'x')], 'f') == ([], 1)
+
+
+def _summary(capsys, argv) -> dict:
+  assert run.main(argv) == 0
+  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _write(path, docs):
+  with open(path, 'w', encoding='utf-8') as f:
+    for d in docs:
+      f.write(json.dumps(d) + '\n')
+  return str(path)
+
+
+def test_incremental_run_equals_a_full_rerun(tmp_path, capsys, minilm_export):
+  docs = corpora.sample_docs(60)
+  first = _write(tmp_path / 'day1.jsonl', docs)
+  common = ['--model_dir', minilm_export]
+  out1 = str(tmp_path / 'day1' / 'emb')
+  _summary(capsys, ['--input', first, '--output', out1, *common])
+
+  # Day 2: 10% of the documents changed, 3 gone, 3 new.
+  changed = {d['id'] for d in docs[::10]}
+  gone = {d['id'] for d in docs[1:4]}
+  day2 = [dict(d, text=d['text'] + ' (revised)') if d['id'] in changed else d
+          for d in docs if d['id'] not in gone]
+  day2 += [dict(d, id=f'new-{i}') for i, d in
+           enumerate(corpora.sample_docs(3, start=100))]
+  second = _write(tmp_path / 'day2.jsonl', day2)
+  out2 = str(tmp_path / 'day2' / 'emb')
+  summary = _summary(capsys, ['--input', second, '--output', out2,
+                              '--previous', out1, *common])
+  assert summary['documents_read'] == len(day2)
+  # Exactly the changed and new documents went through the encoder.
+  assert summary['documents_embedded'] == len(changed) + 3
+  assert summary['documents_reused'] == len(day2) - len(changed) - 3
+  assert summary['documents_removed'] == len(gone)
+  assert summary['reconciled'] is True
+
+  full = str(tmp_path / 'full' / 'emb')
+  _summary(capsys, ['--input', second, '--output', full, *common])
+  got = {r['id']: r for r in corpora.read_output(out2)}
+  want = {r['id']: r for r in corpora.read_output(full)}
+  assert sorted(got) == sorted(want) == sorted(d['id'] for d in day2)
+  for doc_id, record in got.items():
+    assert {k: v for k, v in record.items() if k != 'embedding'} == {
+        k: v for k, v in want[doc_id].items() if k != 'embedding'}
+    # Reused vectors come from day 1's batches: the batch-mix tolerance.
+    np.testing.assert_allclose(record['embedding'], want[doc_id]['embedding'],
+                               atol=1e-5, rtol=0)
+
+  # Another model setting: nothing is reused.
+  out3 = str(tmp_path / 'normalized' / 'emb')
+  summary = _summary(capsys, ['--input', second, '--output', out3,
+                              '--previous', out1, '--normalize', *common])
+  assert summary['documents_reused'] == 0
+  assert summary['documents_embedded'] == len(day2)
+
+
+def test_previous_must_exist(tmp_path, capsys, minilm_export):
+  assert run.main(['--input', 'a.jsonl', '--output', str(tmp_path / 'o'),
+                   '--model_dir', minilm_export, '--previous',
+                   str(tmp_path / 'nothing')]) == 2
+  assert 'first run' in capsys.readouterr().err
