@@ -12,6 +12,19 @@ from transforms.dedup import ON_DUPLICATE_ID
 from transforms.read import FORMATS
 
 
+def _bool(value: str) -> bool:
+  if value.lower() in ('true', '1', 'yes'):
+    return True
+  if value.lower() in ('false', '0', 'no'):
+    return False
+  raise ValueError(f'expected true or false, got {value!r}')
+
+
+# On/off flags also take =true / =false: Flex Templates and schedulers pass
+# every parameter as --name=value.
+_SWITCH = dict(nargs='?', const=True, default=False, type=_bool)
+
+
 class EmbedOptions(PipelineOptions):
   """Flags of `python -m pipeline.run`; Beam's own flags work alongside."""
 
@@ -118,7 +131,7 @@ class EmbedOptions(PipelineOptions):
         'pooled: the encoder\'s pooled_output; cls: the first token\'s '
         'output. RoBERTa TF Hub conversions have an untrained pooler, so '
         'pooled is a poor choice for them.')
-    model.add_argument('--normalize', action='store_true',
+    model.add_argument('--normalize', **_SWITCH,
                        help='L2-normalise every embedding.')
     model.add_argument(
         '--max_seq_length', type=int, default=128,
@@ -156,14 +169,14 @@ class EmbedOptions(PipelineOptions):
         'float32 (default: fp32). bf16 runs on AMX CPUs and on GPUs; needs an '
         'encoder exported by this project.')
     model.add_argument(
-        '--jit_compile', action='store_true',
+        '--jit_compile', **_SWITCH,
         help='Compile the encoder with XLA (for GPU workers; on CPUs it was '
         'slower here).')
     model.add_argument(
-        '--large_model', action='store_true',
+        '--large_model', **_SWITCH,
         help='Share one model copy across the SDK processes of a worker '
         '(RunInference large_model mode; for GPU workers).')
     model.add_argument(
-        '--require_gpu', action='store_true',
+        '--require_gpu', **_SWITCH,
         help='Fail (at start on local runners, at model load on workers) '
         'when TensorFlow sees no GPU, instead of running on CPU.')

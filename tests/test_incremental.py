@@ -84,6 +84,14 @@ def test_incremental_run_equals_a_full_rerun(tmp_path, capsys, minilm_export):
     np.testing.assert_allclose(record['embedding'], want[doc_id]['embedding'],
                                atol=1e-5, rtol=0)
 
+  # The nightly form: --previous and --output name the same prefix. The
+  # previous shards are read completely before the new ones replace them.
+  summary = _summary(capsys, ['--input', second, '--output', out2,
+                              '--previous', out2, *common])
+  assert summary['documents_reused'] == len(day2)
+  assert summary['documents_embedded'] == 0
+  assert {r['id']: r for r in corpora.read_output(out2)} == got
+
   # Another model setting: nothing is reused.
   out3 = str(tmp_path / 'normalized' / 'emb')
   summary = _summary(capsys, ['--input', second, '--output', out3,
