@@ -26,9 +26,23 @@ from tests import corpora
 ROOT = corpora.ROOT
 VENV = os.path.join(ROOT, '.cache', 'worker-venv')
 
-# A worker pool bound to 127.0.0.1 (Beam's worker_pool_main binds every
-# interface). Its workers are `python` from PATH: the worker environment's.
-_POOL = r'''
+# Beam's job service and worker pool bind their gRPC servers (control, data,
+# state, logging) to every interface; these launchers bind them to
+# 127.0.0.1. Test code only.
+_LOCAL_ONLY = r'''
+from grpc import _server
+_add = _server._Server.add_insecure_port
+_server._Server.add_insecure_port = (
+    lambda self, address: _add(self, address.replace('[::]', '127.0.0.1')
+                               .replace('localhost', '127.0.0.1')))
+'''
+_JOB_SERVICE = _LOCAL_ONLY + r'''
+import sys
+from apache_beam.runners.portability import local_job_service_main
+local_job_service_main.run(['--port', sys.argv[1]])
+'''
+# The pool's workers are `python` from PATH: the worker environment's.
+_POOL = _LOCAL_ONLY + r'''
 import sys
 import grpc
 from apache_beam.portability.api import beam_fn_api_pb2_grpc
@@ -100,9 +114,7 @@ def portable_services(worker_python, tmp_path_factory):
   try:
     log = os.path.join(work, 'job_service.log')
     procs.append(subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, '-m',
-         'apache_beam.runners.portability.local_job_service_main',
-         '--port', str(job_port)], cwd=work,
+        [sys.executable, '-c', _JOB_SERVICE, str(job_port)], cwd=work,
         stdout=open(log, 'wb'), stderr=subprocess.STDOUT))  # pylint: disable=consider-using-with
     _wait_port(job_port, procs[-1], log)
     env = dict(os.environ, PATH=os.path.dirname(worker_python) + os.pathsep +
@@ -115,7 +127,7 @@ def portable_services(worker_python, tmp_path_factory):
         [worker_python, '-c', _POOL, str(pool_port)], cwd=work, env=env,
         stdout=open(log, 'wb'), stderr=subprocess.STDOUT))  # pylint: disable=consider-using-with
     _wait_port(pool_port, procs[-1], log)
-    yield job_port, pool_port, log
+    yield job_port, pool_port, log, [p.pid for p in procs]
   finally:
     for proc in procs:
       proc.terminate()
@@ -140,7 +152,7 @@ def test_worker_environment_has_only_what_setup_py_installs(worker_python):
 
 def test_portable_runner_with_external_workers_equals_direct(
     tmp_path, capsys, portable_services, minilm_export):
-  job_port, pool_port, pool_log = portable_services
+  job_port, pool_port, pool_log, pids = portable_services
   docs = corpora.sample_docs(40)
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
   common = ['--input', corpus.pattern, '--model_dir', minilm_export,
@@ -170,3 +182,11 @@ def test_portable_runner_with_external_workers_equals_direct(
   # The SDK workers were processes of the worker pool.
   with open(pool_log, encoding='utf-8', errors='replace') as f:
     assert "Starting worker with command ['python'" in f.read()
+  # Every port the job service and the pool listen on is on 127.0.0.1.
+  listening = subprocess.run(['ss', '-ltnpH'], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+  ours = [line.split()[3] for line in listening
+          if any(f'pid={pid},' in line for pid in pids)]
+  assert len(ours) >= 2, listening
+  assert all(address.startswith(('127.0.0.1:', '[::ffff:127.0.0.1]:'))
+             for address in ours), ours
