@@ -167,6 +167,14 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
   _check_table_rows(_rows(cloud, 'emb'), want, docs)
   assert len(_rows(cloud, 'emb_dead_letter')) == len(want_letters)
 
+  # The table as --previous (read back with DIRECT_READ), and as the output
+  # again: every document is reused, nothing passes through the encoder.
+  summary = _summary(capsys, argv + ['--previous', _table('emb')])
+  assert (summary['documents_reused'], summary['documents_embedded'],
+          summary['documents_removed']) == (len(docs), 0, 0)
+  assert summary['reconciled'] is True
+  _check_table_rows(_rows(cloud, 'emb'), want, docs)
+
 
 def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
                                     minilm_export):
