@@ -33,11 +33,11 @@ from tfmodels.devices import configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import bigquery
 from transforms import read as read_lib
+from transforms import write as write_lib
 from transforms.dedup import HandleDuplicateIds
-from transforms.incremental import CarryForward, model_fingerprint
 from transforms.elements import DeadLetter
 from transforms.embed import EmbedDocuments
-from transforms import write as write_lib
+from transforms.incremental import CarryForward, model_fingerprint
 from transforms.write import WriteDeadLetters, WriteEmbeddings
 
 # Without --runner, run in-process with Beam's FnApiRunner. DirectRunner in
@@ -207,8 +207,8 @@ def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
   if not options.output:
     raise ValueError('--output is required: a file prefix (local or '
                      'gs://) or bq://PROJECT.DATASET.TABLE')
-  if options.input:
-    read_lib.detect_format(options.input, options.input_format)
+  input_format = (read_lib.detect_format(options.input, options.input_format)
+                  if options.input else 'bigquery')
   tables = [t for t in (options.output, dead_letter_prefix(options))
             if bigquery.is_table(t)]
   for table in tables:
@@ -221,8 +221,7 @@ def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
       raise ValueError(f'--previous {options.previous} matches no '
                        f'{options.previous}-*.tfrecord; leave --previous out '
                        'for a first run')
-  if options.metadata_fields and options.input and (
-      read_lib.detect_format(options.input, options.input_format) == 'text'):
+  if options.metadata_fields and input_format == 'text':
     raise ValueError('--metadata_fields needs records with fields; plain '
                      'text lines have none')
   if tables and options.bq_write_method == 'FILE_LOADS' and not (
@@ -230,11 +229,9 @@ def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
     raise ValueError('BigQuery FILE_LOADS stages files on Cloud Storage: '
                      'pass --temp_location gs://BUCKET/tmp (or '
                      '--bq_write_method STREAMING_INSERTS)')
-  if tables and options.bq_write_method == 'STREAMING_INSERTS' and (
-      options.bq_write_disposition == 'WRITE_TRUNCATE'):
-    raise ValueError('STREAMING_INSERTS can only append: add '
-                     '--bq_write_disposition WRITE_APPEND, or use FILE_LOADS '
-                     '(the default) so that a re-run replaces the table')
+  if tables:
+    bigquery.check_write(options.bq_write_method,
+                         options.bq_write_disposition)
 
 
 def help_parser() -> argparse.ArgumentParser:

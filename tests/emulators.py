@@ -50,14 +50,15 @@ def available() -> Optional[str]:
   return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
 
 
-def _wait(check, proc: subprocess.Popen, what: str, log: str,
-          timeout: float = 60) -> None:
+def wait_ready(check, proc: subprocess.Popen, what: str, log: str,
+               timeout: float = 60) -> None:
+  """Until check() is true; fails with the log's tail if proc exits."""
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
     if proc.poll() is not None:
@@ -78,7 +79,7 @@ def _http_ok(url: str) -> bool:
     return r.status == 200
 
 
-def _tcp_open(port: int) -> bool:
+def tcp_open(port: int) -> bool:
   socket.create_connection(('127.0.0.1', port), timeout=1).close()
   return True
 
@@ -92,9 +93,9 @@ class Emulators:
     self.buckets = buckets
     self.procs: list[subprocess.Popen] = []
     self.env: dict[str, str] = {}
-    self.gcs_port = _free_port()
-    self.rest_port = _free_port() if bigquery else None
-    self.grpc_port = _free_port() if bigquery else None
+    self.gcs_port = free_port()
+    self.rest_port = free_port() if bigquery else None
+    self.grpc_port = free_port() if bigquery else None
 
   def _spawn(self, args, name: str, env=None) -> tuple:
     log = os.path.join(self.workdir, f'{name}.log')
@@ -120,7 +121,7 @@ class Emulators:
          'start', '--host', '127.0.0.1', '--port', str(self.gcs_port),
          '--quiet'], 'gcs')
     gcs = f'http://127.0.0.1:{self.gcs_port}'
-    _wait(lambda: _http_ok(f'{gcs}/storage/v1/b?project={PROJECT}'), proc,
+    wait_ready(lambda: _http_ok(f'{gcs}/storage/v1/b?project={PROJECT}'), proc,
           'gcp-storage-emulator', log)
     for bucket in self.buckets:
       request = urllib.request.Request(
@@ -161,8 +162,8 @@ class Emulators:
     proc, log = self._spawn([os.path.join(bin_dir, 'python'), '-c',
                              _BQ_LAUNCHER], 'bigquery', env=env)
     rest = f'http://127.0.0.1:{self.rest_port}'
-    _wait(lambda: _http_ok(f'{rest}/readyz'), proc, 'bqemulator', log)
-    _wait(lambda: _tcp_open(self.grpc_port), proc, 'bqemulator gRPC', log)
+    wait_ready(lambda: _http_ok(f'{rest}/readyz'), proc, 'bqemulator', log)
+    wait_ready(lambda: tcp_open(self.grpc_port), proc, 'bqemulator gRPC', log)
     self.env['BIGQUERY_EMULATOR_HOST'] = rest
 
   def stop(self) -> None:

@@ -12,16 +12,14 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
-import numpy as np
 import pytest
 
 from pipeline import run
 from tests import corpora
+from tests import emulators
 
 ROOT = corpora.ROOT
 VENV = os.path.join(ROOT, '.cache', 'worker-venv')
@@ -58,26 +56,6 @@ server.wait_for_termination()
 '''
 
 
-def _port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, log: str) -> None:
-  deadline = time.monotonic() + 60
-  while time.monotonic() < deadline:
-    if proc.poll() is not None:
-      with open(log, encoding='utf-8', errors='replace') as f:
-        raise RuntimeError(f'exited {proc.returncode}: {f.read()[-3000:]}')
-    try:
-      socket.create_connection(('127.0.0.1', port), timeout=1).close()
-      return
-    except OSError:
-      time.sleep(0.1)
-  raise TimeoutError(f'port {port} not open')
-
-
 @pytest.fixture(scope='module')
 def worker_python(tmp_path_factory) -> str:
   """Builds the sdist and installs it, with the dependencies setup.py
@@ -109,14 +87,15 @@ def worker_python(tmp_path_factory) -> str:
 @pytest.fixture(scope='module')
 def portable_services(worker_python, tmp_path_factory):
   work = str(tmp_path_factory.mktemp('portable'))
-  job_port, pool_port = _port(), _port()
+  job_port, pool_port = emulators.free_port(), emulators.free_port()
   procs = []
   try:
     log = os.path.join(work, 'job_service.log')
     procs.append(subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, '-c', _JOB_SERVICE, str(job_port)], cwd=work,
         stdout=open(log, 'wb'), stderr=subprocess.STDOUT))  # pylint: disable=consider-using-with
-    _wait_port(job_port, procs[-1], log)
+    emulators.wait_ready(lambda: emulators.tcp_open(job_port), procs[-1],
+                         'job service', log)
     env = dict(os.environ, PATH=os.path.dirname(worker_python) + os.pathsep +
                os.environ['PATH'])
     env.pop('PYTHONPATH', None)
@@ -126,7 +105,8 @@ def portable_services(worker_python, tmp_path_factory):
     procs.append(subprocess.Popen(  # pylint: disable=consider-using-with
         [worker_python, '-c', _POOL, str(pool_port)], cwd=work, env=env,
         stdout=open(log, 'wb'), stderr=subprocess.STDOUT))  # pylint: disable=consider-using-with
-    _wait_port(pool_port, procs[-1], log)
+    emulators.wait_ready(lambda: emulators.tcp_open(pool_port), procs[-1],
+                         'worker pool', log)
     yield job_port, pool_port, log, [p.pid for p in procs]
   finally:
     for proc in procs:
@@ -171,12 +151,8 @@ def test_portable_runner_with_external_workers_equals_direct(
   assert summary['reconciled'] is True
   want = {r['id']: r for r in corpora.read_output(direct)}
   got = {r['id']: r for r in corpora.read_output(portable)}
-  assert sorted(got) == sorted(want) == sorted(d['id'] for d in docs)
-  for doc_id, record in got.items():
-    assert {k: v for k, v in record.items() if k != 'embedding'} == {
-        k: v for k, v in want[doc_id].items() if k != 'embedding'}
-    np.testing.assert_allclose(record['embedding'], want[doc_id]['embedding'],
-                               atol=1e-5, rtol=0)
+  assert sorted(got) == sorted(d['id'] for d in docs)
+  corpora.assert_same_records(got, want, atol=1e-5)
   assert sorted(d['error_type'] for d in corpora.read_dead_letters(
       portable + '-dead_letter')) == corpus.bad_types
   # The SDK workers were processes of the worker pool.

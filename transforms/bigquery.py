@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -65,12 +65,22 @@ def _schema(fields: Iterable[tuple[str, str, str]]) -> dict:
   return {'fields': [{'name': n, 'type': t, 'mode': m} for n, t, m in fields]}
 
 
+def check_write(method: str, disposition: str) -> None:
+  """The write options, checked where the job starts and by the sink."""
+  if method not in WRITE_METHODS:
+    raise ValueError(f'BigQuery write method must be one of {WRITE_METHODS}, '
+                     f'got {method!r}')
+  if method == 'STREAMING_INSERTS' and disposition == 'WRITE_TRUNCATE':
+    raise ValueError('STREAMING_INSERTS can only append: add '
+                     '--bq_write_disposition WRITE_APPEND, or use FILE_LOADS '
+                     '(the default) so that a re-run replaces the table')
+
+
+COLUMNS = tuple(name for name, _, _ in EMBEDDING_FIELDS)
+
+
 def embedding_schema(metadata_fields: Sequence[str] = ()) -> dict:
-  taken = {name for name, _, _ in EMBEDDING_FIELDS}
-  clash = sorted(set(metadata_fields) & taken)
-  if clash:
-    raise ValueError(f'--metadata_fields {clash} clash with output columns '
-                     f'{sorted(taken)}')
+  """Metadata names are checked against COLUMNS by the writer."""
   return _schema(list(EMBEDDING_FIELDS) +
                  [(name, 'STRING', 'NULLABLE') for name in metadata_fields])
 

@@ -52,39 +52,39 @@ def resolve_duplicates(doc_id: str, docs: Iterable[Document],
                  stage='dedup') for d in docs[1:]]
 
 
-class _Resolve(beam.DoFn):
-
-  def __init__(self, policy: str):
-    super().__init__()
-    self._policy = policy
-    self._ids = Metrics.counter(_NAMESPACE, 'duplicate_ids')
-    self._extra = Metrics.counter(_NAMESPACE, 'duplicate_documents')
-    self._dead = Metrics.counter(_NAMESPACE, 'documents_dead_lettered')
-
-  def process(self, keyed):
-    doc_id, docs = keyed
-    docs = list(docs)
-    if len(docs) > 1:
-      self._ids.inc()
-      self._extra.inc(len(docs) - 1)
-    for out in resolve_duplicates(doc_id, docs, self._policy):
-      if isinstance(out, DeadLetter):
-        self._dead.inc()
-      yield out
-
-
 class _CountRepeats(beam.DoFn):
+  """(id, number of documents) -> nothing; counts ids held more than once."""
 
   def __init__(self):
     super().__init__()
     self._ids = Metrics.counter(_NAMESPACE, 'duplicate_ids')
     self._extra = Metrics.counter(_NAMESPACE, 'duplicate_documents')
 
-  def process(self, keyed):
-    _, count = keyed
-    if count > 1:
+  def count(self, n: int) -> None:
+    if n > 1:
       self._ids.inc()
-      self._extra.inc(count - 1)
+      self._extra.inc(n - 1)
+
+  def process(self, keyed):
+    self.count(keyed[1])
+
+
+class _Resolve(_CountRepeats):
+  """(id, documents) -> the documents kept, and dead letters."""
+
+  def __init__(self, policy: str):
+    super().__init__()
+    self._policy = policy
+    self._dead = Metrics.counter(_NAMESPACE, 'documents_dead_lettered')
+
+  def process(self, keyed):
+    doc_id, docs = keyed
+    docs = list(docs)
+    self.count(len(docs))
+    for out in resolve_duplicates(doc_id, docs, self._policy):
+      if isinstance(out, DeadLetter):
+        self._dead.inc()
+      yield out
 
 
 class HandleDuplicateIds(beam.PTransform):

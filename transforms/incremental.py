@@ -83,13 +83,13 @@ def carry_forward(docs: Iterable[Document],
   content hash and this fingerprint (an EmbeddedDocument) or needs the
   encoder (the Document itself). Also returns 1 when the id is gone from
   the corpus (previous records, no documents), else 0."""
-  docs = list(docs)
+  docs, previous = list(docs), list(previous)
+  if not docs:
+    return [], 1 if previous else 0
   usable = {}
   for record in previous:
     if record.fingerprint == fingerprint:
       usable.setdefault(record.content_hash, record)
-  if not docs:
-    return [], 1 if usable or previous else 0
   out = []
   for doc in docs:
     record = usable.get(doc.content_hash)

@@ -97,22 +97,18 @@ def _replace_shards(written, prefix: str, suffix: str):
 
 
 def check_metadata_fields(names: Sequence[str]) -> None:
-  clash = sorted(set(names) & set(FEATURES))
+  """Metadata fields become features (TFRecord) or columns (BigQuery) of
+  their own name, so they must not take a name either output uses."""
+  taken = sorted(set(FEATURES) | set(bigquery.COLUMNS))
+  clash = sorted(set(names) & set(taken))
   if clash:
     raise ValueError(f'--metadata_fields {clash} clash with output '
-                     f'features/columns {list(FEATURES)}')
-  bigquery.embedding_schema(names)
+                     f'features/columns {taken}')
 
 
 def _bigquery_sink(table: str, schema: dict, method: str, disposition: str,
                    temp_location: Optional[str]):
-  if method not in bigquery.WRITE_METHODS:
-    raise ValueError(f'BigQuery write method must be one of '
-                     f'{bigquery.WRITE_METHODS}, got {method!r}')
-  if method == 'STREAMING_INSERTS' and disposition == 'WRITE_TRUNCATE':
-    raise ValueError('STREAMING_INSERTS can only append: use '
-                     '--bq_write_disposition WRITE_APPEND (re-runs then add '
-                     'rows) or FILE_LOADS (the default) to replace the table')
+  bigquery.check_write(method, disposition)
   return beam.io.WriteToBigQuery(
       bigquery.table_spec(table), schema=schema,
       method=getattr(beam.io.WriteToBigQuery.Method, method),
