@@ -84,7 +84,7 @@ class EmbedOptions(PipelineOptions):
         '--previous', default=None,
         help='Output of an earlier run (TFRecord prefix or bq:// table) to '
         're-embed incrementally: documents whose id, content hash and model '
-        'fingerprint (model handles, pooling, max_seq_length, '
+        'fingerprint (the model\'s content digest, pooling, max_seq_length, '
         'normalisation, long-document and precision settings) match a '
         'previous record keep its embedding without running the encoder; '
         'new and changed ones are embedded; ids gone from the corpus are '
@@ -176,6 +176,13 @@ class EmbedOptions(PipelineOptions):
         '--large_model', **_SWITCH,
         help='Share one model copy across the SDK processes of a worker '
         '(RunInference large_model mode; for GPU workers).')
+    model.add_argument(
+        '--encoder_accelerator', default=None,
+        help='Dataflow right fitting: a GPU only for the Encode step, e.g. '
+        '"type:nvidia-l4;count:1;install-nvidia-driver" (Beam\'s accelerator '
+        'resource hint); reading, tokenizing and writing stay on CPU '
+        'workers. Batch jobs only; not together with --dataflow_service_'
+        'options worker_accelerator=... (a GPU on every worker).')
     model.add_argument(
         '--require_gpu', **_SWITCH,
         help='Fail (at start on local runners, at model load on workers) '

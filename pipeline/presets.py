@@ -1,12 +1,18 @@
-"""Named model pairs, and building the offline `minilm-l6` pair on first use."""
+"""Named model pairs, model folders anywhere Beam's FileSystems reach, and
+building the offline `minilm-l6` pair on first use."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from tfmodels import identity
 
 ROBERTA_PREPROCESS = 'https://tfhub.dev/jeongukjae/roberta_en_cased_preprocess/1'
 ROBERTA_LARGE = 'https://tfhub.dev/jeongukjae/roberta_en_cased_L-24_H-1024_A-16/1'
@@ -46,11 +52,62 @@ def default_cache_dir() -> str:
 @dataclass(frozen=True)
 class ResolvedModel:
   name: str  # written into every output record's `model` feature
-  preprocessor: str
+  preprocessor: str  # handles to load from (local, gs://, TF Hub URL)
   encoder: str
   untrained_pooler: bool
   # Longest input the encoder takes, where known (exports record it).
   max_seq_length: Optional[int] = None
+  # What the pair is by content (EmbeddingSpec.model); None until
+  # with_identity() has read it.
+  identity: Optional[str] = None
+
+  def with_identity(self) -> 'ResolvedModel':
+    """Reads the pair's identity where it is not known yet: the versioned
+    URLs for TF Hub handles, else the SavedModels' fingerprints."""
+    if self.identity:
+      return self
+    return dataclasses.replace(
+        self, identity=handle_pair_identity(self.preprocessor, self.encoder))
+
+
+def _is_url(handle: str) -> bool:
+  return handle.startswith(('http://', 'https://'))
+
+
+def _read(path: str) -> bytes:
+  with FileSystems.open(path, compression_type='uncompressed') as f:
+    return f.read()
+
+
+def check_saved_model(handle: str) -> None:
+  """A clear error for a folder (local or gs://) that holds no SavedModel."""
+  if _is_url(handle):
+    return
+  if not FileSystems.exists(FileSystems.join(handle, 'saved_model.pb')):
+    raise ValueError(f'{handle} is not a SavedModel folder (no '
+                     'saved_model.pb)')
+
+
+def saved_model_identity(folder: str) -> str:
+  """One SavedModel's content hashes (tfmodels/identity.py), read through
+  FileSystems so that gs:// folders work from the launcher."""
+  check_saved_model(folder)
+  fingerprint = FileSystems.join(folder, identity.FINGERPRINT_FILE)
+  if FileSystems.exists(fingerprint):
+    return identity.singleprint(_read(fingerprint))
+  parts = [FileSystems.join(folder, 'saved_model.pb'),
+           FileSystems.join(folder, 'variables', 'variables.index')]
+  return identity.files_digest([_read(p) for p in parts
+                                if FileSystems.exists(p)])
+
+
+def handle_pair_identity(preprocessor: str, encoder: str) -> str:
+  if _is_url(preprocessor) and _is_url(encoder):
+    # TF Hub versions are immutable: the versioned URL is the identity.
+    return f'url:{preprocessor} + {encoder}'
+  return identity.pair_digest(
+      *(h if _is_url(h) else saved_model_identity(h)
+        for h in (preprocessor, encoder)))
 
 
 def resolve(model: Optional[str], preprocessor: Optional[str],
@@ -85,20 +142,30 @@ def resolve(model: Optional[str], preprocessor: Optional[str],
 def from_export_dir(model_dir: str,
                     name: Optional[str] = None) -> ResolvedModel:
   """An export folder of `python -m pipeline.export_model` (WordPiece or
-  BPE alike): preprocessor/, encoder/ and export.json."""
-  manifest_path = os.path.join(model_dir, 'export.json')
-  if not os.path.exists(manifest_path):
+  BPE alike), local or anywhere Beam's FileSystems reach (gs://):
+  preprocessor/, encoder/ and export.json."""
+  model_dir = model_dir.rstrip('/') or model_dir
+  manifest_path = FileSystems.join(model_dir, 'export.json')
+  if not FileSystems.exists(manifest_path):
     raise ValueError(
         f'{model_dir} is not an exported model folder (no export.json); '
         'make one with python -m pipeline.export_model')
-  with open(manifest_path, encoding='utf-8') as f:
-    manifest = json.load(f)
+  try:
+    manifest = json.loads(_read(manifest_path))
+  except ValueError as e:
+    raise ValueError(f'{manifest_path} is not valid JSON: {e}') from e
+  preprocessor = FileSystems.join(model_dir, 'preprocessor')
+  encoder = FileSystems.join(model_dir, 'encoder')
+  for handle in (preprocessor, encoder):
+    check_saved_model(handle)
   return ResolvedModel(
-      name or os.path.basename(os.path.normpath(model_dir)),
-      os.path.join(model_dir, 'preprocessor'),
-      os.path.join(model_dir, 'encoder'),
+      name or model_dir.rsplit('/', 1)[-1],
+      preprocessor, encoder,
       untrained_pooler=not manifest.get('pooler_trained', True),
-      max_seq_length=manifest.get('max_seq_length'))
+      max_seq_length=manifest.get('max_seq_length'),
+      # Exports record their digest; older ones are read from their files.
+      identity=manifest.get('digest') or handle_pair_identity(preprocessor,
+                                                              encoder))
 
 
 def ensure_exported(name: str, cache_dir: str) -> str:

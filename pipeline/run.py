@@ -26,6 +26,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import presets
 from pipeline.options import EmbedOptions
@@ -37,7 +38,8 @@ from transforms import write as write_lib
 from transforms.dedup import HandleDuplicateIds
 from transforms.elements import DeadLetter
 from transforms.embed import EmbedDocuments
-from transforms.incremental import CarryForward, model_fingerprint
+from transforms.incremental import CarryForward
+from transforms.spec import EmbeddingSpec
 from transforms.write import WriteDeadLetters, WriteEmbeddings
 
 # Without --runner, run in-process with Beam's FnApiRunner. DirectRunner in
@@ -49,7 +51,18 @@ DEFAULT_LOCAL_RUNNER = 'FnApiRunner'
 
 def resolve_model(options: EmbedOptions) -> presets.ResolvedModel:
   return presets.resolve(options.model, options.preprocessor, options.encoder,
-                         options.model_cache_dir, options.model_dir)
+                         options.model_cache_dir, options.model_dir
+                         ).with_identity()
+
+
+def embedding_spec(options: EmbedOptions,
+                   model: presets.ResolvedModel) -> EmbeddingSpec:
+  """The flags that decide an embedding, with the model's identity."""
+  return EmbeddingSpec(
+      model=model.with_identity().identity, pooling=options.pooling,
+      max_seq_length=options.max_seq_length, normalize=bool(options.normalize),
+      long_documents=options.long_documents,
+      chunk_stride=options.chunk_stride, precision=options.precision)
 
 
 def dead_letter_prefix(options: EmbedOptions) -> str:
@@ -67,7 +80,9 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   Returns the main PCollections by name, for tests and for callers that
   extend the graph.
   """
-  model = model or resolve_model(options)
+  model = (model or resolve_model(options)).with_identity()
+  spec = embedding_spec(options, model)
+  fingerprint = spec.fingerprint()
   fields = read_lib.Fields(options.id_field, options.text_field,
                            options.text_b_field, options.metadata_fields)
   # One timestamp per run: every record of a run says the same.
@@ -82,23 +97,17 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
             | 'DuplicateIds' >> HandleDuplicateIds(options.on_duplicate_id))
   read_ok, read_bad = parsed | 'SplitRead' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
-  fingerprint = model_fingerprint(
-      model.preprocessor, model.encoder, options.pooling,
-      options.max_seq_length, options.normalize, options.long_documents,
-      options.chunk_stride, options.precision)
   to_embed = read_ok
   if options.previous:
     to_embed, reused = read_ok | 'CarryForward' >> CarryForward(
         options.previous, fingerprint)
   results = to_embed | 'Embed' >> EmbedDocuments(
-      model.preprocessor, model.encoder, pooling=options.pooling,
-      normalize=options.normalize, max_seq_length=options.max_seq_length,
+      spec, model.preprocessor, model.encoder,
       max_batch_tokens=options.max_batch_tokens,
       batch_size=options.batch_size, sort_window=options.sort_window,
-      long_documents=options.long_documents,
-      chunk_stride=options.chunk_stride, large_model=options.large_model,
-      precision=options.precision, jit_compile=options.jit_compile,
-      require_gpu=options.require_gpu)
+      large_model=options.large_model, jit_compile=options.jit_compile,
+      require_gpu=options.require_gpu,
+      encoder_accelerator=options.encoder_accelerator)
   embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
       lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
   if options.previous:
@@ -172,10 +181,11 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
   }
 
 
-def check_model_handles(model: presets.ResolvedModel) -> None:
-  """Fails fast, in the launching process, on a model that cannot be loaded,
-  instead of after the workers have started. URL handles are resolved (and so
-  downloaded into the TF Hub cache that local workers then reuse)."""
+def fetch_hub_models(model: presets.ResolvedModel) -> None:
+  """On local runners, fails fast on TF Hub URLs that cannot be fetched,
+  instead of after the workers have started; resolving downloads them into
+  the TF Hub cache that local workers then reuse. (Folders, local or gs://,
+  are checked for every runner when the model is resolved.)"""
   for handle in (model.preprocessor, model.encoder):
     if handle.startswith(('http://', 'https://')):
       try:
@@ -185,10 +195,29 @@ def check_model_handles(model: presets.ResolvedModel) -> None:
             f'cannot fetch model {handle}: {e}. Offline, use --model '
             'minilm-l6 or --preprocessor/--encoder with local folders.'
         ) from e
-    elif '://' not in handle and not os.path.exists(
-        os.path.join(handle, 'saved_model.pb')):
-      raise RuntimeError(f'{handle} is not a SavedModel folder '
-                         '(no saved_model.pb)')
+
+
+def check_accelerator_flags(options: PipelineOptions) -> None:
+  """--encoder_accelerator is Dataflow right fitting: batch jobs only, and
+  not with a GPU on every worker as well."""
+  embed = options.view_as(EmbedOptions)
+  if not embed.encoder_accelerator:
+    return
+  if options.view_as(StandardOptions).streaming:
+    raise ValueError('--encoder_accelerator (right fitting) works for batch '
+                     'jobs only; drop --streaming, or give every worker a '
+                     'GPU with --dataflow_service_options '
+                     'worker_accelerator=...')
+  service = options.view_as(GoogleCloudOptions).dataflow_service_options
+  if any(o.startswith('worker_accelerator') for o in service or ()):
+    raise ValueError('give either --encoder_accelerator (a GPU only for the '
+                     'Encode step) or --dataflow_service_options '
+                     'worker_accelerator=... (a GPU on every worker), not '
+                     'both')
+  if 'type:' not in embed.encoder_accelerator:
+    raise ValueError('--encoder_accelerator takes Dataflow\'s accelerator '
+                     'form, e.g. "type:nvidia-l4;count:1;'
+                     'install-nvidia-driver"')
 
 
 def check_batching_flags(options: EmbedOptions) -> None:
@@ -247,14 +276,9 @@ def help_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv=None) -> int:
-  logging.basicConfig(
-      level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-  logging.getLogger('apache_beam').setLevel(logging.WARNING)
-  argv = list(argv if argv is not None else sys.argv[1:])
-  if '-h' in argv or '--help' in argv:
-    help_parser().print_help()
-    return 0
+def launch(argv) -> tuple[int, Optional[dict], object]:
+  """Checks the flags, builds and runs the job: (exit status, summary,
+  Beam's PipelineResult). main() prints; tests look at the result too."""
   # Checks the job's own flags (required ones, choices) with clear messages;
   # Beam's flags pass through to PipelineOptions.
   help_parser().parse_known_args(argv)
@@ -265,6 +289,7 @@ def main(argv=None) -> int:
     standard.runner = DEFAULT_LOCAL_RUNNER
   try:
     check_batching_flags(embed_options)
+    check_accelerator_flags(options)
     model = resolve_model(embed_options)
     if model.max_seq_length and embed_options.max_seq_length > (
         model.max_seq_length):
@@ -273,14 +298,14 @@ def main(argv=None) -> int:
                        f'({model.max_seq_length})')
     check_io_flags(embed_options, options.view_as(GoogleCloudOptions))
     if standard.runner != 'DataflowRunner':
-      check_model_handles(model)
+      fetch_hub_models(model)
       if embed_options.require_gpu:
         # Local workers see this machine's GPUs: fail before starting them.
         # On Dataflow the check runs on each worker, at model load.
         configure_gpus(require_gpu=True)
   except (ValueError, RuntimeError) as e:
     print(f'pipeline.run: error: {e}', file=sys.stderr)
-    return 2
+    return 2, None, None
   if embed_options.pooling == 'pooled' and model.untrained_pooler:
     logging.warning(
         '--pooling pooled with %s: its pooled_output comes from a pooler '
@@ -290,11 +315,30 @@ def main(argv=None) -> int:
   p = beam.Pipeline(options=options)
   build_pipeline(p, embed_options, model)
   result = p.run()
+  if options.view_as(TestOptions).dry_run:
+    # Beam's --dry_run builds the whole job and stops before submitting it.
+    return 0, {'dry_run': True, 'runner': standard.runner,
+               'model': model.name,
+               'model_fingerprint': embedding_spec(embed_options,
+                                                   model).fingerprint()}, result
   result.wait_until_finish()
   summary = summarize(result, embed_options, time.monotonic() - start)
   summary['model'] = model.name
-  print(json.dumps(summary), flush=True)
-  return 0 if summary['reconciled'] else 1
+  return (0 if summary['reconciled'] else 1), summary, result
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(
+      level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  logging.getLogger('apache_beam').setLevel(logging.WARNING)
+  argv = list(argv if argv is not None else sys.argv[1:])
+  if '-h' in argv or '--help' in argv:
+    help_parser().print_help()
+    return 0
+  status, summary, _ = launch(argv)
+  if summary is not None:
+    print(json.dumps(summary), flush=True)
+  return status
 
 
 if __name__ == '__main__':

@@ -75,6 +75,53 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
   return fn
 
 
+def _load_preprocessor(handle: str):
+  # Registers tf_text's ops, which the preprocessor's graph uses.
+  import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
+  logging.info('Loading preprocessor %s', handle)
+  return import_hub().load(handle)
+
+
+class Tokenizer:
+  """The preprocessor's `tokenize` alone: what a tokenizing step needs.
+
+  Small and CPU-bound, so every worker process loads its own copy instead of
+  sending each document's text to the process that holds the encoder.
+  """
+
+  def __init__(self, preprocessor):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    self._tf = tf
+    self.preprocessor = preprocessor
+    # How many special tokens packing adds, learnt from the preprocessor
+    # itself so that WordPiece ([CLS] a [SEP] b [SEP]) and BPE
+    # (<s> a </s></s> b </s>) models are handled alike.
+    empty = tf.constant([''])
+    self._num_special = {
+        n: int(tf.reduce_sum(preprocessor.bert_pack_inputs(
+            [preprocessor.tokenize(empty)] * n,
+            seq_length=tf.constant(16, tf.int32))['input_mask']))
+        for n in (1, 2)}
+
+  @classmethod
+  def load(cls, preprocessor_handle: str) -> 'Tokenizer':
+    return cls(_load_preprocessor(preprocessor_handle))
+
+  def num_special(self, num_segments: int) -> int:
+    return self._num_special[num_segments]
+
+  def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """Token ids of each text (no special tokens), as int32 arrays."""
+    tf = self._tf
+    if not texts:
+      return []
+    tokens = self.preprocessor.tokenize(tf.constant(list(texts), tf.string))
+    if tokens.ragged_rank > 1:
+      tokens = tokens.merge_dims(-2, -1)
+    values = tokens.flat_values.numpy().astype(np.int32)
+    return np.split(values, tokens.row_splits.numpy()[1:-1])
+
+
 class EmbeddingModel:
   """A loaded preprocessor + encoder pair with a pooling rule.
 
@@ -119,40 +166,21 @@ class EmbeddingModel:
         n: tf.function(packed_encode, input_signature=[
             tf.TensorSpec([], tf.int32)] + [int_vector, length_vector] * n)
         for n in (1, 2)}
-    # How many special tokens packing adds, learnt from the preprocessor
-    # itself so that WordPiece ([CLS] a [SEP] b [SEP]) and BPE
-    # (<s> a </s></s> b </s>) models are handled alike.
-    empty = tf.constant([''])
-    self._num_special = {
-        n: int(tf.reduce_sum(preprocessor.bert_pack_inputs(
-            [preprocessor.tokenize(empty)] * n,
-            seq_length=tf.constant(16, tf.int32))['input_mask']))
-        for n in (1, 2)}
+    self._tokenizer = Tokenizer(preprocessor)
 
   @classmethod
   def load(cls, preprocessor_handle: str, encoder_handle: str,
            **kwargs) -> 'EmbeddingModel':
-    # Registers tf_text's ops, which the preprocessor's graph uses.
-    import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
-    hub = import_hub()
-    logging.info('Loading preprocessor %s and encoder %s',
-                 preprocessor_handle, encoder_handle)
-    return cls(hub.load(preprocessor_handle), hub.load(encoder_handle),
-               **kwargs)
+    preprocessor = _load_preprocessor(preprocessor_handle)
+    logging.info('Loading encoder %s', encoder_handle)
+    return cls(preprocessor, import_hub().load(encoder_handle), **kwargs)
 
   def num_special(self, num_segments: int) -> int:
-    return self._num_special[num_segments]
+    return self._tokenizer.num_special(num_segments)
 
   def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
     """Token ids of each text (no special tokens), as int32 arrays."""
-    tf = self._tf
-    if not texts:
-      return []
-    tokens = self.preprocessor.tokenize(tf.constant(list(texts), tf.string))
-    if tokens.ragged_rank > 1:
-      tokens = tokens.merge_dims(-2, -1)
-    values = tokens.flat_values.numpy().astype(np.int32)
-    return np.split(values, tokens.row_splits.numpy()[1:-1])
+    return self._tokenizer.tokenize(texts)
 
   def encode(self, segments: Sequence[Sequence[np.ndarray]],
              seq_length: int,

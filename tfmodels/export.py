@@ -12,13 +12,26 @@ import tensorflow as tf
 from tfmodels import bytebpe
 from tfmodels import encoder as encoder_lib
 from tfmodels import hf
+from tfmodels import identity
 from tfmodels import wordpiece
 
 PREPROCESSOR_DIR = 'preprocessor'
 ENCODER_DIR = 'encoder'
 MANIFEST = 'export.json'
-# Bumped when exports gain something older ones lack (2: call_bf16/fp16).
-FORMAT = 'tfhub-bert-pair/2'
+# Bumped when exports gain something older ones lack (2: call_bf16/fp16;
+# 3: the content digest in export.json).
+FORMAT = 'tfhub-bert-pair/3'
+
+
+def _make_readable(top: str) -> None:
+  """Folders 755, files 644: workers often run as another user than the one
+  who exported (mkdtemp makes folders 700)."""
+  os.chmod(top, 0o755)
+  for folder, dirs, files in os.walk(top):
+    for name in dirs:
+      os.chmod(os.path.join(folder, name), 0o755)
+    for name in files:
+      os.chmod(os.path.join(folder, name), 0o644)
 
 
 def _save_atomically(obj, out_dir: str, signatures=None) -> None:
@@ -29,6 +42,7 @@ def _save_atomically(obj, out_dir: str, signatures=None) -> None:
   tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-export-')
   try:
     tf.saved_model.save(obj, tmp, signatures=signatures)
+    _make_readable(tmp)
     if os.path.exists(out_dir):
       shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -128,6 +142,10 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
   _save_atomically(root, os.path.join(out_dir, ENCODER_DIR), signatures)
   manifest = {
       'format': FORMAT,
+      # The pair's identity by content (tfmodels/identity.py): equal for the
+      # same model exported anywhere, new for new weights or tokenizer
+      # settings in the same folder.
+      'digest': saved_pair_digest(out_dir),
       'model_type': config.get('model_type', 'bert'),
       **tokenizer_info,
       'hidden_size': enc_config.hidden_size,
@@ -137,9 +155,23 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
       'pooler_trained': not encoder.missing_pooler,
       'source': os.path.abspath(hf_dir),
   }
-  with open(os.path.join(out_dir, MANIFEST), 'w', encoding='utf-8') as f:
+  path = os.path.join(out_dir, MANIFEST)
+  with open(path, 'w', encoding='utf-8') as f:
     json.dump(manifest, f, indent=2)
+  os.chmod(path, 0o644)
+  os.chmod(out_dir, 0o755)
   return manifest
+
+
+def saved_pair_digest(out_dir: str) -> str:
+  """The identity of the exported pair in out_dir, from the fingerprints
+  TensorFlow wrote while saving."""
+  prints = []
+  for part in (PREPROCESSOR_DIR, ENCODER_DIR):
+    with open(os.path.join(out_dir, part, identity.FINGERPRINT_FILE),
+              'rb') as f:
+      prints.append(identity.singleprint(f.read()))
+  return identity.pair_digest(*prints)
 
 
 def read_manifest(out_dir: str) -> dict:

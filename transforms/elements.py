@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import NamedTuple, Optional
 
@@ -49,11 +50,16 @@ class EncoderRow(NamedTuple):
   num_chunks: int
 
 
-class EncoderBatch(NamedTuple):
-  """Rows of one length bucket, packed together at seq_length."""
+@dataclasses.dataclass(frozen=True)
+class EncoderBatch:
+  """Rows of one length bucket, packed together at seq_length: one element,
+  one encoder call (RunInference takes it pre-batched)."""
   seq_length: int
   rows: tuple
   full_rows: int  # rows of a full batch of this length (for padding rows)
+
+  def __len__(self) -> int:
+    return len(self.rows)
 
 
 class ChunkEmbedding(NamedTuple):

@@ -3,16 +3,21 @@
 Four steps: tokenize (the preprocessor's `tokenize`, batched), regroup the
 token rows into length buckets under a token budget (transforms/batching.py),
 encode each bucket batch packed at its own length (`bert_pack_inputs` +
-encoder), and combine the chunks of long documents. The model pair is loaded
-once per worker process and shared by both RunInference steps; Beam's own
-TensorflowHubTextEmbeddings instead rebuilds its preprocessor on every batch
-and pads everything to one length.
+encoder), and combine the chunks of long documents. Tokenizing needs only the
+preprocessor, which is small and CPU-bound: every worker process loads its
+own. The encoder is loaded once per worker process, or with `large_model`
+once per worker, shared by its SDK processes under one model identifier.
+Beam's own TensorflowHubTextEmbeddings instead rebuilds its preprocessor on
+every batch and pads everything to one length.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
 import time
 from typing import Iterable, Optional, Sequence, Union
 
@@ -21,41 +26,40 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from tfmodels.embedder import l2_normalize
 from transforms import batching
+from transforms import model_files
 from transforms.elements import (ChunkEmbedding, DeadLetter, Document,
                                  EmbeddedDocument, EncoderBatch, EncoderRow)
+from transforms.spec import EmbeddingSpec
 
 _NAMESPACE = 'embed'
 Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 
 
 @functools.lru_cache(maxsize=4)
-def _load_model(preprocessor: str, encoder: str, require_gpu: bool = False,
-                **kwargs):
-  """One model per worker process for both RunInference steps."""
+def _load_tokenizer(preprocessor: str):
+  """One tokenizer per worker process, whatever the bundles."""
+  from tfmodels.embedder import Tokenizer  # pylint: disable=import-outside-toplevel
+  tokenizer = Tokenizer.load(model_files.loadable(preprocessor))
+  logging.info('Tokenizer %s loaded in process %d', preprocessor, os.getpid())
+  return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _load_encoder(preprocessor: str, encoder: str, spec: EmbeddingSpec,
+                  jit_compile: bool, require_gpu: bool):
+  """The encoder (with the preprocessor, whose bert_pack_inputs packs its
+  inputs), configured from the spec."""
   # pylint: disable=import-outside-toplevel
   from tfmodels.devices import configure_gpus
   from tfmodels.embedder import EmbeddingModel
   configure_gpus(require_gpu)
-  return EmbeddingModel.load(preprocessor, encoder, **kwargs)
-
-
-class _Handler(ModelHandler):
-  """What both steps share: the model, its loading and sharing."""
-
-  def __init__(self, model_config: dict, large_model: bool):
-    super().__init__()
-    self._model_config = model_config
-    self._large_model = large_model
-
-  def load_model(self):
-    return _load_model(**self._model_config)
-
-  def share_model_across_processes(self) -> bool:
-    return self._large_model
-
-  def get_metrics_namespace(self) -> str:
-    return 'RunInference'
+  model = EmbeddingModel.load(
+      model_files.loadable(preprocessor), model_files.loadable(encoder),
+      jit_compile=jit_compile, **spec.model_kwargs())
+  logging.info('Encoder %s loaded in process %d', encoder, os.getpid())
+  return model
 
 
 def _dead(doc: Document, exc_type: str, message: str) -> DeadLetter:
@@ -84,23 +88,28 @@ def _retry_one_by_one(items: Sequence, run, fail, retried_counter):
             for item in items]
 
 
-class TokenizeHandler(_Handler):
-  """Documents -> their encoder rows (list of EncoderRow) or a DeadLetter."""
+class TokenizeHandler(ModelHandler):
+  """Documents -> their encoder rows (list of EncoderRow) or a DeadLetter.
 
-  def __init__(self, model_config: dict, large_model: bool,
-               long_documents: str, chunk_stride: Optional[int],
+  Loads only the preprocessor, in every process, and never shares it across
+  processes: sending every text to one process would serialise the work."""
+
+  def __init__(self, spec: EmbeddingSpec, preprocessor: str, *,
                batch_size: int):
-    super().__init__(model_config, large_model)
-    self._max_seq_length = model_config['max_seq_length']
-    self._long_documents = long_documents
-    self._chunk_stride = chunk_stride
-    self._batch_size = batch_size
+    super().__init__(min_batch_size=1, max_batch_size=batch_size)
+    self._preprocessor = preprocessor
+    self._max_seq_length = spec.max_seq_length
+    self._long_documents = spec.long_documents
+    self._chunk_stride = spec.chunk_stride
     self._failed = Metrics.counter(_NAMESPACE, 'documents_failed')
     self._retried = Metrics.counter(_NAMESPACE, 'batches_retried_one_by_one')
     self._chunked = Metrics.counter(_NAMESPACE, 'documents_chunked')
 
-  def batch_elements_kwargs(self):
-    return {'min_batch_size': 1, 'max_batch_size': self._batch_size}
+  def load_model(self):
+    return _load_tokenizer(self._preprocessor)
+
+  def get_metrics_namespace(self) -> str:
+    return 'RunInference'
 
   def run_inference(self, batch: Sequence[Document], model,
                     inference_args: Optional[dict] = None) -> list:
@@ -132,12 +141,19 @@ class TokenizeHandler(_Handler):
     return out
 
 
-class EncodeHandler(_Handler):
-  """EncoderBatch -> list of EmbeddedDocument | ChunkEmbedding | DeadLetter
-  (one RunInference element per planned batch)."""
+class EncodeHandler(ModelHandler):
+  """EncoderBatch -> EmbeddedDocument | ChunkEmbedding | DeadLetter per row.
 
-  def __init__(self, model_config: dict, large_model: bool):
-    super().__init__(model_config, large_model)
+  Batches are planned upstream (BucketBatches), so RunInference takes this
+  handler `.with_no_batching()`: one element is one encoder call."""
+
+  def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
+               large_model: bool = False, jit_compile: bool = False,
+               require_gpu: bool = False, accelerator: Optional[str] = None):
+    super().__init__(large_model=large_model)
+    self._load_args = (preprocessor, encoder, spec, jit_compile, require_gpu)
+    self._accelerator = accelerator
+    self._finish = l2_normalize if spec.normalize else (lambda x: x)
     counter = functools.partial(Metrics.counter, _NAMESPACE)
     self._documents = counter('documents_embedded')
     self._tokens = counter('tokens_embedded')
@@ -148,13 +164,30 @@ class EncodeHandler(_Handler):
     self._retried = counter('batches_retried_one_by_one')
     self._encoder_ms = counter('encoder_milliseconds')
 
-  def batch_elements_kwargs(self):
-    # Batches are planned upstream; RunInference must not merge them.
-    return {'min_batch_size': 1, 'max_batch_size': 1}
+  def model_identifier(self) -> str:
+    """The same in every process for the same model and settings, so that
+    `large_model` serves one shared copy per worker."""
+    key = json.dumps([self._load_args[0], self._load_args[1],
+                      self._load_args[2].fingerprint(), *self._load_args[3:]])
+    return 'text-embed-encoder-' + hashlib.sha256(key.encode()).hexdigest()[:16]
 
-  def run_inference(self, batch: Sequence[EncoderBatch], model,
-                    inference_args: Optional[dict] = None) -> list:
-    return [self._encode_batch(b, model) for b in batch]
+  def load_model(self):
+    return _load_encoder(*self._load_args)
+
+  def get_resource_hints(self) -> dict:
+    # Dataflow right fitting: only this step asks for GPU workers.
+    return {'accelerator': self._accelerator} if self._accelerator else {}
+
+  def get_metrics_namespace(self) -> str:
+    return 'RunInference'
+
+  def get_num_bytes(self, batch: EncoderBatch) -> int:
+    return sum(r.ids.nbytes + (0 if r.ids_b is None else r.ids_b.nbytes)
+               for r in batch.rows)
+
+  def run_inference(self, batch: EncoderBatch, model,
+                    inference_args: Optional[dict] = None) -> list[Result]:
+    return self._encode_batch(batch, model)
 
   def _encode_batch(self, batch: EncoderBatch, model) -> list[Result]:
     Metrics.counter(_NAMESPACE, f'batches_len_{batch.seq_length:03d}').inc()
@@ -196,7 +229,7 @@ class EncodeHandler(_Handler):
       self._documents.inc()
       self._truncated.inc(int(row.truncated))
       out.append(EmbeddedDocument(
-          id=row.doc.id, embedding=model.finish(embedding[np.newaxis])[0],
+          id=row.doc.id, embedding=self._finish(embedding[np.newaxis])[0],
           num_tokens=int(tokens), truncated=row.truncated,
           content_hash=row.doc.content_hash, metadata=row.doc.metadata))
     return out
@@ -252,38 +285,31 @@ class _CombineChunks(beam.DoFn):
         'failed': Metrics.counter(_NAMESPACE, 'documents_failed')}
 
   def process(self, keyed):
-    # pylint: disable=import-outside-toplevel
-    from tfmodels.embedder import l2_normalize
     _, chunks = keyed
     finish = l2_normalize if self._normalize else (lambda x: x)
     yield combine_chunks(chunks, finish, self._counters)
 
 
 class EmbedDocuments(beam.PTransform):
-  """Document -> EmbeddedDocument | DeadLetter."""
+  """Document -> EmbeddedDocument | DeadLetter, as the spec decides."""
 
-  def __init__(self, preprocessor: str, encoder: str, pooling: str = 'mean',
-               normalize: bool = False, max_seq_length: int = 128,
+  def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
                max_batch_tokens: int = 8192, batch_size: int = 256,
-               sort_window: int = 4096, long_documents: str = 'truncate',
-               chunk_stride: Optional[int] = None, large_model: bool = False,
-               precision: str = 'fp32', jit_compile: bool = False,
-               require_gpu: bool = False):
+               sort_window: int = 4096, large_model: bool = False,
+               jit_compile: bool = False, require_gpu: bool = False,
+               encoder_accelerator: Optional[str] = None):
     super().__init__()
-    if long_documents not in batching.LONG_DOCUMENTS:
-      raise ValueError(f'long_documents must be one of '
-                       f'{batching.LONG_DOCUMENTS}, got {long_documents!r}')
-    model_config = dict(preprocessor=preprocessor, encoder=encoder,
-                        pooling=pooling, normalize=normalize,
-                        max_seq_length=max_seq_length, precision=precision,
-                        jit_compile=jit_compile, require_gpu=require_gpu)
-    self._tokenize = TokenizeHandler(model_config, large_model,
-                                     long_documents, chunk_stride, batch_size)
-    self._encode = EncodeHandler(model_config, large_model)
-    self._batcher = batching.BucketBatches(max_seq_length, max_batch_tokens,
-                                           batch_size, sort_window)
-    self._normalize = normalize
-    self._long_documents = long_documents
+    self._tokenize = TokenizeHandler(spec, preprocessor,
+                                     batch_size=batch_size)
+    self._encode = EncodeHandler(
+        spec, preprocessor, encoder, large_model=large_model,
+        jit_compile=jit_compile, require_gpu=require_gpu,
+        accelerator=encoder_accelerator)
+    self._batcher = batching.BucketBatches(spec.max_seq_length,
+                                           max_batch_tokens, batch_size,
+                                           sort_window)
+    self._normalize = spec.normalize
+    self._long_documents = spec.long_documents
 
   def expand(self, documents):
     tokenized = (documents
@@ -294,8 +320,9 @@ class EmbedDocuments(beam.PTransform):
         lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
     encoded = (rows
                | 'BucketBatches' >> beam.ParDo(self._batcher)
-               | 'Encode' >> RunInference(self._encode)
-               | 'Results' >> beam.FlatMap(lambda results: results))
+               | 'Encode' >> RunInference(
+                   self._encode.with_no_batching(),
+                   model_identifier=self._encode.model_identifier()))
     if self._long_documents != 'chunk':
       # No GroupByKey in the default path: the whole graph fuses into one
       # stage and streams, so memory stays flat as the corpus grows (a

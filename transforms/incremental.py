@@ -1,16 +1,14 @@
 """Scheduled re-embedding: carry unchanged documents' embeddings forward.
 
-A document whose id, content hash and model fingerprint match a record of
-the previous run's output keeps that record's embedding and skips the
-encoder; new and changed documents are embedded; previous records whose id
+A document whose id, content hash and model fingerprint (transforms/spec.py)
+match a record of the previous run's output keeps that record's embedding
+and skips the encoder; new and changed documents are embedded; previous records whose id
 is gone from the corpus are dropped (and counted).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Iterable, NamedTuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -20,20 +18,6 @@ from transforms import bigquery
 from transforms.elements import Document, EmbeddedDocument
 
 _NAMESPACE = 'incremental'
-
-
-def model_fingerprint(preprocessor: str, encoder: str, pooling: str,
-                      max_seq_length: int, normalize: bool,
-                      long_documents: str, chunk_stride: Optional[int],
-                      precision: str) -> str:
-  """What, besides the text, decides an embedding. A run with any of these
-  changed must not reuse the previous run's vectors."""
-  settings = dict(preprocessor=preprocessor, encoder=encoder,
-                  pooling=pooling, max_seq_length=max_seq_length,
-                  normalize=bool(normalize), long_documents=long_documents,
-                  chunk_stride=chunk_stride, precision=precision)
-  return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
-                        ).hexdigest()[:32]
 
 
 class PreviousRecord(NamedTuple):
