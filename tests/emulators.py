@@ -270,3 +270,19 @@ def patch_beam_bigquery(emulators: Emulators):
       setattr(owner, name, value)
 
   return undo
+
+
+def upload_folder(local: str, remote: str) -> list[str]:
+  """Copies a local folder to remote (gs://...) through Beam's FileSystems,
+  as `gsutil cp -r` would; returns the object paths."""
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.io.filesystems import FileSystems
+  written = []
+  for folder, _, files in os.walk(local):
+    for name in files:
+      path = os.path.join(folder, name)
+      target = remote.rstrip('/') + '/' + os.path.relpath(path, local)
+      with open(path, 'rb') as src, FileSystems.create(target) as out:
+        shutil.copyfileobj(src, out)
+      written.append(target)
+  return written
