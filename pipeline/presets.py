@@ -94,7 +94,7 @@ def saved_model_identity(folder: str) -> str:
   check_saved_model(folder)
   fingerprint = FileSystems.join(folder, identity.FINGERPRINT_FILE)
   if FileSystems.exists(fingerprint):
-    return identity.singleprint(_read(fingerprint))
+    return identity.singleprint(_read(fingerprint), with_checksum=True)
   parts = [FileSystems.join(folder, 'saved_model.pb'),
            FileSystems.join(folder, 'variables', 'variables.index')]
   return identity.files_digest([_read(p) for p in parts

@@ -286,3 +286,9 @@ def upload_folder(local: str, remote: str) -> list[str]:
         shutil.copyfileobj(src, out)
       written.append(target)
   return written
+
+
+def upload_bytes(data: bytes, remote: str) -> None:
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  with FileSystems.create(remote) as out:
+    out.write(data)

@@ -145,7 +145,7 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
       # The pair's identity by content (tfmodels/identity.py): equal for the
       # same model exported anywhere, new for new weights or tokenizer
       # settings in the same folder.
-      'digest': saved_pair_digest(out_dir),
+      'digest': export_digest(out_dir, hf_dir, tokenizer_info),
       'model_type': config.get('model_type', 'bert'),
       **tokenizer_info,
       'hidden_size': enc_config.hidden_size,
@@ -163,15 +163,20 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
   return manifest
 
 
-def saved_pair_digest(out_dir: str) -> str:
-  """The identity of the exported pair in out_dir, from the fingerprints
-  TensorFlow wrote while saving."""
+def export_digest(out_dir: str, hf_dir: str, tokenizer_info: dict) -> str:
+  """The identity of the pair exported to out_dir (tfmodels/identity.py):
+  the fingerprints TensorFlow wrote while saving, the source files and the
+  tokenizer settings. The same for the same model exported anywhere."""
   prints = []
   for part in (PREPROCESSOR_DIR, ENCODER_DIR):
     with open(os.path.join(out_dir, part, identity.FINGERPRINT_FILE),
               'rb') as f:
       prints.append(identity.singleprint(f.read()))
-  return identity.pair_digest(*prints)
+  sources = {name: identity.file_digest(os.path.join(hf_dir, name))
+             for name in hf.MODEL_FILES
+             if os.path.exists(os.path.join(hf_dir, name))}
+  return identity.export_digest(prints, sources,
+                                dict(tokenizer_info, format=FORMAT))
 
 
 def read_manifest(out_dir: str) -> dict:

@@ -15,6 +15,12 @@ class ModelFilesError(ValueError):
   """A Hugging Face model folder is missing a file or has a bad one."""
 
 
+# Every file the exporters read, for the export's content digest.
+MODEL_FILES = ('config.json', 'model.safetensors', 'pytorch_model.bin',
+               'vocab.txt', 'tokenizer_config.json', 'vocab.json',
+               'merges.txt', 'tokenizer.json')
+
+
 def read_config(model_dir: str) -> dict:
   path = os.path.join(model_dir, 'config.json')
   if not os.path.exists(path):

@@ -5,28 +5,59 @@ the same, so the identity must not depend on the folder a model was exported
 to or copied into, and must change when new weights or another tokenizer
 setting are exported into the same folder. TensorFlow writes `fingerprint.pb`
 next to every SavedModel: hashes of the graph's program, its signatures, its
-object graph and its checkpoint. Its `saved_model_checksum` and `uuid` are
-left out: they differ between two exports of the same model in one process
-(function names carry a process-wide counter), which the program hash
-normalises away.
+object graph and its checkpoint. Those hashes alone are not enough: the
+program hash leaves out constants, so two preprocessors that differ only in
+a tokenizer setting held in a constant (measured: --special_tokens_in_text)
+print the same. Hence:
+
+- exports of this project record a digest of the TensorFlow hashes, the
+  Hugging Face files they were made from and the tokenizer settings
+  (`export_digest`); `saved_model_checksum` (the hash of saved_model.pb) is
+  left out there, because it differs between two exports of the same model
+  in one process (function names carry a process-wide counter);
+- any other SavedModel folder is identified by its TensorFlow hashes and its
+  `saved_model_checksum`: the same files anywhere give the same identity,
+  and any change to the graph file gives another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 FINGERPRINT_FILE = 'fingerprint.pb'
 
 
-def singleprint(fingerprint_pb: bytes) -> str:
-  """The content hashes of one SavedModel, from its fingerprint.pb bytes."""
+def singleprint(fingerprint_pb: bytes, with_checksum: bool = False) -> str:
+  """The content hashes of one SavedModel, from its fingerprint.pb bytes;
+  with_checksum adds the hash of its saved_model.pb."""
   # pylint: disable=import-outside-toplevel
   from tensorflow.core.protobuf import fingerprint_pb2
   f = fingerprint_pb2.FingerprintDef.FromString(fingerprint_pb)
   if not f.graph_def_program_hash:
     raise ValueError('fingerprint.pb holds no graph hash')
-  return (f'{f.graph_def_program_hash}/{f.signature_def_hash}/'
-          f'{f.saved_object_graph_hash}/{f.checkpoint_hash}')
+  hashes = [f.graph_def_program_hash, f.signature_def_hash,
+            f.saved_object_graph_hash, f.checkpoint_hash]
+  if with_checksum:
+    hashes.append(f.saved_model_checksum)
+  return '/'.join(str(h) for h in hashes)
+
+
+def file_digest(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def export_digest(saved_model_prints: list[str], source_files: dict,
+                  settings: dict) -> str:
+  """An export's identity: its SavedModels' hashes, the digests of the
+  files it was converted from (name -> sha256) and its tokenizer settings."""
+  key = json.dumps([saved_model_prints, source_files, settings],
+                   sort_keys=True)
+  return 'export:' + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def files_digest(contents: list[bytes]) -> str:

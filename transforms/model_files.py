@@ -1,12 +1,13 @@
 """Model folders wherever Beam's FileSystems reach, loadable by TensorFlow.
 
-TensorFlow opens local paths itself, and `gs://` only where the optional
-tensorflow-io-gcs-filesystem plugin is installed (TensorFlow 2.21 does not
-pull it in; its GCS client would also ignore STORAGE_EMULATOR_HOST). Beam's
-FileSystems read `gs://` with google-cloud-storage, which every worker has.
-So a model folder on a scheme TensorFlow cannot read is copied through
-FileSystems into a local folder, once per worker process, and loaded from
-there. TF Hub URLs go to `hub.load` as they are.
+Every other path of the job (inputs, outputs, --previous, export.json) goes
+through Beam's FileSystems, with Beam's credentials and endpoints. TensorFlow
+has its own GCS client, which does not: in TensorFlow 2.21 `hub.load` of a
+gs:// folder calls www.googleapis.com directly, ignoring
+STORAGE_EMULATOR_HOST (seen here). So a model folder given by a URI scheme
+(gs://, ...) is copied through FileSystems into a local folder, once per
+worker process, and loaded from there; local folders and TF Hub URLs go to
+`hub.load` as they are.
 """
 
 from __future__ import annotations
@@ -26,25 +27,6 @@ _LOCK = threading.Lock()
 
 def is_url(handle: str) -> bool:
   return handle.startswith(('http://', 'https://'))
-
-
-def _scheme(handle: str) -> str:
-  return handle.split('://', 1)[0] if '://' in handle else ''
-
-
-def tensorflow_reads(handle: str) -> bool:
-  """Whether TensorFlow's own file system layer opens this path."""
-  scheme = _scheme(handle)
-  if not scheme or scheme == 'file':
-    return True
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  try:
-    tf.io.gfile.exists(handle)
-  except tf.errors.UnimplementedError:
-    return False
-  except Exception:  # pylint: disable=broad-except
-    return True  # registered, but failing for another reason: let TF say so
-  return True
 
 
 def list_files(folder: str) -> list[str]:
@@ -81,7 +63,7 @@ def _local_copy(handle: str) -> str:
 def loadable(handle: str) -> str:
   """A handle TensorFlow can load: the handle itself, or a local copy of it
   made once per process."""
-  if is_url(handle) or tensorflow_reads(handle):
+  if is_url(handle) or '://' not in handle or handle.startswith('file://'):
     return handle
   with _LOCK:
     return _local_copy(handle)
