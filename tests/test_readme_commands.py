@@ -1,0 +1,201 @@
+"""Every shell command in the README's ```bash blocks, run as written.
+
+Each command runs in a subprocess, in a scratch working folder that holds
+what the README assumes is there (`.venv` and the packages, linked from this
+checkout; `corpus/`, `docs.jsonl`). Placeholders (MY_PROJECT, MY_BUCKET,
+HF_DIR) are filled in. The swaps, each named where it is made:
+- `roberta-large`: a folder of Hugging Face files for roberta-large cannot
+  be fetched here; the small RoBERTa that the tests build stands in, under
+  the README's folder name;
+- tfhub.dev cannot be reached: the TF Hub command is run and must fail with
+  the job's clear offline message (exit 2);
+- Cloud Storage and BigQuery are the local emulators (tests/emulators.py);
+- the Dataflow commands are run by tests/test_dataflow_graph.py (dry run)
+  and tests/test_rehearsal.py (PortableRunner), which name their swaps.
+Commands that cannot run here at all (docker, gcloud) are listed in
+NOT_RUN_HERE with the reason, and the README says so next to them; a README
+command that is in neither list fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests import corpora
+from tests import readme
+
+ROOT = corpora.ROOT
+NOT_RUN_HERE = {
+    ('docker', 'build'): 'no Docker engine on this machine',
+    ('docker', 'push'): 'no Docker engine or registry access',
+    ('gcloud', 'dataflow'): 'Google Cloud is not reachable',
+    ('gcloud', 'scheduler'): 'Google Cloud is not reachable',
+}
+RUN_ELSEWHERE = {
+    ('./run_tests.sh',): '.ci/run (CI) runs it',
+    ('python', '-m', 'pipeline.run', '--runner', 'DataflowRunner'):
+        'tests/test_dataflow_graph.py and tests/test_rehearsal.py',
+}
+RUN_HERE = [
+    ('./run_local.sh',),
+    ('.venv/bin/python', '-m', 'pipeline.run'),
+    ('.venv/bin/python', '-m', 'pipeline.export_model'),
+]
+
+
+def _kind(argv):
+  for table in (NOT_RUN_HERE, RUN_ELSEWHERE):
+    for prefix in table:
+      if tuple(argv[:len(prefix)]) == prefix:
+        return table
+  for prefix in RUN_HERE:
+    if tuple(argv[:len(prefix)]) == prefix:
+      return RUN_HERE
+  return None
+
+
+def test_every_readme_command_is_accounted_for():
+  with open(readme.README, encoding='utf-8') as f:
+    text = f.read()
+  for argv in readme.read().commands:
+    kind = _kind(argv)
+    assert kind is not None, f'README command run by no test: {argv}'
+  for prefix in NOT_RUN_HERE:
+    # The README marks what this project cannot run.
+    assert ' '.join(prefix) in text
+  assert text.count('not run here') >= 3
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory, minilm_export, minilm_hf_dir, roberta_hf_dir):
+  work = tmp_path_factory.mktemp('readme')
+  for name in ('.venv', 'pipeline', 'transforms', 'tfmodels', 'data'):
+    os.symlink(os.path.join(ROOT, name), work / name)
+  # The swap for roberta-large's Hugging Face files: a small RoBERTa.
+  os.symlink(roberta_hf_dir, work / 'roberta-large')
+  (work / 'corpus').mkdir()
+  docs = corpora.sample_docs(24)
+  corpora.write_jsonl(str(work / 'corpus' / 'a.jsonl'), docs[:12], bad=False)
+  corpora.write_jsonl(str(work / 'corpus' / 'b.jsonl'), docs[12:], bad=False)
+  corpora.write_jsonl(str(work / 'docs.jsonl'), docs, bad=False)
+  # --model minilm-l6 converts into $XDG_CACHE_HOME on first use: give it
+  # the session's conversion instead of converting again.
+  cache = work / 'xdg' / 'beam-text-embed' / 'models'
+  cache.mkdir(parents=True)
+  os.symlink(minilm_export, cache / 'minilm-l6')
+  env = dict(os.environ, XDG_CACHE_HOME=str(work / 'xdg'),
+             TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1')
+  env.pop('PYTHONPATH', None)
+  return work, env, minilm_hf_dir, roberta_hf_dir, len(docs)
+
+
+def _run(argv, work, env, timeout=600):
+  proc = subprocess.run(argv, cwd=work, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+  return proc
+
+
+def _summary(proc) -> dict:
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_running_the_job(workdir):
+  work, env, _, _, n = workdir
+  proc = _run(readme.command('pipeline.run', 'corpus/*.jsonl',
+                             'out/embeddings'), work, env)
+  summary = _summary(proc)
+  assert summary['documents_embedded'] == n and summary['reconciled']
+  assert len(corpora.read_output(str(work / 'out' / 'embeddings'))) == n
+
+
+def test_tf_hub_command_fails_clearly_offline(workdir):
+  work, env, _, _, _ = workdir
+  proc = _run(readme.command('pipeline.run', '--preprocessor',
+                             'https://tfhub.dev'), work, env)
+  assert proc.returncode == 2
+  assert 'pipeline.run: error: cannot fetch model https://tfhub.dev' in (
+      proc.stderr)
+  assert 'Traceback' not in proc.stderr
+
+
+def test_seed_model_from_hugging_face_files(workdir):
+  work, env, _, _, n = workdir
+  export = readme.command('pipeline.export_model', 'roberta-large')
+  proc = _run(export, work, env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert manifest['tokenizer'] == 'byte-level-bpe'
+  assert manifest['max_seq_length'] == 512
+  summary = _summary(_run(readme.command(
+      'pipeline.run', 'models/roberta-large', 'docs.jsonl'), work, env))
+  assert summary['documents_embedded'] == n
+
+
+def test_converting_other_models(workdir):
+  work, env, minilm_hf_dir, roberta_hf_dir, _ = workdir
+  for argv, hf_dir, tokenizer in (
+      (readme.command('export_model', 'minilm-l6'), None, 'wordpiece'),
+      (readme.command('export_model', 'HF_DIR', 'models/x'), minilm_hf_dir,
+       'wordpiece'),
+      (readme.command('export_model', 'HF_DIR', 'models/y'), roberta_hf_dir,
+       'byte-level-bpe')):
+    if hf_dir:
+      argv = readme.fill(argv, HF_DIR=hf_dir)
+    proc = _run(argv, work, env)
+    assert proc.returncode == 0, (argv, proc.stderr[-3000:])
+    manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert manifest['tokenizer'] == tokenizer
+    out = argv[argv.index('--out') + 1]
+    assert os.path.exists(work / out / 'encoder' / 'saved_model.pb')
+
+
+def test_scheduled_re_embedding(workdir):
+  work, env, _, _, n = workdir
+  if not os.path.exists(work / 'models' / 'minilm-l6'):
+    # Made by the README's conversion command (test_converting_other_models).
+    assert _run(readme.command('export_model', 'minilm-l6'), work,
+                env).returncode == 0
+  nightly = readme.command('pipeline.run', '--previous')
+  previous = nightly[nightly.index('--previous') + 1]
+  # The first night: the same command without --previous, to that output.
+  first = readme.drop_flags(nightly, '--previous', '--output') + [
+      '--output', previous]
+  _summary(_run(first, work, env))
+  summary = _summary(_run(nightly, work, env))
+  assert (summary['documents_reused'], summary['documents_embedded']) == (
+      n, 0)
+
+
+def test_run_local_and_reading_the_output_back(workdir):
+  """./run_local.sh from the README's first block, with the flags of its
+  example, then the README's Python snippet that reads the output back."""
+  _, env, _, _, _ = workdir
+  proc = subprocess.run(['./run_local.sh', '--normalize'], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads([line for line in proc.stdout.splitlines()
+                        if line.startswith('{')][-1])
+  assert summary['documents_read'] == 2653 and summary['reconciled']
+  assert 'summary' in proc.stdout and 'padding efficiency' in proc.stdout
+  with open(readme.README, encoding='utf-8') as f:
+    snippet = f.read().split('Reading the output back:\n\n```python\n')[1]
+  snippet = snippet.split('```')[0] + (
+      '\nimport json\nprint(json.dumps({"n": len(ids), "shape": '
+      'list(vectors.shape), "norm": float(np.linalg.norm(vectors[0]))}))\n')
+  proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'python'), '-c',
+                         snippet], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert got['n'] == 2653 and got['shape'] == [2653, 384]
+  assert abs(got['norm'] - 1) < 1e-5  # --normalize took effect
+  offline = subprocess.run(['./run_local.sh', '--model', 'roberta-large'],
+                           cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+  assert offline.returncode == 2
+  assert 'cannot fetch model' in offline.stderr
