@@ -7,10 +7,11 @@ BigQuery FILE_LOADS works end to end. Google's clients find them through
 STORAGE_EMULATOR_HOST and BIGQUERY_EMULATOR_HOST; a fake authorized_user
 credentials file and a dead metadata host keep them offline.
 
-Beam's own BigQuery clients need test-only patches (`patch_beam_bigquery`),
-because they have no endpoint options and the emulator lacks three details
-of the real service. The patches hold in this process only, so BigQuery
-pipelines in the tests run in-process.
+Beam's own BigQuery clients need test-only patches
+(tests/worker_site/sitecustomize.py), because they have no endpoint options
+and the emulator lacks three details of the real service. This process gets
+them from `patch_beam_bigquery`; worker processes of another environment
+get them from that folder on their PYTHONPATH (`worker_env`).
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ class Emulators:
     wait_ready(lambda: tcp_open(self.grpc_port), proc, 'bqemulator gRPC', log)
     self.env['BIGQUERY_EMULATOR_HOST'] = rest
 
+  @property
+  def grpc_endpoint(self) -> str:
+    return f'127.0.0.1:{self.grpc_port}'
+
   def stop(self) -> None:
     for proc in reversed(self.procs):
       if proc.poll() is None:
@@ -193,83 +198,35 @@ def environment(env: dict):
         os.environ[k] = v
 
 
+WORKER_SITE = os.path.join(ROOT, 'tests', 'worker_site')
+
+
+def _worker_site():
+  """tests/worker_site/sitecustomize.py as a module (it is not a package)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(
+      'bq_emulator_patches', os.path.join(WORKER_SITE, 'sitecustomize.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def patch_beam_bigquery(emulators: Emulators):
-  """Test-only patches of Beam's BigQuery clients; returns an undo function.
+  """Test-only patches of Beam's BigQuery clients in this process (see
+  tests/worker_site/sitecustomize.py); returns an undo function."""
+  return _worker_site().patch_beam_bigquery(
+      emulators.env['BIGQUERY_EMULATOR_HOST'], emulators.grpc_endpoint)
 
-  1. Beam's apitools client (datasets, tables, jobs) has no endpoint option:
-     its BASE_URL points at the emulator.
-  2. DIRECT_READ builds BigQueryReadClient() without arguments: it gets an
-     insecure gRPC channel to the emulator.
-  3. After a DIRECT_READ, Beam lists datasets filtered by a temporary label
-     and deletes what comes back; the emulator ignores the filter, so without
-     this the cleanup deletes every dataset of the project. Filter here.
-  4. Query reads ask for a destination table, which the emulator ignores:
-     such jobs become CREATE TABLE <destination> AS <query>.
-  """
-  # pylint: disable=import-outside-toplevel,protected-access
-  import grpc
-  from apache_beam.io.gcp import bigquery as beam_bigquery
-  from apache_beam.io.gcp import bigquery_tools
-  from apache_beam.io.gcp.internal.clients import bigquery as apitools
-  from google.cloud import bigquery_storage_v1
-  from google.cloud.bigquery_storage_v1.services.big_query_read import (
-      transports)
 
-  wrapper = bigquery_tools.BigQueryWrapper
-  saved = [(apitools.BigqueryV2, 'BASE_URL', apitools.BigqueryV2.BASE_URL),
-           (beam_bigquery.bq_storage, 'BigQueryReadClient',
-            beam_bigquery.bq_storage.BigQueryReadClient),
-           (wrapper, '_clean_up_beam_labelled_temporary_datasets',
-            wrapper._clean_up_beam_labelled_temporary_datasets),
-           (wrapper, '_start_query_job', wrapper._start_query_job)]
-  apitools.BigqueryV2.BASE_URL = (
-      f'{emulators.env["BIGQUERY_EMULATOR_HOST"]}/bigquery/v2/')
-  endpoint = f'127.0.0.1:{emulators.grpc_port}'
-  # beam's bq_storage is google.cloud.bigquery_storage_v1 itself: keep the
-  # class before replacing it there.
-  read_client_class = bigquery_storage_v1.BigQueryReadClient
-
-  def read_client(*_, **__):
-    return read_client_class(
-        transport=transports.BigQueryReadGrpcTransport(
-            channel=grpc.insecure_channel(endpoint)))
-
-  beam_bigquery.bq_storage.BigQueryReadClient = read_client
-  original_cleanup = saved[2][2]
-
-  def cleanup(self, project_id, dataset_id=None, table_id=None, labels=None):
-    if labels is None or self.is_user_configured_dataset():
-      return original_cleanup(self, project_id, dataset_id, table_id, labels)
-    listed = self.client.datasets.List(
-        apitools.BigqueryDatasetsListRequest(projectId=project_id))
-    for d in listed.datasets:
-      have = {p.key: p.value for p in
-              (d.labels.additionalProperties if d.labels else [])}
-      if all(have.get(k) == v for k, v in labels.items()):
-        self._delete_dataset(project_id, d.datasetReference.datasetId, True)
-    return None
-
-  wrapper._clean_up_beam_labelled_temporary_datasets = cleanup
-  original_query = saved[3][2]
-
-  def start_query_job(self, project_id, query, use_legacy_sql,
-                      flatten_results, job_id, priority, dry_run=False,
-                      kms_key=None, job_labels=None):
-    if not dry_run and not use_legacy_sql:
-      t = self._get_temp_table(self._get_temp_table_project(project_id))
-      query = (f'CREATE TABLE `{t.projectId}.{t.datasetId}.{t.tableId}` AS '
-               f'{query}')
-    return original_query(self, project_id, query, use_legacy_sql,
-                          flatten_results, job_id, priority, dry_run, kms_key,
-                          job_labels)
-
-  wrapper._start_query_job = start_query_job
-
-  def undo():
-    for owner, name, value in saved:
-      setattr(owner, name, value)
-
-  return undo
+def worker_env(emulators: Emulators) -> dict:
+  """Environment for processes of other Python environments (the EXTERNAL
+  worker pool and its SDK workers) that must reach the emulators: their
+  endpoints, credentials and project, and the BigQuery patches through
+  sitecustomize."""
+  env = dict(emulators.env, PYTHONPATH=WORKER_SITE, BQ_EMULATOR_TRACE='1')
+  if emulators.bigquery:
+    env['BQ_EMULATOR_GRPC'] = emulators.grpc_endpoint
+  return env
 
 
 def upload_folder(local: str, remote: str) -> list[str]:

@@ -54,8 +54,11 @@ def command(*must: str) -> list[str]:
   return found[0]
 
 
-def fill(argv: list[str], **placeholders: str) -> list[str]:
-  """Replaces the README's placeholders (MY_PROJECT, MY_BUCKET, ...)."""
+def fill(argv, **placeholders: str):
+  """Replaces the README's placeholders (MY_PROJECT, MY_BUCKET, ...) in an
+  argv list or a text."""
+  if isinstance(argv, str):
+    return fill([argv], **placeholders)[0]
   out = []
   for arg in argv:
     for name, value in placeholders.items():
