@@ -249,3 +249,31 @@ def upload_bytes(data: bytes, remote: str) -> None:
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
   with FileSystems.create(remote) as out:
     out.write(data)
+
+
+@contextlib.contextmanager
+def running(bigquery: bool = False, datasets=()):
+  """The emulators started, their environment set in this process (and
+  Beam's BigQuery clients patched, with bigquery=True), datasets created;
+  yields (Emulators, a google.cloud.bigquery Client or None)."""
+  why = available()
+  if why:
+    import pytest  # pylint: disable=import-outside-toplevel
+    pytest.fail(why)
+  emu = Emulators(bigquery=bigquery).start()
+  try:
+    with environment(emu.env):
+      if not bigquery:
+        yield emu, None
+        return
+      undo = patch_beam_bigquery(emu)
+      try:
+        from google.cloud import bigquery as bq  # pylint: disable=import-outside-toplevel
+        client = bq.Client(project=PROJECT)
+        for dataset in datasets:
+          client.create_dataset(dataset)
+        yield emu, client
+      finally:
+        undo()
+  finally:
+    emu.stop()

@@ -21,22 +21,8 @@ DATASET = 'ds'
 
 @pytest.fixture(scope='module')
 def cloud():
-  why = emulators.available()
-  if why:
-    pytest.fail(why)
-  emu = emulators.Emulators(bigquery=True).start()
-  try:
-    with emulators.environment(emu.env):
-      undo = emulators.patch_beam_bigquery(emu)
-      try:
-        from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
-        client = bigquery.Client(project=emulators.PROJECT)
-        client.create_dataset(DATASET)
-        yield client
-      finally:
-        undo()
-  finally:
-    emu.stop()
+  with emulators.running(bigquery=True, datasets=[DATASET]) as (_, client):
+    yield client
 
 
 def _summary(capsys, argv) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DebugOptions
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import WorkerOptions
@@ -30,20 +29,12 @@ PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 
 @pytest.fixture(scope='module')
 def gcs(minilm_export):
-  why = emulators.available()
-  if why:
-    pytest.fail(why)
-  emu = emulators.Emulators().start()
-  try:
-    with emulators.environment(emu.env):
-      emulators.upload_folder(minilm_export,
-                              'gs://bucket/models/roberta-large')
-      with FileSystems.create('gs://bucket/corpus/part-0.jsonl') as f:
-        f.write(''.join(json.dumps(d) + '\n'
-                        for d in corpora.sample_docs(4)).encode())
-      yield emu
-  finally:
-    emu.stop()
+  with emulators.running() as (emu, _):
+    emulators.upload_folder(minilm_export, 'gs://bucket/models/roberta-large')
+    emulators.upload_bytes(''.join(json.dumps(d) + '\n' for d in
+                                   corpora.sample_docs(4)).encode(),
+                           'gs://bucket/corpus/part-0.jsonl')
+    yield emu
 
 
 def _dry_run(argv, capsys):

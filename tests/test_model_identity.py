@@ -147,15 +147,8 @@ def test_large_model_one_shared_encoder_tokenize_in_each_process(
 
 @pytest.fixture(scope='module')
 def gcs():
-  why = emulators.available()
-  if why:
-    pytest.fail(why)
-  emu = emulators.Emulators().start()
-  try:
-    with emulators.environment(emu.env):
-      yield emu
-  finally:
-    emu.stop()
+  with emulators.running() as (emu, _):
+    yield emu
 
 
 def test_gs_model_dir_equals_local(gcs, tmp_path, capsys, minilm_export):

@@ -118,33 +118,24 @@ def test_cloud_inputs_and_outputs(workdir, tmp_path):
   """gs:// in, BigQuery out, on the emulators; the command runs in its own
   process, which reaches them through tests/worker_site."""
   work, env, _, _, _ = workdir
-  why = emulators.available()
-  if why:
-    pytest.fail(why)
-  emu = emulators.Emulators(bigquery=True).start()
-  try:
-    with emulators.environment(emu.env):
-      from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
-      client = bigquery.Client(project=emulators.PROJECT)
-      client.create_dataset('embeddings')
-      docs = corpora.sample_docs(12)
-      corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
-      with open(corpus.pattern, 'rb') as f:
-        emulators.upload_bytes(f.read(), 'gs://bucket/corpus/c.jsonl')
-      argv = readme.fill(readme.command('pipeline.run', 'gs://MY_BUCKET',
-                                        '--metadata_fields'),
-                         MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
-      summary = _summary(_run(argv, work, dict(env,
-                                               **emulators.worker_env(emu))))
-      assert summary['documents_embedded'] == len(docs)
-      assert summary['documents_rejected'] == len(corpus.bad_types)
-      rows = [dict(r) for r in client.query(
-          f'SELECT id, source FROM `{emulators.PROJECT}.embeddings.docs`'
-      ).result()]
-      assert sorted((r['id'], r['source']) for r in rows) == sorted(
-          (d['id'], d['source']) for d in docs)
-  finally:
-    emu.stop()
+  with emulators.running(bigquery=True, datasets=['embeddings']) as (
+      emu, client):
+    docs = corpora.sample_docs(12)
+    corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
+    with open(corpus.pattern, 'rb') as f:
+      emulators.upload_bytes(f.read(), 'gs://bucket/corpus/c.jsonl')
+    argv = readme.fill(readme.command('pipeline.run', 'gs://MY_BUCKET',
+                                      '--metadata_fields'),
+                       MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
+    summary = _summary(_run(argv, work,
+                            dict(env, **emulators.worker_env(emu))))
+    assert summary['documents_embedded'] == len(docs)
+    assert summary['documents_rejected'] == len(corpus.bad_types)
+    rows = [dict(r) for r in client.query(
+        f'SELECT id, source FROM `{emulators.PROJECT}.embeddings.docs`'
+    ).result()]
+    assert sorted((r['id'], r['source']) for r in rows) == sorted(
+        (d['id'], d['source']) for d in docs)
 
 
 def test_tf_hub_command_fails_clearly_offline(workdir):

@@ -62,28 +62,13 @@ ENVIRONMENT_FLAGS = {
 
 @pytest.fixture(scope='module')
 def cloud(tmp_path_factory, minilm_export):
-  why = emulators.available()
-  if why:
-    pytest.fail(why)
   worker = portable.worker_python(str(tmp_path_factory.mktemp('dist')))
-  emu = emulators.Emulators(bigquery=True).start()
-  try:
-    with emulators.environment(emu.env):
-      undo = emulators.patch_beam_bigquery(emu)
-      try:
-        from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
-        client = bigquery.Client(project=emulators.PROJECT)
-        client.create_dataset('embeddings')
-        emulators.upload_folder(minilm_export,
-                                'gs://bucket/models/roberta-large')
-        with portable.services(
-            worker, str(tmp_path_factory.mktemp('services')),
-            emulators.worker_env(emu)) as (job, pool, pool_log, _):
-          yield client, portable.runner_flags(job, pool), pool_log
-      finally:
-        undo()
-  finally:
-    emu.stop()
+  with emulators.running(bigquery=True, datasets=['embeddings']) as (
+      emu, client):
+    emulators.upload_folder(minilm_export, 'gs://bucket/models/roberta-large')
+    with portable.services(worker, str(tmp_path_factory.mktemp('services')),
+                           emulators.worker_env(emu)) as (job, pool, log, _):
+      yield client, portable.runner_flags(job, pool), log
 
 
 def _upload_corpus(tmp_path, docs, name) -> list[str]:

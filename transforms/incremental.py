@@ -2,8 +2,8 @@
 
 A document whose id, content hash and model fingerprint (transforms/spec.py)
 match a record of the previous run's output keeps that record's embedding
-and skips the encoder; new and changed documents are embedded; previous records whose id
-is gone from the corpus are dropped (and counted).
+and skips the encoder; new and changed documents are embedded; previous
+records whose id is gone from the corpus are dropped (and counted).
 """
 
 from __future__ import annotations

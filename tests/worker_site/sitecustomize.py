@@ -9,9 +9,9 @@ the installed sdist.
 
 As sitecustomize, it does nothing unless BQ_EMULATOR_GRPC (host:port of
 bqemulator's gRPC Storage Read API) and BIGQUERY_EMULATOR_HOST (its REST base
-URL) are set. Imports nothing heavy at start-up: the patches are applied right after
-`apache_beam.io.gcp.bigquery` is first imported (an import hook), so Python
-processes that never touch BigQuery (pip, the pool itself) pay nothing.
+URL) are set. It imports nothing heavy at start-up: the patches are applied
+right after `apache_beam.io.gcp.bigquery` is first imported (an import
+hook), so processes that never touch BigQuery (pip, the pool) pay nothing.
 BQ_EMULATOR_TRACE=1 logs, with the process id, each load job and read
 client, so a test can tell which process did the BigQuery work.
 """
