@@ -7,6 +7,7 @@ Used by tests/test_portable.py and tests/test_rehearsal.py.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -55,7 +56,15 @@ def worker_python(dist: str) -> str:
   """Builds the sdist and installs it, with the dependencies setup.py
   declares (versions constrained by the lock), into the worker-only
   environment. Dependencies are kept between runs by a stamp of the
-  requirement files; the project itself is always reinstalled."""
+  requirement files; the project itself is always reinstalled. Test
+  processes running side by side (pytest-xdist) take turns (a file lock)."""
+  os.makedirs(os.path.dirname(VENV), exist_ok=True)
+  with open(VENV + '.lock', 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return _install(dist)
+
+
+def _install(dist: str) -> str:
   subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir',
                   dist], cwd=ROOT, check=True, capture_output=True)
   [sdist] = [os.path.join(dist, f) for f in os.listdir(dist)]
