@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import presets
@@ -18,6 +20,20 @@ def _bool(value: str) -> bool:
   if value.lower() in ('false', '0', 'no'):
     return False
   raise ValueError(f'expected true or false, got {value!r}')
+
+
+def token_budget(value: str):
+  """--max_batch_tokens: 'auto' or a positive number of tokens."""
+  if str(value).strip().lower() == 'auto':
+    return 'auto'
+  try:
+    tokens = int(value)
+  except ValueError:
+    tokens = 0
+  if tokens < 1:
+    raise argparse.ArgumentTypeError(
+        f'expected a positive number of tokens or auto, got {value!r}')
+  return tokens
 
 
 # On/off flags also take =true / =false: Flex Templates and schedulers pass
@@ -152,10 +168,13 @@ class EmbedOptions(PipelineOptions):
 
     batching = parser.add_argument_group('batching')
     batching.add_argument(
-        '--max_batch_tokens', type=int, default=8192,
-        help='Padded tokens per encoder batch (rows x bucket length). '
+        '--max_batch_tokens', type=token_budget, default='auto',
+        help='Padded tokens per encoder call (rows x bucket length), or auto: '
+        'estimated where the encoder runs from the device (8192 on CPUs; on '
+        'a GPU from its memory and the model\'s size and precision) and '
+        'lowered per length bucket whenever the device runs out of memory. '
         'Documents are sorted by length within --sort_window and batched in '
-        'length buckets, so little of this is padding. Default: 8192.')
+        'length buckets, so little of this is padding. Default: auto.')
     batching.add_argument('--batch_size', type=int, default=256,
                           help='Most documents per batch (default: 256).')
     batching.add_argument(

@@ -33,11 +33,11 @@ from pipeline.options import EmbedOptions
 from tfmodels.devices import configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import bigquery
+from transforms import embed as embed_lib
 from transforms import read as read_lib
 from transforms import write as write_lib
 from transforms.dedup import HandleDuplicateIds
 from transforms.elements import DeadLetter
-from transforms.embed import EmbedDocuments
 from transforms.incremental import CarryForward
 from transforms.spec import EmbeddingSpec
 from transforms.write import WriteDeadLetters, WriteEmbeddings
@@ -101,7 +101,7 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   if options.previous:
     to_embed, reused = read_ok | 'CarryForward' >> CarryForward(
         options.previous, fingerprint)
-  results = to_embed | 'Embed' >> EmbedDocuments(
+  results = to_embed | 'Embed' >> embed_lib.EmbedDocuments(
       spec, model.preprocessor, model.encoder,
       max_batch_tokens=options.max_batch_tokens,
       batch_size=options.batch_size, sort_window=options.sort_window,
@@ -128,16 +128,33 @@ def _counter(result, namespace: str, name: str) -> int:
   return int(sum(c.committed or 0 for c in found))
 
 
-def _bucket_batches(result) -> dict:
+def _by_prefix(result, prefix: str, kind: str = 'counters') -> dict:
+  """The embed step's per-bucket or per-shape metrics: {suffix: metric}."""
   found = result.metrics().query(
-      MetricsFilter().with_namespace('embed'))['counters']
+      MetricsFilter().with_namespace('embed'))[kind]
+  return {m.key.metric.name[len(prefix):]: m.committed for m in found
+          if m.key.metric.name.startswith(prefix) and m.committed}
+
+
+def _bucket_batches(result) -> dict:
   out = {}
-  for c in found:
-    name = c.key.metric.name
-    if name.startswith('batches_len_') and c.committed:
-      length = str(int(name[len('batches_len_'):]))
-      out[length] = out.get(length, 0) + int(c.committed)
+  for length, count in _by_prefix(result, embed_lib.BATCHES_PREFIX).items():
+    out[str(int(length))] = out.get(str(int(length)), 0) + int(count)
   return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
+def _token_budgets(result) -> dict:
+  """Per bucket, the budget in force at the end: the lowest any worker
+  used (budgets only go down)."""
+  found = _by_prefix(result, embed_lib.BUDGET_PREFIX, 'distributions')
+  return {str(int(length)): int(d.min) for length, d in
+          sorted(found.items(), key=lambda kv: int(kv[0])) if d.count}
+
+
+def _encoder_shapes(result) -> list[str]:
+  """The distinct rows x length shapes the encoder was called with."""
+  return sorted(_by_prefix(result, embed_lib.SHAPE_PREFIX),
+                key=lambda s: tuple(int(x) for x in s.split('x'))[::-1])
 
 
 def _shown(prefix: str, suffix: str) -> str:
@@ -171,7 +188,11 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
       'batches': _counter(result, 'embed', 'batches'),
       'batches_retried_one_by_one': _counter(result, 'embed',
                                              'batches_retried_one_by_one'),
+      'batches_split_oom': _counter(result, 'embed', 'batches_split_oom'),
       'batches_per_bucket': _bucket_batches(result),
+      'encoder_shapes': len(_encoder_shapes(result)),
+      'encoder_shape_list': _encoder_shapes(result),
+      'token_budgets': _token_budgets(result),
       'encoder_seconds': round(
           _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),
       'seconds': round(seconds, 2),
@@ -223,7 +244,7 @@ def check_accelerator_flags(options: PipelineOptions) -> None:
 def check_batching_flags(options: EmbedOptions) -> None:
   if options.max_seq_length < 8:
     raise ValueError('--max_seq_length must be at least 8')
-  for flag in ('max_batch_tokens', 'batch_size', 'sort_window'):
+  for flag in ('batch_size', 'sort_window'):
     if getattr(options, flag) < 1:
       raise ValueError(f'--{flag} must be positive')
   if options.chunk_stride is not None and options.chunk_stride < 1:

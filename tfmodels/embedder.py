@@ -6,11 +6,14 @@ and notebooks all call this same object.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from tfmodels.budget import Device, ModelShape, find_device
 
 POOLINGS = ('mean', 'pooled', 'cls')
 
@@ -181,6 +184,30 @@ class EmbeddingModel:
   def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
     """Token ids of each text (no special tokens), as int32 arrays."""
     return self._tokenizer.tokenize(texts)
+
+  @functools.lru_cache(maxsize=1)
+  def shape(self) -> ModelShape:
+    """Sizes that decide the encoder's memory, from the encoder itself: its
+    variables, and one call on 8 tokens for the hidden size and the number of
+    layers. The interface does not expose heads and the feed-forward size;
+    BERT's ratios (H/64 heads, 4 H) are assumed."""
+    tf = self._tf
+    ones = tf.ones([1, 8], tf.int32)
+    outputs = self.encoder({'input_word_ids': ones, 'input_mask': ones,
+                            'input_type_ids': tf.zeros_like(ones)})
+    hidden = int(outputs['sequence_output'].shape[-1])
+    layers = len(outputs.get('encoder_outputs') or [None])
+    parameters = sum(int(v.shape.num_elements())
+                     for v in getattr(self.encoder, 'variables', ()))
+    return ModelShape(hidden_size=hidden, num_layers=layers,
+                      num_heads=max(1, hidden // 64),
+                      intermediate_size=4 * hidden, parameters=parameters)
+
+  @functools.lru_cache(maxsize=1)
+  def device(self) -> Device:
+    """Where this process runs the encoder (a GPU and its memory, or the
+    CPU): the process that holds the model, also when it is shared."""
+    return find_device()
 
   def encode(self, segments: Sequence[Sequence[np.ndarray]],
              seq_length: int,

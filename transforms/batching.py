@@ -11,8 +11,9 @@ memory: however large the corpus, at most `window` rows wait here.
 from __future__ import annotations
 
 import bisect
+import threading
 import uuid
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -52,6 +53,61 @@ def padded_batch_rows(n: int, limit: int) -> int:
   most 8 sizes per bucket for at most 1/8 of a full batch of padding."""
   step = max(1, limit // 8)
   return min(limit, -(-n // step) * step)
+
+
+def computed_rows(n: int, limit: int, *, fixed: bool) -> int:
+  """Rows the encoder computes for n rows under a limit of `limit` rows:
+  with fixed (XLA, which compiles one program per input shape), always the
+  limit, so each bucket has one shape; else padded_batch_rows."""
+  return limit if fixed else padded_batch_rows(n, limit)
+
+
+def split_rows(rows: Sequence, limit: int) -> list[Sequence]:
+  """Consecutive pieces of at most `limit` rows (rows are length-sorted, so
+  each piece stays as tight as the batch was)."""
+  return [rows[i:i + limit] for i in range(0, len(rows), max(1, limit))]
+
+
+class RowBudgets:
+  """Padded tokens per encoder call, per length bucket, lowered for good when
+  the device runs out of memory.
+
+  One object per process and model, shared by the threads that encode, so
+  that one out-of-memory error teaches every later batch. A failure at
+  rows x L halves bucket L's budget and caps every longer bucket at the
+  same token count (a token of a longer row needs no less memory), so a
+  wrong first estimate costs a few failed calls in all, not a few per
+  bucket. Budgets are whole rows, at least one.
+  """
+
+  def __init__(self, initial: Callable[[int], int]):
+    self._initial = initial  # seq_length -> starting token budget
+    self._lowered: dict[int, int] = {}
+    self._cache: dict[int, int] = {}
+    self._lock = threading.Lock()
+
+  def tokens(self, seq_length: int) -> int:
+    with self._lock:
+      if seq_length not in self._cache:
+        caps = [t for length, t in self._lowered.items()
+                if length <= seq_length]
+        tokens = min([self._initial(seq_length)] + caps)
+        self._cache[seq_length] = max(1, tokens // seq_length) * seq_length
+      return self._cache[seq_length]
+
+  def rows(self, seq_length: int) -> int:
+    return self.tokens(seq_length) // seq_length
+
+  def lower(self, seq_length: int, failed_rows: int) -> int:
+    """After running out of memory at failed_rows x seq_length: the rows
+    now allowed at that length (half, at least one)."""
+    rows = max(1, failed_rows // 2)
+    with self._lock:
+      self._lowered[seq_length] = min(
+          self._lowered.get(seq_length, rows * seq_length),
+          rows * seq_length)
+      self._cache.clear()
+    return self.rows(seq_length)
 
 
 def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],

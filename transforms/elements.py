@@ -56,7 +56,9 @@ class EncoderBatch:
   one encoder call (RunInference takes it pre-batched)."""
   seq_length: int
   rows: tuple
-  full_rows: int  # rows of a full batch of this length (for padding rows)
+  # Rows of a full batch of this length under the planning budget (the
+  # encode step may cut a batch smaller, to its device's budget).
+  full_rows: int
 
   def __len__(self) -> int:
     return len(self.rows)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from typing import Iterable, Optional, Sequence, Union
 
@@ -34,6 +35,10 @@ from transforms.elements import (ChunkEmbedding, DeadLetter, Document,
 from transforms.spec import EmbeddingSpec
 
 _NAMESPACE = 'embed'
+# Per-bucket and per-shape metric names (the summary reads them back).
+BATCHES_PREFIX = 'batches_len_'
+SHAPE_PREFIX = 'encoder_shape_'
+BUDGET_PREFIX = 'token_budget_len_'
 Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 
 
@@ -72,20 +77,43 @@ def _error(exc: Exception) -> tuple[str, str]:
   return f'embed_error:{type(exc).__name__}', str(exc)
 
 
-def _retry_one_by_one(items: Sequence, run, fail, retried_counter):
+def _retry_one_by_one(items: Sequence, run, fail, retried_counter,
+                      passes=lambda exc: False):
   """run(items) -> results; if the whole call fails, each item alone, and
   fail(item, exc) for those that still fail: one bad document must not take
-  its batch down."""
+  its batch down. Errors that passes(exc) accepts are raised instead (out of
+  memory: retrying one by one would be the slowest way to recover)."""
   try:
     return run(items)
   except Exception as exc:  # pylint: disable=broad-except
+    if passes(exc):
+      raise
     if len(items) == 1:
       return [fail(items[0], exc)]
     logging.warning('Batch of %d failed; retrying one by one', len(items),
                     exc_info=True)
     retried_counter.inc()
-    return [_retry_one_by_one([item], run, fail, retried_counter)[0]
+    return [_retry_one_by_one([item], run, fail, retried_counter,
+                              passes)[0]
             for item in items]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+  from tfmodels.budget import is_out_of_memory  # pylint: disable=import-outside-toplevel
+  return is_out_of_memory(exc)
+
+
+_BUDGETS: dict = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def _process_budgets(key: str, make) -> batching.RowBudgets:
+  """One RowBudgets per process and model: what one batch learns about the
+  device's memory holds for every later batch of the worker."""
+  with _BUDGETS_LOCK:
+    if key not in _BUDGETS:
+      _BUDGETS[key] = make()
+    return _BUDGETS[key]
 
 
 class TokenizeHandler(ModelHandler):
@@ -145,13 +173,27 @@ class EncodeHandler(ModelHandler):
   """EncoderBatch -> EmbeddedDocument | ChunkEmbedding | DeadLetter per row.
 
   Batches are planned upstream (BucketBatches), so RunInference takes this
-  handler `.with_no_batching()`: one element is one encoder call."""
+  handler `.with_no_batching()`: one element is one batch. The handler cuts
+  a batch into encoder calls that fit the token budget in force for its
+  length bucket: max_batch_tokens, or with 'auto' an estimate from the
+  device and the model (tfmodels/budget.py). When the device runs out of
+  memory anyway, the call is split in halves and the bucket's budget lowered
+  for the rest of the process's life; other errors are isolated per
+  document. With jit_compile every call of a bucket has the same number of
+  rows (padding rows fill it), because XLA compiles once per input shape.
+  """
 
   def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
-               large_model: bool = False, jit_compile: bool = False,
-               require_gpu: bool = False, accelerator: Optional[str] = None):
+               max_batch_tokens: Union[int, str] = 8192,
+               batch_size: int = 256, large_model: bool = False,
+               jit_compile: bool = False, require_gpu: bool = False,
+               accelerator: Optional[str] = None):
     super().__init__(large_model=large_model)
     self._load_args = (preprocessor, encoder, spec, jit_compile, require_gpu)
+    self._max_batch_tokens = max_batch_tokens
+    self._batch_size = batch_size
+    self._precision = spec.precision
+    self._jit_compile = jit_compile
     self._accelerator = accelerator
     self._finish = l2_normalize if spec.normalize else (lambda x: x)
     counter = functools.partial(Metrics.counter, _NAMESPACE)
@@ -162,6 +204,7 @@ class EncodeHandler(ModelHandler):
     self._failed = counter('documents_failed')
     self._batches = counter('batches')
     self._retried = counter('batches_retried_one_by_one')
+    self._split_oom = counter('batches_split_oom')
     self._encoder_ms = counter('encoder_milliseconds')
 
   def model_identifier(self) -> str:
@@ -187,33 +230,86 @@ class EncodeHandler(ModelHandler):
 
   def run_inference(self, batch: EncoderBatch, model,
                     inference_args: Optional[dict] = None) -> list[Result]:
-    return self._encode_batch(batch, model)
+    return self._encode_batch(batch, model, self._budgets(model))
 
-  def _encode_batch(self, batch: EncoderBatch, model) -> list[Result]:
-    Metrics.counter(_NAMESPACE, f'batches_len_{batch.seq_length:03d}').inc()
-    self._batches.inc()
+  def _budgets(self, model) -> batching.RowBudgets:
+    key = json.dumps([self.model_identifier(), self._max_batch_tokens,
+                      self._batch_size])
+    return _process_budgets(key, functools.partial(self._new_budgets, model))
+
+  def _new_budgets(self, model) -> batching.RowBudgets:
+    if self._max_batch_tokens != 'auto':
+      return batching.RowBudgets(lambda length: batching.batch_limit(
+          length, self._max_batch_tokens, self._batch_size) * length)
+    # pylint: disable=import-outside-toplevel
+    from tfmodels.budget import token_budget
+    # Asked of the model, so that a shared copy answers for the process
+    # (and device) that holds it.
+    shape, device = model.shape(), model.device()
+    logging.info('max_batch_tokens auto: %s on %s', shape, device)
+    return batching.RowBudgets(functools.partial(
+        lambda length, **kw: token_budget(seq_length=length, **kw),
+        shape=shape, device=device, precision=self._precision,
+        max_rows=self._batch_size))
+
+  def _encode_batch(self, batch: EncoderBatch, model,
+                    budgets: batching.RowBudgets) -> list[Result]:
+    Metrics.counter(_NAMESPACE,
+                    f'{BATCHES_PREFIX}{batch.seq_length:03d}').inc()
     # Pairs and single texts pack differently: each group on its own.
     results: dict[int, Result] = {}
     for is_pair in (False, True):
       group = [i for i, r in enumerate(batch.rows)
                if (r.ids_b is not None) == is_pair]
       if group:
-        encoded = _retry_one_by_one(
-            [batch.rows[i] for i in group],
-            functools.partial(self._encode_rows, model=model,
-                              seq_length=batch.seq_length,
-                              full_rows=batch.full_rows),
-            self._fail, self._retried)
+        encoded = self._encode_fitting(
+            [batch.rows[i] for i in group], model, batch.seq_length, budgets)
         results.update(zip(group, encoded))
     return [results[i] for i in range(len(batch.rows))]
 
+  def _encode_fitting(self, rows: Sequence[EncoderRow], model,
+                      seq_length: int,
+                      budgets: batching.RowBudgets) -> list[Result]:
+    """Rows in calls of at most the bucket's budget; on out of memory, the
+    budget lowered and the rows split again."""
+    limit = budgets.rows(seq_length)
+    if len(rows) > limit:
+      return [result for piece in batching.split_rows(rows, limit)
+              for result in self._encode_fitting(piece, model, seq_length,
+                                                 budgets)]
+    Metrics.distribution(
+        _NAMESPACE, f'{BUDGET_PREFIX}{seq_length:03d}').update(
+            limit * seq_length)
+    computed = batching.computed_rows(len(rows), limit,
+                                      fixed=self._jit_compile)
+    try:
+      return _retry_one_by_one(
+          rows, functools.partial(self._encode_rows, model=model,
+                                  seq_length=seq_length, rows_to=computed),
+          self._fail, self._retried, passes=_is_out_of_memory)
+    except Exception as exc:  # pylint: disable=broad-except
+      if not _is_out_of_memory(exc):
+        raise
+      if computed == 1:
+        # One row alone does not fit: that document cannot be embedded here.
+        return [self._fail(row, exc) for row in rows]
+      self._split_oom.inc()
+      lowered = budgets.lower(seq_length, computed)
+      logging.warning('Out of memory encoding %d x %d tokens; %d rows per '
+                      'call at this length from now on', computed,
+                      seq_length, lowered)
+      return self._encode_fitting(rows, model, seq_length, budgets)
+
   def _encode_rows(self, rows: Sequence[EncoderRow], model, seq_length: int,
-                   full_rows: int) -> list[Result]:
+                   rows_to: int) -> list[Result]:
     segments = [[r.ids for r in rows]]
     if rows[0].ids_b is not None:
       segments.append([r.ids_b for r in rows])
+    # One rows x length shape per call: the summary counts the distinct ones.
+    Metrics.counter(_NAMESPACE,
+                    f'{SHAPE_PREFIX}{rows_to}x{seq_length}').inc()
+    self._batches.inc()
     start = time.perf_counter()
-    rows_to = batching.padded_batch_rows(len(rows), full_rows)
     embeddings, num_tokens = model.encode(segments, seq_length, rows_to)
     self._encoder_ms.inc(int(1000 * (time.perf_counter() - start)))
     self._computed.inc(rows_to * seq_length)
@@ -294,20 +390,26 @@ class EmbedDocuments(beam.PTransform):
   """Document -> EmbeddedDocument | DeadLetter, as the spec decides."""
 
   def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
-               max_batch_tokens: int = 8192, batch_size: int = 256,
-               sort_window: int = 4096, large_model: bool = False,
+               max_batch_tokens: Union[int, str] = 8192,
+               batch_size: int = 256, sort_window: int = 4096,
+               large_model: bool = False,
                jit_compile: bool = False, require_gpu: bool = False,
                encoder_accelerator: Optional[str] = None):
     super().__init__()
     self._tokenize = TokenizeHandler(spec, preprocessor,
                                      batch_size=batch_size)
     self._encode = EncodeHandler(
-        spec, preprocessor, encoder, large_model=large_model,
+        spec, preprocessor, encoder, max_batch_tokens=max_batch_tokens,
+        batch_size=batch_size, large_model=large_model,
         jit_compile=jit_compile, require_gpu=require_gpu,
         accelerator=encoder_accelerator)
-    self._batcher = batching.BucketBatches(spec.max_seq_length,
-                                           max_batch_tokens, batch_size,
-                                           sort_window)
+    # With 'auto' the budget is known only where the encoder runs (with
+    # right fitting, another worker): batches are planned by rows alone and
+    # the encode step cuts them to the device's budget.
+    planned = (batch_size * spec.max_seq_length
+               if max_batch_tokens == 'auto' else max_batch_tokens)
+    self._batcher = batching.BucketBatches(spec.max_seq_length, planned,
+                                           batch_size, sort_window)
     self._normalize = spec.normalize
     self._long_documents = spec.long_documents
 
