@@ -78,10 +78,23 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
   return fn
 
 
+@functools.lru_cache(maxsize=4)
 def _load_preprocessor(handle: str):
+  """One loaded copy per process and handle: a tokenizing step and an
+  encoder (whose bert_pack_inputs packs its inputs) in one process share
+  it; the object is read-only."""
   # Registers tf_text's ops, which the preprocessor's graph uses.
   import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
   logging.info('Loading preprocessor %s', handle)
+  return import_hub().load(handle)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_saved_encoder(handle: str):
+  """One loaded copy per process and handle, shared by EmbeddingModels that
+  differ only in precision, XLA or pooling (each traces its own functions
+  around it)."""
+  logging.info('Loading encoder %s', handle)
   return import_hub().load(handle)
 
 
@@ -174,9 +187,8 @@ class EmbeddingModel:
   @classmethod
   def load(cls, preprocessor_handle: str, encoder_handle: str,
            **kwargs) -> 'EmbeddingModel':
-    preprocessor = _load_preprocessor(preprocessor_handle)
-    logging.info('Loading encoder %s', encoder_handle)
-    return cls(preprocessor, import_hub().load(encoder_handle), **kwargs)
+    return cls(_load_preprocessor(preprocessor_handle),
+               _load_saved_encoder(encoder_handle), **kwargs)
 
   def num_special(self, num_segments: int) -> int:
     return self._tokenizer.num_special(num_segments)
