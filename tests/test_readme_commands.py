@@ -40,6 +40,7 @@ RUN_ELSEWHERE = {
     ('./run_tests.sh',): '.ci/run (CI) runs it',
     ('python', '-m', 'pipeline.run', '--runner', 'DataflowRunner'):
         'tests/test_dataflow_graph.py and tests/test_rehearsal.py',
+    ('.venv/bin/python', 'bench/gpu.py', '--smoke'): 'tests/test_bench_gpu.py',
 }
 RUN_HERE = [
     ('./run_local.sh',),

@@ -1,0 +1,62 @@
+"""`bench/gpu.py --smoke` as its docstring says to run it: one subprocess,
+the whole precision x XLA x budget matrix through the pipeline's encode
+path, checked from its last line (one JSON object)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests import corpora
+
+ROOT = corpora.ROOT
+
+
+def test_smoke_runs_every_row_of_the_matrix():
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1')
+  proc = subprocess.run([sys.executable, 'bench/gpu.py', '--smoke'],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  summary = json.loads(lines[-1])
+  rows = summary['rows']
+  # 3 precisions x XLA off/on x the smoke budgets, each once.
+  budgets = sorted({r['budget'] for r in rows})
+  assert len(budgets) >= 2
+  assert sorted((r['precision'], r['xla'], r['budget']) for r in rows) == (
+      sorted((p, x, b) for p in ('fp32', 'bf16', 'fp16')
+             for x in ('off', 'on') for b in budgets))
+  # The markdown table: a header, its rule and one line per row.
+  table = [line for line in lines if line.startswith('| ')]
+  assert table[0].startswith('| precision | xla | budget |')
+  assert len(table) == 1 + len(rows)
+  docs = summary['docs']
+  assert docs == summary['docs_asked'] > 0
+  for r in rows:
+    where = (r['precision'], r['xla'], r['budget'])
+    assert 'error' not in r, (where, r['error'])
+    assert r['docs'] == docs and r['failed'] == 0, where
+    assert r['handler_counters']['documents_embedded'] == docs, where
+    assert r['tokens_per_second'] > 0 and r['docs_per_second'] > 0, where
+    assert 0 < r['padding_efficiency'] <= 1, where
+    assert r['padded_tokens'] >= r['tokens'], where
+    assert r['shapes'] >= 1 and r['encoder_calls'] >= r['shapes'], where
+    # The warm-up ran every shape the timed pass did: no compilation inside
+    # the timing.
+    assert r['shapes_not_warmed'] == 0, where
+    assert r['warmup_seconds'] > 0 and r['tflop'] > 0, where
+    assert r['min_cosine_vs_fp32'] >= 0.99, where
+  # The same documents, the same real tokens in every configuration.
+  assert len({r['tokens'] for r in rows}) == 1
+  # Low precision really ran in low precision, and XLA changes only
+  # rounding.
+  for r in rows:
+    if r['precision'] != 'fp32':
+      assert r['max_rel_diff_vs_fp32'] > 0, r
+    elif r['xla'] == 'on':
+      assert r['max_rel_diff_vs_fp32'] < 1e-4, r
+  assert summary['model']['config']['model_type'] == 'roberta'
+  assert summary['total_seconds'] > 0
