@@ -85,7 +85,7 @@ def _launch(*argv) -> tuple[dict, dict]:
 
 def test_out_of_memory_splits_batches_and_lowers_the_budget(
     tmp_path, minilm_model, oom_encoder):
-  corpus = _corpus(tmp_path / 'docs.jsonl', 400)
+  corpus = _corpus(tmp_path / 'docs.jsonl', 250)
   common = ['--input', corpus, '--preprocessor', minilm_model.preprocessor,
             '--encoder', oom_encoder, '--max_seq_length', '128']
   summary, records = _launch(*common, '--max_batch_tokens', '4096',
@@ -94,8 +94,8 @@ def test_out_of_memory_splits_batches_and_lowers_the_budget(
       'documents_embedded', 'batches', 'batches_split_oom',
       'batches_retried_one_by_one', 'encoder_shapes', 'token_budgets')}))
   # Every document embedded, nothing retried one by one.
-  assert summary['documents_read'] == 400
-  assert summary['documents_embedded'] == 400
+  assert summary['documents_read'] == 250
+  assert summary['documents_embedded'] == 250
   assert summary['documents_rejected'] == 0 and summary['reconciled']
   assert summary['batches_retried_one_by_one'] == 0
   # Few failed calls: a failure lowers its bucket and caps the longer ones,
@@ -157,11 +157,11 @@ def test_a_row_that_never_fits_is_a_dead_letter(tmp_path, minilm_model):
 
 
 def test_jit_compile_uses_one_shape_per_bucket(tmp_path, minilm_model):
-  # Four buckets (8 to 32 tokens): XLA compiles each shape, slowly on CPU.
-  corpus = _corpus(tmp_path / 'docs.jsonl', 150)
+  # Three buckets (8 to 24 tokens): XLA compiles each shape, slowly on CPU.
+  corpus = _corpus(tmp_path / 'docs.jsonl', 120)
   common = ['--input', corpus,
             '--model_dir', os.path.dirname(minilm_model.encoder),
-            '--max_seq_length', '32']
+            '--max_seq_length', '24']
   plain, want = _launch(*common, '--output', str(tmp_path / 'plain' / 'emb'))
   xla, got = _launch(*common, '--jit_compile', '--output',
                      str(tmp_path / 'xla' / 'emb'))

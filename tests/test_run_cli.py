@@ -63,18 +63,20 @@ def test_summary_line_reconciles_counts(tmp_path, minilm_export):
   assert len(corpora.read_dead_letters(out + '-dead_letter')) == 3
 
 
-def test_clear_errors_for_bad_flags(tmp_path):
+def test_clear_errors_for_bad_flags(tmp_path, capsys):
   proc = _cli('--input', str(tmp_path / 'corpus.xyz'), '--output',
               str(tmp_path / 'o'), '--model', 'minilm-l6')
   assert proc.returncode == 2
   assert '--input_format' in proc.stderr
-  proc = _cli('--input', 'a.jsonl', '--output', 'o', '--preprocessor', 'x')
-  assert proc.returncode == 2
-  assert '--preprocessor and --encoder must be given together' in proc.stderr
-  proc = _cli('--input', 'a.jsonl', '--output', 'o', '--preprocessor',
-              str(tmp_path), '--encoder', str(tmp_path))
-  assert proc.returncode == 2
-  assert 'is not a SavedModel folder' in proc.stderr
+  # The same path in this process (main() is what the command runs).
+  from pipeline import run  # pylint: disable=import-outside-toplevel
+  for flags, message in (
+      (['--preprocessor', 'x'],
+       '--preprocessor and --encoder must be given together'),
+      (['--preprocessor', str(tmp_path), '--encoder', str(tmp_path)],
+       'is not a SavedModel folder')):
+    assert run.main(['--input', 'a.jsonl', '--output', 'o', *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('args,message', [
@@ -122,7 +124,8 @@ def test_export_model_command_errors(tmp_path):
   assert 'has no config.json' in proc.stderr
 
 
-def test_roberta_export_runs_like_any_model(tmp_path, roberta_export):
+def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
+                                            capsys):
   """A BPE (RoBERTa) export goes through the same pipeline as WordPiece ones:
   --model_dir, the summary, the records, numbers equal to a direct call."""
   from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
@@ -143,13 +146,16 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export):
                               max_seq_length=512)
   corpora.assert_equal_to_direct_call(records, corpus.texts, model)
   # The export's own limit (514 positions, pad id 1: 512 tokens) is checked.
-  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
-              roberta_export, '--max_seq_length', '513')
-  assert proc.returncode == 2
-  assert 'more than' in proc.stderr and '(512)' in proc.stderr
-  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
-              str(tmp_path), '--model', 'minilm-l6')
-  assert proc.returncode == 2 and '--model_dir alone' in proc.stderr
-  proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
-              str(tmp_path))
-  assert proc.returncode == 2 and 'no export.json' in proc.stderr
+  # These stop before any worker starts: main() in this process, which is
+  # what the command runs.
+  from pipeline import run  # pylint: disable=import-outside-toplevel
+  for flags, message in (
+      (['--model_dir', roberta_export, '--max_seq_length', '513'],
+       ['more than', '(512)']),
+      (['--model_dir', str(tmp_path), '--model', 'minilm-l6'],
+       ['--model_dir alone']),
+      (['--model_dir', str(tmp_path)], ['no export.json'])):
+    assert run.main(['--input', corpus.pattern, '--output', out,
+                     *flags]) == 2
+    err = capsys.readouterr().err
+    assert all(m in err for m in message), (flags, err)
