@@ -312,9 +312,9 @@ def plan(rows: list, max_seq_length: int, max_batch_tokens,
   one sort window (the pipeline's default window is 4,096 rows). With
   max_batch_tokens 'auto', batches are planned by rows alone, as
   EmbedDocuments does, and the handler cuts them to its device's budget."""
-  if max_batch_tokens == 'auto':
-    max_batch_tokens = batch_size * max_seq_length
   from transforms import batching  # pylint: disable=import-outside-toplevel
+  max_batch_tokens = batching.planning_budget(max_batch_tokens, batch_size,
+                                              max_seq_length)
   from transforms.elements import EncoderBatch  # pylint: disable=import-outside-toplevel
   batches = []
   for seq_length, indices in batching.plan_batches(

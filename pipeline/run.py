@@ -129,26 +129,31 @@ def _counter(result, namespace: str, name: str) -> int:
 
 
 def _by_prefix(result, prefix: str, kind: str = 'counters') -> dict:
-  """The embed step's per-bucket or per-shape metrics: {suffix: metric}."""
+  """The embed step's per-bucket or per-shape metrics: {suffix: [committed
+  values]}, one value per step and worker that reported the name."""
   found = result.metrics().query(
       MetricsFilter().with_namespace('embed'))[kind]
-  return {m.key.metric.name[len(prefix):]: m.committed for m in found
-          if m.key.metric.name.startswith(prefix) and m.committed}
+  out: dict = {}
+  for m in found:
+    if m.key.metric.name.startswith(prefix) and m.committed:
+      out.setdefault(m.key.metric.name[len(prefix):], []).append(m.committed)
+  return out
 
 
 def _bucket_batches(result) -> dict:
-  out = {}
-  for length, count in _by_prefix(result, embed_lib.BATCHES_PREFIX).items():
-    out[str(int(length))] = out.get(str(int(length)), 0) + int(count)
-  return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+  found = _by_prefix(result, embed_lib.BATCHES_PREFIX)
+  return {str(int(length)): int(sum(counts)) for length, counts in
+          sorted(found.items(), key=lambda kv: int(kv[0]))}
 
 
 def _token_budgets(result) -> dict:
   """Per bucket, the budget in force at the end: the lowest any worker
   used (budgets only go down)."""
   found = _by_prefix(result, embed_lib.BUDGET_PREFIX, 'distributions')
-  return {str(int(length)): int(d.min) for length, d in
-          sorted(found.items(), key=lambda kv: int(kv[0])) if d.count}
+  budgets = {length: [d.min for d in ds if d.count]
+             for length, ds in found.items()}
+  return {str(int(length)): int(min(mins)) for length, mins in
+          sorted(budgets.items(), key=lambda kv: int(kv[0])) if mins}
 
 
 def _encoder_shapes(result) -> list[str]:
@@ -170,6 +175,7 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
               _counter(result, 'embed', 'documents_failed'))
   tokens = _counter(result, 'embed', 'tokens_embedded')
   computed = _counter(result, 'embed', 'tokens_computed')
+  shapes = _encoder_shapes(result)
   return {
       'documents_read': read,
       'documents_embedded': embedded,
@@ -190,8 +196,8 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
                                              'batches_retried_one_by_one'),
       'batches_split_oom': _counter(result, 'embed', 'batches_split_oom'),
       'batches_per_bucket': _bucket_batches(result),
-      'encoder_shapes': len(_encoder_shapes(result)),
-      'encoder_shape_list': _encoder_shapes(result),
+      'encoder_shapes': len(shapes),
+      'encoder_shape_list': shapes,
       'token_budgets': _token_budgets(result),
       'encoder_seconds': round(
           _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),

@@ -11,14 +11,14 @@ guess costs a few retried calls, not the job.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
-# Where no accelerator holds the model: the budget measured best on CPUs
-# (docs/ and README: beyond this, CPU throughput stays flat while memory grows).
+# Where no accelerator holds the model: the budget this project's CPU
+# measurements ran with (README, "Batching and throughput"), and the
+# --max_batch_tokens default before auto.
 CPU_TOKEN_BUDGET = 8192
 
 # Of the device's memory, what the model may use: the rest is left to the
@@ -105,9 +105,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def _nvidia_smi_memory() -> Optional[int]:
   # Dataflow's driver install puts it under /usr/local/nvidia/bin.
-  exe = shutil.which('nvidia-smi') or next(
-      (p for p in ('/usr/local/nvidia/bin/nvidia-smi',) if os.path.exists(p)),
-      None)
+  exe = shutil.which('nvidia-smi') or shutil.which(
+      'nvidia-smi', path='/usr/local/nvidia/bin')
   if not exe:
     return None
   try:

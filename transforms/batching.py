@@ -55,6 +55,17 @@ def padded_batch_rows(n: int, limit: int) -> int:
   return min(limit, -(-n // step) * step)
 
 
+def planning_budget(max_batch_tokens, batch_size: int,
+                    max_seq_length: int) -> int:
+  """The token budget batches are planned with. With 'auto' the budget is
+  known only where the encoder runs (with right fitting, another worker):
+  batches are then planned by rows alone, and the encode step cuts them to
+  its device's budget."""
+  if max_batch_tokens == 'auto':
+    return batch_size * max_seq_length
+  return max_batch_tokens
+
+
 def computed_rows(n: int, limit: int, *, fixed: bool) -> int:
   """Rows the encoder computes for n rows under a limit of `limit` rows:
   with fixed (XLA, which compiles one program per input shape), always the

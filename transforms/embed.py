@@ -27,6 +27,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from tfmodels.budget import is_out_of_memory, token_budget
 from tfmodels.embedder import l2_normalize
 from transforms import batching
 from transforms import model_files
@@ -96,11 +97,6 @@ def _retry_one_by_one(items: Sequence, run, fail, retried_counter,
     return [_retry_one_by_one([item], run, fail, retried_counter,
                               passes)[0]
             for item in items]
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-  from tfmodels.budget import is_out_of_memory  # pylint: disable=import-outside-toplevel
-  return is_out_of_memory(exc)
 
 
 _BUDGETS: dict = {}
@@ -206,6 +202,9 @@ class EncodeHandler(ModelHandler):
     self._retried = counter('batches_retried_one_by_one')
     self._split_oom = counter('batches_split_oom')
     self._encoder_ms = counter('encoder_milliseconds')
+    # Which process-wide budgets this handler shares (see _process_budgets).
+    self._budgets_key = json.dumps([self.model_identifier(),
+                                    max_batch_tokens, batch_size])
 
   def model_identifier(self) -> str:
     """The same in every process for the same model and settings, so that
@@ -233,24 +232,20 @@ class EncodeHandler(ModelHandler):
     return self._encode_batch(batch, model, self._budgets(model))
 
   def _budgets(self, model) -> batching.RowBudgets:
-    key = json.dumps([self.model_identifier(), self._max_batch_tokens,
-                      self._batch_size])
-    return _process_budgets(key, functools.partial(self._new_budgets, model))
+    return _process_budgets(self._budgets_key,
+                            functools.partial(self._new_budgets, model))
 
   def _new_budgets(self, model) -> batching.RowBudgets:
     if self._max_batch_tokens != 'auto':
       return batching.RowBudgets(lambda length: batching.batch_limit(
           length, self._max_batch_tokens, self._batch_size) * length)
-    # pylint: disable=import-outside-toplevel
-    from tfmodels.budget import token_budget
     # Asked of the model, so that a shared copy answers for the process
     # (and device) that holds it.
     shape, device = model.shape(), model.device()
     logging.info('max_batch_tokens auto: %s on %s', shape, device)
-    return batching.RowBudgets(functools.partial(
-        lambda length, **kw: token_budget(seq_length=length, **kw),
+    return batching.RowBudgets(lambda length: token_budget(
         shape=shape, device=device, precision=self._precision,
-        max_rows=self._batch_size))
+        seq_length=length, max_rows=self._batch_size))
 
   def _encode_batch(self, batch: EncoderBatch, model,
                     budgets: batching.RowBudgets) -> list[Result]:
@@ -286,9 +281,9 @@ class EncodeHandler(ModelHandler):
       return _retry_one_by_one(
           rows, functools.partial(self._encode_rows, model=model,
                                   seq_length=seq_length, rows_to=computed),
-          self._fail, self._retried, passes=_is_out_of_memory)
+          self._fail, self._retried, passes=is_out_of_memory)
     except Exception as exc:  # pylint: disable=broad-except
-      if not _is_out_of_memory(exc):
+      if not is_out_of_memory(exc):
         raise
       if computed == 1:
         # One row alone does not fit: that document cannot be embedded here.
@@ -403,13 +398,11 @@ class EmbedDocuments(beam.PTransform):
         batch_size=batch_size, large_model=large_model,
         jit_compile=jit_compile, require_gpu=require_gpu,
         accelerator=encoder_accelerator)
-    # With 'auto' the budget is known only where the encoder runs (with
-    # right fitting, another worker): batches are planned by rows alone and
-    # the encode step cuts them to the device's budget.
-    planned = (batch_size * spec.max_seq_length
-               if max_batch_tokens == 'auto' else max_batch_tokens)
-    self._batcher = batching.BucketBatches(spec.max_seq_length, planned,
-                                           batch_size, sort_window)
+    self._batcher = batching.BucketBatches(
+        spec.max_seq_length,
+        batching.planning_budget(max_batch_tokens, batch_size,
+                                 spec.max_seq_length),
+        batch_size, sort_window)
     self._normalize = spec.normalize
     self._long_documents = spec.long_documents
 
