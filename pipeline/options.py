@@ -9,6 +9,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import presets
 from tfmodels.embedder import POOLINGS, PRECISIONS
 from transforms.batching import LONG_DOCUMENTS
+from transforms.backends import DEAD_LETTER_FORMATS, OUTPUT_FORMATS
+from transforms.backends.postgres import INDEXES
 from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
 from transforms.dedup import ON_DUPLICATE_ID
 from transforms.read import FORMATS
@@ -78,33 +80,50 @@ class EmbedOptions(PipelineOptions):
         help='Comma-separated input fields copied to every output record '
         '(as text; TFRecord bytes features or BigQuery STRING columns).')
     io.add_argument(
-        '--on_duplicate_id', default='keep', choices=ON_DUPLICATE_ID,
-        help='Documents sharing an id: keep all (default), first (keep the '
-        'earliest by source location; the others go to the dead letters as '
-        'duplicate_id) or error (fail the run). Counted in every case.')
+        '--on_duplicate_id', default=None, choices=ON_DUPLICATE_ID,
+        help='Documents sharing an id: keep all (the default for files and '
+        'BigQuery), first (keep the earliest by source location; the others '
+        'go to the dead letters as duplicate_id; the default for '
+        'PostgreSQL, whose id is the primary key) or error (fail the run). '
+        'Counted in every case.')
     # Not required=True: Beam parses every PipelineOptions subclass for any
     # pipeline in the process, so a required flag here would break other
     # pipelines (run.check_io_flags requires it for this job).
     io.add_argument(
         '--output', default=None,
-        help='Output prefix; shards are written as '
-        'PREFIX-SSSSS-of-NNNNN.tfrecord (tf.train.Example records). Or a '
-        'BigQuery table bq://PROJECT.DATASET.TABLE, created if needed.')
+        help='Output prefix (local or gs://); shards are written as '
+        'PREFIX-SSSSS-of-NNNNN.tfrecord (tf.train.Example records) or '
+        '.parquet (--output_format parquet). Or a BigQuery table '
+        'bq://PROJECT.DATASET.TABLE, or a PostgreSQL table '
+        'postgresql://USER@HOST:PORT/DATABASE?table=TABLE (pgvector; any '
+        'libpq URI, ?host=/socket/folder included; the password from '
+        'PGPASSWORD or ~/.pgpass); tables are created if needed.')
+    io.add_argument(
+        '--output_format', default='auto', choices=('auto',) + OUTPUT_FORMATS,
+        help='Format of a file --output: tfrecord (auto) or parquet.')
     io.add_argument(
         '--dead_letter', default=None,
-        help='Prefix for records that could not be read or embedded, as '
-        'JSONL with the reason (default: OUTPUT-dead_letter), or a BigQuery '
-        'table bq://PROJECT.DATASET.TABLE (default with a BigQuery output: '
-        'the output table + "_dead_letter").')
+        help='Where records that could not be read or embedded go, with the '
+        'reason: a file prefix (default: OUTPUT-dead_letter) or a table '
+        '(default with a table output: the output table + "_dead_letter").')
+    io.add_argument(
+        '--dead_letter_format', default='auto',
+        choices=('auto',) + DEAD_LETTER_FORMATS,
+        help='Format of file dead letters: jsonl, or parquet; auto: parquet '
+        'with a Parquet output, jsonl otherwise.')
     io.add_argument(
         '--previous', default=None,
-        help='Output of an earlier run (TFRecord prefix or bq:// table) to '
+        help='Output of an earlier run (TFRecord or Parquet prefix, bq:// '
+        'or postgresql:// table) to '
         're-embed incrementally: documents whose id, content hash and model '
         'fingerprint (the model\'s content digest, pooling, max_seq_length, '
         'normalisation, long-document and precision settings) match a '
         'previous record keep its embedding without running the encoder; '
         'new and changed ones are embedded; ids gone from the corpus are '
-        'dropped. The summary counts reused / embedded / removed.')
+        'dropped. The summary counts reused / embedded / removed. A '
+        'PostgreSQL --output that is also the --previous table gets only '
+        'the changes: new and changed rows upserted, removed ones '
+        'deleted.')
     io.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
         help='How BigQuery outputs are written: FILE_LOADS (default; load '
@@ -117,6 +136,10 @@ class EmbedOptions(PipelineOptions):
         're-run leaves one copy of each record. WRITE_APPEND adds rows '
         '(required by STREAMING_INSERTS); WRITE_EMPTY fails on a non-empty '
         'table.')
+    io.add_argument(
+        '--pg_index', default=None, choices=INDEXES,
+        help='PostgreSQL outputs: build this pgvector index on the '
+        'embedding (cosine distance) after the load, if missing.')
     io.add_argument('--num_shards', type=int, default=0,
                     help='Output shards; 0 lets the runner decide.')
 

@@ -6,6 +6,7 @@ Prints, as its last line, one JSON object with the run's counts and rates.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -21,7 +22,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -32,12 +32,11 @@ from pipeline import presets
 from pipeline.options import EmbedOptions
 from tfmodels.devices import configure_gpus
 from tfmodels.embedder import import_hub
-from transforms import bigquery
+from transforms import backends
 from transforms import embed as embed_lib
 from transforms import read as read_lib
-from transforms import write as write_lib
+from transforms import records
 from transforms.dedup import HandleDuplicateIds
-from transforms.elements import DeadLetter
 from transforms.incremental import CarryForward
 from transforms.spec import EmbeddingSpec
 from transforms.write import WriteDeadLetters, WriteEmbeddings
@@ -65,61 +64,87 @@ def embedding_spec(options: EmbedOptions,
       chunk_stride=options.chunk_stride, precision=options.precision)
 
 
-def dead_letter_prefix(options: EmbedOptions) -> str:
-  if options.dead_letter:
-    return options.dead_letter
-  if bigquery.is_table(options.output):
-    return f'{options.output}_dead_letter'
-  return f'{options.output}-dead_letter'
+@dataclasses.dataclass(frozen=True)
+class Locations:
+  """The job's backends, chosen once from the flags."""
+  output: backends.Backend
+  dead_letters: backends.Backend
+  previous: Optional[backends.Backend]
+  started: datetime.datetime
+
+  def on_duplicate_id(self, options: EmbedOptions) -> str:
+    """The policy: as given, else keep, or first where ids are keys."""
+    return options.on_duplicate_id or (
+        'first' if self.output.keyed_by_id else 'keep')
+
+
+def locations(options: EmbedOptions) -> Locations:
+  # One timestamp per run: every record of a run says the same.
+  started = datetime.datetime.now(datetime.timezone.utc)
+  settings = backends.WriteSettings(
+      started=started, num_shards=options.num_shards,
+      bq_method=options.bq_write_method,
+      bq_disposition=options.bq_write_disposition,
+      temp_location=options.view_as(GoogleCloudOptions).temp_location,
+      pg_index=options.pg_index)
+  record = records.EMBEDDINGS.with_metadata(options.metadata_fields)
+  output = backends.output(options.output, options.output_format,
+                           record=record, settings=settings)
+  previous = None
+  if options.previous:
+    try:
+      previous = backends.existing(options.previous, record=record)
+    except ValueError as e:
+      raise ValueError(f'--previous: {e}; leave --previous out for a first '
+                       'run') from e
+  return Locations(
+      output=output,
+      dead_letters=backends.dead_letters(output, options.dead_letter,
+                                         options.dead_letter_format,
+                                         settings=settings),
+      previous=previous, started=started)
 
 
 def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
-                   model: Optional[presets.ResolvedModel] = None) -> dict:
+                   model: Optional[presets.ResolvedModel] = None,
+                   where: Optional[Locations] = None) -> dict:
   """Adds the read -> embed -> write graph to `p` without running it.
 
   Returns the main PCollections by name, for tests and for callers that
   extend the graph.
   """
   model = (model or resolve_model(options)).with_identity()
+  where = where or locations(options)
   spec = embedding_spec(options, model)
   fingerprint = spec.fingerprint()
   fields = read_lib.Fields(options.id_field, options.text_field,
                            options.text_b_field, options.metadata_fields)
-  # One timestamp per run: every record of a run says the same.
-  now = bigquery.timestamp(datetime.datetime.now(datetime.timezone.utc))
-  bq = dict(bq_method=options.bq_write_method,
-            bq_disposition=options.bq_write_disposition)
-
-  parsed = (p
-            | 'Read' >> read_lib.ReadDocuments(
-                options.input, options.input_format, fields,
-                query=options.input_query)
-            | 'DuplicateIds' >> HandleDuplicateIds(options.on_duplicate_id))
-  read_ok, read_bad = parsed | 'SplitRead' >> beam.Partition(
-      lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
-  to_embed = read_ok
-  if options.previous:
-    to_embed, reused = read_ok | 'CarryForward' >> CarryForward(
-        options.previous, fingerprint)
-  results = to_embed | 'Embed' >> embed_lib.EmbedDocuments(
+  read = p | 'Read' >> read_lib.ReadDocuments(
+      options.input, options.input_format, fields, query=options.input_query)
+  docs = read.main | 'DuplicateIds' >> HandleDuplicateIds(
+      where.on_duplicate_id(options))
+  to_embed, changes = docs.main, {}
+  if where.previous:
+    to_embed, changes['reused'], changes['removed'] = (
+        docs.main | 'CarryForward' >> CarryForward(where.previous,
+                                                    fingerprint))
+  embedded = to_embed | 'Embed' >> embed_lib.EmbedDocuments(
       spec, model.preprocessor, model.encoder,
       max_batch_tokens=options.max_batch_tokens,
       batch_size=options.batch_size, sort_window=options.sort_window,
       large_model=options.large_model, jit_compile=options.jit_compile,
       require_gpu=options.require_gpu,
       encoder_accelerator=options.encoder_accelerator)
-  embedded, embed_bad = results | 'SplitEmbedded' >> beam.Partition(
-      lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
-  if options.previous:
-    embedded = (embedded, reused) | 'WithReused' >> beam.Flatten()
-  dead = (read_bad, embed_bad) | 'AllDeadLetters' >> beam.Flatten()
-  embedded | 'Write' >> WriteEmbeddings(
-      options.output, model.name, options.pooling, options.num_shards,
-      metadata_fields=options.metadata_fields, embedded_at=now,
-      fingerprint=fingerprint, **bq)
-  dead | 'WriteDeadLetters' >> WriteDeadLetters(
-      dead_letter_prefix(options), failed_at=now, **bq)
-  return {'documents': read_ok, 'embedded': embedded, 'dead_letters': dead}
+  changes['embedded'] = embedded.main
+  dead = ((*read.dead_letters, *docs.dead_letters, *embedded.dead_letters)
+          | 'AllDeadLetters' >> beam.Flatten(pipeline=p))
+  changes | 'Write' >> WriteEmbeddings(
+      where.output, records.RunInfo(model.name, options.pooling, fingerprint,
+                                    where.started), where.previous)
+  dead | 'WriteDeadLetters' >> WriteDeadLetters(where.dead_letters,
+                                                where.started)
+  return {'documents': docs.main, 'embedded': embedded.main,
+          'dead_letters': dead}
 
 
 def _counter(result, namespace: str, name: str) -> int:
@@ -162,11 +187,9 @@ def _encoder_shapes(result) -> list[str]:
                 key=lambda s: tuple(int(x) for x in s.split('x'))[::-1])
 
 
-def _shown(prefix: str, suffix: str) -> str:
-  return prefix if bigquery.is_table(prefix) else f'{prefix}-*{suffix}'
-
-
-def summarize(result, options: EmbedOptions, seconds: float) -> dict:
+def summarize(result, options: EmbedOptions, seconds: float,
+              where: Optional[Locations] = None) -> dict:
+  where = where or locations(options)
   read = _counter(result, 'read', 'documents_read')
   embedded = _counter(result, 'embed', 'documents_embedded')
   reused = _counter(result, 'incremental', 'documents_reused')
@@ -203,8 +226,10 @@ def summarize(result, options: EmbedOptions, seconds: float) -> dict:
           _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),
       'seconds': round(seconds, 2),
       'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
-      'output': _shown(options.output, '.tfrecord'),
-      'dead_letter': _shown(dead_letter_prefix(options), '.jsonl'),
+      'rows_upserted': _counter(result, 'write', 'rows_written'),
+      'rows_deleted': _counter(result, 'write', 'rows_deleted'),
+      'output': where.output.shown(),
+      'dead_letter': where.dead_letters.shown(),
   }
 
 
@@ -257,44 +282,33 @@ def check_batching_flags(options: EmbedOptions) -> None:
     raise ValueError('--chunk_stride must be positive')
 
 
-def check_io_flags(options: EmbedOptions, cloud: GoogleCloudOptions) -> None:
+def check_io_flags(options: EmbedOptions) -> Locations:
+  """The input and output flags, and each backend's own launch checks."""
   if bool(options.input) == bool(options.input_query):
     raise ValueError('give exactly one of --input and --input_query')
   if not options.output:
     raise ValueError('--output is required: a file prefix (local or '
-                     'gs://) or bq://PROJECT.DATASET.TABLE')
+                     'gs://), bq://PROJECT.DATASET.TABLE or '
+                     'postgresql://USER@HOST:PORT/DATABASE?table=TABLE')
   input_format = (read_lib.detect_format(options.input, options.input_format)
                   if options.input else 'bigquery')
-  tables = [t for t in (options.output, dead_letter_prefix(options))
-            if bigquery.is_table(t)]
-  for table in tables:
-    bigquery.table_spec(table)
-  write_lib.check_metadata_fields(options.metadata_fields)
-  if options.previous:
-    if bigquery.is_table(options.previous):
-      bigquery.table_spec(options.previous)
-    elif not FileSystems.match([f'{options.previous}-*.tfrecord'])[0].metadata_list:
-      raise ValueError(f'--previous {options.previous} matches no '
-                       f'{options.previous}-*.tfrecord; leave --previous out '
-                       'for a first run')
   if options.metadata_fields and input_format == 'text':
     raise ValueError('--metadata_fields needs records with fields; plain '
                      'text lines have none')
-  if tables and options.bq_write_method == 'FILE_LOADS' and not (
-      cloud.temp_location or '').startswith('gs://'):
-    raise ValueError('BigQuery FILE_LOADS stages files on Cloud Storage: '
-                     'pass --temp_location gs://BUCKET/tmp (or '
-                     '--bq_write_method STREAMING_INSERTS)')
-  if tables:
-    bigquery.check_write(options.bq_write_method,
-                         options.bq_write_disposition)
+  where = locations(options)
+  where.output.check()
+  where.dead_letters.check()
+  if where.previous:
+    where.previous.check_readable()
+  return where
 
 
 def help_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m pipeline.run',
       description='Embed a text corpus with a TF Hub preprocessor + encoder '
-      'pair on Apache Beam and write tf.train.Example TFRecords.',
+      'pair on Apache Beam and write the embeddings to TFRecord or Parquet '
+      'files, BigQuery or PostgreSQL (pgvector).',
       epilog='Beam pipeline flags (--runner, --project, --region, '
       '--temp_location, --direct_num_workers, --direct_running_mode, ...) are '
       f'accepted too. Without --runner the job runs locally on '
@@ -323,7 +337,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
       raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
                        f'more than {model.name} takes '
                        f'({model.max_seq_length})')
-    check_io_flags(embed_options, options.view_as(GoogleCloudOptions))
+    where = check_io_flags(embed_options)
     if standard.runner != 'DataflowRunner':
       fetch_hub_models(model)
       if embed_options.require_gpu:
@@ -340,7 +354,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
         'unless you fine-tune the pooler.', model.name)
   start = time.monotonic()
   p = beam.Pipeline(options=options)
-  build_pipeline(p, embed_options, model)
+  build_pipeline(p, embed_options, model, where)
   result = p.run()
   if options.view_as(TestOptions).dry_run:
     # Beam's --dry_run builds the whole job and stops before submitting it.
@@ -349,7 +363,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
                'model_fingerprint': embedding_spec(embed_options,
                                                    model).fingerprint()}, result
   result.wait_until_finish()
-  summary = summarize(result, embed_options, time.monotonic() - start)
+  summary = summarize(result, embed_options, time.monotonic() - start, where)
   summary['model'] = model.name
   return (0 if summary['reconciled'] else 1), summary, result
 

@@ -101,60 +101,25 @@ WRITERS = {'text': ('corpus.txt', write_text),
            'tfrecord': ('corpus.tfrecord', write_tfrecord)}
 
 
-def _tfrecords(data: bytes):
-  """The records of a TFRecord file (framing: length, crc, data, crc)."""
-  import struct
-  at = 0
-  while at < len(data):
-    (length,) = struct.unpack('<Q', data[at:at + 8])
-    yield data[at + 12:at + 12 + length]
-    at += 12 + length + 4
-
-
-def _read_all(pattern: str) -> list[tuple[str, bytes]]:
-  """(path, content) of each match: local paths or gs://, through Beam."""
-  from apache_beam.io.filesystems import FileSystems
+def read_output(prefix: str, output_format: str = 'auto') -> list[dict]:
+  """The pipeline's records (local or gs://, any backend) through
+  pipeline.read: the declared fields but the run's timestamp, metadata
+  fields under 'metadata', embeddings as lists."""
+  from pipeline import read  # pylint: disable=import-outside-toplevel
+  from transforms.records import EMBEDDINGS  # pylint: disable=import-outside-toplevel
   out = []
-  for match in FileSystems.match([pattern]):
-    for meta in sorted(match.metadata_list, key=lambda m: m.path):
-      with FileSystems.open(meta.path) as f:
-        out.append((meta.path, f.read()))
+  for row in read.load(prefix, output_format).table.to_pylist():
+    record = {k: v for k, v in row.items()
+              if k in EMBEDDINGS.names and k != 'embedded_at'}
+    record['metadata'] = {k: v for k, v in row.items()
+                          if k not in EMBEDDINGS.names and v is not None}
+    out.append(record)
   return out
-
-
-def read_output(prefix: str) -> list[dict]:
-  """Reads the pipeline's TFRecord output back (local or gs://)."""
-  import tensorflow as tf
-  standard = ('id', 'embedding', 'model', 'pooling', 'num_tokens',
-              'truncated', 'content_hash', 'num_chunks', 'model_fingerprint')
-  records = []
-  for _, data in _read_all(prefix + '-*.tfrecord'):
-    for raw in _tfrecords(data):
-      ex = tf.train.Example.FromString(raw)
-      f = ex.features.feature
-      records.append({
-          'id': f['id'].bytes_list.value[0].decode(),
-          'embedding': list(f['embedding'].float_list.value),
-          'model': f['model'].bytes_list.value[0].decode(),
-          'pooling': f['pooling'].bytes_list.value[0].decode(),
-          'num_tokens': f['num_tokens'].int64_list.value[0],
-          'truncated': f['truncated'].int64_list.value[0],
-          'content_hash': f['content_hash'].bytes_list.value[0].decode(),
-          'num_chunks': f['num_chunks'].int64_list.value[0],
-          'model_fingerprint':
-              f['model_fingerprint'].bytes_list.value[0].decode(),
-          'metadata': {k: v.bytes_list.value[0].decode()
-                       for k, v in f.items() if k not in standard},
-      })
-  return records
 
 
 def read_dead_letters(prefix: str) -> list[dict]:
-  out = []
-  for _, data in _read_all(prefix + '-*.jsonl'):
-    out.extend(json.loads(line) for line in data.decode('utf-8').splitlines()
-               if line.strip())
-  return out
+  from pipeline import read  # pylint: disable=import-outside-toplevel
+  return read.load(prefix, dead_letters=True).table.to_pylist()
 
 
 def assert_same_records(got: dict, want: dict, atol: float = 1e-5) -> None:

@@ -37,17 +37,14 @@ def test_first_keeps_the_earliest_source_whatever_the_order():
 def test_policies_in_a_pipeline(policy):
   docs = [_doc('a', 'f@1'), _doc('a', 'f@2'), _doc('b', 'f@3'),
           _doc('c', 'f@4'), _doc('c', 'f@5'), _doc('c', 'f@6')]
-  bad = DeadLetter('f@0', 'x', 'malformed_json', 'm', 'read')
   with TestPipeline('FnApiRunner', options=PipelineOptions([])) as p:
-    out = (p | beam.Create(docs + [bad])
+    out = (p | beam.Create(docs)
            | dedup.HandleDuplicateIds(policy))
-    kept = out | 'Kept' >> beam.Filter(lambda e: isinstance(e, Document))
-    dead = out | 'Dead' >> beam.Filter(
-        lambda e: isinstance(e, DeadLetter)) | beam.Map(
-            lambda d: (d.source, d.error_type))
+    dead = (out.dead_letters | 'AllDead' >> beam.Flatten(pipeline=p)
+            | beam.Map(lambda d: (d.source, d.error_type)))
     want = docs if policy == 'keep' else [docs[0], docs[2], docs[3]]
-    assert_that(kept, equal_to(want), label='kept')
-    want_dead = [('f@0', 'malformed_json')] + (
+    assert_that(out.main, equal_to(want), label='kept')
+    want_dead = (
         [] if policy == 'keep' else
         [('f@2', 'duplicate_id'), ('f@5', 'duplicate_id'),
          ('f@6', 'duplicate_id')])

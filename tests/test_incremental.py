@@ -15,7 +15,7 @@ from transforms.elements import Document, EmbeddedDocument
 def _record(doc_id, text, fingerprint='f'):
   return incremental.PreviousRecord(
       id=doc_id, content_hash=Document(doc_id, text, None, '').content_hash,
-      fingerprint=fingerprint, embedding=np.ones(3, np.float32),
+      model_fingerprint=fingerprint, embedding=np.ones(3, np.float32),
       num_tokens=7, truncated=False, num_chunks=1)
 
 

@@ -99,17 +99,20 @@ def test_clear_errors_for_bad_flags(tmp_path, capsys):
       'lang,embedding'], 'clash'),
     (['--input', 'a.txt', '--output', 'o', '--metadata_fields', 'lang'],
      'plain text lines have none'),
+    (['--input', 'a.jsonl', '--output', 'postgresql://u@h/db'],
+     'add ?table=NAME'),
+    (['--input', 'a.jsonl', '--output',
+      'postgresql://u:secret@h/db?table=bad-name'], 'u:***@h'),
+    (['--input', 'a.jsonl', '--output', 'out/'], 'is not a file prefix'),
 ])
 def test_io_flag_errors_are_specific(args, message):
-  from apache_beam.options.pipeline_options import GoogleCloudOptions
   from apache_beam.options.pipeline_options import PipelineOptions
 
   from pipeline.options import EmbedOptions
   from pipeline.run import check_io_flags
   options = PipelineOptions(args)
   with pytest.raises(ValueError, match=re.escape(message)):
-    check_io_flags(options.view_as(EmbedOptions),
-                   options.view_as(GoogleCloudOptions))
+    check_io_flags(options.view_as(EmbedOptions))
 
 
 def test_export_model_command_errors(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from transforms import write
+from transforms.backends import files as write
 
 
 def test_remove_stale_shards_keeps_this_runs_and_other_outputs(tmp_path):

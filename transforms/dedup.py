@@ -13,7 +13,8 @@ from typing import Iterable, Union
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.elements import DeadLetter, Document
+from transforms.elements import (DEAD_LETTER, DeadLetter, Document, Results,
+                                 route)
 
 ON_DUPLICATE_ID = ('keep', 'first', 'error')
 _NAMESPACE = 'dedup'
@@ -84,11 +85,11 @@ class _Resolve(_CountRepeats):
     for out in resolve_duplicates(doc_id, docs, self._policy):
       if isinstance(out, DeadLetter):
         self._dead.inc()
-      yield out
+      yield route(out)
 
 
 class HandleDuplicateIds(beam.PTransform):
-  """Document | DeadLetter -> Document | DeadLetter; dead letters pass."""
+  """Documents -> Results(documents kept, (duplicates dead-lettered,))."""
 
   def __init__(self, policy: str = 'keep'):
     super().__init__()
@@ -97,18 +98,17 @@ class HandleDuplicateIds(beam.PTransform):
                        f'got {policy!r}')
     self._policy = policy
 
-  def expand(self, parsed):
-    docs, dead = parsed | 'SplitDocuments' >> beam.Partition(
-        lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
+  def expand(self, docs):
     if self._policy == 'keep':
       # Only ids are grouped: the documents stream on untouched.
       _ = (docs
            | 'Ids' >> beam.Map(lambda d: (d.id, 1))
            | 'CountIds' >> beam.CombinePerKey(sum)
            | 'CountRepeats' >> beam.ParDo(_CountRepeats()))
-      return parsed
+      return Results(docs)
     resolved = (docs
                 | 'KeyById' >> beam.Map(lambda d: (d.id, d))
                 | 'GroupById' >> beam.GroupByKey()
-                | 'Resolve' >> beam.ParDo(_Resolve(self._policy)))
-    return (resolved, dead) | 'Rejoin' >> beam.Flatten()
+                | 'Resolve' >> beam.ParDo(_Resolve(self._policy))
+                .with_outputs(DEAD_LETTER, main='documents'))
+    return Results(resolved.documents, (resolved[DEAD_LETTER],))

@@ -6,10 +6,13 @@ import dataclasses
 import hashlib
 from typing import NamedTuple, Optional
 
+import apache_beam as beam
 import numpy as np
 
 # Dead-letter records keep at most this much of the raw input.
 MAX_RAW_CHARS = 2000
+# The tag of every step's dead-letter output.
+DEAD_LETTER = 'dead_letter'
 
 
 class Document(NamedTuple):
@@ -85,11 +88,22 @@ class DeadLetter(NamedTuple):
   message: str
   stage: str  # 'read' or 'embed'
 
-  def to_json_dict(self) -> dict:
-    return {'source': self.source, 'raw': self.raw[:MAX_RAW_CHARS],
-            'raw_truncated': len(self.raw) > MAX_RAW_CHARS,
-            'error_type': self.error_type, 'message': self.message,
-            'stage': self.stage}
+
+
+class Results(NamedTuple):
+  """What a step returns: its main PCollection and its dead letters (a
+  tuple of PCollections, each a step's DEAD_LETTER output), which the job
+  flattens once."""
+  main: object
+  dead_letters: tuple = ()
+
+
+def route(element):
+  """Dead letters to the DEAD_LETTER output, anything else to the main
+  one: for DoFns whose pure function returns either."""
+  if isinstance(element, DeadLetter):
+    return beam.pvalue.TaggedOutput(DEAD_LETTER, element)
+  return element
 
 
 def content_hash(text: str, text_b: Optional[str] = None) -> str:

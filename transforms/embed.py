@@ -31,8 +31,9 @@ from tfmodels.budget import is_out_of_memory, token_budget
 from tfmodels.embedder import l2_normalize
 from transforms import batching
 from transforms import model_files
-from transforms.elements import (ChunkEmbedding, DeadLetter, Document,
-                                 EmbeddedDocument, EncoderBatch, EncoderRow)
+from transforms.elements import (DEAD_LETTER, ChunkEmbedding, DeadLetter,
+                                 Document, EmbeddedDocument, EncoderBatch,
+                                 EncoderRow, Results, route)
 from transforms.spec import EmbeddingSpec
 
 _NAMESPACE = 'embed'
@@ -378,11 +379,25 @@ class _CombineChunks(beam.DoFn):
   def process(self, keyed):
     _, chunks = keyed
     finish = l2_normalize if self._normalize else (lambda x: x)
-    yield combine_chunks(chunks, finish, self._counters)
+    yield route(combine_chunks(chunks, finish, self._counters))
+
+
+def _rows_or_dead(result):
+  """A tokenized document: its encoder rows, or its dead letter."""
+  return result if isinstance(result, list) else [route(result)]
+
+
+def _route_encoded(result):
+  """Whole documents to the main output, chunks to 'chunks', dead letters
+  to theirs."""
+  if isinstance(result, ChunkEmbedding):
+    return beam.pvalue.TaggedOutput('chunks', result)
+  return route(result)
 
 
 class EmbedDocuments(beam.PTransform):
-  """Document -> EmbeddedDocument | DeadLetter, as the spec decides."""
+  """Documents -> Results(EmbeddedDocuments, dead letters of each step), as
+  the spec decides."""
 
   def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
                max_batch_tokens: Union[int, str] = 8192,
@@ -409,28 +424,28 @@ class EmbedDocuments(beam.PTransform):
   def expand(self, documents):
     tokenized = (documents
                  | 'Tokenize' >> RunInference(self._tokenize)
-                 | 'Rows' >> beam.FlatMap(
-                     lambda r: r if isinstance(r, list) else [r]))
-    rows, tokenize_failed = tokenized | 'SplitTokenized' >> beam.Partition(
-        lambda e, _: 1 if isinstance(e, DeadLetter) else 0, 2)
-    encoded = (rows
+                 | 'Rows' >> beam.FlatMap(_rows_or_dead).with_outputs(
+                     DEAD_LETTER, main='rows'))
+    encoded = (tokenized.rows
                | 'BucketBatches' >> beam.ParDo(self._batcher)
                | 'Encode' >> RunInference(
                    self._encode.with_no_batching(),
-                   model_identifier=self._encode.model_identifier()))
+                   model_identifier=self._encode.model_identifier())
+               | 'Route' >> beam.Map(_route_encoded).with_outputs(
+                   DEAD_LETTER, 'chunks', main='whole'))
+    dead = (tokenized[DEAD_LETTER], encoded[DEAD_LETTER])
     if self._long_documents != 'chunk':
       # No GroupByKey in the default path: the whole graph fuses into one
       # stage and streams, so memory stays flat as the corpus grows (a
       # Flatten behind a GroupByKey makes the local runner buffer every
       # embedding until the group is done).
-      return ((encoded, tokenize_failed)
-              | 'AllResults' >> beam.Flatten())
-    whole, chunks = encoded | 'SplitChunks' >> beam.Partition(
-        lambda e, _: 1 if isinstance(e, ChunkEmbedding) else 0, 2)
-    combined = (chunks
+      return Results(encoded.whole, dead)
+    combined = (encoded.chunks
                 | 'KeyChunks' >> beam.Map(lambda c: (c.key, c))
                 | 'GroupChunks' >> beam.GroupByKey()
                 | 'CombineChunks' >> beam.ParDo(
-                    _CombineChunks(self._normalize)))
-    return ((whole, combined, tokenize_failed)
-            | 'AllResults' >> beam.Flatten())
+                    _CombineChunks(self._normalize)).with_outputs(
+                        DEAD_LETTER, main='documents'))
+    return Results((encoded.whole, combined.documents)
+                   | 'AllEmbedded' >> beam.Flatten(),
+                   dead + (combined[DEAD_LETTER],))

@@ -14,50 +14,32 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import bigquery
+from transforms.backends import Backend
 from transforms.elements import Document, EmbeddedDocument
 
 _NAMESPACE = 'incremental'
 
 
 class PreviousRecord(NamedTuple):
+  """What a run needs of a previous record; fields named as in
+  records.EMBEDDINGS, whose readers select only these."""
   id: str
   content_hash: str
-  fingerprint: str
+  model_fingerprint: str
   embedding: np.ndarray
   num_tokens: int
   truncated: bool
   num_chunks: int
 
-
-def previous_from_example(raw: bytes) -> PreviousRecord:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  f = tf.train.Example.FromString(raw).features.feature
-
-  def text(name):
-    values = f[name].bytes_list.value if name in f else []
-    return values[0].decode() if values else ''
-
-  def integer(name, default=0):
-    values = f[name].int64_list.value if name in f else []
-    return int(values[0]) if values else default
-
-  return PreviousRecord(
-      id=text('id'), content_hash=text('content_hash'),
-      fingerprint=text('model_fingerprint'),
-      embedding=np.array(f['embedding'].float_list.value, np.float32),
-      num_tokens=integer('num_tokens'), truncated=bool(integer('truncated')),
-      num_chunks=integer('num_chunks', 1))
-
-
-def previous_from_row(row: dict) -> PreviousRecord:
-  return PreviousRecord(
-      id=row['id'], content_hash=row.get('content_hash') or '',
-      fingerprint=row.get('model_fingerprint') or '',
-      embedding=np.array(row['embedding'], np.float32),
-      num_tokens=int(row.get('num_tokens') or 0),
-      truncated=bool(row.get('truncated')),
-      num_chunks=int(row.get('num_chunks') or 1))
+  @classmethod
+  def from_record(cls, record: dict) -> 'PreviousRecord':
+    return cls(
+        id=record['id'], content_hash=record.get('content_hash') or '',
+        model_fingerprint=record.get('model_fingerprint') or '',
+        embedding=np.asarray(record['embedding'], np.float32),
+        num_tokens=int(record.get('num_tokens') or 0),
+        truncated=bool(record.get('truncated')),
+        num_chunks=int(record.get('num_chunks') or 1))
 
 
 def carry_forward(docs: Iterable[Document],
@@ -72,7 +54,7 @@ def carry_forward(docs: Iterable[Document],
     return [], 1 if previous else 0
   usable = {}
   for record in previous:
-    if record.fingerprint == fingerprint:
+    if record.model_fingerprint == fingerprint:
       usable.setdefault(record.content_hash, record)
   out = []
   for doc in docs:
@@ -102,6 +84,7 @@ class _CarryForward(beam.DoFn):
                                  self._fingerprint)
     if removed:
       self._removed.inc()
+      yield beam.pvalue.TaggedOutput('removed', keyed[0])
     for element in out:
       if isinstance(element, EmbeddedDocument):
         self._reused.inc()
@@ -111,44 +94,23 @@ class _CarryForward(beam.DoFn):
         yield element
 
 
-class ReadPrevious(beam.PTransform):
-  """The previous run's output: TFRecord prefix or bq:// table."""
-
-  def __init__(self, previous: str):
-    super().__init__()
-    self._previous = previous
-
-  def expand(self, pbegin):
-    if bigquery.is_table(self._previous):
-      return (pbegin
-              | 'ReadTable' >> beam.io.ReadFromBigQuery(
-                  table=bigquery.table_spec(self._previous),
-                  method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
-                  selected_fields=['id', 'content_hash', 'model_fingerprint',
-                                   'embedding', 'num_tokens', 'truncated',
-                                   'num_chunks'])
-              | 'Parse' >> beam.Map(previous_from_row))
-    return (pbegin
-            | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(
-                f'{self._previous}-*.tfrecord')
-            | 'Parse' >> beam.Map(previous_from_example))
-
-
 class CarryForward(beam.PTransform):
-  """Documents -> (documents to embed, reused EmbeddedDocuments)."""
+  """Documents -> (documents to embed, reused EmbeddedDocuments, ids of
+  previous records gone from the corpus)."""
 
-  def __init__(self, previous: str, fingerprint: str):
+  def __init__(self, previous: Backend, fingerprint: str):
     super().__init__()
     self._previous = previous
     self._fingerprint = fingerprint
 
   def expand(self, documents):
     previous = (documents.pipeline
-                | 'ReadPrevious' >> ReadPrevious(self._previous)
-                | 'KeyPrevious' >> beam.Map(lambda r: (r.id, r)))
+                | 'ReadPrevious' >> self._previous.read(PreviousRecord._fields)
+                | 'KeyPrevious' >> beam.Map(
+                    lambda r: (r['id'], PreviousRecord.from_record(r))))
     keyed = documents | 'KeyDocuments' >> beam.Map(lambda d: (d.id, d))
     results = ({'docs': keyed, 'previous': previous}
                | 'ById' >> beam.CoGroupByKey()
                | 'Match' >> beam.ParDo(_CarryForward(self._fingerprint))
-               .with_outputs('reused', main='to_embed'))
-    return results.to_embed, results.reused
+               .with_outputs('reused', 'removed', main='to_embed'))
+    return results.to_embed, results.reused, results.removed

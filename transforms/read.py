@@ -1,7 +1,8 @@
 """Reading corpora into Documents; unreadable records become DeadLetters.
 
-Every record read leaves this step as exactly one Document or one DeadLetter,
-so the run summary can reconcile: read = embedded + dead-lettered.
+Every record read leaves this step as exactly one Document or one DeadLetter
+(on the DEAD_LETTER output), so the run summary can reconcile: read =
+embedded + reused + dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
 from transforms import bigquery
-from transforms.elements import DeadLetter, Document, derived_id
+from transforms.elements import (DEAD_LETTER, DeadLetter, Document, Results,
+                                 derived_id, route)
 
 FORMATS = ('text', 'jsonl', 'csv', 'parquet', 'tfrecord')
 _EXTENSIONS = {
@@ -256,7 +258,7 @@ def _read_lines(pattern: str):
 
 
 class ReadDocuments(beam.PTransform):
-  """Reads a corpus into a PCollection of Document | DeadLetter: files, a
+  """Reads a corpus into Results(Documents, (DeadLetters,)): files, a
   BigQuery table (bq://PROJECT.DATASET.TABLE) or a BigQuery query."""
 
   def __init__(self, pattern: Optional[str], input_format: str = 'auto',
@@ -307,7 +309,9 @@ class ReadDocuments(beam.PTransform):
       parsed = (pbegin | 'ReadExamples' >> _tfxio_source(self._pattern)
                 | 'ParseExamples' >> beam.FlatMap(
                     record_batch_to_documents, self._pattern, fields))
-    return parsed | 'CountRead' >> beam.Map(_count_read)
+    out = parsed | 'CountRead' >> beam.Map(_count_read).with_outputs(
+        DEAD_LETTER, main='documents')
+    return Results(out.documents, (out[DEAD_LETTER],))
 
 
 def _table_rows(table, source, fields) -> Iterable[Parsed]:
@@ -330,8 +334,8 @@ _read_counter = Metrics.counter(_NAMESPACE, 'documents_read')
 _bad_counter = Metrics.counter(_NAMESPACE, 'records_dead_lettered')
 
 
-def _count_read(element: Parsed) -> Parsed:
+def _count_read(element: Parsed):
   _read_counter.inc()
   if isinstance(element, DeadLetter):
     _bad_counter.inc()
-  return element
+  return route(element)

@@ -1,0 +1,102 @@
+"""The interface every output backend implements.
+
+A backend is one place records go: a file prefix in one format, a BigQuery
+table or a PostgreSQL table. It is chosen once (transforms/backends/
+__init__.py) from the URI and the format, and then answers everything the
+job asks of an output: validation at launch, the Beam transforms that write
+and read records, the default dead-letter location, and reading the whole
+output back outside Beam (pipeline.read).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+from typing import ClassVar, Optional
+
+import apache_beam as beam
+
+from transforms import records as records_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSettings:
+  """The flags that shape writes; each backend uses those that concern it."""
+  started: datetime.datetime = dataclasses.field(
+      default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
+  num_shards: int = 0
+  bq_method: str = 'FILE_LOADS'
+  bq_disposition: str = 'WRITE_TRUNCATE'
+  temp_location: Optional[str] = None
+  pg_index: Optional[str] = None
+
+
+class Backend(abc.ABC):
+  """One output location for records of one layout."""
+
+  format: ClassVar[str]
+  # True where a record's id is a primary key: documents that share an id
+  # cannot all be kept (see pipeline/options.py, --on_duplicate_id).
+  keyed_by_id: ClassVar[bool] = False
+
+  def __init__(self, uri: str, record: records_lib.Record,
+               settings: WriteSettings = WriteSettings()):
+    self.uri = uri
+    self.record = record
+    self.settings = settings
+
+  @classmethod
+  def claims(cls, uri: str) -> bool:
+    """Whether a URI names this kind of location whatever the format."""
+    return False
+
+  def shown(self) -> str:
+    """The location as logs and the summary show it (no secrets)."""
+    return self.uri
+
+  def check(self) -> None:
+    """Launch-time validation of a location to write: raises ValueError
+    with a message for a person."""
+
+  def check_readable(self) -> None:
+    """That an earlier run's output is here (for --previous)."""
+
+  @abc.abstractmethod
+  def dead_letter_location(self) -> tuple[str, str]:
+    """(URI, format) of the dead letters when --dead_letter is not given."""
+
+  @abc.abstractmethod
+  def write(self) -> beam.PTransform:
+    """Record dicts -> written (a PCollection the caller may ignore)."""
+
+  def write_changes(self, previous: Optional['Backend']) -> beam.PTransform:
+    """{'records', 'reused', 'removed'} -> written. Backends that replace
+    their contents on every run write new and reused records alike;
+    removed ids are gone because they are not written."""
+    del previous
+    return _WriteAll(self.write())
+
+  @abc.abstractmethod
+  def read(self, names=None) -> beam.PTransform:
+    """PBegin -> record dicts (only the fields in `names`, if given)."""
+
+  @abc.abstractmethod
+  def load(self):
+    """The whole output as a pyarrow Table, outside Beam."""
+
+  def same_place(self, other: Optional['Backend']) -> bool:
+    return other is not None and type(other) is type(self) and (
+        other.uri == self.uri)
+
+
+class _WriteAll(beam.PTransform):
+
+  def __init__(self, write: beam.PTransform):
+    super().__init__()
+    self._write = write
+
+  def expand(self, changes):
+    parts = [changes['records']] + (
+        [changes['reused']] if 'reused' in changes else [])
+    return parts | 'WithReused' >> beam.Flatten() | self._write

@@ -1,0 +1,106 @@
+"""What file backends share: PREFIX-SSSSS-of-NNNNN.SUFFIX shards, local or
+gs://, through Beam's file sinks.
+
+Re-running a job to the same prefix leaves one copy of each record: Beam's
+file sinks write temporary files and rename them on finalisation (a failed
+run leaves no partial shard under the final name), and shards of an earlier
+run that this one did not write are then deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.backends import base
+
+_NAMESPACE = 'write'
+
+
+def _normal(path: str) -> str:
+  return path if '://' in path else os.path.abspath(path)
+
+
+def remove_stale_shards(written: Sequence[str], prefix: str,
+                        suffix: str) -> int:
+  """Deletes shards under `prefix` that this run did not write.
+
+  Beam's file sinks replace shards of the same name, but a re-run that
+  writes fewer shards (another --num_shards, or a runner that picks another
+  count) would leave an earlier run's extra shards next to the new ones, and
+  readers of PREFIX-* would see old records twice. Runs after the sink has
+  finalised, so a failed run deletes nothing.
+  """
+  shard = re.compile(re.escape(_normal(prefix)) + r'-\d+-of-\d+' +
+                     re.escape(suffix) + '$')
+  keep = {_normal(p) for p in written}
+  stale = [p for p in shards(prefix, suffix)
+           if shard.match(_normal(p)) and _normal(p) not in keep]
+  if stale:
+    logging.warning('Removing %d shard(s) of an earlier run under %s: %s',
+                    len(stale), prefix, stale[:5])
+    FileSystems.delete(stale)
+    Metrics.counter(_NAMESPACE, 'stale_shards_removed').inc(len(stale))
+  return len(stale)
+
+
+def shards(prefix: str, suffix: str) -> list[str]:
+  """This prefix's shard files, in name order."""
+  matched = FileSystems.match([f'{prefix}-*-of-*{suffix}'])[0].metadata_list
+  return sorted(m.path for m in matched)
+
+
+def read_bytes(path: str) -> bytes:
+  with FileSystems.open(path) as f:
+    return f.read()
+
+
+class FileBackend(base.Backend):
+  """Shards under a prefix; subclasses give the suffix and the encoding."""
+
+  suffix: str
+
+  def shown(self) -> str:
+    return f'{self.uri}-*{self.suffix}'
+
+  def check(self) -> None:
+    if not self.uri or self.uri.endswith(('/', self.suffix)):
+      raise ValueError(f'{self.uri!r} is not a file prefix: the output is '
+                       f'written to PREFIX-SSSSS-of-NNNNN{self.suffix}')
+
+  def check_readable(self) -> None:
+    if not shards(self.uri, self.suffix):
+      raise ValueError(f'--previous {self.uri} matches no '
+                       f'{self.uri}-*{self.suffix}; leave --previous out '
+                       'for a first run')
+
+  def dead_letter_location(self) -> tuple[str, str]:
+    return f'{self.uri}-dead_letter', 'jsonl'
+
+  def write(self) -> beam.PTransform:
+    return _WriteShards(self)
+
+  def sink(self) -> beam.PTransform:
+    """Record dicts -> the written file names."""
+    raise NotImplementedError
+
+
+class _WriteShards(beam.PTransform):
+
+  def __init__(self, backend: FileBackend):
+    super().__init__()
+    self._backend = backend
+
+  def expand(self, records):
+    b = self._backend
+    return (records
+            | 'WriteShards' >> b.sink()
+            | 'AllShards' >> beam.combiners.ToList()
+            | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, b.uri,
+                                              b.suffix))

@@ -1,0 +1,75 @@
+"""JSON lines: PREFIX-SSSSS-of-NNNNN.jsonl, the dead letters' default.
+
+One object per record with the declared fields; timestamps as ISO 8601
+text, vectors as arrays of numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import numpy as np
+
+from transforms import records as records_lib
+from transforms.backends import files
+
+
+def to_json(record: dict, layout: records_lib.Record) -> str:
+  out = {}
+  for field in layout.fields:
+    value = record.get(field.name)
+    if field.kind == records_lib.TIMESTAMP and value is not None:
+      value = value.isoformat()
+    elif field.kind == records_lib.VECTOR and value is not None:
+      value = np.asarray(value, np.float64).tolist()
+    out[field.name] = value
+  return json.dumps(out, ensure_ascii=False)
+
+
+def from_json(line: str, layout: records_lib.Record) -> dict:
+  record = json.loads(line)
+  for field in layout.fields:
+    value = record.get(field.name)
+    if value is None:
+      continue
+    if field.kind == records_lib.TIMESTAMP:
+      record[field.name] = records_lib.parse_time(value)
+    elif field.kind == records_lib.VECTOR:
+      record[field.name] = np.asarray(value, np.float32)
+  return record
+
+
+class JsonlBackend(files.FileBackend):
+  format = 'jsonl'
+  suffix = '.jsonl'
+
+  def sink(self) -> beam.PTransform:
+    return _JsonlSink(self)
+
+  def read(self, names=None) -> beam.PTransform:
+    return (beam.io.ReadFromText(f'{self.uri}-*{self.suffix}')
+            | beam.Map(from_json, self.record))
+
+  def load(self):
+    rows = [from_json(line, self.record)
+            for path in files.shards(self.uri, self.suffix)
+            for line in files.read_bytes(path).decode('utf-8').splitlines()
+            if line.strip()]
+    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
+                                rows)
+
+
+class _JsonlSink(beam.PTransform):
+
+  def __init__(self, backend: JsonlBackend):
+    super().__init__()
+    self._backend = backend
+
+  def expand(self, records):
+    b = self._backend
+    return (records
+            | 'ToJson' >> beam.Map(to_json, b.record)
+            | 'WriteJsonl' >> beam.io.WriteToText(
+                b.uri, file_name_suffix=b.suffix,
+                num_shards=b.settings.num_shards))

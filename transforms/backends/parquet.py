@@ -1,0 +1,108 @@
+"""Parquet files: PREFIX-SSSSS-of-NNNNN.parquet, typed as declared.
+
+The vector is a fixed-size list of float32, so pyarrow, pandas, DuckDB and
+BigQuery external tables read it as an array column. Its size is the
+model's dimension, which the job learns from the first record, so the sink
+opens its Parquet writer on the first record rather than up front (Beam's
+WriteToParquet needs the schema when the graph is built).
+"""
+
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
+
+from transforms import records as records_lib
+from transforms.backends import files
+
+# Rows per Parquet row group written at a time.
+_ROWS_PER_WRITE = 1024
+
+
+class _Shard:
+  """One open shard: its file, the rows not yet written, and the writer
+  (made on the first flush, when the vector's size is known)."""
+
+  def __init__(self, handle):
+    self.handle = handle
+    self.rows: list = []
+    self.writer = None
+
+
+class _ParquetSink(filebasedsink.FileBasedSink):
+
+  def __init__(self, prefix: str, layout: records_lib.Record,
+               num_shards: int):
+    super().__init__(prefix, coder=None, file_name_suffix='.parquet',
+                     num_shards=num_shards, mime_type='application/x-parquet',
+                     compression_type=CompressionTypes.UNCOMPRESSED)
+    self._layout = layout
+
+  def open(self, temp_path):
+    return _Shard(super().open(temp_path))
+
+  def write_record(self, file_handle, value):
+    file_handle.rows.append(value)
+    if len(file_handle.rows) >= _ROWS_PER_WRITE:
+      self._flush(file_handle)
+
+  def _flush(self, shard: _Shard) -> None:
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    table = records_lib.to_arrow(self._layout, shard.rows)
+    if shard.writer is None:
+      shard.writer = pq.ParquetWriter(shard.handle, table.schema)
+    shard.writer.write_table(table)
+    shard.rows = []
+
+  def close(self, file_handle):
+    if file_handle.rows or file_handle.writer is None:
+      self._flush(file_handle)
+    file_handle.writer.close()
+    file_handle.handle.close()
+
+
+def read_table(path: str, columns=None):
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  return pq.read_table(io.BytesIO(files.read_bytes(path)), columns=columns)
+
+
+class ParquetBackend(files.FileBackend):
+  format = 'parquet'
+  suffix = '.parquet'
+
+  def dead_letter_location(self) -> tuple[str, str]:
+    return f'{self.uri}-dead_letter', 'parquet'
+
+  def sink(self) -> beam.PTransform:
+    return beam.io.Write(_ParquetSink(self.uri, self.record,
+                                      self.settings.num_shards))
+
+  def read(self, names=None) -> beam.PTransform:
+    return _ReadParquet(self, names)
+
+  def load(self):
+    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    tables = [read_table(p) for p in files.shards(self.uri, self.suffix)]
+    if not tables:
+      return records_lib.to_arrow(self.record, [])
+    return pa.concat_tables(tables, promote_options='permissive')
+
+
+class _ReadParquet(beam.PTransform):
+
+  def __init__(self, backend: ParquetBackend, names):
+    super().__init__()
+    self._backend = backend
+    self._names = names
+
+  def expand(self, pbegin):
+    b = self._backend
+    names = list(self._names) if self._names else None
+    return (pbegin
+            | 'Shards' >> beam.Create(files.shards(b.uri, b.suffix))
+            | 'Reshuffle' >> beam.Reshuffle()
+            | 'ReadParquet' >> beam.FlatMap(
+                lambda path: records_lib.from_arrow(read_table(path, names))))

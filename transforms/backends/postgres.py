@@ -1,0 +1,369 @@
+"""A PostgreSQL table with pgvector:
+postgresql://USER@HOST:PORT/DATABASE?table=TABLE.
+
+The URI is any libpq connection URI (a socket folder as `?host=/path`
+included) plus a `table` parameter; the password comes from libpq's usual
+sources (PGPASSWORD, ~/.pgpass) and is never shown. The sink creates the
+table if it is missing (`embedding vector(DIM)` and the declared columns,
+`id` the primary key) and writes rows in batched upserts (INSERT ... ON
+CONFLICT (id) DO UPDATE), so re-running a job is idempotent.
+
+A full run stamps every row it writes with its start time and, once every
+write has finished, deletes the rows of earlier runs: the table then holds
+exactly this run's records, as a TFRecord output would. A nightly run whose
+--previous names the same table writes only the delta: the upserts of new
+and changed documents and the deletes of removed ones; unchanged rows are
+not touched. A run that fails part-way leaves rows that the next run
+replaces or removes, so a re-run leaves one copy either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+from typing import Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from transforms import records as records_lib
+from transforms.backends import base
+
+SCHEMES = ('postgresql://', 'postgres://')
+INDEXES = ('hnsw',)
+_NAMESPACE = 'write'
+_TABLE = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$')
+# Rows per INSERT transaction and ids per DELETE.
+BATCH_ROWS = 500
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+  """postgresql://...?table=T&... -> (libpq URI without table, T)."""
+  parts = urllib.parse.urlsplit(uri)
+  query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+  tables = [v for k, v in query if k == 'table']
+  if len(tables) != 1 or not _TABLE.match(tables[0]):
+    raise ValueError(
+        f'{redact(uri)} does not name one table: add ?table=NAME (letters, '
+        'digits and _, optionally SCHEMA.NAME), e.g. postgresql://USER@HOST:'
+        'PORT/DATABASE?table=embeddings')
+  rest = urllib.parse.urlencode([(k, v) for k, v in query if k != 'table'])
+  return urllib.parse.urlunsplit(parts._replace(query=rest)), tables[0]
+
+
+def redact(uri: str) -> str:
+  """The URI without a password, for messages and logs."""
+  parts = urllib.parse.urlsplit(uri)
+  if parts.password is None:
+    return uri
+  netloc = parts.netloc.replace(f':{parts.password}@', ':***@', 1)
+  return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def vector_text(values) -> str:
+  """pgvector's text form. float32 values widened to float64 print
+  exactly, and the server parses them back to the same float32."""
+  return '[' + ','.join(map(repr, np.asarray(values, np.float64).tolist())
+                        ) + ']'
+
+
+def parse_vector(text: str) -> np.ndarray:
+  return np.array(text[1:-1].split(','), np.float32) if text != '[]' else (
+      np.zeros(0, np.float32))
+
+
+def connect(conninfo: str, what: str):
+  import psycopg  # pylint: disable=import-outside-toplevel
+  try:
+    return psycopg.connect(conninfo, connect_timeout=10)
+  except psycopg.Error as e:
+    raise RuntimeError(f'cannot connect to PostgreSQL {redact(what)}: '
+                       f'{str(e).strip()}') from e
+
+
+class _Table:
+  """SQL for one table of one record layout."""
+
+  def __init__(self, name: str, layout: records_lib.Record):
+    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    self.sql = sql
+    self.layout = layout
+    self.name = name
+    self.ident = sql.Identifier(*name.split('.'))
+    self.columns = sql.SQL(', ').join(sql.Identifier(n)
+                                      for n in layout.names)
+    self.stamp = next(f.name for f in layout.fields
+                      if f.kind == records_lib.TIMESTAMP)
+
+  def create(self, dim: Optional[int]):
+    sql = self.sql
+    columns = []
+    for f in self.layout.fields:
+      column = sql.SQL('{} {}').format(sql.Identifier(f.name),
+                                       sql.SQL(f.kind.sql_type(dim)))
+      if f.name == self.layout.key:
+        column = sql.SQL('{} PRIMARY KEY').format(column)
+      elif f.required:
+        column = sql.SQL('{} NOT NULL').format(column)
+      columns.append(column)
+    return sql.SQL('CREATE TABLE IF NOT EXISTS {} ({})').format(
+        self.ident, sql.SQL(', ').join(columns))
+
+  def insert(self):
+    sql = self.sql
+    names = self.layout.names
+    statement = sql.SQL('INSERT INTO {} ({}) VALUES ({})').format(
+        self.ident, self.columns,
+        sql.SQL(', ').join(sql.Placeholder() for _ in names))
+    if not self.layout.key:
+      return statement
+    updates = sql.SQL(', ').join(
+        sql.SQL('{0} = EXCLUDED.{0}').format(sql.Identifier(n))
+        for n in names if n != self.layout.key)
+    return sql.SQL('{} ON CONFLICT ({}) DO UPDATE SET {}').format(
+        statement, sql.Identifier(self.layout.key), updates)
+
+  def params(self, record: dict) -> tuple:
+    out = []
+    for f in self.layout.fields:
+      value = record.get(f.name)
+      if value is not None and f.kind == records_lib.VECTOR:
+        value = vector_text(value)
+      out.append(value)
+    return tuple(out)
+
+  def record(self, row: Sequence, names: Sequence[str]) -> dict:
+    out = dict(zip(names, row))
+    for name, value in out.items():
+      if isinstance(value, str) and name == self.layout.vector:
+        out[name] = parse_vector(value)
+      elif value is not None and name == self.stamp:
+        out[name] = records_lib.utc(value)
+    return out
+
+  def dimension(self, conn) -> Optional[int]:
+    """The vector column's declared size, or None (no table, no size)."""
+    row = conn.execute(
+        'SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = '
+        'to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped',
+        (self.name, self.layout.vector)).fetchone()
+    return row[0] if row and row[0] > 0 else None
+
+  def exists(self, conn) -> bool:
+    return conn.execute('SELECT to_regclass(%s) IS NOT NULL',
+                        (self.name,)).fetchone()[0]
+
+
+class PostgresBackend(base.Backend):
+  format = 'postgres'
+  keyed_by_id = True
+
+  def __init__(self, uri, record, settings=base.WriteSettings()):
+    super().__init__(uri, record, settings)
+    self.conninfo, self.table = split_uri(uri)
+
+  @classmethod
+  def claims(cls, uri: str) -> bool:
+    return uri.startswith(SCHEMES)
+
+  def shown(self) -> str:
+    return redact(self.uri)
+
+  def check(self) -> None:
+    if self.settings.pg_index not in (None, *INDEXES):
+      raise ValueError(f'--pg_index must be one of {INDEXES}')
+    with connect(self.conninfo, self.uri) as conn:
+      found = conn.execute("SELECT count(*) FROM pg_available_extensions "
+                           "WHERE name = 'vector'").fetchone()[0]
+      if not found:
+        raise ValueError(f'PostgreSQL {self.shown()} has no pgvector '
+                         'extension (CREATE EXTENSION vector needs it '
+                         'installed on the server)')
+
+  def check_readable(self) -> None:
+    with connect(self.conninfo, self.uri) as conn:
+      if not _Table(self.table, self.record).exists(conn):
+        raise ValueError(f'--previous {self.shown()}: table {self.table} '
+                         'does not exist; leave --previous out for a first '
+                         'run')
+
+  def dead_letter_location(self) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(self.uri)
+    query = [(k, f'{v}_dead_letter' if k == 'table' else v)
+             for k, v in urllib.parse.parse_qsl(parts.query,
+                                                keep_blank_values=True)]
+    return urllib.parse.urlunsplit(parts._replace(
+        query=urllib.parse.urlencode(query))), self.format
+
+  def write(self) -> beam.PTransform:
+    return _WriteRows(self, delta=False)
+
+  def write_changes(self, previous) -> beam.PTransform:
+    return _WriteRows(self, delta=self.same_place(previous))
+
+  def same_place(self, other) -> bool:
+    return isinstance(other, PostgresBackend) and (
+        split_uri(other.uri) == split_uri(self.uri))
+
+  def read(self, names=None) -> beam.PTransform:
+    return (beam.Create([None])
+            | beam.FlatMap(lambda _: self.rows(names)))
+
+  def rows(self, names=None):
+    """Every row, streamed through a server-side cursor."""
+    table = _Table(self.table, self.record)
+    sql = table.sql
+    names = list(names or [])
+    with connect(self.conninfo, self.uri) as conn:
+      if not names:
+        names = [r[0] for r in conn.execute(
+            'SELECT attname FROM pg_attribute WHERE attrelid = '
+            'to_regclass(%s) AND attnum > 0 AND NOT attisdropped '
+            'ORDER BY attnum', (self.table,))]
+      query = sql.SQL('SELECT {} FROM {}').format(
+          sql.SQL(', ').join(sql.Identifier(n) for n in names), table.ident)
+      with conn.cursor(name='read_rows') as cursor:
+        cursor.execute(query)
+        for row in cursor:
+          yield table.record(row, names)
+
+  def load(self):
+    rows = list(self.rows())
+    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
+                                rows)
+
+
+class _Writer(beam.DoFn):
+  """Batches of records -> rows written; batches of ids -> rows deleted.
+  One connection per DoFn instance; one transaction per batch."""
+
+  def __init__(self, backend: PostgresBackend):
+    super().__init__()
+    self._backend = backend
+    self._conn = None
+    self._ready = False
+    self._written = Metrics.counter(_NAMESPACE, 'rows_written')
+    self._deleted = Metrics.counter(_NAMESPACE, 'rows_deleted')
+
+  def setup(self):
+    b = self._backend
+    self._table = _Table(b.table, b.record)
+    self._conn = connect(b.conninfo, b.uri)
+
+  def process(self, batch, action: str):
+    import psycopg  # pylint: disable=import-outside-toplevel
+    try:
+      with self._conn.transaction():
+        if action == 'delete':
+          count = self._delete(batch)
+        else:
+          count = self._insert(batch)
+    except psycopg.OperationalError as e:
+      raise RuntimeError(
+          f'PostgreSQL write to {self._backend.shown()} failed: '
+          f'{str(e).strip()}; a re-run leaves one copy') from e
+    yield count
+
+  def _insert(self, batch) -> int:
+    if not self._ready:
+      dim = len(batch[0][self._table.layout.vector]) if (
+          self._table.layout.vector) else None
+      ensure_table(self._conn, self._table, dim)
+      self._ready = True
+    with self._conn.cursor() as cursor:
+      cursor.executemany(self._table.insert(),
+                         [self._table.params(r) for r in batch])
+    self._written.inc(len(batch))
+    return len(batch)
+
+  def _delete(self, ids) -> int:
+    sql = self._table.sql
+    if not self._table.exists(self._conn):
+      return 0
+    cursor = self._conn.execute(
+        sql.SQL('DELETE FROM {} WHERE {} = ANY(%s)').format(
+            self._table.ident, sql.Identifier(self._table.layout.key)),
+        (list(ids),))
+    self._deleted.inc(cursor.rowcount)
+    return cursor.rowcount
+
+  def teardown(self):
+    if self._conn is not None:
+      self._conn.close()
+
+
+def ensure_table(conn, table: _Table, dim: Optional[int]) -> None:
+  """Creates the extension and the table if missing, one worker at a time
+  (an advisory lock: concurrent CREATE ... IF NOT EXISTS can collide), and
+  checks an existing table's vector size."""
+  conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))', (table.name,))
+  conn.execute('CREATE EXTENSION IF NOT EXISTS vector')
+  existing = table.dimension(conn) if table.layout.vector else None
+  if existing and dim and existing != dim:
+    raise ValueError(f'table {table.name} holds {existing}-d vectors; this '
+                     f'model makes {dim}-d ones: write to another table')
+  conn.execute(table.create(dim))
+
+
+def finish(written: int, backend: PostgresBackend, delta: bool) -> int:
+  """After every write: a full run deletes the rows of earlier runs (by
+  their stamp); then the optional index. Returns rows deleted."""
+  table = _Table(backend.table, backend.record)
+  sql = table.sql
+  deleted = 0
+  with connect(backend.conninfo, backend.uri) as conn:
+    with conn.transaction():
+      if not table.exists(conn):
+        if table.layout.vector:
+          return 0  # no rows at all: the vector size is unknown
+        ensure_table(conn, table, None)
+      if not delta:
+        deleted = conn.execute(
+            sql.SQL('DELETE FROM {} WHERE {} IS DISTINCT FROM %s').format(
+                table.ident, sql.Identifier(table.stamp)),
+            (backend.settings.started,)).rowcount
+    if backend.settings.pg_index == 'hnsw' and table.layout.vector:
+      conn.execute(sql.SQL(
+          'CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} '
+          'vector_cosine_ops)').format(
+              sql.Identifier(f'{table.name.split(".")[-1]}_hnsw'),
+              table.ident, sql.Identifier(table.layout.vector)))
+      conn.commit()
+  if deleted:
+    logging.info('Deleted %d rows of earlier runs from %s', deleted,
+                 backend.shown())
+    Metrics.counter(_NAMESPACE, 'rows_deleted').inc(deleted)
+  del written
+  return deleted
+
+
+class _WriteRows(beam.PTransform):
+  """Record dicts, or {'records', 'reused', 'removed'} -> rows written."""
+
+  def __init__(self, backend: PostgresBackend, delta: bool):
+    super().__init__()
+    self._backend = backend
+    self._delta = delta
+
+  def expand(self, changes):
+    if not isinstance(changes, dict):
+      changes = {'records': changes}
+    parts = [changes['records']]
+    if 'reused' in changes and not self._delta:
+      parts.append(changes['reused'])
+    batch = dict(min_batch_size=1, max_batch_size=BATCH_ROWS)
+    writer = _Writer(self._backend)
+    counts = [parts
+              | 'Records' >> beam.Flatten()
+              | 'Batch' >> beam.BatchElements(**batch)
+              | 'Upsert' >> beam.ParDo(writer, 'insert')]
+    if self._delta and 'removed' in changes:
+      counts.append(changes['removed']
+                    | 'BatchIds' >> beam.BatchElements(**batch)
+                    | 'Delete' >> beam.ParDo(writer, 'delete'))
+    return (counts
+            | 'AllCounts' >> beam.Flatten()
+            | 'Total' >> beam.CombineGlobally(sum)
+            | 'Finish' >> beam.Map(finish, self._backend, self._delta))
