@@ -22,7 +22,7 @@ setuptools.setup(
     version='0.1.0',
     description='Apache Beam batch text-embedding pipeline with TF Hub '
     'BERT-style encoders',
-    packages=['pipeline', 'transforms', 'tfmodels'],
+    packages=['pipeline', 'transforms', 'transforms.backends', 'tfmodels'],
     python_requires='>=3.11,<3.12',
     install_requires=_requirements(),
 )

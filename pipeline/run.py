@@ -226,8 +226,11 @@ def summarize(result, options: EmbedOptions, seconds: float,
           _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),
       'seconds': round(seconds, 2),
       'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
-      'rows_upserted': _counter(result, 'write', 'rows_written'),
-      'rows_deleted': _counter(result, 'write', 'rows_deleted'),
+      # PostgreSQL outputs: rows written (upserted) and deleted.
+      'rows_upserted': _counter(result, 'write',
+                                f'rows_written_{records.EMBEDDINGS.name}'),
+      'rows_deleted': _counter(result, 'write',
+                               f'rows_deleted_{records.EMBEDDINGS.name}'),
       'output': where.output.shown(),
       'dead_letter': where.dead_letters.shown(),
   }

@@ -8,6 +8,7 @@ embeddings and JSON lines for dead letters, or as --output_format /
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from transforms import records
@@ -59,8 +60,10 @@ def dead_letters(out: Backend, uri: Optional[str] = None, fmt: str = 'auto',
   default_uri, default_fmt = out.dead_letter_location()
   if default_fmt not in _FILES:
     default_fmt = 'jsonl'  # a table output's dead letters given as files
+  # --num_shards is the embeddings' count; the runner shards dead letters.
   return _backend(uri or default_uri, default_fmt if fmt == 'auto' else fmt,
-                  records.DEAD_LETTERS, settings)
+                  records.DEAD_LETTERS,
+                  dataclasses.replace(settings, num_shards=0))
 
 
 def existing(uri: str, fmt: str = 'auto', *,

@@ -37,11 +37,8 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
   readers of PREFIX-* would see old records twice. Runs after the sink has
   finalised, so a failed run deletes nothing.
   """
-  shard = re.compile(re.escape(_normal(prefix)) + r'-\d+-of-\d+' +
-                     re.escape(suffix) + '$')
   keep = {_normal(p) for p in written}
-  stale = [p for p in shards(prefix, suffix)
-           if shard.match(_normal(p)) and _normal(p) not in keep]
+  stale = [p for p in shards(prefix, suffix) if _normal(p) not in keep]
   if stale:
     logging.warning('Removing %d shard(s) of an earlier run under %s: %s',
                     len(stale), prefix, stale[:5])
@@ -51,9 +48,13 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
 
 
 def shards(prefix: str, suffix: str) -> list[str]:
-  """This prefix's shard files, in name order."""
+  """This prefix's shard files, in name order: PREFIX-SSSSS-of-NNNNN only,
+  not another output's whose name starts with the prefix (its dead letters
+  at PREFIX-dead_letter-...)."""
+  shard = re.compile(re.escape(_normal(prefix)) + r'-\d+-of-\d+' +
+                     re.escape(suffix) + '$')
   matched = FileSystems.match([f'{prefix}-*-of-*{suffix}'])[0].metadata_list
-  return sorted(m.path for m in matched)
+  return sorted(m.path for m in matched if shard.match(_normal(m.path)))
 
 
 def read_bytes(path: str) -> bytes:

@@ -49,7 +49,8 @@ def split_uri(uri: str) -> tuple[str, str]:
         f'{redact(uri)} does not name one table: add ?table=NAME (letters, '
         'digits and _, optionally SCHEMA.NAME), e.g. postgresql://USER@HOST:'
         'PORT/DATABASE?table=embeddings')
-  rest = urllib.parse.urlencode([(k, v) for k, v in query if k != 'table'])
+  rest = urllib.parse.urlencode([(k, v) for k, v in query if k != 'table'],
+                                safe='/:')
   return urllib.parse.urlunsplit(parts._replace(query=rest)), tables[0]
 
 
@@ -195,7 +196,7 @@ class PostgresBackend(base.Backend):
              for k, v in urllib.parse.parse_qsl(parts.query,
                                                 keep_blank_values=True)]
     return urllib.parse.urlunsplit(parts._replace(
-        query=urllib.parse.urlencode(query))), self.format
+        query=urllib.parse.urlencode(query, safe='/:'))), self.format
 
   def write(self) -> beam.PTransform:
     return _WriteRows(self, delta=False)
@@ -235,6 +236,12 @@ class PostgresBackend(base.Backend):
                                 rows)
 
 
+def rows_counter(what: str, backend: 'PostgresBackend') -> str:
+  """rows_written_embeddings, rows_deleted_dead_letters, ...: the summary
+  reads the embeddings' ones."""
+  return f'rows_{what}_{backend.record.name}'
+
+
 class _Writer(beam.DoFn):
   """Batches of records -> rows written; batches of ids -> rows deleted.
   One connection per DoFn instance; one transaction per batch."""
@@ -244,8 +251,10 @@ class _Writer(beam.DoFn):
     self._backend = backend
     self._conn = None
     self._ready = False
-    self._written = Metrics.counter(_NAMESPACE, 'rows_written')
-    self._deleted = Metrics.counter(_NAMESPACE, 'rows_deleted')
+    self._written = Metrics.counter(_NAMESPACE,
+                                    rows_counter('written', backend))
+    self._deleted = Metrics.counter(_NAMESPACE,
+                                    rows_counter('deleted', backend))
 
   def setup(self):
     b = self._backend
@@ -334,7 +343,7 @@ def finish(written: int, backend: PostgresBackend, delta: bool) -> int:
   if deleted:
     logging.info('Deleted %d rows of earlier runs from %s', deleted,
                  backend.shown())
-    Metrics.counter(_NAMESPACE, 'rows_deleted').inc(deleted)
+    Metrics.counter(_NAMESPACE, rows_counter('deleted', backend)).inc(deleted)
   del written
   return deleted
 
