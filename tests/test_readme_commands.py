@@ -10,6 +10,8 @@ HF_DIR) are filled in. The swaps, each named where it is made:
 - tfhub.dev cannot be reached: the TF Hub command is run and must fail with
   the job's clear offline message (exit 2);
 - Cloud Storage and BigQuery are the local emulators (tests/emulators.py);
+- PostgreSQL at DB_HOST:5432 is a local server with pgvector on a socket
+  (tests/postgres.py), its URI put in place of the README's;
 - the Dataflow commands are run by tests/test_dataflow_graph.py (dry run)
   and tests/test_rehearsal.py (PortableRunner), which name their swaps.
 Commands that cannot run here at all (docker, gcloud) are listed in
@@ -27,6 +29,7 @@ import pytest
 
 from tests import corpora
 from tests import emulators
+from tests import postgres
 from tests import readme
 
 ROOT = corpora.ROOT
@@ -46,6 +49,7 @@ RUN_HERE = [
     ('./run_local.sh',),
     ('.venv/bin/python', '-m', 'pipeline.run'),
     ('.venv/bin/python', '-m', 'pipeline.export_model'),
+    ('.venv/bin/python', '-m', 'pipeline.read'),
 ]
 
 
@@ -139,6 +143,26 @@ def test_cloud_inputs_and_outputs(workdir, tmp_path):
         (d['id'], d['source']) for d in docs)
 
 
+def test_postgres_nightly_command(workdir):
+  """The README's PostgreSQL command, its URI swapped for the test
+  server's: first without --previous (the first night), then as written."""
+  work, env, _, _, n = workdir
+  if not os.path.exists(work / 'models' / 'minilm-l6'):
+    assert _run(readme.command('export_model', 'minilm-l6'), work,
+                env).returncode == 0
+  nightly = readme.command('pipeline.run', 'postgresql://')
+  with postgres.running() as server:
+    argv = [server.uri('docs') if a.startswith('postgresql://') else a
+            for a in nightly]
+    first = _summary(_run(readme.drop_flags(argv, '--previous'), work, env))
+    assert first['rows_upserted'] == n and first['reconciled']
+    summary = _summary(_run(argv, work, env))
+    assert (summary['documents_reused'], summary['rows_upserted'],
+            summary['rows_deleted']) == (n, 0, 0)
+    with server.connect() as conn:
+      assert conn.execute('SELECT count(*) FROM docs').fetchone()[0] == n
+
+
 def test_tf_hub_command_fails_clearly_offline(workdir):
   work, env, _, _, _ = workdir
   proc = _run(readme.command('pipeline.run', '--preprocessor',
@@ -186,7 +210,7 @@ def test_scheduled_re_embedding(workdir):
     # Made by the README's conversion command (test_converting_other_models).
     assert _run(readme.command('export_model', 'minilm-l6'), work,
                 env).returncode == 0
-  nightly = readme.command('pipeline.run', '--previous')
+  nightly = readme.command('pipeline.run', '--previous', 'out/2026-11-27')
   previous = nightly[nightly.index('--previous') + 1]
   # The first night: the same command without --previous, to that output.
   first = readme.drop_flags(nightly, '--previous', '--output') + [
@@ -209,8 +233,8 @@ def test_run_local_and_reading_the_output_back(workdir):
   assert summary['documents_read'] == 2653 and summary['reconciled']
   assert 'summary' in proc.stdout and 'padding efficiency' in proc.stdout
   with open(readme.README, encoding='utf-8') as f:
-    snippet = f.read().split('Reading the output back:\n\n```python\n')[1]
-  snippet = snippet.split('```')[0] + (
+    snippet = f.read().split('Reading the output back')[1]
+  snippet = snippet.split('```python\n')[1].split('```')[0] + (
       '\nimport json\nprint(json.dumps({"n": len(ids), "shape": '
       'list(vectors.shape), "norm": float(np.linalg.norm(vectors[0]))}))\n')
   proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'python'), '-c',
@@ -220,6 +244,10 @@ def test_run_local_and_reading_the_output_back(workdir):
   got = json.loads(proc.stdout.strip().splitlines()[-1])
   assert got['n'] == 2653 and got['shape'] == [2653, 384]
   assert abs(got['norm'] - 1) < 1e-5  # --normalize took effect
+  shown = _run(readme.command('pipeline.read'), ROOT, env)
+  assert shown.returncode == 0, shown.stderr[-3000:]
+  lines = shown.stdout.strip().splitlines()
+  assert lines[-1] == '2653 records, 384-d embeddings' and len(lines) == 3
   offline = subprocess.run(['./run_local.sh', '--model', 'roberta-large'],
                            cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=300)
