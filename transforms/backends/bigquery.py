@@ -101,42 +101,30 @@ class BigQueryBackend(base.Backend):
                                 rows)
 
 
-class _WriteTable(beam.PTransform):
-
-  def __init__(self, backend: BigQueryBackend):
-    super().__init__()
-    self._backend = backend
-
-  def expand(self, records):
-    b, s = self._backend, self._backend.settings
-    tables.check_write(s.bq_method, s.bq_disposition)
-    return (records
-            | 'ToRow' >> beam.Map(to_row, b.record)
-            | 'WriteBigQuery' >> beam.io.WriteToBigQuery(
-                tables.table_spec(b.uri), schema=schema(b.record),
-                method=getattr(beam.io.WriteToBigQuery.Method, s.bq_method),
-                create_disposition=(
-                    beam.io.BigQueryDisposition.CREATE_IF_NEEDED),
-                write_disposition=getattr(beam.io.BigQueryDisposition,
-                                          s.bq_disposition),
-                custom_gcs_temp_location=s.temp_location,
-                # JSON load files: no Avro schema conversion of REPEATED
-                # floats.
-                temp_file_format='NEWLINE_DELIMITED_JSON'))
+@beam.ptransform_fn
+def _WriteTable(records, backend: BigQueryBackend):
+  s = backend.settings
+  tables.check_write(s.bq_method, s.bq_disposition)
+  return (records
+          | 'ToRow' >> beam.Map(to_row, backend.record)
+          | 'WriteBigQuery' >> beam.io.WriteToBigQuery(
+              tables.table_spec(backend.uri), schema=schema(backend.record),
+              method=getattr(beam.io.WriteToBigQuery.Method, s.bq_method),
+              create_disposition=(
+                  beam.io.BigQueryDisposition.CREATE_IF_NEEDED),
+              write_disposition=getattr(beam.io.BigQueryDisposition,
+                                        s.bq_disposition),
+              custom_gcs_temp_location=s.temp_location,
+              # JSON load files: no Avro schema conversion of REPEATED
+              # floats.
+              temp_file_format='NEWLINE_DELIMITED_JSON'))
 
 
-class _ReadTable(beam.PTransform):
-
-  def __init__(self, backend: BigQueryBackend, names):
-    super().__init__()
-    self._backend = backend
-    self._names = names
-
-  def expand(self, pbegin):
-    b = self._backend
-    return (pbegin
-            | 'ReadTable' >> beam.io.ReadFromBigQuery(
-                table=tables.table_spec(b.uri),
-                method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
-                selected_fields=list(self._names) if self._names else None)
-            | 'Parse' >> beam.Map(from_row, b.record))
+@beam.ptransform_fn
+def _ReadTable(pbegin, backend: BigQueryBackend, names):
+  return (pbegin
+          | 'ReadTable' >> beam.io.ReadFromBigQuery(
+              table=tables.table_spec(backend.uri),
+              method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
+              selected_fields=list(names) if names else None)
+          | 'Parse' >> beam.Map(from_row, backend.record))

@@ -92,16 +92,10 @@ class FileBackend(base.Backend):
     raise NotImplementedError
 
 
-class _WriteShards(beam.PTransform):
-
-  def __init__(self, backend: FileBackend):
-    super().__init__()
-    self._backend = backend
-
-  def expand(self, records):
-    b = self._backend
-    return (records
-            | 'WriteShards' >> b.sink()
-            | 'AllShards' >> beam.combiners.ToList()
-            | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, b.uri,
-                                              b.suffix))
+@beam.ptransform_fn
+def _WriteShards(records, backend: FileBackend):
+  return (records
+          | 'WriteShards' >> backend.sink()
+          | 'AllShards' >> beam.combiners.ToList()
+          | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, backend.uri,
+                                            backend.suffix))

@@ -60,16 +60,10 @@ class JsonlBackend(files.FileBackend):
                                 rows)
 
 
-class _JsonlSink(beam.PTransform):
-
-  def __init__(self, backend: JsonlBackend):
-    super().__init__()
-    self._backend = backend
-
-  def expand(self, records):
-    b = self._backend
-    return (records
-            | 'ToJson' >> beam.Map(to_json, b.record)
-            | 'WriteJsonl' >> beam.io.WriteToText(
-                b.uri, file_name_suffix=b.suffix,
-                num_shards=b.settings.num_shards))
+@beam.ptransform_fn
+def _JsonlSink(records, backend: JsonlBackend):
+  return (records
+          | 'ToJson' >> beam.Map(to_json, backend.record)
+          | 'WriteJsonl' >> beam.io.WriteToText(
+              backend.uri, file_name_suffix=backend.suffix,
+              num_shards=backend.settings.num_shards))

@@ -34,9 +34,9 @@ class _Shard:
 
 class _ParquetSink(filebasedsink.FileBasedSink):
 
-  def __init__(self, prefix: str, layout: records_lib.Record,
+  def __init__(self, prefix: str, suffix: str, layout: records_lib.Record,
                num_shards: int):
-    super().__init__(prefix, coder=None, file_name_suffix='.parquet',
+    super().__init__(prefix, coder=None, file_name_suffix=suffix,
                      num_shards=num_shards, mime_type='application/x-parquet',
                      compression_type=CompressionTypes.UNCOMPRESSED)
     self._layout = layout
@@ -77,7 +77,7 @@ class ParquetBackend(files.FileBackend):
     return f'{self.uri}-dead_letter', 'parquet'
 
   def sink(self) -> beam.PTransform:
-    return beam.io.Write(_ParquetSink(self.uri, self.record,
+    return beam.io.Write(_ParquetSink(self.uri, self.suffix, self.record,
                                       self.settings.num_shards))
 
   def read(self, names=None) -> beam.PTransform:
@@ -91,18 +91,11 @@ class ParquetBackend(files.FileBackend):
     return pa.concat_tables(tables, promote_options='permissive')
 
 
-class _ReadParquet(beam.PTransform):
-
-  def __init__(self, backend: ParquetBackend, names):
-    super().__init__()
-    self._backend = backend
-    self._names = names
-
-  def expand(self, pbegin):
-    b = self._backend
-    names = list(self._names) if self._names else None
-    return (pbegin
-            | 'Shards' >> beam.Create(files.shards(b.uri, b.suffix))
-            | 'Reshuffle' >> beam.Reshuffle()
-            | 'ReadParquet' >> beam.FlatMap(
-                lambda path: records_lib.from_arrow(read_table(path, names))))
+@beam.ptransform_fn
+def _ReadParquet(pbegin, backend: ParquetBackend, names):
+  names = list(names) if names else None
+  return (pbegin
+          | 'Shards' >> beam.Create(files.shards(backend.uri, backend.suffix))
+          | 'Reshuffle' >> beam.Reshuffle()
+          | 'ReadParquet' >> beam.FlatMap(
+              lambda path: records_lib.from_arrow(read_table(path, names))))

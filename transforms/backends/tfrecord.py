@@ -103,31 +103,18 @@ class TFRecordBackend(files.FileBackend):
                                 rows)
 
 
-class _TFRecordSink(beam.PTransform):
-
-  def __init__(self, backend: TFRecordBackend):
-    super().__init__()
-    self._backend = backend
-
-  def expand(self, records):
-    b = self._backend
-    return (records
-            | 'ToExample' >> beam.Map(to_example_bytes, b.record)
-            | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
-                b.uri, file_name_suffix=b.suffix,
-                num_shards=b.settings.num_shards))
+@beam.ptransform_fn
+def _TFRecordSink(records, backend: TFRecordBackend):
+  return (records
+          | 'ToExample' >> beam.Map(to_example_bytes, backend.record)
+          | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
+              backend.uri, file_name_suffix=backend.suffix,
+              num_shards=backend.settings.num_shards))
 
 
-class _ReadTFRecord(beam.PTransform):
-
-  def __init__(self, backend: TFRecordBackend, names):
-    super().__init__()
-    self._backend = backend
-    self._names = names
-
-  def expand(self, pbegin):
-    b = self._backend
-    return (pbegin
-            | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(
-                f'{b.uri}-*{b.suffix}')
-            | 'Parse' >> beam.Map(from_example_bytes, b.record, self._names))
+@beam.ptransform_fn
+def _ReadTFRecord(pbegin, backend: TFRecordBackend, names):
+  return (pbegin
+          | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(
+              f'{backend.uri}-*{backend.suffix}')
+          | 'Parse' >> beam.Map(from_example_bytes, backend.record, names))
