@@ -142,6 +142,9 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
   assert summary['reconciled'] is True
   assert summary['output'] == _table('emb')
   _check_table_rows(_rows(cloud, 'emb'), want, docs)
+  # pipeline.read on the table: the local run's records, value for value.
+  corpora.assert_same_records(
+      {r['id']: r for r in corpora.read_output(_table('emb'))}, want, atol=0)
   letters = _rows(cloud, 'emb_dead_letter')
   assert sorted(d['error_type'] for d in letters) == sorted(
       d['error_type'] for d in want_letters)

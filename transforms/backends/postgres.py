@@ -93,6 +93,9 @@ class _Table:
     self.layout = layout
     self.name = name
     self.ident = sql.Identifier(*name.split('.'))
+    # The quoted name, for to_regclass (which folds unquoted names to
+    # lower case, as CREATE TABLE with a quoted identifier does not).
+    self.regname = '.'.join('"' + part + '"' for part in name.split('.'))
     self.columns = sql.SQL(', ').join(sql.Identifier(n)
                                       for n in layout.names)
     self.stamp = next(f.name for f in layout.fields
@@ -149,12 +152,12 @@ class _Table:
     row = conn.execute(
         'SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = '
         'to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped',
-        (self.name, self.layout.vector)).fetchone()
+        (self.regname, self.layout.vector)).fetchone()
     return row[0] if row and row[0] > 0 else None
 
   def exists(self, conn) -> bool:
     return conn.execute('SELECT to_regclass(%s) IS NOT NULL',
-                        (self.name,)).fetchone()[0]
+                        (self.regname,)).fetchone()[0]
 
 
 class PostgresBackend(base.Backend):
@@ -218,11 +221,14 @@ class PostgresBackend(base.Backend):
     sql = table.sql
     names = list(names or [])
     with connect(self.conninfo, self.uri) as conn:
+      if not table.exists(conn):
+        raise ValueError(f'{self.shown()}: table {self.table} does not '
+                         'exist')
       if not names:
         names = [r[0] for r in conn.execute(
             'SELECT attname FROM pg_attribute WHERE attrelid = '
             'to_regclass(%s) AND attnum > 0 AND NOT attisdropped '
-            'ORDER BY attnum', (self.table,))]
+            'ORDER BY attnum', (table.regname,))]
       query = sql.SQL('SELECT {} FROM {}').format(
           sql.SQL(', ').join(sql.Identifier(n) for n in names), table.ident)
       with conn.cursor(name='read_rows') as cursor:
