@@ -99,12 +99,6 @@ class Record:
     return dataclasses.replace(self, fields=self.fields + extra,
                                metadata=self.metadata + tuple(names))
 
-  def select(self, names: Sequence[str]) -> 'Record':
-    """The same record with only these fields (for readers that need a
-    few columns)."""
-    return dataclasses.replace(
-        self, fields=tuple(self.field(n) for n in names), metadata=())
-
   def markdown_table(self) -> str:
     """The README's schema table."""
     lines = ['| field | tf.Example | BigQuery | Parquet | PostgreSQL | '

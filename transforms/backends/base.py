@@ -85,10 +85,6 @@ class Backend(abc.ABC):
   def load(self):
     """The whole output as a pyarrow Table, outside Beam."""
 
-  def same_place(self, other: Optional['Backend']) -> bool:
-    return other is not None and type(other) is type(self) and (
-        other.uri == self.uri)
-
 
 class _WriteAll(beam.PTransform):
 
