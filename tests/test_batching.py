@@ -42,6 +42,8 @@ def test_plan_batches_respects_budget_and_buckets(max_batch_tokens,
     rows = batching.padded_batch_rows(len(indices), limit)
     assert len(indices) <= rows <= limit
     assert rows - len(indices) <= max(1, limit // 8) - 1
+    # A small batch is padded by less than itself.
+    assert rows < 2 * len(indices) or len(indices) >= limit // 8
     # The budget holds, except that a batch always takes one row.
     assert len(indices) == 1 or len(indices) * seq_length <= max_batch_tokens
   # Sorted by length: padded lengths never decrease.
@@ -50,9 +52,12 @@ def test_plan_batches_respects_budget_and_buckets(max_batch_tokens,
 
 def test_padded_batch_rows_allow_few_shapes():
   sizes = {batching.padded_batch_rows(n, 256) for n in range(1, 257)}
-  assert sizes == {32, 64, 96, 128, 160, 192, 224, 256}
+  # Powers of two below an eighth, then multiples of an eighth.
+  assert sizes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}
   assert batching.padded_batch_rows(5, 7) == 5  # limit < 8: no padding
-  assert batching.padded_batch_rows(1, 64) == 8
+  assert batching.padded_batch_rows(1, 64) == 1
+  assert batching.padded_batch_rows(9, 256) == 16  # a nightly delta
+  assert batching.padded_batch_rows(33, 256) == 64
 
 
 def test_chunk_windows_cover_the_document_with_overlap():

@@ -29,3 +29,72 @@ def test_require_gpu_fails_fast_with_the_reason(tmp_path, capsys,
   err = capsys.readouterr().err
   assert '--require_gpu' in err and 'worker_accelerator' in err
   assert not list(tmp_path.glob('out/*'))  # nothing ran
+
+
+CPUINFO = ('processor\t: 0\nvendor_id\t: GenuineIntel\n'
+           'flags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile\n\n')
+
+
+def test_auto_precision_follows_the_hardware():
+  assert devices.cpu_flags(CPUINFO) >= {'avx2', 'amx_bf16'}
+  assert devices.cpu_flags('no flags here') == set()
+  assert devices.auto_precision(gpu=False,
+                                flags=devices.cpu_flags(CPUINFO)) == 'bf16'
+  assert devices.auto_precision(gpu=False, flags={'avx512_bf16'}) == 'bf16'
+  assert devices.auto_precision(gpu=False, flags={'avx2', 'fma'}) == 'fp32'
+  assert devices.auto_precision(gpu=True, flags=set()) == 'bf16'
+
+
+def _options(*flags):
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  return PipelineOptions(['--input', 'x.jsonl', '--output', 'out/emb',
+                          '--precision', 'auto', *flags])
+
+
+def test_precision_auto_on_dataflow_asks_for_bf16_only_with_a_gpu(
+    minilm_export):
+  from pipeline import presets  # pylint: disable=import-outside-toplevel
+  export = presets.from_export_dir(minilm_export)
+  dataflow = ('--runner', 'DataflowRunner')
+  assert run.resolve_precision(_options(*dataflow), export) == 'fp32'
+  assert run.resolve_precision(_options(
+      *dataflow, '--encoder_accelerator',
+      'type:nvidia-l4;count:1;install-nvidia-driver'), export) == 'bf16'
+  assert run.resolve_precision(_options(
+      *dataflow, '--dataflow_service_options',
+      'worker_accelerator=type:nvidia-l4;count:1'), export) == 'bf16'
+  # An encoder from elsewhere has only its float32 call.
+  other = presets.ResolvedModel('other', 'p', 'e', untrained_pooler=False)
+  assert run.resolve_precision(_options(
+      *dataflow, '--encoder_accelerator', 'type:nvidia-l4;count:1'),
+                               other) == 'fp32'
+  # Explicit values are kept as given.
+  explicit = _options(*dataflow)
+  explicit.view_as(run.EmbedOptions).precision = 'fp16'
+  assert run.resolve_precision(explicit, export) == 'fp16'
+
+
+def test_precision_auto_runs_what_this_machine_has(tmp_path, minilm_export):
+  """A local run: the summary names the precision that ran, read here from
+  /proc/cpuinfo independently of tfmodels.devices."""
+  flags = set()
+  with open('/proc/cpuinfo', encoding='utf-8') as f:
+    for line in f:
+      if line.startswith('flags'):
+        flags = set(line.split(':')[1].split())
+        break
+  expected = 'bf16' if (_gpus() or flags & {'amx_bf16', 'avx512_bf16'}) else (
+      'fp32')
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
+                               corpora.sample_docs(4), bad=False)
+  out = str(tmp_path / 'out' / 'emb')
+  status, summary, _ = run.launch(['--input', corpus.pattern, '--output', out,
+                                   '--model_dir', minilm_export,
+                                   '--precision', 'auto'])
+  assert status == 0 and summary['precision'] == expected
+  spec = run.EmbeddingSpec  # the fingerprint says what ran
+  from pipeline import presets  # pylint: disable=import-outside-toplevel
+  model = presets.from_export_dir(minilm_export)
+  records = corpora.read_output(out)
+  assert {r['model_fingerprint'] for r in records} == {
+      spec(model=model.identity, precision=expected).fingerprint()}

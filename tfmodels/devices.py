@@ -32,3 +32,31 @@ def configure_gpus(require_gpu: bool = False) -> list[str]:
         'install-nvidia-driver and a worker image with CUDA '
         '(--sdk_container_image); locally, drop --require_gpu to run on CPU.')
   return [gpu.name for gpu in gpus]
+
+
+# CPU features whose bf16 matrix products beat float32 (AMX tiles, AVX-512
+# BF16 dot products). Without them bf16 is emulated: on an AVX2-only CPU
+# the pipeline ran slower in bf16 than in fp32 (docs/performance.md).
+BF16_CPU_FLAGS = ('amx_bf16', 'avx512_bf16')
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+  """The CPU's feature flags, from /proc/cpuinfo (empty where there is
+  none, e.g. not Linux)."""
+  if cpuinfo is None:
+    try:
+      with open('/proc/cpuinfo', encoding='utf-8') as f:
+        cpuinfo = f.read()
+    except OSError:
+      return set()
+  for line in cpuinfo.splitlines():
+    if line.startswith('flags'):
+      return set(line.split(':', 1)[1].split())
+  return set()
+
+
+def auto_precision(*, gpu: bool, flags: set[str] | None = None) -> str:
+  """What --precision auto means where the encoder runs: bf16 on a GPU or
+  a CPU with native bf16 matrix products, fp32 elsewhere."""
+  flags = cpu_flags() if flags is None else flags
+  return 'bf16' if gpu or any(f in flags for f in BF16_CPU_FLAGS) else 'fp32'

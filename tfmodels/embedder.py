@@ -121,7 +121,7 @@ class Tokenizer:
 
   @classmethod
   def load(cls, preprocessor_handle: str) -> 'Tokenizer':
-    return cls(_load_preprocessor(preprocessor_handle))
+    return _load_tokenizer(preprocessor_handle)
 
   def num_special(self, num_segments: int) -> int:
     return self._num_special[num_segments]
@@ -138,6 +138,14 @@ class Tokenizer:
     return np.split(values, tokens.row_splits.numpy()[1:-1])
 
 
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(handle: str) -> Tokenizer:
+  """One per process and handle: its special-token probe traces
+  bert_pack_inputs (0.6 s), which a tokenizing step and the encoder of the
+  same preprocessor need only once."""
+  return Tokenizer(_load_preprocessor(handle))
+
+
 class EmbeddingModel:
   """A loaded preprocessor + encoder pair with a pooling rule.
 
@@ -148,7 +156,8 @@ class EmbeddingModel:
 
   def __init__(self, preprocessor, encoder, pooling: str = 'mean',
                normalize: bool = False, max_seq_length: int = 128,
-               precision: str = 'fp32', jit_compile: bool = False):
+               precision: str = 'fp32', jit_compile: bool = False,
+               tokenizer: Optional[Tokenizer] = None):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if pooling not in POOLINGS:
       raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
@@ -182,13 +191,14 @@ class EmbeddingModel:
         n: tf.function(packed_encode, input_signature=[
             tf.TensorSpec([], tf.int32)] + [int_vector, length_vector] * n)
         for n in (1, 2)}
-    self._tokenizer = Tokenizer(preprocessor)
+    self._tokenizer = tokenizer or Tokenizer(preprocessor)
 
   @classmethod
   def load(cls, preprocessor_handle: str, encoder_handle: str,
            **kwargs) -> 'EmbeddingModel':
-    return cls(_load_preprocessor(preprocessor_handle),
-               _load_saved_encoder(encoder_handle), **kwargs)
+    tokenizer = Tokenizer.load(preprocessor_handle)
+    return cls(tokenizer.preprocessor, _load_saved_encoder(encoder_handle),
+               tokenizer=tokenizer, **kwargs)
 
   def num_special(self, num_segments: int) -> int:
     return self._tokenizer.num_special(num_segments)

@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Sequence, Union
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, RunInference
+from transforms.inference import ModelHandler, RunInference
 
 from tfmodels.budget import is_out_of_memory, token_budget
 from tfmodels.embedder import l2_normalize
