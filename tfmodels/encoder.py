@@ -180,6 +180,11 @@ class TransformerEncoder(tf.Module):
          tf.gather(self.position_embeddings, self._position_ids(ids)) +
          tf.gather(self.type_embeddings, types))
     x = self._layer_norm(x, self.embedding_ln)
+    # Tokens as rows of one 2-D matrix between the attention blocks: every
+    # projection is then a plain MatMul + BiasAdd, which TensorFlow's oneDNN
+    # kernels run 11-14% faster than the batched [batch, seq, H] x [H, H]
+    # product (measured on an AVX2 CPU, docs/performance.md).
+    x = tf.reshape(x, [-1, cfg.hidden_size])
     # Additive mask over keys, [batch, 1, 1, seq].
     bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * tf.float32.min
     scale = 1.0 / math.sqrt(head_size)
@@ -195,11 +200,14 @@ class TransformerEncoder(tf.Module):
 
     def dense(t, params):
       kernel, b = params
-      return matmul(t, kernel) + b
+      return tf.nn.bias_add(matmul(t, kernel), b)
 
     def split_heads(t):
       t = tf.reshape(t, [batch, seq_length, heads, head_size])
       return tf.transpose(t, [0, 2, 1, 3])
+
+    def unflatten(t):
+      return tf.reshape(t, [batch, seq_length, cfg.hidden_size])
 
     outputs = []
     for layer in self.layers:
@@ -209,11 +217,12 @@ class TransformerEncoder(tf.Module):
       scores = matmul(q, k, transpose_b=True) * scale + bias
       context = matmul(tf.nn.softmax(scores, axis=-1), v)
       context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
-                           [batch, seq_length, cfg.hidden_size])
+                           [-1, cfg.hidden_size])
       x = self._layer_norm(dense(context, layer['o']) + x, layer['ln1'])
       h = self._act(dense(x, layer['i']))
       x = self._layer_norm(dense(h, layer['out']) + x, layer['ln2'])
-      outputs.append(x)
+      outputs.append(unflatten(x))
+    x = outputs[-1] if outputs else unflatten(x)
     pooled = tf.tanh(dense(x[:, 0, :], self.pooler))
     return {
         'pooled_output': pooled,

@@ -1,0 +1,56 @@
+"""`bench/throughput.py --smoke` as docs/performance.md says to run it: every
+case (the pipeline in fp32 and bf16, the bare loop, sentence-transformers in
+fp32 and bf16, MLTransform, fixed128) in its own process, checked from the
+last line (one JSON object). Figures are not asserted: a smoke corpus is
+all start-up, and timing belongs to the full run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests import corpora
+
+CASES = ('bare', 'pipeline', 'pipeline_bf16', 'st', 'st_bf16', 'mltransform',
+         'fixed128')
+RATIOS = ('ratio_bf16_vs_st_bf16', 'ratio_fp32_vs_st_fp32', 'ratio_vs_bare',
+          'ratio_vs_mltransform', 'padding_efficiency', 'rss_growth')
+
+
+def test_smoke_runs_every_case_and_prints_the_ratios():
+  env = dict(os.environ, HF_HUB_OFFLINE='1')
+  proc = subprocess.run([sys.executable, 'bench/throughput.py', '--smoke'],
+                        cwd=corpora.ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  summary = json.loads(lines[-1])
+  for key in RATIOS:
+    assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
+  assert 0 < summary['padding_efficiency'] <= 1
+  cases = summary['cases']
+  assert set(CASES) <= set(cases)
+  docs = cases['pipeline']['documents']
+  for name in CASES:
+    case = cases[name]
+    # Every case embedded every document of the same corpus.
+    assert case['documents'] == docs, name
+    assert case['wall_s'] >= case['inner_s'] > 0, name
+    assert case['peak_rss_mb'] > 100, name
+    assert 0 < case['padding_efficiency'] <= 1, name
+  # Bucketed batching pads less than padding everything to 128.
+  assert (cases['pipeline']['padding_efficiency'] >
+          cases['fixed128']['padding_efficiency'])
+  # The same texts give the same real tokens whatever the precision.
+  assert cases['pipeline']['tokens'] == cases['pipeline_bf16']['tokens']
+  assert cases['pipeline']['tokens'] == cases['bare']['tokens']
+  # The memory runs: the larger corpus has twice the documents.
+  assert cases['pipeline_0.04x']['documents'] == 2 * cases[
+      'pipeline_0.02x']['documents']
+  # The table: a header and one line per case.
+  header = next(i for i, line in enumerate(lines)
+                if line.startswith('case '))
+  assert [line.split()[0] for line in lines[header + 1:header + 10]] == [
+      *CASES, 'pipeline_0.02x', 'pipeline_0.04x']
