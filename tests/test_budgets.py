@@ -146,10 +146,11 @@ def test_a_row_that_never_fits_is_a_dead_letter(tmp_path, minilm_model):
   assert all(isinstance(r, DeadLetter) for r in too_long)
   assert {r.error_type for r in too_long} == {
       'embed_error:ResourceExhaustedError'}
-  # 32 rows x 16 failed, 16 x 16 is the limit now (6 rows computed fit in
-  # 96 tokens); the long bucket came down to one row and then gave up.
+  # The 6 rows, padded to 8 (padded_batch_rows), failed at 8 x 16 = 128
+  # tokens; 4 x 16 is the limit now (two calls, 4 and 2 rows, fit in 96
+  # tokens); the long bucket came down to one row and then gave up.
   budgets = handler._budgets(model)  # pylint: disable=protected-access
-  assert budgets.rows(16) == 16 and budgets.rows(128) == 1
+  assert budgets.rows(16) == 4 and budgets.rows(128) == 1
   reference = EmbeddingModel.load(minilm_model.preprocessor,
                                   minilm_model.encoder, max_seq_length=128)
   np.testing.assert_allclose(np.stack([r.embedding for r in short]),
