@@ -1,5 +1,5 @@
 """--precision and --jit_compile: the same embeddings within a stated
-tolerance of float32 (README, "Precision")."""
+tolerance of float32 (docs/performance.md, "Precision")."""
 
 from __future__ import annotations
 
