@@ -10,7 +10,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import sys
 import time
 from typing import Optional
