@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow's process defaults, as every entry point of the job sets them
+# (tfmodels/__init__.py), before any test imports TensorFlow: otherwise
+# whether oneDNN runs in a test process depends on which test file imported
+# TensorFlow first, and a bf16 run in-process differs at bf16's rounding
+# from the same run on workers (which inherit the setting).
+import tfmodels  # noqa: F401,E402  pylint: disable=unused-import,wrong-import-position
+
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
