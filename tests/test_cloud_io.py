@@ -226,4 +226,9 @@ def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
   got = corpora.read_output(out)
   assert sorted(r['id'] for r in got) == subset
   for record in got:
-    assert record['embedding'] == want[record['id']]['embedding']
+    # A subset is batched with other companions (other row counts, so
+    # other oneDNN kernels): equal within the batch-mix tolerance (README:
+    # 1e-5), not bit for bit.
+    np.testing.assert_allclose(record['embedding'],
+                               want[record['id']]['embedding'],
+                               atol=1e-5, rtol=0)
