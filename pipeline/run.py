@@ -251,6 +251,12 @@ def fetch_hub_models(model: presets.ResolvedModel) -> None:
         ) from e
 
 
+def _worker_accelerator(options: PipelineOptions) -> bool:
+  """Whether a Dataflow service option gives every worker a GPU."""
+  service = options.view_as(GoogleCloudOptions).dataflow_service_options
+  return any(o.startswith('worker_accelerator') for o in service or ())
+
+
 def check_accelerator_flags(options: PipelineOptions) -> None:
   """--encoder_accelerator is Dataflow right fitting: batch jobs only, and
   not with a GPU on every worker as well."""
@@ -262,8 +268,7 @@ def check_accelerator_flags(options: PipelineOptions) -> None:
                      'jobs only; drop --streaming, or give every worker a '
                      'GPU with --dataflow_service_options '
                      'worker_accelerator=...')
-  service = options.view_as(GoogleCloudOptions).dataflow_service_options
-  if any(o.startswith('worker_accelerator') for o in service or ()):
+  if _worker_accelerator(options):
     raise ValueError('give either --encoder_accelerator (a GPU only for the '
                      'Encode step) or --dataflow_service_options '
                      'worker_accelerator=... (a GPU on every worker), not '
@@ -286,9 +291,7 @@ def resolve_precision(options: PipelineOptions,
   if not model.low_precision:
     return 'fp32'
   if options.view_as(StandardOptions).runner == 'DataflowRunner':
-    service = options.view_as(GoogleCloudOptions).dataflow_service_options
-    gpu = bool(embed.encoder_accelerator) or any(
-        o.startswith('worker_accelerator') for o in service or ())
+    gpu = bool(embed.encoder_accelerator) or _worker_accelerator(options)
   else:
     gpu = bool(configure_gpus())
   return auto_precision(gpu=gpu)

@@ -70,8 +70,8 @@ def weight_bytes(shape: ModelShape, precision: str) -> int:
   return shape.parameters * (4 + (0 if precision == 'fp32' else 2))
 
 
-def token_budget(*, shape: Optional[ModelShape], device: Device, precision: str,
-                 seq_length: int, max_rows: int) -> int:
+def token_budget(*, shape: Optional[ModelShape], device: Device,
+                 precision: str, seq_length: int, max_rows: int) -> int:
   """Padded tokens per call for one length bucket, a whole number of rows.
 
   On a CPU: CPU_TOKEN_BUDGET. On a GPU: (85% of its memory - 1 GiB - the

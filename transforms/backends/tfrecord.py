@@ -57,8 +57,8 @@ def to_example_bytes(record: dict, layout: records_lib.Record) -> bytes:
   """A serialized tf.train.Example, written straight to protobuf's wire
   format: building the message field by field with TensorFlow's classes
   cost about 130 us a record (the largest Python cost of the write path,
-  profiled), this 45 us. tests/test_write.py checks it against TensorFlow's own
-  message."""
+  profiled), this 45 us. tests/test_write.py checks it against
+  TensorFlow's own message."""
   entries = []
   for name, key, kind, is_time in _plan(layout):
     value = record.get(name)
