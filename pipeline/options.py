@@ -143,6 +143,28 @@ class EmbedOptions(PipelineOptions):
     io.add_argument('--num_shards', type=int, default=0,
                     help='Output shards; 0 lets the runner decide.')
 
+    shown = parser.add_argument_group('what a run shows')
+    shown.add_argument(
+        '--verbose', **_SWITCH,
+        help='Show TensorFlow\'s and Beam\'s start-up and worker logs, and '
+        'a traceback with every error. Without it a run prints one line '
+        'saying what it will do, progress and the summary.')
+    shown.add_argument(
+        '--progress_every', type=float, default=10.0,
+        help='Seconds between progress lines when stderr is not a terminal '
+        '(on a terminal one line is refreshed about every second); 0 turns '
+        'progress off. Local runners only. Default: 10.')
+    shown.add_argument(
+        '--report', default=None,
+        help='Write a static HTML run report here (local path): token '
+        'lengths, batches and padding per bucket, documents/s over time, '
+        'dead letters by type, a PCA map of a sample of embeddings and the '
+        'summary.')
+    shown.add_argument(
+        '--report_color_field', default=None,
+        help='Metadata field that colours the report\'s embedding map '
+        '(default: the first of --metadata_fields).')
+
     model = parser.add_argument_group('model')
     model.add_argument(
         '--model', default=None, choices=sorted(presets.PRESETS),

@@ -170,6 +170,18 @@ def _bucket_batches(result) -> dict:
           sorted(found.items(), key=lambda kv: int(kv[0]))}
 
 
+def _bucket_padding(result) -> dict:
+  """Per bucket, real tokens / computed tokens (rows x length of every
+  call, from the shape counters)."""
+  computed: dict = {}
+  for shape, counts in _by_prefix(result, embed_lib.SHAPE_PREFIX).items():
+    rows, length = (int(x) for x in shape.split('x'))
+    computed[length] = computed.get(length, 0) + rows * length * sum(counts)
+  real = _by_prefix(result, embed_lib.TOKENS_PREFIX)
+  return {str(length): round(sum(real.get(f'{length:03d}', [])) / total, 4)
+          for length, total in sorted(computed.items()) if total}
+
+
 def _token_budgets(result) -> dict:
   """Per bucket, the budget in force at the end: the lowest any worker
   used (budgets only go down)."""
@@ -218,6 +230,7 @@ def summarize(result, options: EmbedOptions, seconds: float,
                                              'batches_retried_one_by_one'),
       'batches_split_oom': _counter(result, 'embed', 'batches_split_oom'),
       'batches_per_bucket': _bucket_batches(result),
+      'padding_per_bucket': _bucket_padding(result),
       'encoder_shapes': len(shapes),
       'encoder_shape_list': shapes,
       'token_budgets': _token_budgets(result),
@@ -392,6 +405,11 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   summary = summarize(result, embed_options, time.monotonic() - start, where)
   summary['model'] = model.name
   summary['precision'] = embed_options.precision
+  if embed_options.report:
+    # matplotlib is imported only when a report is asked for.
+    from pipeline import report  # pylint: disable=import-outside-toplevel
+    report.write(embed_options.report, summary=summary,
+                 options=embed_options, samples=[])
   return (0 if summary['reconciled'] else 1), summary, result
 
 

@@ -41,6 +41,7 @@ _NAMESPACE = 'embed'
 BATCHES_PREFIX = 'batches_len_'
 SHAPE_PREFIX = 'encoder_shape_'
 BUDGET_PREFIX = 'token_budget_len_'
+TOKENS_PREFIX = 'tokens_len_'
 Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 
 
@@ -313,6 +314,9 @@ class EncodeHandler(ModelHandler):
     self._encoder_ms.inc(int(1000 * (time.perf_counter() - start)))
     self._computed.inc(rows_to * seq_length)
     self._tokens.inc(int(num_tokens.sum()))
+    # Real tokens per bucket; with the shapes, the bucket's padding.
+    Metrics.counter(_NAMESPACE, f'{TOKENS_PREFIX}{seq_length:03d}').inc(
+        int(num_tokens.sum()))
     out = []
     for row, embedding, tokens in zip(rows, embeddings, num_tokens):
       if row.num_chunks > 1:
