@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh --test
 scripts/bootstrap_emulators.sh
+scripts/bootstrap_browser.sh
 scripts/fetch_gpt2_vocab.sh
 export TF_CPP_MIN_LOG_LEVEL=2 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest -n 2 --dist loadfile tests "$@"

@@ -149,6 +149,9 @@ def from_export_dir(model_dir: str,
   preprocessor/, encoder/ and export.json."""
   model_dir = model_dir.rstrip('/') or model_dir
   manifest_path = FileSystems.join(model_dir, 'export.json')
+  if not FileSystems.exists(model_dir) and not FileSystems.match(
+      [FileSystems.join(model_dir, '*')])[0].metadata_list:
+    raise ValueError(f'--model_dir {model_dir} does not exist')
   if not FileSystems.exists(manifest_path):
     raise ValueError(
         f'{model_dir} is not an exported model folder (no export.json); '

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import difflib
 import json
 import logging
 import sys
 import time
-from typing import Optional
+import traceback
+from typing import NamedTuple, Optional
 
 # TensorFlow's process defaults (tfmodels/__init__.py), before anything
 # imports TensorFlow.
@@ -21,13 +23,17 @@ import tfmodels  # noqa: F401  pylint: disable=unused-import
 # pylint: disable=wrong-import-position
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions
+from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.options.pipeline_options import TestOptions
 
+from pipeline import console
 from pipeline import presets
+from pipeline import progress
 from pipeline.options import EmbedOptions
 from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
@@ -35,6 +41,7 @@ from transforms import backends
 from transforms import embed as embed_lib
 from transforms import read as read_lib
 from transforms import records
+from transforms.backends import files as file_backends
 from transforms.dedup import HandleDuplicateIds
 from transforms.incremental import CarryForward
 from transforms.spec import EmbeddingSpec
@@ -201,13 +208,10 @@ def _encoder_shapes(result) -> list[str]:
 def summarize(result, options: EmbedOptions, seconds: float,
               where: Optional[Locations] = None) -> dict:
   where = where or locations(options)
-  read = _counter(result, 'read', 'documents_read')
-  embedded = _counter(result, 'embed', 'documents_embedded')
-  reused = _counter(result, 'incremental', 'documents_reused')
-  rejected = (_counter(result, 'read', 'records_dead_lettered') +
-              _counter(result, 'dedup', 'documents_dead_lettered') +
-              _counter(result, 'embed', 'documents_failed'))
-  tokens = _counter(result, 'embed', 'tokens_embedded')
+  counts = progress.sample_from(progress.committed_counters(result), seconds)
+  read, embedded = counts.documents_read, counts.documents_embedded
+  reused, rejected = counts.documents_reused, counts.documents_rejected
+  tokens = counts.tokens
   computed = _counter(result, 'embed', 'tokens_computed')
   shapes = _encoder_shapes(result)
   return {
@@ -341,9 +345,23 @@ def check_io_flags(options: EmbedOptions) -> Locations:
   return where
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse that raises instead of printing usage and exiting, so that a
+  bad flag is one line like every other launch error."""
+
+  def error(self, message):
+    raise ValueError(message)
+
+
+class _AllFlagsParser(_BeamArgumentParser):
+
+  def error(self, message):
+    raise ValueError(message)
+
+
 def help_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m pipeline.run',
+  parser = _Parser(
+      prog='python -m pipeline.run', allow_abbrev=False,
       description='Embed a text corpus with a TF Hub preprocessor + encoder '
       'pair on Apache Beam and write the embeddings to TFRecord or Parquet '
       'files, BigQuery or PostgreSQL (pgvector).',
@@ -355,18 +373,114 @@ def help_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def check_flags(argv) -> None:
+  """The job's flags (values, choices), then every flag against those of
+  the job and of Beam. Beam keeps flags it does not know and the job's own
+  parser would skip them, so a misspelt --max_seq_lenght would otherwise
+  run with the default. Built as Beam's PipelineOptions.get_all_options
+  builds its parser: every PipelineOptions subclass, no abbreviations."""
+  help_parser().parse_known_args(argv)
+  parser = _AllFlagsParser(allow_abbrev=False)
+  classes = {str(c): c for c in PipelineOptions.__subclasses__()}
+  for cls in classes.values():
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  _, unknown = parser.parse_known_args(argv)
+  if not unknown:
+    return
+  arg = unknown[0]
+  if not arg.startswith('-'):
+    raise ValueError(f'unexpected argument {arg!r}: flags take the form '
+                     '--name value or --name=value')
+  name = arg.split('=', 1)[0]
+  known = [o for a in parser._actions for o in a.option_strings]  # pylint: disable=protected-access
+  close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+  hint = f'; did you mean {close[0]}?' if close else (
+      '; python -m pipeline.run --help lists the job\'s flags')
+  raise ValueError(f'unknown flag {name}{hint}')
+
+
+class InputFiles(NamedTuple):
+  count: int
+  bytes: int
+  compressed: bool
+
+
+_COMPRESSED = ('.gz', '.bz2', '.zst', '.deflate', '.zip', '.lzma')
+
+
+def input_files(options: EmbedOptions) -> Optional[InputFiles]:
+  """The files --input names (None for BigQuery): none is an error here,
+  at launch, rather than an empty run."""
+  if not options.input or read_lib.detect_format(
+      options.input, options.input_format) == 'bigquery':
+    return None
+  try:
+    found = FileSystems.match([options.input])[0].metadata_list
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'--input {options.input}: cannot list files: '
+                     f'{file_backends.cause(e)}') from e
+  if not found:
+    raise ValueError(f'--input {options.input} matches no files')
+  return InputFiles(len(found), sum(m.size_in_bytes for m in found),
+                    any(m.path.lower().endswith(_COMPRESSED) for m in found))
+
+
+def check_report_path(options: EmbedOptions) -> None:
+  if not options.report:
+    return
+  if '://' in options.report:
+    raise ValueError(f'--report {options.report}: give a local path (the '
+                     'report is one HTML file)')
+  file_backends.probe_writable(options.report, 'the report')
+
+
+def _size(n: int) -> str:
+  for unit in ('bytes', 'KB', 'MB', 'GB'):
+    if n < 1000 or unit == 'GB':
+      return f'{n:,} {unit}' if unit == 'bytes' else f'{n:.1f} {unit}'
+    n /= 1000
+  return str(n)
+
+
+def _device(options: PipelineOptions) -> str:
+  embed = options.view_as(EmbedOptions)
+  if options.view_as(StandardOptions).runner == 'DataflowRunner':
+    if embed.encoder_accelerator:
+      return f'Dataflow workers, the Encode step on {embed.encoder_accelerator}'
+    return ('Dataflow GPU workers' if _worker_accelerator(options)
+            else 'Dataflow CPU workers')
+  gpus = configure_gpus()
+  return f'{len(gpus)} GPU(s)' if gpus else 'CPU'
+
+
+def about_line(options: PipelineOptions, model: presets.ResolvedModel,
+               where: Locations, files: Optional[InputFiles]) -> str:
+  """What the run is about to do, in one line."""
+  embed = options.view_as(EmbedOptions)
+  source = embed.input or 'a BigQuery query'
+  if files:
+    source += (f' ({files.count:,} file{"s" if files.count != 1 else ""}, '
+               f'{_size(files.bytes)})')
+  return (f'embedding {source} with {model.name} on {_device(options)}, '
+          f'{embed.precision}, into {where.output.shown()}')
+
+
 def launch(argv) -> tuple[int, Optional[dict], object]:
   """Checks the flags, builds and runs the job: (exit status, summary,
-  Beam's PipelineResult). main() prints; tests look at the result too."""
-  # Checks the job's own flags (required ones, choices) with clear messages;
-  # Beam's flags pass through to PipelineOptions.
-  help_parser().parse_known_args(argv)
-  options = PipelineOptions(argv)
-  embed_options = options.view_as(EmbedOptions)
-  standard = options.view_as(StandardOptions)
-  if not standard.runner:
-    standard.runner = DEFAULT_LOCAL_RUNNER
+  Beam's PipelineResult). main() prints; tests look at the result too.
+
+  Whatever can be checked before the run is, and fails with one line and
+  status 2; an error while the pipeline runs is one line naming the step,
+  status 1. --verbose adds the traceback."""
+  verbose = False
   try:
+    check_flags(argv)
+    options = PipelineOptions(argv)
+    embed_options = options.view_as(EmbedOptions)
+    verbose = bool(embed_options.verbose)
+    standard = options.view_as(StandardOptions)
+    if not standard.runner:
+      standard.runner = DEFAULT_LOCAL_RUNNER
     check_batching_flags(embed_options)
     check_accelerator_flags(options)
     model = resolve_model(embed_options)
@@ -376,55 +490,99 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
       raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
                        f'more than {model.name} takes '
                        f'({model.max_seq_length})')
+    files = input_files(embed_options)
     where = check_io_flags(embed_options)
+    check_report_path(embed_options)
     if standard.runner != 'DataflowRunner':
       fetch_hub_models(model)
       if embed_options.require_gpu:
         # Local workers see this machine's GPUs: fail before starting them.
         # On Dataflow the check runs on each worker, at model load.
         configure_gpus(require_gpu=True)
-  except (ValueError, RuntimeError) as e:
-    print(f'pipeline.run: error: {e}', file=sys.stderr)
+  except (ValueError, RuntimeError, OSError) as e:
+    _error(e, verbose)
     return 2, None, None
   if embed_options.pooling == 'pooled' and model.untrained_pooler:
     logging.warning(
         '--pooling pooled with %s: its pooled_output comes from a pooler '
         'the checkpoint never trained (random weights). Use --pooling mean '
         'unless you fine-tune the pooler.', model.name)
+  dry_run = options.view_as(TestOptions).dry_run
+  if not dry_run:
+    print(about_line(options, model, where, files), file=sys.stderr,
+          flush=True)
   start = time.monotonic()
-  p = beam.Pipeline(options=options)
+  shown = (standard.runner == DEFAULT_LOCAL_RUNNER and
+           embed_options.progress_every > 0 and not dry_run)
+  display = progress.Display(
+      every=embed_options.progress_every,
+      total_bytes=files.bytes if files and not files.compressed else None)
+  p = beam.Pipeline(runner=progress.local_runner() if shown else None,
+                    options=options)
   build_pipeline(p, embed_options, model, where)
-  result = p.run()
-  if options.view_as(TestOptions).dry_run:
-    # Beam's --dry_run builds the whole job and stops before submitting it.
-    return 0, {'dry_run': True, 'runner': standard.runner,
-               'model': model.name,
-               'model_fingerprint': embedding_spec(embed_options,
-                                                   model).fingerprint()}, result
-  result.wait_until_finish()
+  try:
+    if not shown:
+      result = p.run()
+      if dry_run:
+        # Beam's --dry_run builds the whole job and stops before submitting.
+        return 0, {'dry_run': True, 'runner': standard.runner,
+                   'model': model.name,
+                   'model_fingerprint': embedding_spec(
+                       embed_options, model).fingerprint()}, result
+      result.wait_until_finish()
+    else:
+      with display.track():
+        result = p.run()
+        result.wait_until_finish()
+        display.finish(result)
+  except Exception as e:  # pylint: disable=broad-except
+    _error(e, verbose, during_run=True)
+    return 1, None, None
   summary = summarize(result, embed_options, time.monotonic() - start, where)
   summary['model'] = model.name
   summary['precision'] = embed_options.precision
   if embed_options.report:
     # matplotlib is imported only when a report is asked for.
     from pipeline import report  # pylint: disable=import-outside-toplevel
-    report.write(embed_options.report, summary=summary,
-                 options=embed_options, samples=[])
+    try:
+      report.write(embed_options.report, summary=summary,
+                   options=embed_options, samples=display.tracker.samples)
+    except Exception as e:  # pylint: disable=broad-except
+      # The embeddings are written; the report is not.
+      _error(RuntimeError(f'--report {embed_options.report}: '
+                          f'{console.run_error_line(e)}'), verbose)
+      return 1, summary, result
+    print(f'report: {embed_options.report}', file=sys.stderr)
   return (0 if summary['reconciled'] else 1), summary, result
 
 
+def _error(exc: BaseException, verbose: bool, during_run: bool = False):
+  if verbose:
+    traceback.print_exception(exc, file=sys.stderr)
+  text = console.run_error_line(exc) if during_run else str(exc)
+  print(f'pipeline.run: error: {text}', file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
-  logging.basicConfig(
-      level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-  logging.getLogger('apache_beam').setLevel(logging.WARNING)
   argv = list(argv if argv is not None else sys.argv[1:])
   if '-h' in argv or '--help' in argv:
     help_parser().print_help()
     return 0
+  console.configure(verbose=_asks_verbose(argv))
   status, summary, _ = launch(argv)
   if summary is not None:
     print(json.dumps(summary), flush=True)
   return status
+
+
+def _asks_verbose(argv) -> bool:
+  """--verbose as the job will read it; read before anything is logged,
+  so that start-up chatter is held from the start."""
+  try:
+    known, _ = help_parser().parse_known_args(argv)
+  except ValueError:
+    return False
+  return bool(known.verbose)
 
 
 if __name__ == '__main__':

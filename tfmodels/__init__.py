@@ -13,9 +13,64 @@ take effect before TensorFlow itself is imported (a user's own setting wins):
   warnings and errors still show.
 Every entry point (the job, its workers, the benchmarks) imports this
 package before TensorFlow.
+
+Quiet runs (the job without --verbose) go further, see quiet_startup().
 """
 
+import contextlib as _contextlib
 import os as _os
+import sys as _sys
+import tempfile as _tempfile
 
 _os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 _os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# Set by quiet_startup() and inherited by local worker processes.
+QUIET_ENV = 'BEAM_TEXT_EMBED_QUIET'
+
+
+@_contextlib.contextmanager
+def _stderr_held():
+  """File descriptor 2 into a temporary file for the block; replayed if the
+  block fails. TensorFlow's and tf.text's native libraries log while they
+  load, before absl's logging is set up, and these lines ignore
+  TF_CPP_MIN_LOG_LEVEL ("All log messages before absl::InitializeLog() is
+  called are written to STDERR"): only the descriptor can hold them."""
+  _sys.stderr.flush()
+  saved = _os.dup(2)
+  with _tempfile.TemporaryFile() as held:
+    _os.dup2(held.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      _os.dup2(saved, 2)
+      held.seek(0)
+      _os.write(2, held.read())
+      raise
+    finally:
+      _os.dup2(saved, 2)
+      _os.close(saved)
+
+
+def import_quietly() -> None:
+  """Imports TensorFlow and tf.text with their start-up lines held back, in
+  a quiet process (QUIET_ENV set) that has not imported them yet."""
+  if _os.environ.get(QUIET_ENV) != '1' or 'tensorflow' in _sys.modules:
+    return
+  with _stderr_held():
+    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+
+def quiet_startup() -> None:
+  """For this process and the local workers it starts: TensorFlow's native
+  logs off (level 3; the E-level lines seen in a healthy run are "failed
+  call to cuInit" on machines without a GPU and oneDNN's int64 fallback
+  notice, and real failures still raise Python exceptions) and its
+  load-time lines held."""
+  _os.environ[QUIET_ENV] = '1'
+  _os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  import_quietly()
+
+
+import_quietly()

@@ -7,6 +7,7 @@ embedded + reused + dead-lettered.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -159,8 +160,18 @@ def parse_json_line(line: bytes, source: str, fields: Fields) -> Parsed:
 def parse_csv_file(path: str, stream: io.BufferedIOBase,
                    fields: Fields) -> Iterable[Parsed]:
   """Parses a whole CSV file (quoted fields may span lines, so CSV is not
-  split by byte ranges). The header row names the fields."""
-  text = io.TextIOWrapper(stream, encoding='utf-8',
+  split by byte ranges). The header row names the fields.
+
+  Spreadsheet exports (Excel's "CSV UTF-8") start the file with a UTF-8
+  byte-order mark; read as text it would rename the first column (`id`
+  would become `\\ufeffid`, and every row would silently get a derived id).
+  'utf-8-sig' drops a BOM at the start of the (decompressed) stream only; a
+  U+FEFF anywhere later is content. Locations are line numbers, which the
+  BOM does not change.
+  """
+  if not isinstance(stream, io.IOBase):
+    stream = io.BufferedReader(_RawStream(stream))
+  text = io.TextIOWrapper(stream, encoding='utf-8-sig',
                           errors='surrogateescape', newline='')
   reader = csv.reader(text)
   try:
@@ -189,6 +200,28 @@ def parse_csv_file(path: str, stream: io.BufferedIOBase,
                   f'expected {len(header)} fields, got {len(row)}')
       continue
     yield record_to_document(dict(zip(header, row)), source, fields, raw=raw)
+
+
+class _RawStream(io.RawIOBase):
+  """Beam opens a compressed file (.csv.gz) as a CompressedFile, which has
+  read() but is no io stream, so TextIOWrapper cannot wrap it directly."""
+
+  def __init__(self, stream):
+    super().__init__()
+    self._stream = stream
+
+  def readable(self) -> bool:
+    return True
+
+  def readinto(self, buffer) -> int:
+    data = self._stream.read(len(buffer))
+    buffer[:len(data)] = data
+    return len(data)
+
+  def close(self) -> None:
+    if not self.closed:
+      self._stream.close()
+    super().close()
 
 
 def _has_surrogates(value: str) -> bool:
@@ -223,6 +256,16 @@ class LinesSource(filebasedsource.FileBasedSource):
   Beam's text source does not say where a line came from; the byte offset
   makes a dead letter findable in a corpus of any size. Uncompressed files
   split into ranges; a range owns every line that starts inside it.
+
+  A UTF-8 byte-order mark (EF BB BF) at byte 0 of a file is not part of
+  the first line: editors (Notepad, some IDEs) and spreadsheet exports write
+  one, and it would otherwise land in the first record (a different text
+  and content hash, or a JSON line that does not parse). It is dropped only
+  there, the start of the (decompressed) data, in whichever range owns
+  offset 0; a U+FEFF anywhere else is content and stays. Offsets stay byte
+  offsets into the (decompressed) file, each where a line starts, so the
+  first line's location is still 0 (its text begins after the BOM, at 3). A
+  file holding only a BOM has no lines, as an empty file.
   """
 
   def read_records(self, file_name, offset_range_tracker):
@@ -235,10 +278,17 @@ class LinesSource(filebasedsource.FileBasedSource):
         position = start - 1 + len(f.readline())
       while offset_range_tracker.try_claim(position):
         line = f.readline()
-        if not line:
+        record = line
+        if position == 0 and line.startswith(_UTF8_BOM):
+          record = line[len(_UTF8_BOM):]
+        if not record:  # end of file (or a file holding only a BOM)
           return
-        yield file_name, position, _strip_newline(line)
+        yield file_name, position, _strip_newline(record)
+        _bytes_counter.inc(len(line))
         position += len(line)
+
+
+_UTF8_BOM = codecs.BOM_UTF8
 
 
 def _strip_newline(line: bytes) -> bytes:
@@ -296,9 +346,7 @@ class ReadDocuments(beam.PTransform):
     elif fmt == 'csv':
       parsed = (pbegin | 'Match' >> fileio.MatchFiles(self._pattern)
                 | 'Open' >> fileio.ReadMatches()
-                | 'ParseCsv' >> beam.FlatMap(
-                    lambda f: parse_csv_file(f.metadata.path, f.open(),
-                                             fields)))
+                | 'ParseCsv' >> beam.FlatMap(_parse_csv_counted, fields))
     elif fmt == 'parquet':
       parsed = (pbegin | 'ParquetFiles' >> beam.Create([self._pattern])
                 | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(
@@ -332,6 +380,16 @@ def _tfxio_source(pattern: str):
 
 _read_counter = Metrics.counter(_NAMESPACE, 'documents_read')
 _bad_counter = Metrics.counter(_NAMESPACE, 'records_dead_lettered')
+# Input bytes read so far (text and JSONL as each line is read, CSV as
+# each file is done): with the input's size, progress estimates the time
+# left (pipeline/progress.py).
+_bytes_counter = Metrics.counter(_NAMESPACE, 'bytes_read')
+
+
+def _parse_csv_counted(readable: fileio.ReadableFile,
+                       fields: Fields) -> Iterable[Parsed]:
+  yield from parse_csv_file(readable.metadata.path, readable.open(), fields)
+  _bytes_counter.inc(readable.metadata.size_in_bytes)
 
 
 def _count_read(element: Parsed):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -62,6 +64,33 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
+def cause(exc: Exception) -> str:
+  """The underlying error of a FileSystems call (BeamIOError wraps it in a
+  dict of path -> exception)."""
+  details = getattr(exc, 'exception_details', None)
+  if isinstance(exc, BeamIOError) and details:
+    exc = next(iter(details.values()))
+  if isinstance(exc, OSError) and exc.strerror:
+    return exc.strerror
+  return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def probe_writable(prefix: str, what: str) -> None:
+  """Creates and removes a file beside `prefix`, so that a location that
+  cannot be written fails at launch with one line instead of in the
+  write step, after the whole corpus was embedded."""
+  probe = f'{prefix}-write-probe-{uuid.uuid4().hex[:8]}'
+  try:
+    FileSystems.create(probe).close()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'cannot write {what} {prefix}: {cause(e)}') from e
+  try:
+    FileSystems.delete([probe])
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'cannot remove a file written under {what} {prefix} '
+                     f'({probe}): {cause(e)}') from e
+
+
 class FileBackend(base.Backend):
   """Shards under a prefix; subclasses give the suffix and the encoding."""
 
@@ -74,12 +103,28 @@ class FileBackend(base.Backend):
     if not self.uri or self.uri.endswith(('/', self.suffix)):
       raise ValueError(f'{self.uri!r} is not a file prefix: the output is '
                        f'written to PREFIX-SSSSS-of-NNNNN{self.suffix}')
+    probe_writable(self.uri, self.record.name.replace('_', ' '))
 
   def check_readable(self) -> None:
-    if not shards(self.uri, self.suffix):
+    found = shards(self.uri, self.suffix)
+    if not found:
       raise ValueError(f'--previous {self.uri} matches no '
                        f'{self.uri}-*{self.suffix}; leave --previous out '
                        'for a first run')
+    try:
+      names = self.field_names(found[0])
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'--previous {self.uri}: cannot read {found[0]}: '
+                       f'{cause(e)}') from e
+    missing = [f.name for f in self.record.fields
+               if f.required and f.name not in names]
+    if missing:
+      raise ValueError(f'--previous {self.uri}: {found[0]} is not an output '
+                       f'of this job (no {", ".join(missing)} field)')
+
+  def field_names(self, path: str) -> set:
+    """The field names of a shard's first record (or its schema)."""
+    raise NotImplementedError
 
   def dead_letter_location(self) -> tuple[str, str]:
     return f'{self.uri}-dead_letter', 'jsonl'

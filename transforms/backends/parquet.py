@@ -83,6 +83,10 @@ class ParquetBackend(files.FileBackend):
   def read(self, names=None) -> beam.PTransform:
     return _ReadParquet(self, names)
 
+  def field_names(self, path: str) -> set:
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    return set(pq.read_schema(io.BytesIO(files.read_bytes(path))).names)
+
   def load(self):
     import pyarrow as pa  # pylint: disable=import-outside-toplevel
     tables = [read_table(p) for p in files.shards(self.uri, self.suffix)]

@@ -12,6 +12,7 @@ import struct
 from typing import Iterable
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import numpy as np
 
 from transforms import records as records_lib
@@ -126,6 +127,16 @@ class TFRecordBackend(files.FileBackend):
 
   def read(self, names=None) -> beam.PTransform:
     return _ReadTFRecord(self, names)
+
+  def field_names(self, path: str) -> set:
+    with FileSystems.open(path) as f:
+      header = f.read(12)
+      if not header:
+        return set(self.record.names)  # an empty shard: nothing to check
+      (length,) = struct.unpack('<Q', header[:8])
+      raw = f.read(length)
+    return {name for name, value in
+            from_example_bytes(raw, self.record).items() if value is not None}
 
   def load(self):
     rows = [from_example_bytes(raw, self.record)

@@ -1,0 +1,660 @@
+"""The static HTML run report that `--report PATH.html` writes after a run.
+
+One self-contained file (plots as inline PNG data URIs, no JavaScript, no
+external resources), so that it can be mailed, attached to a ticket or
+opened offline years later and still show the same thing. It reads the
+run's output and dead letters back with pipeline.read, the same way a user
+would, so the report shows what was written rather than what the job
+believed it wrote.
+
+matplotlib is imported inside the functions here, and run.py imports this
+module only when --report is given: runs without a report never pay for it.
+Plots are drawn on the Agg canvas directly (no pyplot), so nothing here
+touches matplotlib's global backend or figure registry.
+
+The work is split so that each step can be tested alone:
+  load_run (I/O) -> RunData -> figure_* (data -> Figure) -> png (Figure ->
+  bytes) -> render_html (pieces -> text) -> write_atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import datetime
+import html
+import io
+import json
+import os
+import re
+from typing import Optional, Sequence
+
+import numpy as np
+
+from pipeline import read
+from transforms import backends
+
+# At most this many embeddings in the PCA map: enough to see clusters, few
+# enough that the scatter stays readable and the PNG small.
+PCA_SAMPLE = 2000
+PCA_SEED = 0
+# Values of the colour field drawn in their own colour; the rest are "other".
+TOP_VALUES = 10
+# The images the report has, by id (tests look them up by these).
+PLOT_IDS = ('token-lengths', 'buckets', 'throughput', 'dead-letters',
+            'embedding-map')
+DPI = 110
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """What the plots need, read back from the run's output and dead letters."""
+  num_tokens: np.ndarray  # int, one per output record
+  truncated: int  # output records flagged truncated
+  vectors: np.ndarray  # float32 [records, dim]
+  color_field: Optional[str]  # the metadata field that colours the map
+  color_values: list  # its value per output record (or empty)
+  color_note: str  # why the map has one colour, when it does
+  error_types: list  # one per dead letter
+  dead_letter_error: Optional[str]  # why the dead letters could not be read
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+  """One rendered plot: an <img> with its caption."""
+  id: str
+  alt: str
+  caption: str
+  png: bytes
+
+
+# --- reading the run back ---------------------------------------------------
+
+
+def dead_letter_location(options) -> tuple[str, str]:
+  """(URI, format) where the run wrote its dead letters: asks the backends,
+  which own the default-naming rule (--dead_letter or next to --output)."""
+  out = backends.output(options.output, options.output_format)
+  letters = backends.dead_letters(out, options.dead_letter,
+                                  options.dead_letter_format)
+  return letters.uri, letters.format
+
+
+def color_field(options) -> Optional[str]:
+  """--report_color_field, else the first --metadata_fields, else none."""
+  fields = tuple(getattr(options, 'metadata_fields', None) or ())
+  return options.report_color_field or (fields[0] if fields else None)
+
+
+def _column(table, name: str) -> Optional[list]:
+  return (table.column(name).to_pylist() if name in table.column_names
+          else None)
+
+
+def load_run(options) -> RunData:
+  """Reads the output and the dead letters back. The format of the dead
+  letters is given rather than detected, so that a run with no dead
+  letters (possibly no shard at all) reads as zero of them. A dead-letter
+  location that cannot be read is reported in its panel instead of losing
+  the whole report."""
+  out = read.load(options.output, options.output_format)
+  table = out.table
+  num_tokens = np.asarray(
+      [n or 0 for n in (_column(table, 'num_tokens') or [])], np.int64)
+  truncated = sum(bool(t) for t in (_column(table, 'truncated') or []))
+  field = color_field(options)
+  values, note = [], ''
+  if field is None:
+    note = ('no metadata field to colour by (give --metadata_fields or '
+            '--report_color_field)')
+  elif field not in table.column_names:
+    note = f'the output has no field {field!r} to colour by'
+    field = None
+  else:
+    values = _column(table, field)
+  error_types, problem = [], None
+  uri, fmt = dead_letter_location(options)
+  try:
+    letters = read.load(uri, fmt, dead_letters=True).table
+    error_types = [str(t) for t in (_column(letters, 'error_type') or [])]
+  except Exception as e:  # pylint: disable=broad-except
+    problem = f'could not read the dead letters at {uri}: {e}'
+  return RunData(num_tokens=num_tokens, truncated=truncated,
+                 vectors=out.vectors, color_field=field, color_values=values,
+                 color_note=note, error_types=error_types,
+                 dead_letter_error=problem)
+
+
+# --- pure computations ------------------------------------------------------
+
+
+def rates(samples: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(start, end, documents embedded per second) of each interval between
+  consecutive progress samples; intervals of no time are skipped."""
+  starts, ends, values = [], [], []
+  for before, after in zip(samples, samples[1:]):
+    seconds = after.seconds - before.seconds
+    if seconds > 0:
+      starts.append(before.seconds)
+      ends.append(after.seconds)
+      values.append((after.documents_embedded - before.documents_embedded)
+                    / seconds)
+  return (np.asarray(starts, np.float64), np.asarray(ends, np.float64),
+          np.asarray(values, np.float64))
+
+
+def pca_2d(vectors: np.ndarray, limit: int = PCA_SAMPLE,
+           seed: int = PCA_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(indices of the sampled rows, their [n, 2] projection on the first two
+  principal components, the share of variance each explains). A fixed seed
+  and a sign convention (largest loading positive) make the map the same
+  for the same output."""
+  n = vectors.shape[0]
+  rng = np.random.default_rng(seed)
+  rows = (np.sort(rng.choice(n, size=limit, replace=False)) if n > limit
+          else np.arange(n))
+  if n == 0 or vectors.shape[1] == 0:
+    return rows, np.zeros((len(rows), 2)), np.zeros(2)
+  x = vectors[rows].astype(np.float64)
+  x -= x.mean(axis=0)
+  _, s, vt = np.linalg.svd(x, full_matrices=False)
+  signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
+  vt = vt * np.where(signs == 0, 1, signs)[:, None]
+  points = np.zeros((len(rows), 2))
+  k = min(2, len(vt))
+  points[:, :k] = x @ vt[:k].T
+  variance = s ** 2
+  share = np.zeros(2)
+  if variance.sum() > 0:
+    share[:k] = variance[:k] / variance.sum()
+  return rows, points, share
+
+
+def top_values(values: Sequence, top: int = TOP_VALUES) -> list[str]:
+  """The `top` most frequent values (ties by name) as labels; the others
+  are drawn as "other"."""
+  counts = collections.Counter(_label(v) for v in values)
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+  return [value for value, _ in ranked[:top]]
+
+
+def _label(value) -> str:
+  return '(none)' if value is None or value == '' else str(value)
+
+
+def _short(text: str, width: int = 28) -> str:
+  return text if len(text) <= width else text[:width - 1] + '\u2026'
+
+
+# --- figures (data -> matplotlib Figure) -----------------------------------
+
+
+def _figure(width: float = 6.0, height: float = 3.8):
+  """A Figure on the Agg canvas, with layout that keeps labels apart."""
+  # pylint: disable=import-outside-toplevel
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(width, height), dpi=DPI, layout='constrained')
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def text_figure(title: str, text: str, width: float = 6.0,
+                height: float = 3.8):
+  """A panel that says why there is nothing to plot, in place of a plot."""
+  fig = _figure(width, height)
+  ax = fig.subplots()
+  ax.set_axis_off()
+  ax.set_title(title)
+  ax.text(0.5, 0.5, text, ha='center', va='center', fontsize=13,
+          color='#555555', wrap=True, transform=ax.transAxes)
+  return fig
+
+
+def figure_token_lengths(num_tokens: np.ndarray, truncated: int,
+                         max_seq_length: int):
+  """How long the documents are against --max_seq_length: a pile at the
+  limit says the limit cuts many documents (raise it or --long_documents
+  chunk); a distribution far below it says it could be lowered."""
+  title = 'Token lengths'
+  if not len(num_tokens):
+    return text_figure(title, 'No embedded documents')
+  fig = _figure()
+  ax = fig.subplots()
+  top = max(int(num_tokens.max()), max_seq_length)
+  bins = np.linspace(0, top + 1, min(40, top + 1) + 1)
+  ax.hist(num_tokens, bins=bins, color='#4c72b0', edgecolor='white',
+          linewidth=0.5)
+  ax.axvline(max_seq_length, color='#c44e52', linestyle='--', linewidth=1.5,
+             label=f'truncation limit (max_seq_length {max_seq_length})')
+  ax.set_xlabel('tokens per document (special tokens included)')
+  ax.set_ylabel('documents')
+  ax.set_title(f'{title}: {len(num_tokens):,} documents, '
+               f'{truncated:,} truncated')
+  _integer_ticks(ax.yaxis)
+  # Below the axes: inside, it would hide the bars piled at the limit.
+  fig.legend(loc='outside lower center', fontsize=8, frameon=False)
+  return fig
+
+
+def figure_buckets(batches: dict, padding: dict):
+  """Where the encoder's time went: batches per length bucket, and how
+  much of each bucket's computed tokens were real (1.0 = no padding)."""
+  title = 'Batches and padding efficiency per length bucket'
+  lengths = sorted({int(k) for k in (*batches, *padding)})
+  if not lengths:
+    return text_figure(title, 'No batches ran\n(nothing was embedded)')
+  fig = _figure()
+  ax = fig.subplots()
+  x = np.arange(len(lengths))
+  counts = [batches.get(str(n), 0) for n in lengths]
+  bars = ax.bar(x, counts, color='#4c72b0', label='batches')
+  ax.set_xlabel('bucket length (tokens)')
+  ax.set_ylabel('batches')
+  step = max(1, -(-len(lengths) // 16))  # at most 16 tick labels
+  ax.set_xticks(x[::step], [str(n) for n in lengths][::step],
+                rotation=45 if len(lengths) > 8 else 0)
+  ax.margins(y=0.15)
+  right = ax.twinx()
+  shares = [padding.get(str(n), np.nan) for n in lengths]
+  line, = right.plot(x, shares, color='#dd8452', marker='o', linewidth=1.5,
+                     label='padding efficiency (real / computed tokens)')
+  right.set_ylim(0, 1.05)
+  right.set_ylabel('padding efficiency')
+  _integer_ticks(ax.yaxis)
+  ax.set_title(title, fontsize=11)
+  fig.legend(handles=[bars, line], loc='outside lower center', ncols=2,
+             fontsize=8, frameon=False)
+  return fig
+
+
+def figure_throughput(starts: np.ndarray, ends: np.ndarray,
+                      values: np.ndarray, overall: Optional[float],
+                      seconds: Optional[float]):
+  """Each interval's rate as a flat step over the interval, so that a run
+  with few samples still reads right; the x axis starts at the run's start
+  so that the time before the first sample (start-up) shows."""
+  fig = _figure()
+  ax = fig.subplots()
+  xs = np.column_stack([starts, ends]).ravel()
+  ys = np.repeat(values, 2)
+  ax.fill_between(xs, ys, color='#4c72b0', alpha=0.15, linewidth=0)
+  ax.plot(xs, ys, color='#4c72b0', linewidth=1.5,
+          label='between progress samples')
+  if overall:
+    ax.axhline(overall, color='#55a868', linestyle='--', linewidth=1.2,
+               label=f'whole run: {overall:,.1f} documents/s')
+  ax.set_xlabel('seconds since the start')
+  ax.set_ylabel('documents embedded per second')
+  ax.set_xlim(0, max(float(ends.max()), seconds or 0))
+  ax.set_ylim(0, max(float(values.max()), overall or 0) * 1.1 or 1)
+  ax.set_title('Documents embedded per second over time')
+  fig.legend(loc='outside lower center', ncols=2, fontsize=8, frameon=False)
+  return fig
+
+
+def figure_dead_letters(error_types: Sequence[str],
+                        problem: Optional[str] = None):
+  """Which kinds of bad records a run met, largest first, so that one
+  dominant cause stands out."""
+  title = 'Dead letters by error type'
+  if problem:
+    return text_figure(title, 'The dead letters could not be read\n'
+                       '(see the caption)')
+  if not error_types:
+    return text_figure(title, 'No dead letters')
+  counts = collections.Counter(error_types).most_common()
+  counts.reverse()  # barh draws bottom-up: the largest on top
+  fig = _figure(height=max(2.4, 1.2 + 0.35 * len(counts)))
+  ax = fig.subplots()
+  names = [_short(name) for name, _ in counts]
+  values = [n for _, n in counts]
+  ax.barh(names, values, color='#c44e52')
+  for y, n in enumerate(values):
+    ax.text(n, y, f' {n:,}', va='center', fontsize=9)
+  ax.set_xlim(0, max(values) * 1.15)
+  _integer_ticks(ax.xaxis)
+  ax.set_xlabel('records')
+  ax.set_title(f'{title}: {len(error_types):,} in all')
+  return fig
+
+
+def figure_embedding_map(points: np.ndarray, share: np.ndarray,
+                         labels: Optional[list], field: Optional[str]):
+  """The PCA scatter; `labels` (one per point, already folded to the top
+  values + "other") colours it, or None for one colour."""
+  title = 'Embeddings projected on their first two principal components'
+  if not len(points):
+    return text_figure(title, 'No embeddings', width=8.5, height=6.0)
+  fig = _figure(width=8.5, height=6.0)
+  ax = fig.subplots()
+  size = 10 if len(points) > 500 else 22
+  if labels is None:
+    ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.6,
+               color='#4c72b0', linewidths=0)
+  else:
+    order = [v for v, _ in collections.Counter(labels).most_common()
+             if v != 'other'] + (['other'] if 'other' in labels else [])
+    palette = _palette()
+    labels = np.asarray(labels, dtype=object)
+    for i, value in enumerate(order):
+      mine = labels == value
+      color = '#b0b0b0' if value == 'other' else palette[i % len(palette)]
+      ax.scatter(points[mine, 0], points[mine, 1], s=size, alpha=0.7,
+                 color=color, linewidths=0,
+                 label=f'{_short(value)} ({int(mine.sum()):,})',
+                 zorder=1 if value == 'other' else 2)
+    ax.legend(title=_short(field or ''), loc='upper left',
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=9,
+              markerscale=1.5, frameon=False)
+  ax.set_xlabel(f'PC1 ({share[0]:.1%} of the variance)')
+  ax.set_ylabel(f'PC2 ({share[1]:.1%} of the variance)')
+  ax.set_title(title, fontsize=11)
+  return fig
+
+
+def _integer_ticks(axis) -> None:
+  """Counts are whole numbers: no 0.2-batch ticks on small runs."""
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
+  axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _palette() -> list:
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  return list(colormaps['tab10'].colors)
+
+
+def png(fig) -> bytes:
+  """A figure as PNG bytes (then dropped: nothing keeps figures alive)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=DPI, facecolor='white')
+  return buf.getvalue()
+
+
+# --- the plots of one run ---------------------------------------------------
+
+
+def plots(data: RunData, summary: dict, options,
+          samples: Sequence) -> tuple[list[Plot], Optional[str]]:
+  """Every plot of the report, and the sentence that replaces the
+  documents/s plot when there are too few progress samples for one."""
+  out = [_plot_token_lengths(data, options), _plot_buckets(summary)]
+  throughput, missing = _plot_throughput(summary, samples,
+                                         no_samples_reason(options))
+  if throughput:
+    out.append(throughput)
+  out += [_plot_dead_letters(data), _plot_embedding_map(data)]
+  return out, missing
+
+
+def _plot_token_lengths(data: RunData, options) -> Plot:
+  n, limit = len(data.num_tokens), options.max_seq_length
+  return Plot(
+      'token-lengths',
+      f'Histogram of the token lengths of {n:,} embedded documents, with '
+      f'the truncation limit of {limit} tokens marked; {data.truncated:,} '
+      'were truncated.',
+      f'Token lengths of the {n:,} documents in the output; '
+      f'<b>{data.truncated:,}</b> were truncated at --max_seq_length '
+      f'{limit} (dashed line).',
+      png(figure_token_lengths(data.num_tokens, data.truncated, limit)))
+
+
+def _plot_buckets(summary: dict) -> Plot:
+  batches = summary.get('batches_per_bucket') or {}
+  padding = summary.get('padding_per_bucket') or {}
+  overall = summary.get('padding_efficiency')
+  shown = f'{overall:.1%}' if overall is not None else 'n/a'
+  return Plot(
+      'buckets',
+      f'Bar chart of batches per length bucket ({len(batches)} buckets, '
+      f'{summary.get("batches", 0):,} batches) with each bucket\'s padding '
+      'efficiency as a line.',
+      f'{summary.get("batches", 0):,} encoder batches in {len(batches)} '
+      f'length buckets; padding efficiency over the run {shown} (real '
+      'tokens / tokens computed).',
+      png(figure_buckets(batches, padding)))
+
+
+def no_samples_reason(options) -> str:
+  """Why a run can have no progress samples, from its flags."""
+  if getattr(options, 'progress_every', None) == 0:
+    return 'progress was off (--progress_every 0)'
+  runner = None
+  if hasattr(options, 'view_as'):
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.options.pipeline_options import StandardOptions
+    runner = options.view_as(StandardOptions).runner
+  if runner == 'DataflowRunner':
+    return 'only local runners report progress, not DataflowRunner'
+  return 'the runner reported no progress'
+
+
+def _plot_throughput(summary: dict, samples: Sequence, reason: str
+                     ) -> tuple[Optional[Plot], Optional[str]]:
+  if not samples:
+    return None, ('No documents/s plot: no progress samples were taken '
+                  f'during this run ({reason}).')
+  starts, ends, values = rates(samples)
+  if not len(values):
+    return None, ('No documents/s plot: the run ended before a second '
+                  'progress sample, so there is no rate over time to show '
+                  '(it was shorter than --progress_every).')
+  overall = summary.get('documents_per_second')
+  return Plot(
+      'throughput',
+      f'Line chart of documents embedded per second over {ends[-1]:.0f} '
+      f'seconds, from {len(samples)} progress samples; peak '
+      f'{values.max():,.1f} documents/s.',
+      f'Documents embedded per second between {len(samples)} progress '
+      f'samples; {overall or 0:,.1f} documents/s over the whole run '
+      f'({summary.get("seconds", 0):,.1f} s, start-up included).',
+      png(figure_throughput(starts, ends, values, overall,
+                            summary.get('seconds')))), None
+
+
+def _plot_dead_letters(data: RunData) -> Plot:
+  n = len(data.error_types)
+  kinds = len(set(data.error_types))
+  if data.dead_letter_error:
+    caption = html.escape(data.dead_letter_error)
+    alt = 'The dead letters could not be read.'
+  else:
+    caption = (f'<span id="dead-letter-total">{n:,}</span> dead letters '
+               f'of {kinds} error types.' if n else
+               '<span id="dead-letter-total">0</span> dead letters.')
+    alt = (f'Horizontal bar chart of {n:,} dead letters by error type.' if n
+           else 'There were no dead letters.')
+  return Plot('dead-letters', alt, caption,
+              png(figure_dead_letters(data.error_types,
+                                      data.dead_letter_error)))
+
+
+def _plot_embedding_map(data: RunData) -> Plot:
+  rows, points, share = pca_2d(data.vectors)
+  total = data.vectors.shape[0]
+  labels = None
+  if data.color_field:
+    shown = [_label(data.color_values[i]) for i in rows]
+    keep = set(top_values(shown))
+    labels = [v if v in keep else 'other' for v in shown]
+    colour = (f'coloured by <code>{html.escape(data.color_field)}</code>'
+              f' ({len(keep)} most frequent values'
+              f'{", the rest as other" if "other" in labels else ""})')
+  else:
+    colour = f'in one colour: {html.escape(data.color_note)}'
+  sample = (f'a sample of {len(rows):,} of the {total:,} embeddings '
+            f'(seed {PCA_SEED})' if len(rows) < total
+            else f'all {total:,} embeddings')
+  return Plot(
+      'embedding-map',
+      f'Scatter plot of {sample} projected on their first two principal '
+      f'components{", coloured by " + data.color_field if labels else ""}.',
+      f'PCA projection of {sample}, {colour}. PC1 and PC2 explain '
+      f'{share[0]:.1%} and {share[1]:.1%} of the variance.',
+      png(figure_embedding_map(points, share, labels, data.color_field)))
+
+
+# --- HTML -------------------------------------------------------------------
+
+_CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto,
+       "DejaVu Sans", sans-serif; color: #222; background: #fafafa;
+       margin: 0; padding: 24px; }
+main { max-width: 1140px; margin: 0 auto; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 28px 0 10px; }
+.meta { color: #555; margin: 0 0 16px; }
+.meta code { word-break: break-all; }
+.grid { display: grid; gap: 16px;
+        grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); }
+figure { margin: 0; background: #fff; border: 1px solid #ddd;
+         border-radius: 6px; padding: 10px; }
+figure.wide { margin-top: 16px; }
+figure img { display: block; width: 100%; height: auto; }
+figure.wide img { max-width: 935px; margin: 0 auto; }
+figcaption { font-size: 13px; color: #444; margin-top: 6px; }
+.flag { white-space: nowrap; }
+p.missing { background: #fff; border: 1px dashed #bbb; border-radius: 6px;
+            padding: 16px; color: #555; margin: 0; }
+table { border-collapse: collapse; background: #fff; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: left;
+         vertical-align: top; }
+th { font-weight: 600; background: #f3f3f3; white-space: nowrap; }
+td { font-family: ui-monospace, "DejaVu Sans Mono", monospace;
+     word-break: break-word; }
+"""
+
+
+def _img(plot: Plot) -> str:
+  data = base64.b64encode(plot.png).decode('ascii')
+  width, height = _png_size(plot.png)
+  return (f'<img id="{plot.id}" alt="{html.escape(plot.alt)}" '
+          f'width="{width}" height="{height}" '
+          f'src="data:image/png;base64,{data}">')
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+  """Width and height from the PNG header (IHDR), for the <img> size."""
+  return (int.from_bytes(data[16:20], 'big'),
+          int.from_bytes(data[20:24], 'big'))
+
+
+def _figure_html(plot: Plot, wide: bool = False) -> str:
+  cls = ' class="wide"' if wide else ''
+  return (f'<figure{cls}>{_img(plot)}'
+          f'<figcaption id="{plot.id}-caption">{_flags(plot.caption)}'
+          '</figcaption>'
+          '</figure>')
+
+
+def _flags(text: str) -> str:
+  """Keeps '--flag value' on one line: browsers break lines after a
+  hyphen, which would leave a lone '--' at a line's end."""
+  return re.sub(r'(--[a-z_]+(?: \d+)?)', r'<span class="flag">\1</span>',
+                text)
+
+
+def shown_value(value) -> str:
+  """A summary value as one short line: dicts as key: value pairs, long
+  lists cut, floats and ints as they are."""
+  if isinstance(value, dict):
+    return ', '.join(f'{k}: {shown_value(v)}' for k, v in value.items()) or '{}'
+  if isinstance(value, (list, tuple)):
+    head = ', '.join(shown_value(v) for v in value[:12])
+    more = f', \u2026 ({len(value)} in all)' if len(value) > 12 else ''
+    return f'[{head}{more}]'
+  if value is None or isinstance(value, bool):
+    return json.dumps(value)
+  return str(value)
+
+
+def summary_table(summary: dict) -> str:
+  rows = ''.join(
+      f'<tr id="summary-{html.escape(str(k))}"><th scope="row">'
+      f'{html.escape(str(k))}</th><td>{html.escape(shown_value(v))}</td></tr>'
+      for k, v in summary.items())
+  return f'<table id="summary">{rows}</table>'
+
+
+def render_html(*, title: str, heading: str, meta: list[tuple[str, str]],
+                plots_: Sequence[Plot], missing: Optional[str],
+                summary: dict) -> str:
+  """The whole page: `title` for the browser tab and bookmarks,
+  `heading` on the page. Every value is escaped here; captions are HTML
+  built in this module from escaped values."""
+  by_id = {p.id: p for p in plots_}
+  small = []
+  for pid in PLOT_IDS[:4]:
+    if pid in by_id:
+      small.append(_figure_html(by_id[pid]))
+    elif pid == 'throughput' and missing:
+      small.append(f'<p class="missing" id="throughput-missing">'
+                   f'{_flags(html.escape(missing))}</p>')
+  wide = (_figure_html(by_id['embedding-map'], wide=True)
+          if 'embedding-map' in by_id else '')
+  meta_html = ' &middot; '.join(
+      f'{html.escape(k)} <code>{html.escape(v)}</code>' for k, v in meta)
+  return (
+      '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+      '<meta name="viewport" content="width=device-width, initial-scale=1">'
+      f'<title>{html.escape(title)}</title><style>{_CSS}</style></head>'
+      f'<body><main><h1>{html.escape(heading)}</h1>'
+      f'<p class="meta">{meta_html}</p>'
+      f'<h2>Batching and throughput</h2><div class="grid">{"".join(small)}'
+      f'</div><h2>Embeddings</h2>{wide}'
+      f'<h2>Summary</h2>{summary_table(summary)}'
+      '</main></body></html>\n')
+
+
+def _source(options) -> str:
+  return str(getattr(options, 'input', None)
+             or getattr(options, 'input_query', None) or '?')
+
+
+def _meta(summary: dict, options, now: datetime.datetime) -> list:
+  return [('input', _source(options)),
+          ('output', str(summary.get('output', options.output))),
+          ('precision', str(summary.get('precision', '?'))),
+          ('written', now.strftime('%Y-%m-%d %H:%M:%S UTC'))]
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Temp file in the same folder, then os.replace: a reader (or a crash)
+  never sees half a report, and an earlier report stays until the new one
+  is complete. Created with open(), so the permissions follow the umask."""
+  path = os.path.abspath(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  temp = os.path.join(os.path.dirname(path),
+                      f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+  try:
+    with open(temp, 'w', encoding='utf-8') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temp, path)
+  finally:
+    if os.path.exists(temp):
+      os.remove(temp)
+
+
+def write(path: str, *, summary: dict, options, samples: Sequence) -> None:
+  """Writes the report of a finished run to `path` (a local file).
+
+  `summary` is the run's summary dict, `options` its EmbedOptions and
+  `samples` the progress samples taken during the run (objects with
+  .seconds and .documents_embedded; may be empty)."""
+  if '://' in path:
+    raise ValueError(f'--report takes a local file path, got {path!r}')
+  data = load_run(options)
+  figures, missing = plots(data, summary, options, list(samples))
+  now = datetime.datetime.now(datetime.timezone.utc)
+  model = summary.get('model', '?')
+  source = _short(os.path.basename(_source(options).rstrip('/')) or
+                  _source(options), 60)
+  write_atomically(path, render_html(
+      title=f'{model} on {source}, {now:%Y-%m-%d %H:%M} UTC: run report',
+      heading=f'Embedding run report: {model} on {source}',
+      meta=_meta(summary, options, now), plots_=figures, missing=missing,
+      summary=summary))

@@ -1,0 +1,265 @@
+"""--report: the static HTML report of a real run, rendered in headless
+Chromium.
+
+The report has no JavaScript, so Chromium's --dump-dom of the report alone
+would only echo the HTML back. Instead a harness page, written by this test
+next to the report, loads it in an iframe and writes what the browser made
+of it (each image's id, alt and natural size, the captions and the summary
+table) into its own DOM as JSON, which --dump-dom then prints. An image
+whose data URI does not decode has naturalWidth 0.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import types
+
+import pytest
+
+from pipeline import report
+from pipeline import run
+from tests import corpora
+
+CHROMIUM = '/usr/bin/chromium'
+BOOTSTRAP = os.path.join(corpora.ROOT, 'scripts', 'bootstrap_browser.sh')
+WIDTH, HEIGHT = 1200, 2700
+SCREENSHOT_COPY = '/tmp/report-screenshot.png'
+
+HARNESS = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><script>
+function inspect(frame) {
+  var doc = frame.contentDocument, out = {images: [], captions: {},
+                                          summary: {}, missing: null};
+  for (var img of doc.images) {
+    out.images.push({id: img.id, alt: img.alt, complete: img.complete,
+                     width: img.naturalWidth, height: img.naturalHeight});
+  }
+  for (var c of doc.querySelectorAll('figcaption')) {
+    out.captions[c.id] = c.textContent;
+  }
+  for (var row of doc.querySelectorAll('#summary tr')) {
+    out.summary[row.querySelector('th').textContent] =
+        row.querySelector('td').textContent;
+  }
+  var missing = doc.getElementById('throughput-missing');
+  if (missing) out.missing = missing.textContent;
+  document.getElementById('result').textContent = JSON.stringify(out);
+}
+</script></head><body>
+<iframe src="REPORT" width="1200" height="800" onload="inspect(this)"></iframe>
+<pre id="result">not loaded</pre>
+</body></html>
+"""
+
+
+@pytest.fixture(scope='module')
+def chromium() -> str:
+  """Chromium, installed by scripts/bootstrap_browser.sh if missing."""
+  if not os.access(CHROMIUM, os.X_OK):
+    proc = subprocess.run([BOOTSTRAP], capture_output=True, text=True,
+                          timeout=900, check=False)
+    if not os.access(CHROMIUM, os.X_OK):
+      pytest.skip(f'{CHROMIUM} is not installed and {BOOTSTRAP} could not '
+                  f'install it: {proc.stderr.strip()[-400:]}')
+  return CHROMIUM
+
+
+def _headless(chromium: str, tmp_path, *args) -> subprocess.CompletedProcess:
+  proc = subprocess.run(
+      [chromium, '--headless', '--no-sandbox', '--disable-gpu',
+       '--disable-dev-shm-usage', '--hide-scrollbars', '--no-first-run',
+       f'--user-data-dir={tmp_path / "chromium-profile"}', *args],
+      capture_output=True, text=True, timeout=180, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def _png_size(path: str) -> tuple[int, int]:
+  with open(path, 'rb') as f:
+    head = f.read(24)
+  assert head[:8] == b'\x89PNG\r\n\x1a\n' and head[12:16] == b'IHDR', head
+  return struct.unpack('>II', head[16:24])
+
+
+def _inspect(chromium: str, tmp_path, report_path: str) -> dict:
+  """What Chromium made of the report, through the harness page."""
+  harness = os.path.join(os.path.dirname(report_path),
+                         f'harness-{os.path.basename(report_path)}')
+  with open(harness, 'w', encoding='utf-8') as f:
+    f.write(HARNESS.replace('REPORT', os.path.basename(report_path)))
+  proc = _headless(chromium, tmp_path, '--allow-file-access-from-files',
+                   '--virtual-time-budget=10000', '--dump-dom',
+                   f'file://{harness}')
+  found = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
+  assert found, proc.stdout[-2000:]
+  text = html.unescape(found.group(1))
+  assert text != 'not loaded', 'the harness never saw the report load'
+  return json.loads(text)
+
+
+def _assert_images(seen: dict, expected_ids) -> dict:
+  images = {i['id']: i for i in seen['images']}
+  assert sorted(images) == sorted(expected_ids), images.keys()
+  for image in images.values():
+    assert image['complete'], image['id']
+    assert image['width'] > 0 and image['height'] > 0, image  # not broken
+    assert len(image['alt']) > 20, image  # says what the plot shows
+  return images
+
+
+class _Sample(types.SimpleNamespace):
+  pass
+
+
+def _samples(summary: dict) -> list:
+  """Progress samples as a run would take them: steady, then a slowdown."""
+  total, seconds = summary['documents_embedded'], summary['seconds']
+  out = []
+  for i in range(11):
+    t = seconds * i / 10
+    done = min(total, int(total * (i / 10) ** 1.3))
+    out.append(_Sample(seconds=t, documents_read=done, tokens=0,
+                       documents_embedded=done, documents_rejected=0))
+  return out
+
+
+def test_report_of_a_run_renders_in_chromium(tmp_path, minilm_export,
+                                             chromium, monkeypatch):
+  # Documents from many stdlib modules (more `source` values than get their
+  # own colour), long ones among them (truncated at 64 tokens), and the
+  # corpus helper's three bad records (malformed JSON, empty text, no text).
+  docs = corpora.sample_docs(2600)[::13][:200]
+  corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'), docs)
+  out = str(tmp_path / 'out' / 'emb')
+  path = str(tmp_path / 'report' / 'report.html')
+
+  # The samples the run hands the report, to know whether it can plot
+  # documents/s over time.
+  given = {}
+  real_write = report.write
+
+  def spy(target, *, summary, options, samples):
+    given.update(options=options, samples=list(samples))
+    real_write(target, summary=summary, options=options, samples=samples)
+
+  monkeypatch.setattr(report, 'write', spy)
+  status, summary, _ = run.launch([
+      '--input', corpus.pattern, '--output', out,
+      '--model_dir', minilm_export, '--max_seq_length', '64',
+      '--metadata_fields', 'source', '--report', path])
+  assert status == 0, summary
+  assert summary['documents_embedded'] == len(docs)
+  assert summary['documents_rejected'] == len(corpus.bad_types) == 3
+  assert summary['documents_truncated'] > 0
+  assert os.path.exists(path) and not [
+      n for n in os.listdir(os.path.dirname(path)) if n.endswith('.tmp')]
+  with open(path, encoding='utf-8') as f:
+    page = f.read()
+  # One self-contained file: no scripts, nothing fetched.
+  assert '<script' not in page.lower()
+  assert not re.search(r'(src|href)="(?!data:)', page)
+
+  # Chromium loads every plot.
+  seen = _inspect(chromium, tmp_path, path)
+  plotted = len(given['samples']) >= 2
+  expected = [i for i in report.PLOT_IDS if plotted or i != 'throughput']
+  images = _assert_images(seen, expected)
+  if not plotted:
+    assert 'No documents/s plot' in seen['missing']
+  assert images['embedding-map']['width'] > images['buckets']['width']
+
+  # The report's numbers are the run's.
+  table = seen['summary']
+  assert table['documents_read'] == str(summary['documents_read']) == '203'
+  assert table['documents_rejected'] == '3'
+  assert table['model'] == summary['model']
+  captions = seen['captions']
+  assert captions['dead-letters-caption'].startswith(
+      f'{summary["documents_rejected"]} dead letters of 3 error types')
+  assert (f'{summary["documents_embedded"]} documents in the output; '
+          f'{summary["documents_truncated"]} were truncated'
+          in captions['token-lengths-caption'])
+  assert f'{summary["batches"]} encoder batches' in captions[
+      'buckets-caption']
+  assert ('all 200 embeddings, coloured by source (10 most frequent values, '
+          'the rest as other)' in captions['embedding-map-caption'])
+
+  # The screenshot: the page at the window's size, with real content.
+  shot = str(tmp_path / 'report.png')
+  _headless(chromium, tmp_path, f'--screenshot={shot}',
+            f'--window-size={WIDTH},{HEIGHT}', f'file://{path}')
+  assert _png_size(shot) == (WIDTH, HEIGHT)
+  assert os.path.getsize(shot) > 150_000
+  shutil.copyfile(shot, SCREENSHOT_COPY)
+
+  # With progress samples the documents/s plot is there too (whether or
+  # not this runner gave the run any).
+  with_samples = str(tmp_path / 'report' / 'with-samples.html')
+  report.write(with_samples, summary=summary, options=given['options'],
+               samples=_samples(summary))
+  seen = _inspect(chromium, tmp_path, with_samples)
+  _assert_images(seen, report.PLOT_IDS)
+  assert seen['missing'] is None
+  assert 'documents/s over the whole run' in seen['captions'][
+      'throughput-caption']
+
+
+def test_report_without_dead_letters_or_metadata(tmp_path, minilm_export):
+  """Zero dead letters (an empty dead-letter output) and no field to
+  colour by: panels that say so, not errors."""
+  corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'),
+                               corpora.sample_docs(12), bad=False)
+  path = str(tmp_path / 'report.html')
+  status, summary, _ = run.launch([
+      '--input', corpus.pattern, '--output', str(tmp_path / 'out' / 'emb'),
+      '--model_dir', minilm_export, '--report', path])
+  assert status == 0 and summary['documents_rejected'] == 0
+  with open(path, encoding='utf-8') as f:
+    page = f.read()
+  assert '<span id="dead-letter-total">0</span> dead letters.' in page
+  assert 'alt="There were no dead letters."' in page
+  assert 'in one colour: no metadata field to colour by' in page
+  for plot_id in ('token-lengths', 'buckets', 'dead-letters',
+                  'embedding-map'):
+    assert f'<img id="{plot_id}"' in page
+
+
+def test_pure_parts_on_edge_cases():
+  """The data -> numbers -> figure steps on empty and odd inputs (no run,
+  no browser)."""
+  import numpy as np
+  # PCA: a fixed sample of at most PCA_SAMPLE rows, the same every time.
+  vectors = np.random.default_rng(1).normal(size=(2500, 8)).astype('f4')
+  rows, points, share = report.pca_2d(vectors)
+  again = report.pca_2d(vectors)
+  assert len(rows) == report.PCA_SAMPLE == len(set(rows.tolist()))
+  assert np.array_equal(rows, again[0]) and np.allclose(points, again[1])
+  assert points.shape == (report.PCA_SAMPLE, 2) and share.sum() < 1
+  for shape in ((0, 8), (1, 8), (3, 0)):
+    rows, points, _ = report.pca_2d(np.zeros(shape, 'f4'))
+    assert points.shape == (shape[0], 2)
+  # Rates between samples; zero-length intervals skipped.
+  samples = [types.SimpleNamespace(seconds=t, documents_embedded=n)
+             for t, n in ((0, 0), (2, 10), (2, 10), (4, 40))]
+  starts, ends, values = report.rates(samples)
+  assert starts.tolist() == [0, 2] and ends.tolist() == [2, 4]
+  assert values.tolist() == [5, 15]
+  # The 10 most frequent values, ties by name.
+  values = [f'v{i}' for i in range(12) for _ in range(12 - i)] + ['a']
+  assert report.top_values(values) == [f'v{i}' for i in range(10)]
+  assert report.top_values(['b', 'a', None]) == ['(none)', 'a', 'b']
+  # Nothing to plot still gives an image.
+  for fig in (report.figure_token_lengths(np.zeros(0, int), 0, 128),
+              report.figure_buckets({}, {}),
+              report.figure_dead_letters([]),
+              report.figure_embedding_map(np.zeros((0, 2)), np.zeros(2),
+                                          None, None)):
+    assert report.png(fig).startswith(b'\x89PNG')
+  assert report.shown_value({'8': 3, '16': [1, None, True]}) == (
+      '8: 3, 16: [1, null, true]')
