@@ -64,8 +64,11 @@ class _StderrHandler(logging.StreamHandler):
 
 def configure(verbose: bool) -> None:
   root = logging.getLogger()
+  # A second call (tests run the job many times in one process) replaces
+  # this module's handler; handlers of others (pytest's) stay.
   for handler in list(root.handlers):
-    root.removeHandler(handler)
+    if isinstance(handler, _StderrHandler):
+      root.removeHandler(handler)
   handler = _StderrHandler()
   root.addHandler(handler)
   if verbose:
@@ -87,23 +90,54 @@ def configure(verbose: bool) -> None:
     logging.getLogger(name).setLevel(logging.ERROR)
 
 
-_STEP = re.compile(r"\[while running '([^']+)'\]")
+_STEP = re.compile(r"\s*\[while running '([^']+)'\]")
+# Names of locals that hold the file a failing frame was working on:
+# transforms/read.py's sources and Beam's file systems use these.
+_FILE_LOCALS = ('file_name', 'path', 'file_path')
 
 
 def run_error_line(exc: BaseException) -> str:
   """One line for an error raised while the pipeline ran: the step Beam
-  names ("[while running 'Read/...']") and the innermost cause's message.
-  Beam wraps a worker's exception in several layers, each repeating the
-  traceback as text; the step and the first line of the cause are what a
-  person acts on."""
+  names ("[while running 'Write/...']"), the file the failing code was
+  reading or writing, and the error's own message. Beam re-raises a
+  worker's exception with the step appended, or, from worker processes,
+  inside a RuntimeError that repeats the whole traceback as text; the step,
+  the file and the error's message are what a person acts on."""
   text = str(exc)
   steps = _STEP.findall(text)
-  cause = exc
-  while cause.__cause__ is not None or cause.__context__ is not None:
-    cause = cause.__cause__ or cause.__context__
-  message = _last_error_line(str(cause)) or type(cause).__name__
-  where = f'step {steps[-1]!r}: ' if steps else ''
-  return f'{where}{message}'
+  text = _STEP.sub('', text)
+  if 'Traceback (most recent call last)' in text:
+    message = _last_error_line(text)
+  else:
+    message = ' '.join(text.split())
+    name = type(exc).__name__
+    if type(exc).__module__ not in ('builtins', '__main__'):
+      name = f'{type(exc).__module__}.{name}'
+    message = f'{name}: {message}' if message else name
+  where = []
+  if steps:
+    where.append(f'step {steps[-1]!r}')
+  path = _file_in_traceback(exc)
+  if path and path not in message:
+    where.append(f'file {path}')
+  return f'{", ".join(where)}: {message}' if where else message
+
+
+def _file_in_traceback(exc: BaseException):
+  """The file named by the deepest frame that holds one, in the exception
+  or the ones it was raised from."""
+  found, seen = None, set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    tb = exc.__traceback__
+    while tb is not None:
+      for name in _FILE_LOCALS:
+        value = tb.tb_frame.f_locals.get(name)
+        if isinstance(value, str) and value:
+          found = value
+      tb = tb.tb_next
+    exc = exc.__cause__ or exc.__context__
+  return found
 
 
 def _last_error_line(text: str) -> str:

@@ -253,8 +253,14 @@ class Display:
     return line(now, self._window_start(now), total_bytes=self._total_bytes)
 
   def _loop(self, show: Callable[[str], None], every: float) -> None:
-    while not self._stop.wait(every):
-      show(self._line(self.tracker.sample()))
+    """A sample every second (the report plots them), shown every
+    `every` seconds."""
+    shown = 0.0
+    while not self._stop.wait(REQUEST_EVERY):
+      now = self.tracker.sample()
+      if now.seconds - shown >= every - REQUEST_EVERY / 2:
+        show(self._line(now))
+        shown = now.seconds
 
   @contextlib.contextmanager
   def track(self):

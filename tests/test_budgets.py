@@ -246,9 +246,8 @@ def test_row_budgets_lower_this_bucket_and_cap_the_longer_ones():
 
 
 def test_max_batch_tokens_flag_errors(capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    run.launch(['--input', SAMPLE, '--output', '/tmp/x',
-                '--max_batch_tokens', 'lots'])
-  assert exit_info.value.code == 2
+  status, summary, _ = run.launch(['--input', SAMPLE, '--output', '/tmp/x',
+                                   '--max_batch_tokens', 'lots'])
+  assert (status, summary) == (2, None)
   assert ("--max_batch_tokens: expected a positive number of tokens or auto,"
           " got 'lots'") in capsys.readouterr().err

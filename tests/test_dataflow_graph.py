@@ -1,9 +1,9 @@
-"""The README's Dataflow GPU commands, built into Dataflow jobs without
+"""docs/dataflow.md's Dataflow GPU commands, built into Dataflow jobs without
 contacting Google: Beam's --dry_run stops before staging and submission.
 
 Swaps, and nothing else: `--dry_run True` is added; MY_PROJECT and MY_BUCKET
 become the emulators' project and bucket; Cloud Storage is the local GCS
-emulator, holding the corpus and, under the README's
+emulator, holding the corpus and, under the documented
 gs://MY_BUCKET/models/roberta-large, the small minilm-l6 export in place of
 roberta-large (whose weights cannot be fetched here).
 """
@@ -117,5 +117,5 @@ def test_gs_model_folder_errors_like_a_local_one(gcs, capsys, tmp_path):
   for folder in ('gs://bucket/models/missing', str(tmp_path / 'missing')):
     argv[i] = folder
     assert run.main(argv + ['--dry_run', 'True']) == 2
-    assert (f'{folder} is not an exported model folder (no export.json)' in
+    assert (f'--model_dir {folder} does not exist' in
             capsys.readouterr().err)

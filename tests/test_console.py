@@ -1,0 +1,179 @@
+"""What a person sees: a quiet run (one line saying what it will do,
+progress, the summary), progress lines that count up to the summary's
+numbers, and one line per error with no traceback unless --verbose."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import run
+from tests import corpora
+
+ROOT = corpora.ROOT
+PROGRESS = re.compile(
+    r'^progress (\S+)  ([\d,]+) read, ([\d,]+) embedded(?:, ([\d,]+) '
+    r'reused)?, ([\d,]+) rejected  ([\d,.]+) docs/s  ([\d,]+) tokens/s'
+    r'(?:  input (\d+)% read)?(?:  ETA (\S+))?$')
+
+
+def _number(text):
+  return int((text or '0').replace(',', ''))
+
+
+def test_quiet_run_prints_what_it_does_progress_and_the_summary(
+    tmp_path, minilm_export):
+  """stderr is a pipe here, so progress comes as lines (every second with
+  --progress_every 1). The sample corpus with one malformed line added."""
+  corpus = tmp_path / 'corpus.jsonl'
+  shutil.copy(corpora.SAMPLE, corpus)
+  with open(corpus, 'a', encoding='utf-8') as f:
+    f.write('{"id": "broken", "text": \n')
+  out = str(tmp_path / 'out' / 'emb')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', '--model_dir', minilm_export,
+       '--input', str(corpus), '--output', out, '--progress_every', '1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env={k: v for k, v in os.environ.items()
+           if k not in ('TF_CPP_MIN_LOG_LEVEL', 'BEAM_TEXT_EMBED_QUIET')})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  lines = proc.stderr.strip().splitlines()
+  # One line saying what it is about to do.
+  size = os.path.getsize(corpus)
+  assert lines[0] == (
+      f'embedding {corpus} (1 file, {size / 1000:.1f} KB) with '
+      f'{os.path.basename(minilm_export)} on CPU, fp32, into '
+      f'{out}-*.tfrecord')
+  # Nothing else but progress: no TensorFlow or Beam start-up lines.
+  progress = [PROGRESS.match(line) for line in lines[1:]]
+  assert all(progress), [l for l, m in zip(lines[1:], progress) if not m]
+  counts = [tuple(_number(m.group(i)) for i in (2, 3, 5)) for m in progress]
+  assert len(counts) >= 5
+  for before, after in zip(counts, counts[1:]):
+    assert all(b <= a for b, a in zip(before, after)), (before, after)
+  embedded = [c[1] for c in counts]
+  # Counts rise while the run goes on, not only at the end.
+  assert len(set(embedded[:-1]) - {0}) >= 2, embedded
+  # The last line is the summary's numbers.
+  assert counts[-1] == (summary['documents_read'],
+                        summary['documents_embedded'],
+                        summary['documents_rejected']) == (2654, 2653, 1)
+  assert _number(progress[-1].group(7).replace(',', '')) > 0
+  # Input bytes read, then an ETA once documents are being embedded.
+  percents = [int(m.group(8)) for m in progress if m.group(8)]
+  assert percents and percents == sorted(percents) and percents[-1] == 100
+  assert any(m.group(9) for m in progress)
+
+
+def _error_lines(capsys, argv):
+  status = run.main(argv)
+  err = capsys.readouterr().err
+  return status, [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.fixture(name='common')
+def _common(tmp_path, minilm_export):
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
+                               corpora.sample_docs(5))
+  return ['--model_dir', minilm_export, '--input', corpus.pattern,
+          '--output', str(tmp_path / 'out' / 'emb')]
+
+
+def _tfrecord_corpus(prefix: str) -> str:
+  corpora.write_tfrecord(prefix + '-00000-of-00001.tfrecord',
+                         corpora.sample_docs(2))
+  return prefix
+
+
+@pytest.mark.parametrize('case', [
+    'misspelt flag', 'misspelt switch', 'abbreviated flag', 'stray word',
+    'unwritable output', 'unwritable report', 'input matches nothing',
+    'previous missing', 'previous not an output', 'model folder missing',
+    'model folder incomplete', 'bad choice'])
+def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
+                                                      capsys, minilm_export):
+  blocker = tmp_path / 'a-file'
+  blocker.write_text('not a folder')
+  incomplete = tmp_path / 'incomplete'
+  shutil.copytree(minilm_export, incomplete,
+                  ignore=shutil.ignore_patterns('encoder'))
+  argv, want = {
+      'misspelt flag': (
+          ['--max_seq_lenght', '256'],
+          'unknown flag --max_seq_lenght; did you mean --max_seq_length?'),
+      'misspelt switch': (
+          ['--normalise'],
+          'unknown flag --normalise; did you mean --normalize?'),
+      'abbreviated flag': (
+          ['--max_seq', '64'],
+          'unknown flag --max_seq; did you mean --max_seq_length?'),
+      'stray word': (
+          ['256'], "unexpected argument '256': flags take the form --name "
+          'value or --name=value'),
+      'unwritable output': (
+          ['--output', f'{blocker}/out/emb'],
+          f'cannot write embeddings {blocker}/out/emb: Not a directory'),
+      'unwritable report': (
+          ['--report', f'{blocker}/report.html'],
+          f'cannot write the report {blocker}/report.html: '),
+      'input matches nothing': (
+          ['--input', f'{tmp_path}/nothing/*.jsonl'],
+          f'--input {tmp_path}/nothing/*.jsonl matches no files'),
+      'previous missing': (
+          ['--previous', f'{tmp_path}/never'],
+          f'--previous: {tmp_path}/never is not an output of this job: it '
+          'matches no'),
+      'previous not an output': (
+          ['--previous', _tfrecord_corpus(f'{tmp_path}/corpus')],
+          f'--previous {tmp_path}/corpus: {tmp_path}/corpus-00000-of-00001'
+          '.tfrecord is not an output of this job (no embedding field)'),
+      'model folder missing': (
+          ['--model_dir', f'{tmp_path}/no-model'],
+          f'--model_dir {tmp_path}/no-model does not exist'),
+      'model folder incomplete': (
+          ['--model_dir', str(incomplete)],
+          f'{incomplete}/encoder is not a SavedModel folder (no '
+          'saved_model.pb)'),
+      'bad choice': (
+          ['--pooling', 'max'],
+          "argument --pooling: invalid choice: 'max' (choose from 'mean', "
+          "'pooled', 'cls')"),
+  }[case]
+  status, lines = _error_lines(capsys, common + argv)
+  assert status == 2
+  assert len(lines) == 1, lines
+  assert lines[0].startswith(f'pipeline.run: error: {want}'), lines[0]
+  written = [f for _, _, files in os.walk(tmp_path / 'out') for f in files]
+  assert not written, 'nothing written, probe files removed'
+
+
+def test_verbose_adds_the_traceback(common, tmp_path, capsys):
+  status, lines = _error_lines(
+      capsys, common + ['--input', f'{tmp_path}/nothing/*.jsonl',
+                        '--verbose'])
+  assert status == 2
+  assert lines[0] == 'Traceback (most recent call last):'
+  assert lines[-1] == (f'pipeline.run: error: --input {tmp_path}/nothing/'
+                       '*.jsonl matches no files')
+
+
+def test_an_error_during_the_run_is_one_line_naming_the_file(
+    tmp_path, capsys, minilm_export):
+  """A .gz file that is not gzip data fails while it is read."""
+  bad = tmp_path / 'corpus.jsonl.gz'
+  bad.write_bytes(b'\x1f\x8b\x08\x00 not deflate data')
+  status, lines = _error_lines(capsys, [
+      '--model_dir', minilm_export, '--input', str(bad),
+      '--output', str(tmp_path / 'out' / 'emb')])
+  assert status == 1
+  assert lines[0].startswith(f'embedding {bad} (1 file,')
+  assert len(lines) == 2, lines
+  assert lines[1].startswith(f'pipeline.run: error: file {bad}: zlib.error: '
+                             'Error -3 while decompressing data'), lines[1]
