@@ -209,9 +209,13 @@ def test_postgres_server_stopped_mid_write(reference, server, capsys,
   assert waiting, proc.communicate(timeout=60)
   server.stop()
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode != 0
-  assert f'PostgreSQL write to {uri} failed' in err
-  assert 'a re-run leaves one copy' in err
+  assert proc.returncode == 1
+  # One line naming the write and the cause, no traceback.
+  last = err.strip().splitlines()[-1]
+  assert 'Traceback' not in err, err[-3000:]
+  assert last.startswith('pipeline.run: error: '), last
+  assert f'PostgreSQL write to {uri} failed' in last
+  assert 'a re-run leaves one copy' in last
 
   server.start()
   summary = _summary(capsys, ['--input', reference['day1'].pattern,
