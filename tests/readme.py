@@ -1,8 +1,10 @@
-"""The README's shell commands, read from its ```bash blocks, so that tests
-run the documented commands themselves rather than copies of them."""
+"""The shell commands of the README and of docs/*.md, read from their ```bash
+blocks, so that tests run the documented commands themselves rather than
+copies of them, wherever in the documentation a command lives."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -11,19 +13,32 @@ from typing import NamedTuple
 from tests import corpora
 
 README = os.path.join(corpora.ROOT, 'README.md')
+DOCS = os.path.join(corpora.ROOT, 'docs')
+BLOCK = re.compile(r'```bash\n(.*?)```', flags=re.S)
+
+
+class Source(NamedTuple):
+  path: str  # the Markdown file
+  block: int  # offset of the ```bash line of the command's block
 
 
 class Blocks(NamedTuple):
   commands: list  # argv lists, line continuations joined
   heredocs: dict  # file name -> text, for `cat > NAME <<'END'` blocks
+  sources: list  # Source of each command, parallel to commands
 
 
-def read(path: str = README) -> Blocks:
+def files() -> list[str]:
+  """The documentation whose commands the tests run: README.md and every
+  docs/*.md."""
+  return [README] + sorted(glob.glob(os.path.join(DOCS, '*.md')))
+
+
+def _read_one(path: str, out: Blocks) -> None:
   with open(path, encoding='utf-8') as f:
     text = f.read()
-  commands, heredocs = [], {}
-  for block in re.findall(r'```bash\n(.*?)```', text, flags=re.S):
-    lines = iter(block.splitlines())
+  for match in BLOCK.finditer(text):
+    lines = iter(match.group(1).splitlines())
     pending = ''
     for line in lines:
       heredoc = re.match(r"cat > (\S+) <<'(\w+)'$", line.strip())
@@ -33,25 +48,48 @@ def read(path: str = README) -> Blocks:
           if inner.strip() == heredoc.group(2):
             break
           body.append(inner)
-        heredocs[heredoc.group(1)] = '\n'.join(body) + '\n'
+        name = heredoc.group(1)
+        if name in out.heredocs:
+          raise AssertionError(f'{path}: a second heredoc for {name}')
+        out.heredocs[name] = '\n'.join(body) + '\n'
         continue
       pending += line.rstrip('\\').rstrip() + ' ' if line.endswith('\\') \
           else line
       if not line.endswith('\\'):
-        if pending.strip():
-          commands.append(shlex.split(pending, comments=True))
+        argv = shlex.split(pending, comments=True) if pending.strip() else []
+        if argv:
+          out.commands.append(argv)
+          out.sources.append(Source(path, match.start()))
         pending = ''
-  return Blocks([c for c in commands if c], heredocs)
+
+
+def read(path: str | None = None) -> Blocks:
+  """The commands and heredocs of one Markdown file, or by default of the
+  README and every docs/*.md together."""
+  out = Blocks([], {}, [])
+  for one in ([path] if path else files()):
+    _read_one(one, out)
+  return out
 
 
 def command(*must: str) -> list[str]:
-  """The one README command holding every string in must (as arguments or
-  parts of them)."""
-  found = [c for c in read().commands
+  """The one documented command (README or docs/) holding every string in
+  must (as arguments or parts of them)."""
+  blocks = read()
+  found = [(c, s) for c, s in zip(blocks.commands, blocks.sources)
            if all(any(m in arg for arg in c) for m in must)]
   if len(found) != 1:
-    raise AssertionError(f'README: {len(found)} commands hold {must}')
-  return found[0]
+    where = ', '.join(os.path.relpath(s.path, corpora.ROOT) for _, s in found)
+    raise AssertionError(f'README and docs/: {len(found)} commands hold '
+                         f'{must}' + (f' (in {where})' if where else ''))
+  return found[0][0]
+
+
+def text_before(source: Source, chars: int) -> str:
+  """The prose just before a command's block: where the documentation says
+  why a command is not run here."""
+  with open(source.path, encoding='utf-8') as f:
+    return f.read()[max(0, source.block - chars):source.block]
 
 
 def fill(argv, **placeholders: str):

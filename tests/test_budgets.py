@@ -1,5 +1,5 @@
 """GPU-worker behaviour that a CPU can prove: out-of-memory back-off, bounded
-XLA shapes, and the `--max_batch_tokens auto` rule (README, "GPU workers").
+XLA shapes, and the `--max_batch_tokens auto` rule (docs/performance.md, "GPUs").
 
 The out-of-memory encoder is a real SavedModel: the MiniLM encoder wrapped
 so that a call on more than `limit` padded tokens allocates a tensor far

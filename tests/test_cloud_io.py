@@ -227,7 +227,7 @@ def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
   assert sorted(r['id'] for r in got) == subset
   for record in got:
     # A subset is batched with other companions (other row counts, so
-    # other oneDNN kernels): equal within the batch-mix tolerance (README:
+    # other oneDNN kernels): equal within the batch-mix tolerance (docs/testing.md:
     # 1e-5), not bit for bit.
     np.testing.assert_allclose(record['embedding'],
                                want[record['id']]['embedding'],

@@ -96,7 +96,7 @@ def test_incremental_run_equals_a_full_rerun(tmp_path, capsys, minilm_export):
 
 
 def test_previous_must_exist(tmp_path, capsys, minilm_export):
-  assert run.main(['--input', 'a.jsonl', '--output', str(tmp_path / 'o'),
+  assert run.main(['--input', corpora.SAMPLE, '--output', str(tmp_path / 'o'),
                    '--model_dir', minilm_export, '--previous',
                    str(tmp_path / 'nothing')]) == 2
   assert 'first run' in capsys.readouterr().err

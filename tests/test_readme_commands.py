@@ -1,26 +1,30 @@
-"""Every shell command in the README's ```bash blocks, run as written.
+"""Every shell command in the ```bash blocks of the README and of
+docs/*.md, run as written (tests/readme.py reads them).
 
 Each command runs in a subprocess, in a scratch working folder that holds
-what the README assumes is there (`.venv` and the packages, linked from this
-checkout; `corpus/`, `docs.jsonl`). Placeholders (MY_PROJECT, MY_BUCKET,
-HF_DIR) are filled in. The swaps, each named where it is made:
+what the documentation assumes is there (`.venv` and the packages, linked
+from this checkout; `corpus/`, `docs.jsonl`). Placeholders (MY_PROJECT,
+MY_BUCKET, HF_DIR) are filled in. The swaps, each named where it is made:
 - `roberta-large`: a folder of Hugging Face files for roberta-large cannot
   be fetched here; the small RoBERTa that the tests build stands in, under
-  the README's folder name;
+  the documented folder name;
 - tfhub.dev cannot be reached: the TF Hub command is run and must fail with
   the job's clear offline message (exit 2);
 - Cloud Storage and BigQuery are the local emulators (tests/emulators.py);
 - PostgreSQL at DB_HOST:5432 is a local server with pgvector on a socket
-  (tests/postgres.py), its URI put in place of the README's;
+  (tests/postgres.py), its URI put in place of the documented one;
 - the Dataflow commands are run by tests/test_dataflow_graph.py (dry run)
   and tests/test_rehearsal.py (PortableRunner), which name their swaps.
 Commands that cannot run here at all (docker, gcloud) are listed in
-NOT_RUN_HERE with the reason, and the README says so next to them; a README
-command that is in neither list fails this test.
+NOT_RUN_HERE with the reason, and the document that holds one says "not run
+here" just before its block; a documented command that is in none of the
+lists fails this test.
 """
 
 from __future__ import annotations
 
+import ast
+import glob
 import json
 import os
 import subprocess
@@ -44,13 +48,19 @@ RUN_ELSEWHERE = {
     ('python', '-m', 'pipeline.run', '--runner', 'DataflowRunner'):
         'tests/test_dataflow_graph.py and tests/test_rehearsal.py',
     ('.venv/bin/python', 'bench/gpu.py', '--smoke'): 'tests/test_bench_gpu.py',
+    ('.venv/bin/python', 'scripts/gen_flag_docs.py'): 'tests/test_docs.py',
 }
+# How far before a command's block its document must say "not run here".
+NOT_RUN_HERE_WITHIN = 600
 RUN_HERE = [
     ('./run_local.sh',),
     ('.venv/bin/python', '-m', 'pipeline.run'),
     ('.venv/bin/python', '-m', 'pipeline.export_model'),
     ('.venv/bin/python', '-m', 'pipeline.read'),
 ]
+# Run by name here (with the flags of its example), not found with
+# readme.command(); every other command run here is.
+RUN_BY_NAME = [('./run_local.sh',)]
 
 
 def _kind(argv):
@@ -64,16 +74,62 @@ def _kind(argv):
   return None
 
 
+def _readme_calls() -> dict:
+  """Every readme.command(...) call with literal arguments in tests/*.py:
+  (file, line) -> the documented command it finds (it raises unless it
+  finds exactly one)."""
+  found = {}
+  for path in sorted(glob.glob(os.path.join(ROOT, 'tests', '*.py'))):
+    with open(path, encoding='utf-8') as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Call) and
+          isinstance(node.func, ast.Attribute) and
+          node.func.attr == 'command' and
+          isinstance(node.func.value, ast.Name) and
+          node.func.value.id == 'readme' and node.args and
+          all(isinstance(a, ast.Constant) for a in node.args)):
+        args = [a.value for a in node.args]
+        found[(os.path.relpath(path, ROOT), node.lineno)] = readme.command(
+            *args)
+  return found
+
+
 def test_every_readme_command_is_accounted_for():
-  with open(readme.README, encoding='utf-8') as f:
-    text = f.read()
-  for argv in readme.read().commands:
+  blocks = readme.read()
+  assert readme.README in readme.files() and len(readme.files()) > 1
+  assert {s.path for s in blocks.sources} <= set(readme.files())
+  found_by_tests = list(_readme_calls().values())
+  used = set()
+  for argv, source in zip(blocks.commands, blocks.sources):
+    where = os.path.relpath(source.path, ROOT)
     kind = _kind(argv)
-    assert kind is not None, f'README command run by no test: {argv}'
-  for prefix in NOT_RUN_HERE:
-    # The README marks what this project cannot run.
-    assert ' '.join(prefix) in text
-  assert text.count('not run here') >= 3
+    assert kind is not None, f'{where}: command run by no test: {argv}'
+    for table in (NOT_RUN_HERE, RUN_ELSEWHERE):
+      used.update(p for p in table if tuple(argv[:len(p)]) == p)
+    if kind is RUN_HERE and tuple(argv) not in RUN_BY_NAME:
+      assert argv in found_by_tests, (
+          f'{where}: no test finds this command with readme.command(): '
+          f'{argv}')
+    if kind is NOT_RUN_HERE:
+      # The document marks, next to the command, what this project cannot
+      # run.
+      assert 'not run here' in ' '.join(readme.text_before(
+          source, NOT_RUN_HERE_WITHIN).split()), (
+              f'{where}: say "not run here" (and why) just before the block '
+              f'of {" ".join(argv[:3])} ...')
+  # No entry outlives its command.
+  assert used == set(NOT_RUN_HERE) | set(RUN_ELSEWHERE), (
+      set(NOT_RUN_HERE) | set(RUN_ELSEWHERE)) - used
+
+
+def test_every_readme_call_in_the_tests_finds_one_command():
+  """Each test's readme.command(...) finds exactly one command in README.md
+  and docs/*.md, wherever the command now lives."""
+  calls = _readme_calls()
+  assert len(calls) >= 10
+  for where, argv in calls.items():
+    assert argv, where
 
 
 @pytest.fixture(scope='module')
@@ -144,7 +200,7 @@ def test_cloud_inputs_and_outputs(workdir, tmp_path):
 
 
 def test_postgres_nightly_command(workdir):
-  """The README's PostgreSQL command, its URI swapped for the test
+  """The PostgreSQL command of docs/running.md, its URI swapped for the test
   server's: first without --previous (the first night), then as written."""
   work, env, _, _, n = workdir
   if not os.path.exists(work / 'models' / 'minilm-l6'):
@@ -207,7 +263,8 @@ def test_converting_other_models(workdir):
 def test_scheduled_re_embedding(workdir):
   work, env, _, _, n = workdir
   if not os.path.exists(work / 'models' / 'minilm-l6'):
-    # Made by the README's conversion command (test_converting_other_models).
+    # Made by docs/models.md's conversion command
+    # (test_converting_other_models).
     assert _run(readme.command('export_model', 'minilm-l6'), work,
                 env).returncode == 0
   nightly = readme.command('pipeline.run', '--previous', 'out/2026-11-27')

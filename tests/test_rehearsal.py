@@ -1,9 +1,9 @@
-"""Production rehearsal: the README's Dataflow GPU job, then its nightly
+"""Production rehearsal: docs/dataflow.md's Dataflow GPU job, then its nightly
 Flex Template launch, end to end on this machine.
 
-The first run is the README's `python -m pipeline.run --runner
+The first run is docs/dataflow.md's `python -m pipeline.run --runner
 DataflowRunner ...` command (the GPU-on-every-worker form) as written, the
-nightly run is `flex/main.py` launched with the README's launch.json
+nightly run is `flex/main.py` launched with its launch.json
 parameters in the form the Flex Template launcher passes them
 (`--name=value`, environment fields as Beam flags). These are the swaps,
 and nothing else changes:
@@ -22,7 +22,7 @@ and nothing else changes:
    processes reach them through tests/worker_site (Beam's BigQuery clients
    have no endpoint options).
 4. The model: gs://MY_BUCKET/models/roberta-large holds the small
-   minilm-l6 export, uploaded there as the README says to do with an
+   minilm-l6 export, uploaded there as docs/dataflow.md says to do with an
    export; roberta-large's weights cannot be fetched here.
 
 The run reads its corpus from gs://, loads the model from gs:// (each
@@ -140,7 +140,7 @@ def test_dataflow_job_then_nightly_template(cloud, tmp_path):
   docs = corpora.sample_docs(60)
   bad = _upload_corpus(tmp_path, docs, 'day1')
 
-  # The README's Dataflow GPU command, with the swaps above.
+  # docs/dataflow.md's Dataflow GPU command, with the swaps above.
   job = readme.fill(readme.command('DataflowRunner', 'worker_accelerator'),
                     **PLACEHOLDERS)
   assert job[:3] == ['python', '-m', 'pipeline.run']

@@ -27,7 +27,7 @@ def stable_char(c: str) -> bool:
 
   Tokenizer tables of different libraries date from different Unicode
   versions; characters added or recategorised later are where they can
-  legitimately disagree (see README, "Tokenizer fidelity").
+  legitimately disagree (see docs/models.md, "Tokenizer fidelity").
   """
   category = unicodedata.category(c)
   return (category not in ('Cn', 'Cs') and

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 # Where no accelerator holds the model: the budget this project's CPU
-# measurements ran with (README, "Batching and throughput"), and the
+# measurements ran with (docs/performance.md), and the
 # --max_batch_tokens default before auto.
 CPU_TOKEN_BUDGET = 8192
 
