@@ -10,6 +10,7 @@ TensorFlow's native start-up lines held back (tfmodels.quiet_startup).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -91,9 +92,11 @@ def configure(verbose: bool) -> None:
 
 
 _STEP = re.compile(r"\s*\[while running '([^']+)'\]")
-# Names of locals that hold the file a failing frame was working on:
-# transforms/read.py's sources and Beam's file systems use these.
+# Names of locals that hold the file a failing frame was working on, in
+# the code that reads and writes files: transforms/ (the job's sources and
+# sinks) and Beam's io package. Other libraries' `path` can be a URL path.
 _FILE_LOCALS = ('file_name', 'path', 'file_path')
+_FILE_CODE = (f'{os.sep}transforms{os.sep}', f'{os.sep}apache_beam{os.sep}io{os.sep}')
 
 
 def run_error_line(exc: BaseException) -> str:
@@ -131,7 +134,9 @@ def _file_in_traceback(exc: BaseException):
     seen.add(id(exc))
     tb = exc.__traceback__
     while tb is not None:
-      for name in _FILE_LOCALS:
+      in_file_code = any(part in tb.tb_frame.f_code.co_filename
+                         for part in _FILE_CODE)
+      for name in _FILE_LOCALS if in_file_code else ():
         value = tb.tb_frame.f_locals.get(name)
         if isinstance(value, str) and value:
           found = value

@@ -38,6 +38,11 @@ def token_budget(value: str):
   return tokens
 
 
+# Flags for runs on this machine: progress is drawn by local runners, and a
+# report is written where the launcher runs (a Flex Template's launcher is
+# a container that goes away). The Flex Template leaves them out.
+LOCAL_ONLY = ('progress_every', 'report', 'report_color_field')
+
 # On/off flags also take =true / =false: Flex Templates and schedulers pass
 # every parameter as --name=value.
 _SWITCH = dict(nargs='?', const=True, default=False, type=_bool)

@@ -98,8 +98,14 @@ class Tracker:
         key = monitoring_infos.parse_namespace_and_name(info)
         counters[key] = counters.get(key, 0) + (
             monitoring_infos.extract_counter_value(info))
+    if not counters:
+      # A bundle asked about after it finished answers with nothing.
+      return
     with self._lock:
-      self._bundles[bundle] = counters
+      # Counters only go up: an answer that arrives late keeps the higher.
+      seen = self._bundles.setdefault(bundle, {})
+      for key, value in counters.items():
+        seen[key] = max(seen.get(key, 0), value)
 
   def sample(self) -> Sample:
     totals: dict = {}
@@ -279,18 +285,21 @@ class Display:
         print(text, file=self._stream, flush=True)
       every, context = self._every, contextlib.nullcontext()
     self._show = show
-    thread = threading.Thread(target=self._loop, args=(show, every),
-                              daemon=True, name='progress')
+    self._thread = threading.Thread(target=self._loop, args=(show, every),
+                                    daemon=True, name='progress')
     with context, _bundles_report_to(self.tracker):
-      thread.start()
+      self._thread.start()
       try:
         yield self
       finally:
         self._stop.set()
-        thread.join()
+        self._thread.join()
 
   def finish(self, result) -> Sample:
-    """The exact last line, from the finished run's committed counters."""
+    """The exact last line, from the finished run's committed counters,
+    after the last live one."""
+    self._stop.set()
+    self._thread.join()
     final = self.tracker.final(result)
     self._show(self._line(final))
     return final

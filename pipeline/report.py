@@ -428,7 +428,8 @@ def no_samples_reason(options) -> str:
     runner = options.view_as(StandardOptions).runner
   if runner == 'DataflowRunner':
     return 'only local runners report progress, not DataflowRunner'
-  return 'the runner reported no progress'
+  return ('progress is drawn on the default local runner (FnApiRunner) '
+          'only')
 
 
 def _plot_throughput(summary: dict, samples: Sequence, reason: str
@@ -440,7 +441,7 @@ def _plot_throughput(summary: dict, samples: Sequence, reason: str
   if not len(values):
     return None, ('No documents/s plot: the run ended before a second '
                   'progress sample, so there is no rate over time to show '
-                  '(it was shorter than --progress_every).')
+                  '(it was shorter than about two seconds).')
   overall = summary.get('documents_per_second')
   return Plot(
       'throughput',

@@ -11,6 +11,7 @@ import datetime
 import difflib
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -92,7 +93,8 @@ def locations(options: EmbedOptions) -> Locations:
       bq_method=options.bq_write_method,
       bq_disposition=options.bq_write_disposition,
       temp_location=options.view_as(GoogleCloudOptions).temp_location,
-      pg_index=options.pg_index)
+      pg_index=options.pg_index,
+      probe=not options.view_as(TestOptions).dry_run)
   record = records.EMBEDDINGS.with_metadata(options.metadata_fields)
   output = backends.output(options.output, options.output_format,
                            record=record, settings=settings)
@@ -345,15 +347,10 @@ def check_io_flags(options: EmbedOptions) -> Locations:
   return where
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse that raises instead of printing usage and exiting, so that a
-  bad flag is one line like every other launch error."""
-
-  def error(self, message):
-    raise ValueError(message)
-
-
-class _AllFlagsParser(_BeamArgumentParser):
+class _Parser(_BeamArgumentParser):
+  """Beam's argparse parser that raises instead of printing usage and
+  exiting, so that a bad flag is one line like every other launch
+  error."""
 
   def error(self, message):
     raise ValueError(message)
@@ -380,7 +377,7 @@ def check_flags(argv) -> None:
   run with the default. Built as Beam's PipelineOptions.get_all_options
   builds its parser: every PipelineOptions subclass, no abbreviations."""
   help_parser().parse_known_args(argv)
-  parser = _AllFlagsParser(allow_abbrev=False)
+  parser = _Parser(allow_abbrev=False)
   classes = {str(c): c for c in PipelineOptions.__subclasses__()}
   for cls in classes.values():
     cls._add_argparse_args(parser)  # pylint: disable=protected-access
@@ -428,10 +425,13 @@ def input_files(options: EmbedOptions) -> Optional[InputFiles]:
 def check_report_path(options: EmbedOptions) -> None:
   if not options.report:
     return
-  if '://' in options.report:
-    raise ValueError(f'--report {options.report}: give a local path (the '
-                     'report is one HTML file)')
+  if '://' in options.report or os.path.isdir(options.report):
+    raise ValueError(f'--report {options.report}: give the path of an HTML '
+                     'file (a local path; the report is one file)')
   file_backends.probe_writable(options.report, 'the report')
+  # matplotlib is imported only when a report is asked for, and here, so
+  # that an environment without it fails before the run.
+  from pipeline import report  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
 
 def _size(n: int) -> str:
@@ -490,8 +490,8 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
       raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
                        f'more than {model.name} takes '
                        f'({model.max_seq_length})')
-    files = input_files(embed_options)
     where = check_io_flags(embed_options)
+    files = input_files(embed_options)
     check_report_path(embed_options)
     if standard.runner != 'DataflowRunner':
       fetch_hub_models(model)
@@ -542,7 +542,6 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   summary['model'] = model.name
   summary['precision'] = embed_options.precision
   if embed_options.report:
-    # matplotlib is imported only when a report is asked for.
     from pipeline import report  # pylint: disable=import-outside-toplevel
     try:
       report.write(embed_options.report, summary=summary,

@@ -17,7 +17,8 @@ OUT = os.path.join(ROOT, 'flex', 'metadata.json')
 
 
 def metadata() -> dict:
-  from pipeline.options import EmbedOptions  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from pipeline.options import LOCAL_ONLY, EmbedOptions
   parser = argparse.ArgumentParser()
   EmbedOptions._add_argparse_args(parser)  # pylint: disable=protected-access
   parameters = []
@@ -25,6 +26,8 @@ def metadata() -> dict:
     if not action.option_strings or action.dest == 'help':
       continue
     name = action.option_strings[0].lstrip('-')
+    if name in LOCAL_ONLY:
+      continue
     help_text = ' '.join((action.help or '').split())
     entry = {'name': name, 'label': name.replace('_', ' '),
              'helpText': help_text,

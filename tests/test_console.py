@@ -174,6 +174,8 @@ def test_an_error_during_the_run_is_one_line_naming_the_file(
       '--output', str(tmp_path / 'out' / 'emb')])
   assert status == 1
   assert lines[0].startswith(f'embedding {bad} (1 file,')
+  # Progress lines may come first on a slow machine (one every 10 s).
+  lines = [line for line in lines if not line.startswith('progress ')]
   assert len(lines) == 2, lines
   assert lines[1].startswith(f'pipeline.run: error: file {bad}: zlib.error: '
                              'Error -3 while decompressing data'), lines[1]

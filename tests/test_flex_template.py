@@ -26,6 +26,10 @@ def test_metadata_is_generated_from_the_flags():
   for must in ('input', 'output', 'previous', 'model_dir', 'require_gpu',
                'on_duplicate_id', 'bq_write_disposition'):
     assert must in names
+  # Local-only flags (a report or progress in a launcher container) are not
+  # template parameters.
+  assert not {'report', 'progress_every', 'report_color_field'} & set(names)
+  assert 'verbose' in names
   by_name = {p['name']: p for p in spec['parameters']}
   assert not by_name['output']['isOptional']
   assert all(p['helpText'] for p in spec['parameters'])

@@ -30,6 +30,9 @@ class WriteSettings:
   bq_disposition: str = 'WRITE_TRUNCATE'
   temp_location: Optional[str] = None
   pg_index: Optional[str] = None
+  # Launch checks may create and remove a probe file (not on dry runs,
+  # which write nothing).
+  probe: bool = True
 
 
 class Backend(abc.ABC):

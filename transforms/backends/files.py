@@ -87,8 +87,10 @@ def probe_writable(prefix: str, what: str) -> None:
   try:
     FileSystems.delete([probe])
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'cannot remove a file written under {what} {prefix} '
-                     f'({probe}): {cause(e)}') from e
+    # Writable is what matters (a bucket with a retention policy keeps
+    # objects); say what was left behind.
+    logging.warning('could not remove the write probe %s: %s', probe,
+                    cause(e))
 
 
 class FileBackend(base.Backend):
@@ -103,7 +105,8 @@ class FileBackend(base.Backend):
     if not self.uri or self.uri.endswith(('/', self.suffix)):
       raise ValueError(f'{self.uri!r} is not a file prefix: the output is '
                        f'written to PREFIX-SSSSS-of-NNNNN{self.suffix}')
-    probe_writable(self.uri, self.record.name.replace('_', ' '))
+    if self.settings.probe:
+      probe_writable(self.uri, self.record.name.replace('_', ' '))
 
   def check_readable(self) -> None:
     found = shards(self.uri, self.suffix)

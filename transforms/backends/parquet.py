@@ -14,6 +14,7 @@ import io
 import apache_beam as beam
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from transforms import records as records_lib
 from transforms.backends import files
@@ -85,7 +86,8 @@ class ParquetBackend(files.FileBackend):
 
   def field_names(self, path: str) -> set:
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-    return set(pq.read_schema(io.BytesIO(files.read_bytes(path))).names)
+    with FileSystems.open(path) as f:  # reads the footer only
+      return set(pq.read_schema(f).names)
 
   def load(self):
     import pyarrow as pa  # pylint: disable=import-outside-toplevel
