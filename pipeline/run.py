@@ -310,10 +310,10 @@ def resolve_precision(options: PipelineOptions,
   if not model.low_precision:
     return 'fp32'
   if options.view_as(StandardOptions).runner == 'DataflowRunner':
-    gpu = bool(embed.encoder_accelerator) or _worker_accelerator(options)
-  else:
-    gpu = bool(configure_gpus())
-  return auto_precision(gpu=gpu)
+    # Not this machine's CPU flags: the workers' CPUs are unknown here.
+    return auto_precision(gpu=bool(embed.encoder_accelerator) or
+                          _worker_accelerator(options), flags=set())
+  return auto_precision(gpu=bool(configure_gpus()))
 
 
 def check_batching_flags(options: EmbedOptions) -> None:

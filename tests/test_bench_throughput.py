@@ -16,7 +16,7 @@ from tests import corpora
 CASES = ('bare', 'pipeline', 'pipeline_bf16', 'st', 'st_bf16', 'mltransform',
          'fixed128')
 RATIOS = ('ratio_bf16_vs_st_bf16', 'ratio_fp32_vs_st_fp32', 'ratio_vs_bare',
-          'ratio_vs_mltransform', 'padding_efficiency', 'rss_growth')
+          'ratio_vs_mltransform', 'padding_efficiency')
 
 
 def test_smoke_runs_every_case_and_prints_the_ratios():
@@ -30,6 +30,10 @@ def test_smoke_runs_every_case_and_prints_the_ratios():
   for key in RATIOS:
     assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
   assert 0 < summary['padding_efficiency'] <= 1
+  # Peak memory of the scaled-up run against the 1x run: a growth, which
+  # can be 0 (or below) on a corpus this small, but both runs reported.
+  assert isinstance(summary['rss_growth'], float)
+  assert summary['rss_growth'] > -1
   cases = summary['cases']
   assert set(CASES) <= set(cases)
   docs = cases['pipeline']['documents']
