@@ -5,6 +5,7 @@ numbers, and one line per error with no traceback unless --verbose."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -94,7 +95,8 @@ def _tfrecord_corpus(prefix: str) -> str:
 
 @pytest.mark.parametrize('case', [
     'misspelt flag', 'misspelt switch', 'abbreviated flag', 'stray word',
-    'unwritable output', 'unwritable report', 'input matches nothing',
+    'unwritable output', 'unwritable report', 'report is a folder',
+    'input matches nothing',
     'previous missing', 'previous not an output', 'model folder missing',
     'model folder incomplete', 'bad choice'])
 def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
@@ -122,7 +124,11 @@ def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
           f'cannot write embeddings {blocker}/out/emb: Not a directory'),
       'unwritable report': (
           ['--report', f'{blocker}/report.html'],
-          f'cannot write the report {blocker}/report.html: '),
+          f'cannot write the report {blocker}/report.html: {blocker} is a '
+          'file, not a folder'),
+      'report is a folder': (
+          ['--report', str(tmp_path)],
+          f'--report {tmp_path}: give the path of an HTML file'),
       'input matches nothing': (
           ['--input', f'{tmp_path}/nothing/*.jsonl'],
           f'--input {tmp_path}/nothing/*.jsonl matches no files'),
@@ -179,3 +185,19 @@ def test_an_error_during_the_run_is_one_line_naming_the_file(
   assert len(lines) == 2, lines
   assert lines[1].startswith(f'pipeline.run: error: file {bad}: zlib.error: '
                              'Error -3 while decompressing data'), lines[1]
+
+
+def test_quiet_logging_shows_the_jobs_warnings_once_each(capsys):
+  """A warning that every batch or worker repeats is shown once; INFO
+  chatter of the job's steps and of libraries is not shown."""
+  from pipeline import console  # pylint: disable=import-outside-toplevel
+  console.configure(verbose=False)
+  for _ in range(3):
+    logging.getLogger('transforms.embed').warning(
+        'Batch of %d failed; retrying one by one', 4)
+  logging.getLogger('transforms.embed').info('Encoder loaded in process 1')
+  logging.getLogger('apache_beam.runners').warning('Beam chatter')
+  logging.getLogger('pipeline.presets').info('Exporting minilm-l6 (once)')
+  assert capsys.readouterr().err.splitlines() == [
+      'warning: Batch of 4 failed; retrying one by one',
+      'Exporting minilm-l6 (once)']

@@ -70,6 +70,10 @@ def cause(exc: Exception) -> str:
   details = getattr(exc, 'exception_details', None)
   if isinstance(exc, BeamIOError) and details:
     exc = next(iter(details.values()))
+  if (isinstance(exc, FileExistsError) and exc.filename and
+      os.path.isfile(exc.filename)):
+    # Making the folders of a path whose parent is a file.
+    return f'{exc.filename} is a file, not a folder'
   if isinstance(exc, OSError) and exc.strerror:
     return exc.strerror
   return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
