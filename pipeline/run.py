@@ -423,6 +423,16 @@ def input_files(options: EmbedOptions) -> Optional[InputFiles]:
 
 
 def check_report_path(options: EmbedOptions) -> None:
+  """--report and --report_color_field, before the run rather than after
+  it."""
+  color = options.report_color_field
+  if color and not options.report:
+    raise ValueError('--report_color_field colours the report: give '
+                     '--report PATH.html too')
+  if color and color not in options.metadata_fields:
+    raise ValueError(f'--report_color_field {color} is not one of '
+                     '--metadata_fields (the output records carry only '
+                     'those)')
   if not options.report:
     return
   if '://' in options.report or os.path.isdir(options.report):

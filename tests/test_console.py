@@ -96,6 +96,7 @@ def _tfrecord_corpus(prefix: str) -> str:
 @pytest.mark.parametrize('case', [
     'misspelt flag', 'misspelt switch', 'abbreviated flag', 'stray word',
     'unwritable output', 'unwritable report', 'report is a folder',
+    'colour field not in the output',
     'input matches nothing',
     'previous missing', 'previous not an output', 'model folder missing',
     'model folder incomplete', 'bad choice'])
@@ -126,6 +127,9 @@ def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
           ['--report', f'{blocker}/report.html'],
           f'cannot write the report {blocker}/report.html: {blocker} is a '
           'file, not a folder'),
+      'colour field not in the output': (
+          ['--report', f'{tmp_path}/r.html', '--report_color_field', 'lang'],
+          '--report_color_field lang is not one of --metadata_fields'),
       'report is a folder': (
           ['--report', str(tmp_path)],
           f'--report {tmp_path}: give the path of an HTML file'),
