@@ -203,9 +203,10 @@ def _duration(seconds: float) -> str:
 
 def line(now: Sample, before: Optional[Sample], *,
          total_bytes: Optional[int]) -> str:
-  """One progress line. Rates are over the interval since `before` (the
-  sample about 10 s earlier), so that model loading and a slow start do not
-  weigh on them for the rest of the run."""
+  """One progress line, most telling first (a terminal cuts it at its
+  width): time and ETA, counts, rates, input read. Rates are over the
+  interval since `before` (the sample about 10 s earlier), so that model
+  loading and a slow start do not weigh on them for the rest of the run."""
   base = before or Sample(0.0, 0, 0, 0, 0, 0, 0)
   span = max(now.seconds - base.seconds, 1e-9)
   docs_rate = (now.documents_embedded - base.documents_embedded) / span
@@ -215,13 +216,14 @@ def line(now: Sample, before: Optional[Sample], *,
   if now.documents_reused:
     parts.append(f'{_count(now.documents_reused)} reused')
   parts.append(f'{_count(now.documents_rejected)} rejected')
-  text = (f'progress {_duration(now.seconds)}  {", ".join(parts)}  '
-          f'{docs_rate:,.1f} docs/s  {tokens_rate:,.0f} tokens/s')
   eta = estimate_remaining(now, docs_rate, total_bytes)
+  text = f'progress {_duration(now.seconds)}'
+  if eta is not None:
+    text += f' (ETA {_duration(eta)})'
+  text += (f'  {", ".join(parts)}  {docs_rate:,.1f} docs/s  '
+           f'{tokens_rate:,.0f} tokens/s')
   if total_bytes and now.bytes_read:
     text += f'  input {min(now.bytes_read / total_bytes, 1):.0%} read'
-  if eta is not None:
-    text += f'  ETA {_duration(eta)}'
   return text
 
 
@@ -278,7 +280,9 @@ class Display:
       from rich.text import Text  # pylint: disable=import-outside-toplevel
       live = Live(Text(''), console=Console(file=self._stream),
                   refresh_per_second=4, transient=False)
-      show = lambda text: live.update(Text(text))  # noqa: E731
+      # One line, cut at the terminal's width rather than wrapped.
+      show = lambda text: live.update(  # noqa: E731
+          Text(text, no_wrap=True, overflow='ellipsis'))
       every, context = 1.0, live
     else:
       def show(text):

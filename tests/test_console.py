@@ -19,9 +19,10 @@ from tests import corpora
 
 ROOT = corpora.ROOT
 PROGRESS = re.compile(
-    r'^progress (\S+)  ([\d,]+) read, ([\d,]+) embedded(?:, ([\d,]+) '
-    r'reused)?, ([\d,]+) rejected  ([\d,.]+) docs/s  ([\d,]+) tokens/s'
-    r'(?:  input (\d+)% read)?(?:  ETA (\S+))?$')
+    r'^progress (?P<time>\S+)(?: \(ETA (?P<eta>\S+)\))?  (?P<read>[\d,]+) '
+    r'read, (?P<embedded>[\d,]+) embedded(?:, (?P<reused>[\d,]+) reused)?, '
+    r'(?P<rejected>[\d,]+) rejected  (?P<docs_s>[\d,.]+) docs/s  '
+    r'(?P<tokens_s>[\d,]+) tokens/s(?:  input (?P<input>\d+)% read)?$')
 
 
 def _number(text):
@@ -55,7 +56,9 @@ def test_quiet_run_prints_what_it_does_progress_and_the_summary(
   # Nothing else but progress: no TensorFlow or Beam start-up lines.
   progress = [PROGRESS.match(line) for line in lines[1:]]
   assert all(progress), [l for l, m in zip(lines[1:], progress) if not m]
-  counts = [tuple(_number(m.group(i)) for i in (2, 3, 5)) for m in progress]
+  counts = [tuple(_number(m.group(g)) for g in ('read', 'embedded',
+                                                 'rejected'))
+            for m in progress]
   assert len(counts) >= 5
   for before, after in zip(counts, counts[1:]):
     assert all(b <= a for b, a in zip(before, after)), (before, after)
@@ -66,11 +69,11 @@ def test_quiet_run_prints_what_it_does_progress_and_the_summary(
   assert counts[-1] == (summary['documents_read'],
                         summary['documents_embedded'],
                         summary['documents_rejected']) == (2654, 2653, 1)
-  assert _number(progress[-1].group(7).replace(',', '')) > 0
+  assert _number(progress[-1].group('tokens_s')) > 0
   # Input bytes read, then an ETA once documents are being embedded.
-  percents = [int(m.group(8)) for m in progress if m.group(8)]
+  percents = [int(m.group('input')) for m in progress if m.group('input')]
   assert percents and percents == sorted(percents) and percents[-1] == 100
-  assert any(m.group(9) for m in progress)
+  assert any(m.group('eta') for m in progress)
 
 
 def _error_lines(capsys, argv):
