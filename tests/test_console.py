@@ -208,3 +208,13 @@ def test_quiet_logging_shows_the_jobs_warnings_once_each(capsys):
   assert capsys.readouterr().err.splitlines() == [
       'warning: Batch of 4 failed; retrying one by one',
       'Exporting minilm-l6 (once)']
+
+
+def test_quiet_run_says_when_it_converts_a_preset(tmp_path, capsys):
+  """The first run with a preset converts it (about 20 s here) before the
+  line saying what the run will do: a quiet run says so."""
+  from pipeline import console, presets  # pylint: disable=import-outside-toplevel
+  console.configure(verbose=False)
+  out = presets.ensure_exported('minilm-l6', str(tmp_path))
+  assert capsys.readouterr().err.splitlines() == [
+      f'Converting minilm-l6 into {out} (first use only; cached)']
