@@ -69,15 +69,17 @@ def sample_from(counters: dict, seconds: float) -> Sample:
                            for keys in COUNTS.values()))
 
 
+def committed(result, namespace: str, name: str) -> int:
+  """A finished run's committed counter, summed over steps and workers."""
+  found = result.metrics().query(
+      MetricsFilter().with_namespace(namespace).with_name(name))['counters']
+  return int(sum(c.committed or 0 for c in found))
+
+
 def committed_counters(result) -> dict:
-  """A finished run's committed counters of COUNTS, summed over steps."""
-  out: dict = {}
-  for keys in COUNTS.values():
-    for namespace, name in keys:
-      found = result.metrics().query(MetricsFilter().with_namespace(
-          namespace).with_name(name))['counters']
-      out[(namespace, name)] = int(sum(c.committed or 0 for c in found))
-  return out
+  """A finished run's committed counters of COUNTS."""
+  return {key: committed(result, *key)
+          for keys in COUNTS.values() for key in keys}
 
 
 class Tracker:

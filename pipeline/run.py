@@ -155,10 +155,7 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
           'dead_letters': dead}
 
 
-def _counter(result, namespace: str, name: str) -> int:
-  found = result.metrics().query(
-      MetricsFilter().with_namespace(namespace).with_name(name))['counters']
-  return int(sum(c.committed or 0 for c in found))
+_counter = progress.committed
 
 
 def _by_prefix(result, prefix: str, kind: str = 'counters') -> dict:
