@@ -89,8 +89,9 @@ class EmbedOptions(PipelineOptions):
         help='Documents sharing an id: keep all (the default for files and '
         'BigQuery), first (keep the earliest by source location; the others '
         'go to the dead letters as duplicate_id; the default for '
-        'PostgreSQL, whose id is the primary key) or error (fail the run). '
-        'Counted in every case.')
+        'PostgreSQL, whose id is the primary key, and for a BigQuery table '
+        'that is also --previous, which takes changes by id) or error (fail '
+        'the run). Counted in every case.')
     # Not required=True: Beam parses every PipelineOptions subclass for any
     # pipeline in the process, so a required flag here would break other
     # pipelines (run.check_io_flags requires it for this job).

@@ -44,7 +44,7 @@ from transforms import read as read_lib
 from transforms import records
 from transforms.backends import files as file_backends
 from transforms.dedup import HandleDuplicateIds
-from transforms.incremental import CarryForward
+from transforms.incremental import CarriedRecords, CarryForward
 from transforms.spec import EmbeddingSpec
 from transforms.write import WriteDeadLetters, WriteEmbeddings
 
@@ -80,9 +80,14 @@ class Locations:
   started: datetime.datetime
 
   def on_duplicate_id(self, options: EmbedOptions) -> str:
-    """The policy: as given, else keep, or first where ids are keys."""
+    """The policy: as given, else keep, or first where ids are keys
+    (a keyed table, or a table that takes a nightly run's changes by id)."""
     return options.on_duplicate_id or (
-        'first' if self.output.keyed_by_id else 'keep')
+        'first' if self.keyed_by_id() else 'keep')
+
+  def keyed_by_id(self) -> bool:
+    return self.output.keyed_by_id or self.output.takes_changes(
+        self.previous)
 
 
 def locations(options: EmbedOptions) -> Locations:
@@ -131,11 +136,12 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
       options.input, options.input_format, fields, query=options.input_query)
   docs = read.main | 'DuplicateIds' >> HandleDuplicateIds(
       where.on_duplicate_id(options))
-  to_embed, changes = docs.main, {}
+  to_embed, changes, carried = docs.main, {}, None
   if where.previous:
-    to_embed, changes['reused'], changes['removed'] = (
-        docs.main | 'CarryForward' >> CarryForward(where.previous,
-                                                    fingerprint))
+    plan = docs.main | 'CarryForward' >> CarryForward(where.previous,
+                                                      fingerprint)
+    to_embed, changes['removed'] = plan.to_embed, plan.removed
+    carried = CarriedRecords(where.previous, plan.dropped)
   embedded = to_embed | 'Embed' >> embed_lib.EmbedDocuments(
       spec, model.preprocessor, model.encoder,
       max_batch_tokens=options.max_batch_tokens,
@@ -148,7 +154,8 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
           | 'AllDeadLetters' >> beam.Flatten(pipeline=p))
   changes | 'Write' >> WriteEmbeddings(
       where.output, records.RunInfo(model.name, options.pooling, fingerprint,
-                                    where.started), where.previous)
+                                    where.started), where.previous,
+      carried)
   dead | 'WriteDeadLetters' >> WriteDeadLetters(where.dead_letters,
                                                 where.started)
   return {'documents': docs.main, 'embedded': embedded.main,
@@ -341,6 +348,10 @@ def check_io_flags(options: EmbedOptions) -> Locations:
   where.dead_letters.check()
   if where.previous:
     where.previous.check_readable()
+    where.output.check_previous(where.previous)
+  if where.keyed_by_id() and options.on_duplicate_id == 'keep':
+    raise ValueError(f'--on_duplicate_id keep: {where.output.shown()} holds '
+                     'one record per id; use first or error')
   return where
 
 

@@ -161,8 +161,47 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
   summary = _summary(capsys, argv + ['--previous', _table('emb')])
   assert (summary['documents_reused'], summary['documents_embedded'],
           summary['documents_removed']) == (len(docs), 0, 0)
+  assert (summary['rows_upserted'], summary['rows_deleted']) == (0, 0)
   assert summary['reconciled'] is True
   _check_table_rows(_rows(cloud, 'emb'), want, docs)
+
+  # A night's changes into the table it read from: only the delta is
+  # written (staged, loaded, then one MERGE of upserts and deletes).
+  before = {r['id']: r['embedded_at'] for r in _rows(cloud, 'emb')}
+  changed = {d['id'] for d in docs[::8]}
+  gone = {docs[1]['id'], docs[2]['id']}
+  day2 = [dict(d, text=d['text'] + ' (revised)') if d['id'] in changed
+          else d for d in docs if d['id'] not in gone]
+  corpus2 = corpora.write_jsonl(str(tmp_path / 'day2.jsonl'), day2)
+  nightly = ['--input', corpus2.pattern, '--output', _table('emb'),
+             '--previous', _table('emb'), *argv[4:]]
+  summary = _summary(capsys, nightly)
+  assert (summary['documents_embedded'], summary['documents_reused'],
+          summary['documents_removed']) == (
+              len(changed), len(day2) - len(changed), len(gone))
+  assert (summary['rows_upserted'], summary['rows_deleted']) == (
+      len(changed), len(gone))
+  assert summary['reconciled'] is True
+  # The table equals a full run of day 2 ...
+  full = str(tmp_path / 'full2' / 'emb')
+  _summary(capsys, ['--input', corpus2.pattern, '--output', full,
+                    '--model_dir', minilm_export, '--metadata_fields',
+                    'source'])
+  corpora.assert_same_records(
+      {r['id']: r for r in corpora.read_output(_table('emb'))},
+      {r['id']: r for r in corpora.read_output(full)}, atol=1e-5)
+  # ... only the changed rows were rewritten, and nothing staged is left.
+  after = {r['id']: r['embedded_at'] for r in _rows(cloud, 'emb')}
+  assert {i for i, t in after.items() if t != before[i]} == changed
+  assert not [t.table_id for t in cloud.list_tables(DATASET)
+              if '_changes_' in t.table_id]
+  assert not FileSystems.match(
+      ['gs://bucket/tmp/beam-text-embed-changes/*/*'])[0].metadata_list
+  # The same night again (a retry): nothing to change, one row per id.
+  summary = _summary(capsys, nightly)
+  assert (summary['rows_upserted'], summary['rows_deleted'],
+          summary['documents_reused']) == (0, 0, len(day2))
+  assert sorted(r['id'] for r in _rows(cloud, 'emb')) == sorted(after)
 
 
 def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
@@ -180,6 +219,12 @@ def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
                                      'WRITE_APPEND'])
   assert summary['reconciled'] is True
   _check_table_rows(_rows(cloud, 'emb_stream'), want, docs)
+  # A nightly run into the table it reads merges staged files: said up
+  # front.
+  assert run.main(argv + ['--bq_write_disposition', 'WRITE_APPEND',
+                          '--previous', _table('emb_stream')]) == 2
+  assert 'drop --bq_write_method STREAMING_INSERTS' in (
+      capsys.readouterr().err)
 
 
 def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,

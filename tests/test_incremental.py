@@ -4,34 +4,37 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from pipeline import run
 from tests import corpora
 from transforms import incremental
-from transforms.elements import Document, EmbeddedDocument
+from transforms.elements import Document
 
 
-def _record(doc_id, text, fingerprint='f'):
-  return incremental.PreviousRecord(
-      id=doc_id, content_hash=Document(doc_id, text, None, '').content_hash,
-      model_fingerprint=fingerprint, embedding=np.ones(3, np.float32),
-      num_tokens=7, truncated=False, num_chunks=1)
+def _seen(text, fingerprint='f', metadata=('en',)):
+  return incremental.Seen(Document('a', text, None, '').content_hash,
+                          fingerprint, incremental.metadata_digest(metadata))
 
 
-def test_carry_forward_rules():
+def test_decide_rules():
   doc = Document('a', 'same', None, 'f@0', (('lang', 'en'),))
-  out, removed = incremental.carry_forward([doc], [_record('a', 'same')], 'f')
-  assert removed == 0 and isinstance(out[0], EmbeddedDocument)
-  assert out[0].num_tokens == 7 and out[0].metadata == (('lang', 'en'),)
-  # Changed text, or another model fingerprint: embed again.
-  assert incremental.carry_forward([doc], [_record('a', 'old')], 'f') == (
-      [doc], 0)
-  assert incremental.carry_forward(
-      [doc], [_record('a', 'same', 'other')], 'f') == ([doc], 0)
+  _, light = incremental.current(doc)
+  decide = incremental.decide
+  assert decide([light], [_seen('same')], 'f') == incremental.REUSE
+  # Changed text, another model fingerprint or changed metadata: embed.
+  assert decide([light], [_seen('old')], 'f') == incremental.EMBED
+  assert decide([light], [_seen('same', 'other')], 'f') == incremental.EMBED
+  assert decide([light], [_seen('same', metadata=('de',))],
+                'f') == incremental.EMBED
   # New id: embed. Gone id: removed.
-  assert incremental.carry_forward([doc], [], 'f') == ([doc], 0)
-  assert incremental.carry_forward([], [_record('a', 'x')], 'f') == ([], 1)
+  assert decide([light], [], 'f') == incremental.EMBED
+  assert decide([], [_seen('x')], 'f') == incremental.REMOVED
+  # An id held twice on either side is embedded again.
+  assert decide([light, light], [_seen('same')], 'f') == incremental.EMBED
+  assert decide([light], [_seen('same')] * 2, 'f') == incremental.EMBED
+  # A previous record read back has its metadata fields by name.
+  record = {'id': 'a', 'content_hash': light.content_hash,
+            'model_fingerprint': 'f', 'lang': 'en', 'embedding': None}
+  assert incremental.seen(record, ('lang',)) == ('a', _seen('same'))
 
 
 def _summary(capsys, argv) -> dict:

@@ -1,75 +1,101 @@
-"""Scheduled re-embedding: carry unchanged documents' embeddings forward.
+"""Scheduled re-embedding: decide on light records, then carry unchanged
+records forward without shuffling their vectors.
 
-A document whose id, content hash and model fingerprint (transforms/spec.py)
-match a record of the previous run's output keeps that record's embedding
-and skips the encoder; new and changed documents are embedded; previous
-records whose id is gone from the corpus are dropped (and counted).
+A nightly run must cost in proportion to what changed, not to the corpus,
+so the work is split in three (docs/incremental.md says why and what was
+measured):
+
+1. Decide. The previous output's light fields (id, content hash, model
+   fingerprint and the metadata fields, about 100 bytes a record) meet each
+   document's (id, content hash, metadata digest) in one CoGroupByKey. Per
+   id: reuse, embed or removed. No text and no vector is in this shuffle.
+2. Select. Documents whose id is in the small set of ids to embed (a side
+   input) go to the encoder; the others stream past and are dropped.
+3. Carry. Outputs that are rewritten whole (files, and tables that are not
+   the --previous one) ask for the unchanged records: the previous output
+   is read a second time, record by record, and filtered by the small set
+   of ids that are not carried (changed and removed). Their vectors never
+   pass through a GroupByKey. Outputs that take changes (PostgreSQL and
+   BigQuery tables that are also --previous) never ask, so unchanged
+   vectors are not read at all.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Union
+import hashlib
+import json
+from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms.backends import Backend
-from transforms.elements import Document, EmbeddedDocument
+from transforms.elements import Document
 
 _NAMESPACE = 'incremental'
+# The previous record's fields the decision reads (with the metadata
+# fields); the rest, the vector above all, is read only to carry records.
+LIGHT_FIELDS = ('id', 'content_hash', 'model_fingerprint')
+
+REUSE, EMBED, REMOVED = 'reuse', 'embed', 'removed'
 
 
-class PreviousRecord(NamedTuple):
-  """What a run needs of a previous record; fields named as in
-  records.EMBEDDINGS, whose readers select only these."""
-  id: str
+class Seen(NamedTuple):
+  """A previous record as the decision sees it."""
   content_hash: str
   model_fingerprint: str
-  embedding: np.ndarray
-  num_tokens: int
-  truncated: bool
-  num_chunks: int
-
-  @classmethod
-  def from_record(cls, record: dict) -> 'PreviousRecord':
-    return cls(
-        id=record['id'], content_hash=record.get('content_hash') or '',
-        model_fingerprint=record.get('model_fingerprint') or '',
-        embedding=np.asarray(record['embedding'], np.float32),
-        num_tokens=int(record.get('num_tokens') or 0),
-        truncated=bool(record.get('truncated')),
-        num_chunks=int(record.get('num_chunks') or 1))
+  metadata: str  # metadata_digest of its metadata fields
 
 
-def carry_forward(docs: Iterable[Document],
-                  previous: Iterable[PreviousRecord], fingerprint: str
-                  ) -> tuple[list[Union[Document, EmbeddedDocument]], int]:
-  """For one id: each document either reuses a previous record with its
-  content hash and this fingerprint (an EmbeddedDocument) or needs the
-  encoder (the Document itself). Also returns 1 when the id is gone from
-  the corpus (previous records, no documents), else 0."""
-  docs, previous = list(docs), list(previous)
+class Current(NamedTuple):
+  """A document as the decision sees it."""
+  content_hash: str
+  metadata: str
+
+
+def metadata_digest(values: Sequence[Optional[str]]) -> str:
+  """A short digest of the metadata values in the layout's order: a record
+  whose metadata changed must be written again, and comparing digests keeps
+  long values out of the shuffle."""
+  if not values:
+    return ''
+  return hashlib.blake2b(json.dumps(list(values)).encode('ascii'),
+                         digest_size=12).hexdigest()
+
+
+def seen(record: dict, metadata: Sequence[str]) -> tuple[str, Seen]:
+  return record['id'], Seen(
+      record.get('content_hash') or '', record.get('model_fingerprint') or '',
+      metadata_digest([record.get(n) for n in metadata]))
+
+
+def current(doc: Document) -> tuple[str, Current]:
+  return doc.id, Current(doc.content_hash,
+                         metadata_digest([v for _, v in doc.metadata]))
+
+
+def decide(docs: Sequence[Current], previous: Sequence[Seen],
+           fingerprint: str) -> str:
+  """What happens to one id: REUSE its one previous record (same content
+  hash, metadata and model fingerprint), EMBED its documents, or REMOVED
+  (previous records, no document). An id held more than once on either
+  side is embedded again: which copy would match which is not worth a
+  rule, and such ids are rare (see --on_duplicate_id)."""
   if not docs:
-    return [], 1 if previous else 0
-  usable = {}
-  for record in previous:
-    if record.model_fingerprint == fingerprint:
-      usable.setdefault(record.content_hash, record)
-  out = []
-  for doc in docs:
-    record = usable.get(doc.content_hash)
-    if record is None:
-      out.append(doc)
-    else:
-      out.append(EmbeddedDocument(
-          id=doc.id, embedding=record.embedding, num_tokens=record.num_tokens,
-          truncated=record.truncated, content_hash=doc.content_hash,
-          num_chunks=record.num_chunks, metadata=doc.metadata))
-  return out, 0
+    return REMOVED
+  if len(docs) == 1 and len(previous) == 1:
+    doc, record = docs[0], previous[0]
+    if (record.model_fingerprint == fingerprint and
+        record.content_hash == doc.content_hash and
+        record.metadata == doc.metadata):
+      return REUSE
+  return EMBED
 
 
-class _CarryForward(beam.DoFn):
+class _Decide(beam.DoFn):
+  """(id, {'docs': [Current], 'previous': [Seen]}) -> ids to embed; ids
+  whose previous records are not carried ('dropped'); ids gone
+  ('removed')."""
 
   def __init__(self, fingerprint: str):
     super().__init__()
@@ -79,24 +105,38 @@ class _CarryForward(beam.DoFn):
     self._removed = Metrics.counter(_NAMESPACE, 'documents_removed')
 
   def process(self, keyed):
-    _, grouped = keyed
-    out, removed = carry_forward(grouped['docs'], grouped['previous'],
-                                 self._fingerprint)
-    if removed:
+    doc_id, grouped = keyed
+    docs, previous = list(grouped['docs']), list(grouped['previous'])
+    verdict = decide(docs, previous, self._fingerprint)
+    if verdict == REUSE:
+      self._reused.inc()
+      return
+    if previous:
+      yield beam.pvalue.TaggedOutput('dropped', doc_id)
+    if verdict == REMOVED:
       self._removed.inc()
-      yield beam.pvalue.TaggedOutput('removed', keyed[0])
-    for element in out:
-      if isinstance(element, EmbeddedDocument):
-        self._reused.inc()
-        yield beam.pvalue.TaggedOutput('reused', element)
-      else:
-        self._to_embed.inc()
-        yield element
+      yield beam.pvalue.TaggedOutput('removed', doc_id)
+    else:
+      self._to_embed.inc(len(docs))
+      yield doc_id
+
+
+class Plan(NamedTuple):
+  """What CarryForward decided: documents for the encoder, the ids whose
+  previous records are not carried (changed and removed), the ids gone."""
+  to_embed: beam.PCollection
+  dropped: beam.PCollection
+  removed: beam.PCollection
+
+
+def _ids(pcoll, label: str):
+  """A small set of ids as a side input (a dict view: O(1) lookups)."""
+  return beam.pvalue.AsDict(pcoll | label >> beam.Map(lambda i: (i, None)))
 
 
 class CarryForward(beam.PTransform):
-  """Documents -> (documents to embed, reused EmbeddedDocuments, ids of
-  previous records gone from the corpus)."""
+  """Documents -> Plan: decides on light records and selects the
+  documents to embed by id."""
 
   def __init__(self, previous: Backend, fingerprint: str):
     super().__init__()
@@ -104,13 +144,50 @@ class CarryForward(beam.PTransform):
     self._fingerprint = fingerprint
 
   def expand(self, documents):
+    metadata = self._previous.record.metadata
     previous = (documents.pipeline
-                | 'ReadPrevious' >> self._previous.read(PreviousRecord._fields)
-                | 'KeyPrevious' >> beam.Map(
-                    lambda r: (r['id'], PreviousRecord.from_record(r))))
-    keyed = documents | 'KeyDocuments' >> beam.Map(lambda d: (d.id, d))
-    results = ({'docs': keyed, 'previous': previous}
+                | 'ReadLight' >> self._previous.read(
+                    LIGHT_FIELDS + tuple(metadata))
+                | 'Light' >> beam.Map(seen, metadata))
+    light = documents | 'LightDocuments' >> beam.Map(current)
+    decided = ({'docs': light, 'previous': previous}
                | 'ById' >> beam.CoGroupByKey()
-               | 'Match' >> beam.ParDo(_CarryForward(self._fingerprint))
-               .with_outputs('reused', 'removed', main='to_embed'))
-    return results.to_embed, results.reused, results.removed
+               | 'Decide' >> beam.ParDo(_Decide(self._fingerprint))
+               .with_outputs('dropped', 'removed', main='embed'))
+    to_embed = documents | 'Select' >> beam.Filter(
+        lambda doc, ids: doc.id in ids, _ids(decided.embed, 'EmbedIds'))
+    return Plan(to_embed, decided.dropped, decided.removed)
+
+
+class CarriedRecords(beam.PTransform):
+  """PBegin -> the previous output's records that this run keeps, as
+  record dicts in the output's layout, streamed: every previous record
+  whose id is not in `dropped`. A carried record is copied as it was
+  written (its embedded_at says when its vector was computed)."""
+
+  def __init__(self, previous: Backend, dropped: beam.PCollection):
+    super().__init__()
+    self._previous = previous
+    self._dropped = dropped
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'ReadPrevious' >> self._previous.read(
+                self._previous.record.names)
+            | 'Unchanged' >> beam.ParDo(
+                _Unchanged(), _ids(self._dropped, 'DroppedIds')))
+
+
+class _Unchanged(beam.DoFn):
+  """Previous records -> those not dropped (counted: the summary's
+  documents_reused, as the decision counted them, for outputs rewritten
+  whole)."""
+
+  def __init__(self):
+    super().__init__()
+    self._carried = Metrics.counter(_NAMESPACE, 'records_carried')
+
+  def process(self, record, dropped):
+    if record['id'] not in dropped:
+      self._carried.inc()
+      yield record

@@ -12,8 +12,8 @@ from transforms.backends import Backend
 
 
 class _ToRecords(beam.PTransform):
-  """{'embedded', 'reused'?, 'removed'?} -> the same, embedded documents
-  as record dicts."""
+  """{'embedded', 'removed'?} -> {'records', 'removed'?}: embedded
+  documents as record dicts."""
 
   def __init__(self, run: records.RunInfo):
     super().__init__()
@@ -21,31 +21,32 @@ class _ToRecords(beam.PTransform):
 
   def expand(self, changes):
     out = dict(changes)
-    for name in ('embedded', 'reused'):
-      if name in changes:
-        out[name] = changes[name] | f'{name}Records' >> beam.Map(
-            records.embedding_record, self._run)
-    out['records'] = out.pop('embedded')
+    out['records'] = out.pop('embedded') | 'Records' >> beam.Map(
+        records.embedding_record, self._run)
     return out
 
 
 class WriteEmbeddings(beam.PTransform):
-  """{'embedded': EmbeddedDocuments, 'reused': carried-forward ones,
-  'removed': ids gone from the corpus} (the last two with --previous) ->
-  the backend. Backends that replace their contents write embedded and
-  reused records; one that takes deltas (PostgreSQL with --previous naming
-  the same table) writes only what changed."""
+  """{'embedded': EmbeddedDocuments, 'removed': ids gone from the corpus
+  (with --previous)} -> the backend. An output rewritten whole also takes
+  `carried` (PBegin -> the unchanged previous records, streamed); one that
+  takes changes (a PostgreSQL or BigQuery table that is also --previous)
+  writes only new and changed records and deletes removed ids, and never
+  applies `carried`."""
 
   def __init__(self, backend: Backend, run: records.RunInfo,
-               previous: Optional[Backend] = None):
+               previous: Optional[Backend] = None,
+               carried: Optional[beam.PTransform] = None):
     super().__init__()
     self._backend = backend
     self._run = run
     self._previous = previous
+    self._carried = carried
 
   def expand(self, changes):
     return (changes | 'ToRecords' >> _ToRecords(self._run)
-            | 'Write' >> self._backend.write_changes(self._previous))
+            | 'Write' >> self._backend.write_changes(self._previous,
+                                                     self._carried))
 
 
 class WriteDeadLetters(beam.PTransform):

@@ -73,12 +73,24 @@ class Backend(abc.ABC):
   def write(self) -> beam.PTransform:
     """Record dicts -> written (a PCollection the caller may ignore)."""
 
-  def write_changes(self, previous: Optional['Backend']) -> beam.PTransform:
-    """{'records', 'reused', 'removed'} -> written. Backends that replace
-    their contents on every run write new and reused records alike;
-    removed ids are gone because they are not written."""
+  def takes_changes(self, previous: Optional['Backend']) -> bool:
+    """Whether a run whose --previous is `previous` writes only its changes
+    here (upserts and deletes in place) rather than the whole output. Such
+    a run never reads the unchanged records' vectors."""
     del previous
-    return _WriteAll(self.write())
+    return False
+
+  def check_previous(self, previous: 'Backend') -> None:
+    """Launch-time validation of writing here with that --previous."""
+
+  def write_changes(self, previous: Optional['Backend'],
+                    carried: Optional[beam.PTransform]) -> beam.PTransform:
+    """{'records', 'removed'?} -> written. An output rewritten whole takes
+    the new records and the carried ones (`carried`: PBegin -> the previous
+    records this run keeps, streamed); removed ids are gone because they
+    are not carried."""
+    del previous
+    return _WriteAll(self.write(), carried)
 
   @abc.abstractmethod
   def read(self, names=None) -> beam.PTransform:
@@ -89,13 +101,28 @@ class Backend(abc.ABC):
     """The whole output as a pyarrow Table, outside Beam."""
 
 
+def rows_counter(what: str, record: records_lib.Record) -> str:
+  """rows_written_embeddings, rows_deleted_dead_letters, ...: what tables
+  that take changes count (the summary reads the embeddings' ones)."""
+  return f'rows_{what}_{record.name}'
+
+
+def with_carried(changes: dict, carried: Optional[beam.PTransform]):
+  """The new records, and the carried ones when there are any."""
+  records = changes['records']
+  if carried is None:
+    return records
+  return ([records, records.pipeline | 'Carried' >> carried]
+          | 'WithCarried' >> beam.Flatten())
+
+
 class _WriteAll(beam.PTransform):
 
-  def __init__(self, write: beam.PTransform):
+  def __init__(self, write: beam.PTransform,
+               carried: Optional[beam.PTransform]):
     super().__init__()
     self._write = write
+    self._carried = carried
 
   def expand(self, changes):
-    parts = [changes['records']] + (
-        [changes['reused']] if 'reused' in changes else [])
-    return parts | 'WithReused' >> beam.Flatten() | self._write
+    return with_carried(changes, self._carried) | self._write

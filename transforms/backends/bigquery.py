@@ -3,18 +3,37 @@
 Writes go through Beam's WriteToBigQuery (FILE_LOADS by default, whose
 WRITE_TRUNCATE load jobs replace the table's contents atomically, so a
 re-run leaves one copy); --previous reads the table with DIRECT_READ.
+
+A nightly run whose --previous is the output table takes only its changes
+(_MergeChanges): new and changed rows and the ids to delete are staged as
+JSON files, loaded into a staging table by one load job, and applied by
+one MERGE statement (upserts and deletes together), so that a failed run
+changes nothing and a retry applies the night once. Unchanged rows are not
+read, sent or rewritten.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
 import math
+import uuid
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 import numpy as np
 
 from transforms import bigquery as tables
 from transforms import records as records_lib
 from transforms.backends import base
+
+_NAMESPACE = 'write'
+# The staging table's extra column: the row is an id to delete.
+DELETE = '_delete'
+# A staging table left by a run killed before its clean-up expires.
+STAGING_TTL = datetime.timedelta(days=2)
 
 
 def schema(layout: records_lib.Record) -> dict:
@@ -81,6 +100,25 @@ class BigQueryBackend(base.Backend):
   def check_readable(self) -> None:
     tables.table_spec(self.uri)
 
+  def same_place(self, other) -> bool:
+    return isinstance(other, BigQueryBackend) and (
+        tables.table_spec(other.uri) == tables.table_spec(self.uri))
+
+  def takes_changes(self, previous) -> bool:
+    return self.same_place(previous)
+
+  def check_previous(self, previous) -> None:
+    if self.same_place(previous) and self.settings.bq_method != 'FILE_LOADS':
+      raise ValueError(
+          f'--previous is the --output table {self.uri}: a nightly run '
+          'merges its changes into it from files staged under '
+          '--temp_location; drop --bq_write_method STREAMING_INSERTS')
+
+  def write_changes(self, previous, carried) -> beam.PTransform:
+    if self.takes_changes(previous):
+      return _MergeChanges(self)
+    return super().write_changes(previous, carried)
+
   def dead_letter_location(self) -> tuple[str, str]:
     return f'{self.uri}_dead_letter', self.format
 
@@ -128,3 +166,112 @@ def _ReadTable(pbegin, backend: BigQueryBackend, names):
               method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
               selected_fields=list(names) if names else None)
           | 'Parse' >> beam.Map(from_row, backend.record))
+
+
+def staging_schema(layout: records_lib.Record) -> list:
+  """The staging table: every field nullable (a row to delete has only its
+  id), the vector repeated, and the DELETE flag."""
+  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  fields = [bigquery.SchemaField(
+      f.name, f.kind.bigquery,
+      mode='REPEATED' if f.kind == records_lib.VECTOR else 'NULLABLE')
+            for f in layout.fields]
+  return fields + [bigquery.SchemaField(DELETE, 'BOOL', mode='REQUIRED')]
+
+
+def merge_statement(target: str, staging: str,
+                    layout: records_lib.Record) -> str:
+  """One MERGE: ids flagged DELETE go, other staged rows replace the row of
+  their id or are inserted. Staged ids are unique (a table that takes
+  changes keeps the first document of an id, see Locations.keyed_by_id)."""
+  key = layout.key
+  names = layout.names
+  updates = ', '.join(f'`{n}` = S.`{n}`' for n in names if n != key)
+  columns = ', '.join(f'`{n}`' for n in names)
+  values = ', '.join(f'S.`{n}`' for n in names)
+  return (f'MERGE `{target}` T USING `{staging}` S ON T.`{key}` = S.`{key}`\n'
+          f'WHEN MATCHED AND S.`{DELETE}` THEN DELETE\n'
+          f'WHEN MATCHED THEN UPDATE SET {updates}\n'
+          f'WHEN NOT MATCHED AND NOT S.`{DELETE}` THEN INSERT ({columns}) '
+          f'VALUES ({values})')
+
+
+def change_line(record: dict, layout: records_lib.Record) -> str:
+  return json.dumps(dict(to_row(record, layout), **{DELETE: False}))
+
+
+def delete_line(doc_id: str, layout: records_lib.Record) -> str:
+  return json.dumps({layout.key: doc_id, DELETE: True})
+
+
+def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
+  """Loads the staged files into a new staging table (one load job), then
+  one MERGE into the table; drops the staging table and the files whatever
+  happens. Returns {'upserted': n, 'deleted': n} (also counted as the
+  summary's rows_upserted / rows_deleted)."""
+  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  spec = tables.table_spec(backend.uri)
+  project = spec.split(':')[0]
+  target = spec.replace(':', '.')
+  staging = f'{target}_changes_{run_id}'
+  layout = backend.record
+  client = bigquery.Client(project=project)
+  table = bigquery.Table(staging, schema=staging_schema(layout))
+  table.expires = datetime.datetime.now(datetime.timezone.utc) + STAGING_TTL
+  found = [meta for result in FileSystems.match(files)
+           for meta in result.metadata_list] if files else []
+  try:
+    client.create_table(table)
+    sources = [m.path for m in found if m.size_in_bytes]
+    if sources:
+      client.load_table_from_uri(sources, staging, job_config=(
+          bigquery.LoadJobConfig(
+              source_format='NEWLINE_DELIMITED_JSON', schema=table.schema,
+              write_disposition='WRITE_APPEND'))).result()
+    counts = next(iter(client.query(
+        f'SELECT COUNTIF(NOT S.`{DELETE}`) AS upserted, '
+        f'COUNTIF(S.`{DELETE}` AND T.`{layout.key}` IS NOT NULL) AS deleted '
+        f'FROM `{staging}` S LEFT JOIN `{target}` T '
+        f'ON S.`{layout.key}` = T.`{layout.key}`').result()))
+    client.query(merge_statement(target, staging, layout)).result()
+  finally:
+    client.delete_table(staging, not_found_ok=True)
+    if found:
+      FileSystems.delete([m.path for m in found])
+  done = {'upserted': int(counts['upserted'] or 0),
+          'deleted': int(counts['deleted'] or 0)}
+  logging.info('Merged %d upserts and %d deletes into %s', done['upserted'],
+               done['deleted'], backend.shown())
+  Metrics.counter(_NAMESPACE, base.rows_counter('written', layout)).inc(
+      done['upserted'])
+  Metrics.counter(_NAMESPACE, base.rows_counter('deleted', layout)).inc(
+      done['deleted'])
+  return done
+
+
+class _MergeChanges(beam.PTransform):
+  """{'records', 'removed'} -> {'upserted', 'deleted'}: the night's changes
+  staged as JSON lines under --temp_location (Beam's text sink: files,
+  distributed, finalised), then applied by apply_changes once every file is
+  written."""
+
+  def __init__(self, backend: BigQueryBackend):
+    super().__init__()
+    self._backend = backend
+
+  def expand(self, changes):
+    b = self._backend
+    run_id = (f'{b.settings.started:%Y%m%dT%H%M%S}_'
+              f'{uuid.uuid4().hex[:8]}')
+    folder = (f'{b.settings.temp_location.rstrip("/")}/'
+              f'beam-text-embed-changes/{run_id}')
+    upserts = changes['records'] | 'Upserts' >> beam.Map(change_line,
+                                                         b.record)
+    deletes = changes['removed'] | 'Deletes' >> beam.Map(delete_line,
+                                                         b.record)
+    return ((upserts, deletes)
+            | 'Changes' >> beam.Flatten()
+            | 'Stage' >> beam.io.WriteToText(f'{folder}/changes',
+                                             file_name_suffix='.json')
+            | 'Staged' >> beam.combiners.ToList()
+            | 'Merge' >> beam.Map(apply_changes, b, run_id))

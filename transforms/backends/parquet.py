@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import records as records_lib
 from transforms.backends import files
 
-# Rows per Parquet row group written at a time.
+# Rows per Parquet row group written at a time (and read at a time).
 _ROWS_PER_WRITE = 1024
 
 
@@ -97,11 +97,28 @@ class ParquetBackend(files.FileBackend):
     return pa.concat_tables(tables, promote_options='permissive')
 
 
+def read_rows(path: str, names=None):
+  """A shard's records, one row group batch at a time (memory does not
+  grow with the shard). Asked-for fields that the shard lacks (a metadata
+  field an earlier run did not write) are None."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  with FileSystems.open(path) as f:
+    shard = pq.ParquetFile(f)
+    have = set(shard.schema_arrow.names)
+    columns = [n for n in names if n in have] if names else None
+    missing = [n for n in names if n not in have] if names else []
+    for batch in shard.iter_batches(batch_size=_ROWS_PER_WRITE,
+                                    columns=columns):
+      for row in records_lib.from_arrow(pa.Table.from_batches([batch])):
+        row.update(dict.fromkeys(missing))
+        yield row
+
+
 @beam.ptransform_fn
 def _ReadParquet(pbegin, backend: ParquetBackend, names):
   names = list(names) if names else None
   return (pbegin
           | 'Shards' >> beam.Create(files.shards(backend.uri, backend.suffix))
           | 'Reshuffle' >> beam.Reshuffle()
-          | 'ReadParquet' >> beam.FlatMap(
-              lambda path: records_lib.from_arrow(read_table(path, names))))
+          | 'ReadParquet' >> beam.FlatMap(read_rows, names))

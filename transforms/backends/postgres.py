@@ -84,6 +84,12 @@ def connect(conninfo: str, what: str):
                        f'{str(e).strip()}') from e
 
 
+def stamp_field(layout: records_lib.Record) -> str:
+  """The field a full run stamps every row with (its start time)."""
+  return next(f.name for f in layout.fields
+              if f.kind == records_lib.TIMESTAMP)
+
+
 class _Table:
   """SQL for one table of one record layout."""
 
@@ -98,8 +104,7 @@ class _Table:
     self.regname = '.'.join('"' + part + '"' for part in name.split('.'))
     self.columns = sql.SQL(', ').join(sql.Identifier(n)
                                       for n in layout.names)
-    self.stamp = next(f.name for f in layout.fields
-                      if f.kind == records_lib.TIMESTAMP)
+    self.stamp = stamp_field(layout)
 
   def create(self, dim: Optional[int]):
     sql = self.sql
@@ -204,8 +209,12 @@ class PostgresBackend(base.Backend):
   def write(self) -> beam.PTransform:
     return _WriteRows(self, delta=False)
 
-  def write_changes(self, previous) -> beam.PTransform:
-    return _WriteRows(self, delta=self.same_place(previous))
+  def takes_changes(self, previous) -> bool:
+    return self.same_place(previous)
+
+  def write_changes(self, previous, carried) -> beam.PTransform:
+    delta = self.takes_changes(previous)
+    return _WriteRows(self, delta=delta, carried=None if delta else carried)
 
   def same_place(self, other) -> bool:
     return isinstance(other, PostgresBackend) and (
@@ -242,12 +251,6 @@ class PostgresBackend(base.Backend):
                                 rows)
 
 
-def rows_counter(what: str, backend: 'PostgresBackend') -> str:
-  """rows_written_embeddings, rows_deleted_dead_letters, ...: the summary
-  reads the embeddings' ones."""
-  return f'rows_{what}_{backend.record.name}'
-
-
 class _Writer(beam.DoFn):
   """Batches of records -> rows written; batches of ids -> rows deleted.
   One connection per DoFn instance; one transaction per batch."""
@@ -257,10 +260,10 @@ class _Writer(beam.DoFn):
     self._backend = backend
     self._conn = None
     self._ready = False
-    self._written = Metrics.counter(_NAMESPACE,
-                                    rows_counter('written', backend))
-    self._deleted = Metrics.counter(_NAMESPACE,
-                                    rows_counter('deleted', backend))
+    self._written = Metrics.counter(
+        _NAMESPACE, base.rows_counter('written', backend.record))
+    self._deleted = Metrics.counter(
+        _NAMESPACE, base.rows_counter('deleted', backend.record))
 
   def setup(self):
     b = self._backend
@@ -349,29 +352,38 @@ def finish(written: int, backend: PostgresBackend, delta: bool) -> int:
   if deleted:
     logging.info('Deleted %d rows of earlier runs from %s', deleted,
                  backend.shown())
-    Metrics.counter(_NAMESPACE, rows_counter('deleted', backend)).inc(deleted)
+    Metrics.counter(_NAMESPACE, base.rows_counter(
+        'deleted', backend.record)).inc(deleted)
   del written
   return deleted
 
 
 class _WriteRows(beam.PTransform):
-  """Record dicts, or {'records', 'reused', 'removed'} -> rows written."""
+  """Record dicts, or {'records', 'removed'?} -> rows written. A full run
+  writes the carried records too, stamped as this run's."""
 
-  def __init__(self, backend: PostgresBackend, delta: bool):
+  def __init__(self, backend: PostgresBackend, delta: bool,
+               carried: Optional[beam.PTransform] = None):
     super().__init__()
     self._backend = backend
     self._delta = delta
+    self._carried = carried
 
   def expand(self, changes):
     if not isinstance(changes, dict):
       changes = {'records': changes}
-    parts = [changes['records']]
-    if 'reused' in changes and not self._delta:
-      parts.append(changes['reused'])
+    records = changes['records']
+    if self._carried is not None:
+      stamp = stamp_field(self._backend.record)
+      carried = (records.pipeline
+                 | 'Carried' >> self._carried
+                 | 'Restamp' >> beam.Map(
+                     lambda r, started: dict(r, **{stamp: started}),
+                     self._backend.settings.started))
+      records = [records, carried] | 'WithCarried' >> beam.Flatten()
     batch = dict(min_batch_size=1, max_batch_size=BATCH_ROWS)
     writer = _Writer(self._backend)
-    counts = [parts
-              | 'Records' >> beam.Flatten()
+    counts = [records
               | 'Batch' >> beam.BatchElements(**batch)
               | 'Upsert' >> beam.ParDo(writer, 'insert')]
     if self._delta and 'removed' in changes:
