@@ -121,15 +121,15 @@ class EmbedOptions(PipelineOptions):
         '--previous', default=None,
         help='Output of an earlier run (TFRecord or Parquet prefix, bq:// '
         'or postgresql:// table) to '
-        're-embed incrementally: documents whose id, content hash and model '
-        'fingerprint (the model\'s content digest, pooling, max_seq_length, '
-        'normalisation, long-document and precision settings) match a '
-        'previous record keep its embedding without running the encoder; '
-        'new and changed ones are embedded; ids gone from the corpus are '
-        'dropped. The summary counts reused / embedded / removed. A '
-        'PostgreSQL --output that is also the --previous table gets only '
-        'the changes: new and changed rows upserted, removed ones '
-        'deleted.')
+        're-embed incrementally: documents whose id, content hash, metadata '
+        'fields and model fingerprint (the model\'s content digest, pooling, '
+        'max_seq_length, normalisation, long-document and precision '
+        'settings) match a previous record keep that record without running '
+        'the encoder; new and changed ones are embedded; ids gone from the '
+        'corpus are dropped. The summary counts reused / embedded / removed. '
+        'A PostgreSQL or BigQuery --output that is also the --previous table '
+        'gets only the changes: new and changed rows upserted, removed ones '
+        'deleted (BigQuery: one MERGE).')
     io.add_argument(
         '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
         help='How BigQuery outputs are written: FILE_LOADS (default; load '

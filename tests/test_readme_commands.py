@@ -48,6 +48,9 @@ RUN_ELSEWHERE = {
     ('python', '-m', 'pipeline.run', '--runner', 'DataflowRunner'):
         'tests/test_dataflow_graph.py and tests/test_rehearsal.py',
     ('.venv/bin/python', 'bench/gpu.py', '--smoke'): 'tests/test_bench_gpu.py',
+    # The full sizes take about ten minutes; the same script with --smoke
+    # runs in the suite.
+    ('.venv/bin/python', 'bench/nightly.py'): 'tests/test_bench_nightly.py',
     ('.venv/bin/python', 'scripts/gen_flag_docs.py'): 'tests/test_docs.py',
 }
 # How far before a command's block its document must say "not run here".

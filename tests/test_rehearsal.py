@@ -100,9 +100,16 @@ def _rows(client, table: str) -> dict:
   return {r['id']: r for r in rows}
 
 
+# The batch-mix tolerance at --precision bf16: the same text in batches of
+# another shape rounds differently. Up to 2.4e-4 was seen on a CPU with
+# AMX (bf16 matrix units), where bf16 runs natively; 1e-4 held elsewhere.
+BF16_BATCH_MIX = 1e-3
+
+
 def _assert_same_table(got: dict, want: dict) -> None:
   """Equal rows, apart from the run's timestamp; vectors within the
-  batch-mix tolerance (reused ones come from another run's batches)."""
+  bf16 batch-mix tolerance (the nightly run embeds its changed documents
+  in other batches than a full run)."""
   assert sorted(got) == sorted(want)
   for doc_id, row in got.items():
     other = want[doc_id]
@@ -111,7 +118,7 @@ def _assert_same_table(got: dict, want: dict) -> None:
         k: v for k, v in other.items() if k not in ('embedding',
                                                     'embedded_at')}
     np.testing.assert_allclose(row['embedding'], other['embedding'],
-                               atol=1e-4, rtol=0)
+                               atol=BF16_BATCH_MIX, rtol=0)
 
 
 def _flex_argv(params: dict, environment: dict) -> list[str]:
