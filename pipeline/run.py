@@ -134,12 +134,15 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
                            options.text_b_field, options.metadata_fields)
   read = p | 'Read' >> read_lib.ReadDocuments(
       options.input, options.input_format, fields, query=options.input_query)
-  docs = read.main | 'DuplicateIds' >> HandleDuplicateIds(
-      where.on_duplicate_id(options))
+  policy = where.on_duplicate_id(options)
+  docs = read.main | 'DuplicateIds' >> HandleDuplicateIds(policy)
   to_embed, changes, carried = docs.main, {}, None
   if where.previous:
-    plan = docs.main | 'CarryForward' >> CarryForward(where.previous,
-                                                      fingerprint)
+    reread = read_lib.ReadDocuments(
+        options.input, options.input_format, fields,
+        query=options.input_query, counted=False)
+    plan = docs.main | 'CarryForward' >> CarryForward(
+        where.previous, fingerprint, reread, policy)
     to_embed, changes['removed'] = plan.to_embed, plan.removed
     carried = CarriedRecords(where.previous, plan.dropped)
   embedded = to_embed | 'Embed' >> embed_lib.EmbedDocuments(
@@ -219,6 +222,11 @@ def summarize(result, options: EmbedOptions, seconds: float,
   reused, rejected = counts.documents_reused, counts.documents_rejected
   tokens = counts.tokens
   computed = _counter(result, 'embed', 'tokens_computed')
+  carried = _counter(result, 'incremental', 'records_carried')
+  # An output rewritten whole must have copied every reused record (the
+  # previous output is read twice: once to decide, once to carry).
+  carried_all = not where.previous or where.output.takes_changes(
+      where.previous) or carried == reused
   shapes = _encoder_shapes(result)
   return {
       'documents_read': read,
@@ -227,7 +235,8 @@ def summarize(result, options: EmbedOptions, seconds: float,
       'documents_removed': _counter(result, 'incremental',
                                     'documents_removed'),
       'documents_rejected': rejected,
-      'reconciled': read == embedded + reused + rejected,
+      'records_carried': carried,
+      'reconciled': read == embedded + reused + rejected and carried_all,
       'duplicate_ids': _counter(result, 'dedup', 'duplicate_ids'),
       'duplicate_documents': _counter(result, 'dedup', 'duplicate_documents'),
       'documents_truncated': _counter(result, 'embed', 'documents_truncated'),

@@ -203,6 +203,18 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
           summary['documents_reused']) == (0, 0, len(day2))
   assert sorted(r['id'] for r in _rows(cloud, 'emb')) == sorted(after)
 
+  # A table that is not --previous is written whole (WRITE_TRUNCATE): the
+  # unchanged records stream from the previous output, here local files.
+  summary = _summary(capsys, ['--input', corpus2.pattern, '--output',
+                              _table('emb_copy'), '--previous', full,
+                              *argv[4:]])
+  assert (summary['documents_reused'], summary['records_carried'],
+          summary['documents_embedded'], summary['rows_upserted']) == (
+              len(day2), len(day2), 0, 0)
+  corpora.assert_same_records(
+      {r['id']: r for r in corpora.read_output(_table('emb_copy'))},
+      {r['id']: r for r in corpora.read_output(full)}, atol=0)
+
 
 def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
                                     minilm_export):

@@ -247,3 +247,65 @@ def test_readme_schema_table_is_the_declaration():
     assert layout.markdown_table() in readme, (
         f'README schema table of {layout.name} is stale: paste '
         'records.%s.markdown_table()' % layout.name.upper())
+
+
+def test_postgres_nightly_killed_then_rerun(reference, server, capsys):
+  """A nightly run into its --previous table is killed (SIGKILL) while its
+  writes wait on a lock, after it read the table and embedded the night's
+  changes. The same night run again leaves one current record per id: the
+  table equals a full run of day 2."""
+  uri = server.uri('emb_killed')
+  common = reference['common']
+  _summary(capsys, ['--input', reference['day1'].pattern, '--output', uri,
+                    *common])
+  lock = server.connect()
+  lock.autocommit = False
+  # SHARE mode: reads go on, inserts, updates and deletes wait.
+  lock.execute('LOCK TABLE emb_killed IN SHARE MODE')
+  nightly = ['--input', reference['day2'].pattern, '--output', uri,
+             '--previous', uri, *common]
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.run', *nightly],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), cwd=corpora.ROOT)
+  deadline = time.monotonic() + 180
+  waiting = []
+  while not waiting and time.monotonic() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+    with server.connect() as conn:
+      waiting = conn.execute(
+          "SELECT query FROM pg_stat_activity WHERE wait_event_type = "
+          "'Lock' AND (query LIKE 'INSERT INTO%%' OR query LIKE "
+          "'DELETE FROM%%')").fetchall()
+  assert waiting, proc.communicate(timeout=60)
+  proc.kill()
+  proc.communicate(timeout=60)
+  assert proc.returncode == -9
+  lock.rollback()
+  lock.close()
+
+  summary = _summary(capsys, nightly)
+  assert (summary['documents_embedded'], summary['documents_removed']) == (
+      len(reference['changed']), len(reference['gone']))
+  assert _rows(server, 'SELECT count(*), count(DISTINCT id) FROM '
+               'emb_killed') == [(N - 3, N - 3)]
+  corpora.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
+
+
+def test_postgres_table_written_whole_from_previous_files(reference, server,
+                                                          capsys):
+  """A table that is not --previous takes every record: the unchanged ones
+  streamed from the previous output (day 1's TFRecord files), stamped as
+  this run's, so that the full run's clean-up keeps them."""
+  uri = server.uri('emb_whole')
+  summary = _summary(capsys, [
+      '--input', reference['day2'].pattern, '--output', uri, '--previous',
+      str(reference['tmp'] / 'day1' / 'emb'), *reference['common']])
+  changed = len(reference['changed'])
+  assert (summary['documents_embedded'], summary['documents_reused'],
+          summary['records_carried'], summary['rows_upserted']) == (
+              changed, N - 3 - changed, N - 3 - changed, N - 3)
+  assert summary['reconciled'] is True
+  corpora.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
+  assert len(_rows(server, 'SELECT DISTINCT embedded_at FROM '
+                   'emb_whole')) == 1

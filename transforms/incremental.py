@@ -9,8 +9,9 @@ measured):
    fingerprint and the metadata fields, about 100 bytes a record) meet each
    document's (id, content hash, metadata digest) in one CoGroupByKey. Per
    id: reuse, embed or removed. No text and no vector is in this shuffle.
-2. Select. Documents whose id is in the small set of ids to embed (a side
-   input) go to the encoder; the others stream past and are dropped.
+2. Select. The corpus is read a second time; documents whose id is in the
+   small set of ids to embed (a side input) go to the encoder, the others
+   stream past. No text is held or shuffled while the decision is made.
 3. Carry. Outputs that are rewritten whole (files, and tables that are not
    the --previous one) ask for the unchanged records: the previous output
    is read a second time, record by record, and filtered by the small set
@@ -30,6 +31,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.backends import Backend
+from transforms.dedup import resolve_duplicates
 from transforms.elements import Document
 
 _NAMESPACE = 'incremental'
@@ -134,18 +136,34 @@ def _ids(pcoll, label: str):
   return beam.pvalue.AsDict(pcoll | label >> beam.Map(lambda i: (i, None)))
 
 
-class CarryForward(beam.PTransform):
-  """Documents -> Plan: decides on light records and selects the
-  documents to embed by id."""
+def _first(keyed) -> Document:
+  """The document of an id that the first pass kept (see dedup)."""
+  doc_id, docs = keyed
+  return resolve_duplicates(doc_id, docs, 'first')[0]
 
-  def __init__(self, previous: Backend, fingerprint: str):
+
+class CarryForward(beam.PTransform):
+  """Documents (the first pass, after duplicate ids were handled) -> Plan.
+
+  Decides on light records, then selects the documents to embed from a
+  second read of the corpus (`reread`: PBegin -> Results of Documents,
+  uncounted), so that no document text is held or shuffled while the
+  decision is made. With a duplicate-id policy other than keep, the
+  selected documents of an id are reduced to the one the first pass kept
+  (a GroupByKey of the selected documents only)."""
+
+  def __init__(self, previous: Backend, fingerprint: str,
+               reread: beam.PTransform, on_duplicate_id: str = 'keep'):
     super().__init__()
     self._previous = previous
     self._fingerprint = fingerprint
+    self._reread = reread
+    self._policy = on_duplicate_id
 
   def expand(self, documents):
     metadata = self._previous.record.metadata
-    previous = (documents.pipeline
+    pipeline = documents.pipeline
+    previous = (pipeline
                 | 'ReadLight' >> self._previous.read(
                     LIGHT_FIELDS + tuple(metadata))
                 | 'Light' >> beam.Map(seen, metadata))
@@ -154,8 +172,15 @@ class CarryForward(beam.PTransform):
                | 'ById' >> beam.CoGroupByKey()
                | 'Decide' >> beam.ParDo(_Decide(self._fingerprint))
                .with_outputs('dropped', 'removed', main='embed'))
-    to_embed = documents | 'Select' >> beam.Filter(
-        lambda doc, ids: doc.id in ids, _ids(decided.embed, 'EmbedIds'))
+    to_embed = ((pipeline | 'ReadAgain' >> self._reread).main
+                | 'Select' >> beam.Filter(
+                    lambda doc, ids: doc.id in ids,
+                    _ids(decided.embed, 'EmbedIds')))
+    if self._policy != 'keep':
+      to_embed = (to_embed
+                  | 'KeyById' >> beam.Map(lambda d: (d.id, d))
+                  | 'GroupById' >> beam.GroupByKey()
+                  | 'FirstOfId' >> beam.Map(_first))
     return Plan(to_embed, decided.dropped, decided.removed)
 
 

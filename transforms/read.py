@@ -268,6 +268,10 @@ class LinesSource(filebasedsource.FileBasedSource):
   file holding only a BOM has no lines, as an empty file.
   """
 
+  def __init__(self, pattern: str, counted: bool = True):
+    super().__init__(pattern)
+    self._counted = counted
+
   def read_records(self, file_name, offset_range_tracker):
     start = offset_range_tracker.start_position()
     with self.open_file(file_name) as f:
@@ -284,7 +288,8 @@ class LinesSource(filebasedsource.FileBasedSource):
         if not record:  # end of file (or a file holding only a BOM)
           return
         yield file_name, position, _strip_newline(record)
-        _bytes_counter.inc(len(line))
+        if self._counted:
+          _bytes_counter.inc(len(line))
         position += len(line)
 
 
@@ -303,16 +308,21 @@ def line_location(path: str, offset: int) -> str:
   return f'{path}@{offset}'
 
 
-def _read_lines(pattern: str):
-  return beam.io.Read(LinesSource(pattern))
+def _read_lines(pattern: str, counted: bool):
+  return beam.io.Read(LinesSource(pattern, counted))
 
 
 class ReadDocuments(beam.PTransform):
   """Reads a corpus into Results(Documents, (DeadLetters,)): files, a
-  BigQuery table (bq://PROJECT.DATASET.TABLE) or a BigQuery query."""
+  BigQuery table (bq://PROJECT.DATASET.TABLE) or a BigQuery query.
+
+  counted=False reads the corpus again for a nightly run's second pass
+  (transforms/incremental.py): the same documents, but no counters and no
+  dead letters, which the first pass already gave."""
 
   def __init__(self, pattern: Optional[str], input_format: str = 'auto',
-               fields: Fields = Fields(), query: Optional[str] = None):
+               fields: Fields = Fields(), query: Optional[str] = None,
+               counted: bool = True):
     super().__init__()
     if bool(pattern) == bool(query):
       raise ValueError('give exactly one of --input and --input_query')
@@ -321,6 +331,7 @@ class ReadDocuments(beam.PTransform):
     self._format = 'bigquery' if query else detect_format(pattern,
                                                          input_format)
     self._fields = fields
+    self._counted = counted
 
   def expand(self, pbegin):
     fields, fmt = self._fields, self._format
@@ -334,19 +345,21 @@ class ReadDocuments(beam.PTransform):
                     lambda row: record_to_document(
                         bigquery.document_record(row), source, fields)))
     elif fmt == 'text':
-      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern)
+      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern, self._counted)
                 | 'ParseText' >> beam.MapTuple(
                     lambda path, at, line: parse_text_line(
                         line, line_location(path, at))))
     elif fmt == 'jsonl':
-      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern)
+      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern, self._counted)
                 | 'ParseJson' >> beam.MapTuple(
                     lambda path, at, line: parse_json_line(
                         line, line_location(path, at), fields)))
     elif fmt == 'csv':
       parsed = (pbegin | 'Match' >> fileio.MatchFiles(self._pattern)
                 | 'Open' >> fileio.ReadMatches()
-                | 'ParseCsv' >> beam.FlatMap(_parse_csv_counted, fields))
+                | 'ParseCsv' >> beam.FlatMap(
+                    _parse_csv_counted if self._counted else _parse_csv,
+                    fields))
     elif fmt == 'parquet':
       parsed = (pbegin | 'ParquetFiles' >> beam.Create([self._pattern])
                 | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(
@@ -357,6 +370,9 @@ class ReadDocuments(beam.PTransform):
       parsed = (pbegin | 'ReadExamples' >> _tfxio_source(self._pattern)
                 | 'ParseExamples' >> beam.FlatMap(
                     record_batch_to_documents, self._pattern, fields))
+    if not self._counted:
+      return Results(parsed | 'Documents' >> beam.Filter(
+          lambda e: not isinstance(e, DeadLetter)))
     out = parsed | 'CountRead' >> beam.Map(_count_read).with_outputs(
         DEAD_LETTER, main='documents')
     return Results(out.documents, (out[DEAD_LETTER],))
@@ -386,9 +402,14 @@ _bad_counter = Metrics.counter(_NAMESPACE, 'records_dead_lettered')
 _bytes_counter = Metrics.counter(_NAMESPACE, 'bytes_read')
 
 
+def _parse_csv(readable: fileio.ReadableFile,
+               fields: Fields) -> Iterable[Parsed]:
+  return parse_csv_file(readable.metadata.path, readable.open(), fields)
+
+
 def _parse_csv_counted(readable: fileio.ReadableFile,
                        fields: Fields) -> Iterable[Parsed]:
-  yield from parse_csv_file(readable.metadata.path, readable.open(), fields)
+  yield from _parse_csv(readable, fields)
   _bytes_counter.inc(readable.metadata.size_in_bytes)
 
 

@@ -1,10 +1,19 @@
 """What file backends share: PREFIX-SSSSS-of-NNNNN.SUFFIX shards, local or
-gs://, through Beam's file sinks.
+gs://, through Beam's file sinks (FileBasedSink).
 
-Re-running a job to the same prefix leaves one copy of each record: Beam's
-file sinks write temporary files and rename them on finalisation (a failed
-run leaves no partial shard under the final name), and shards of an earlier
+Re-running a job to the same prefix leaves one copy of each record: the
+sinks write temporary files and rename them on finalisation (a failed run
+leaves no partial shard under the final name), and shards of an earlier
 run that this one did not write are then deleted.
+
+WriteShards drives a sink through its public interface (initialize_write,
+open_writer, pre_finalize, finalize_write), as Beam's own Write does, but
+from several inputs: a nightly run writes its new records and the
+unchanged records it streams from the previous output into one shard set
+without a Flatten of the records. A Flatten of inputs made in different
+stages is materialised whole by Beam's local runner (FnApiRunner), which
+would hold every carried vector in memory; here only the writers' results
+(temporary file names) meet.
 """
 
 from __future__ import annotations
@@ -15,10 +24,14 @@ import re
 import uuid
 from typing import Sequence
 
+import random
+
 import apache_beam as beam
+from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import window
 
 from transforms.backends import base
 
@@ -137,17 +150,126 @@ class FileBackend(base.Backend):
     return f'{self.uri}-dead_letter', 'jsonl'
 
   def write(self) -> beam.PTransform:
-    return _WriteShards(self)
+    return _WriteFiles(self, None)
 
-  def sink(self) -> beam.PTransform:
-    """Record dicts -> the written file names."""
+  def write_changes(self, previous, carried) -> beam.PTransform:
+    del previous  # files are rewritten whole, whatever the previous output
+    return _WriteFiles(self, carried)
+
+  def sink(self) -> filebasedsink.FileBasedSink:
+    """The sink that writes record dicts into shards of this prefix."""
     raise NotImplementedError
 
 
-@beam.ptransform_fn
-def _WriteShards(records, backend: FileBackend):
-  return (records
-          | 'WriteShards' >> backend.sink()
-          | 'AllShards' >> beam.combiners.ToList()
-          | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, backend.uri,
-                                            backend.suffix))
+class _WriteFiles(beam.PTransform):
+  """Record dicts, or {'records', 'removed'?} -> the stale shards removed
+  (a count). With `carried`, the carried records are written too, from
+  their own stream."""
+
+  def __init__(self, backend: FileBackend, carried):
+    super().__init__()
+    self._backend = backend
+    self._carried = carried
+
+  def expand(self, changes):
+    records = changes['records'] if isinstance(changes, dict) else changes
+    inputs = [records]
+    if self._carried is not None:
+      inputs.append(records.pipeline | 'Carried' >> self._carried)
+    b = self._backend
+    return (tuple(inputs)
+            | 'WriteShards' >> WriteShards(b.sink())
+            | 'AllShards' >> beam.combiners.ToList()
+            | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, b.uri,
+                                              b.suffix))
+
+
+class _WriteBundle(beam.DoFn):
+  """Records -> one temporary shard per bundle; yields the writer's result
+  when the bundle ends."""
+
+  def __init__(self, sink: filebasedsink.FileBasedSink):
+    super().__init__()
+    self._sink = sink
+    self._writer = None
+
+  def start_bundle(self):
+    self._writer = None
+
+  def process(self, record, init):
+    if self._writer is None:
+      self._writer = self._sink.open_writer(init, uuid.uuid4().hex)
+    self._writer.write(record)
+
+  def finish_bundle(self):
+    if self._writer is not None:
+      yield window.GlobalWindows.windowed_value(self._writer.close())
+      self._writer = None
+
+
+class _RoundRobin(beam.DoFn):
+  """Records -> (shard number, record), from a random start per bundle."""
+
+  def __init__(self, count: int):
+    super().__init__()
+    self._count = count
+    self._next = 0
+
+  def start_bundle(self):
+    self._next = random.randrange(self._count)
+
+  def process(self, record):
+    self._next = (self._next + 1) % self._count
+    yield self._next, record
+
+
+def _write_shard(keyed, sink, init):
+  writer = sink.open_writer(init, uuid.uuid4().hex)
+  for record in keyed[1]:
+    writer.write(record)
+  return writer.close()
+
+
+def _finalize(_, sink, init, results, min_shards: int, pre_finalized):
+  """The temporary shards renamed into place (with empty shards added up to
+  the asked-for count, or one for an empty output): the final names."""
+  results = list(results)
+  for _ in range(min_shards - len(results)):
+    results.append(sink.open_writer(init, uuid.uuid4().hex).close())
+  return list(sink.finalize_write(init, results, pre_finalized) or ())
+
+
+class WriteShards(beam.PTransform):
+  """(PCollections of records, ...) -> the final shard names, written by
+  one FileBasedSink. Without a shard count each bundle of each input
+  writes a shard as it streams by (nothing is grouped); with --num_shards
+  N the records are grouped into N shards, as Beam's own sinks do (a
+  shuffle of every record)."""
+
+  def __init__(self, sink: filebasedsink.FileBasedSink):
+    super().__init__()
+    self._sink = sink
+
+  def expand(self, inputs):
+    sink = self._sink
+    pipeline = inputs[0].pipeline
+    once = pipeline | 'Once' >> beam.Create([None])
+    init = beam.pvalue.AsSingleton(
+        once | 'Initialize' >> beam.Map(lambda _: sink.initialize_write()))
+    count = sink.num_shards
+    if count:
+      keyed = [pcoll | f'Key{i}' >> beam.ParDo(_RoundRobin(count))
+               for i, pcoll in enumerate(inputs)]
+      results = (keyed
+                 | 'AllKeyed' >> beam.Flatten()
+                 | 'GroupShards' >> beam.GroupByKey()
+                 | 'WriteKeyed' >> beam.Map(_write_shard, sink, init))
+    else:
+      results = ([pcoll | f'WriteBundles{i}' >> beam.ParDo(
+          _WriteBundle(sink), init) for i, pcoll in enumerate(inputs)]
+                 | 'AllResults' >> beam.Flatten())
+    listed = beam.pvalue.AsList(results)
+    pre = beam.pvalue.AsSingleton(once | 'PreFinalize' >> beam.Map(
+        lambda _, i, r: sink.pre_finalize(i, r), init, listed))
+    return once | 'Finalize' >> beam.FlatMap(_finalize, sink, init, listed,
+                                            count or 1, pre)

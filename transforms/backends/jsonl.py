@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
 import numpy as np
 
 from transforms import records as records_lib
@@ -44,8 +46,9 @@ class JsonlBackend(files.FileBackend):
   format = 'jsonl'
   suffix = '.jsonl'
 
-  def sink(self) -> beam.PTransform:
-    return _JsonlSink(self)
+  def sink(self) -> filebasedsink.FileBasedSink:
+    return _JsonlSink(self.uri, self.suffix, self.record,
+                      self.settings.num_shards)
 
   def read(self, names=None) -> beam.PTransform:
     return (beam.io.ReadFromText(f'{self.uri}-*{self.suffix}')
@@ -60,10 +63,15 @@ class JsonlBackend(files.FileBackend):
                                 rows)
 
 
-@beam.ptransform_fn
-def _JsonlSink(records, backend: JsonlBackend):
-  return (records
-          | 'ToJson' >> beam.Map(to_json, backend.record)
-          | 'WriteJsonl' >> beam.io.WriteToText(
-              backend.uri, file_name_suffix=backend.suffix,
-              num_shards=backend.settings.num_shards))
+class _JsonlSink(filebasedsink.FileBasedSink):
+  """Record dicts -> one JSON object per line."""
+
+  def __init__(self, prefix: str, suffix: str, layout: records_lib.Record,
+               num_shards: int):
+    super().__init__(prefix, coder=None, file_name_suffix=suffix,
+                     num_shards=num_shards, mime_type='application/x-ndjson',
+                     compression_type=CompressionTypes.UNCOMPRESSED)
+    self._layout = layout
+
+  def write_record(self, file_handle, value):
+    file_handle.write(to_json(value, self._layout).encode('utf-8') + b'\n')

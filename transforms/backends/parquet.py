@@ -77,9 +77,9 @@ class ParquetBackend(files.FileBackend):
   def dead_letter_location(self) -> tuple[str, str]:
     return f'{self.uri}-dead_letter', 'parquet'
 
-  def sink(self) -> beam.PTransform:
-    return beam.io.Write(_ParquetSink(self.uri, self.suffix, self.record,
-                                      self.settings.num_shards))
+  def sink(self) -> filebasedsink.FileBasedSink:
+    return _ParquetSink(self.uri, self.suffix, self.record,
+                        self.settings.num_shards)
 
   def read(self, names=None) -> beam.PTransform:
     return _ReadParquet(self, names)

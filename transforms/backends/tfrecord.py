@@ -12,7 +12,10 @@ import struct
 from typing import Iterable
 
 import apache_beam as beam
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+import google_crc32c
 import numpy as np
 
 from transforms import records as records_lib
@@ -122,8 +125,9 @@ class TFRecordBackend(files.FileBackend):
   format = 'tfrecord'
   suffix = '.tfrecord'
 
-  def sink(self) -> beam.PTransform:
-    return _TFRecordSink(self)
+  def sink(self) -> filebasedsink.FileBasedSink:
+    return _TFRecordSink(self.uri, self.suffix, self.record,
+                         self.settings.num_shards)
 
   def read(self, names=None) -> beam.PTransform:
     return _ReadTFRecord(self, names)
@@ -146,13 +150,32 @@ class TFRecordBackend(files.FileBackend):
                                 rows)
 
 
-@beam.ptransform_fn
-def _TFRecordSink(records, backend: TFRecordBackend):
-  return (records
-          | 'ToExample' >> beam.Map(to_example_bytes, backend.record)
-          | 'WriteTFRecord' >> beam.io.WriteToTFRecord(
-              backend.uri, file_name_suffix=backend.suffix,
-              num_shards=backend.settings.num_shards))
+def _masked_crc(data: bytes) -> int:
+  """TFRecord's checksum: CRC-32C, rotated and offset ("masked")."""
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+  """One TFRecord: length, its checksum, the data, its checksum."""
+  length = struct.pack('<Q', len(data))
+  return (length + struct.pack('<I', _masked_crc(length)) + data +
+          struct.pack('<I', _masked_crc(data)))
+
+
+class _TFRecordSink(filebasedsink.FileBasedSink):
+  """Record dicts -> framed tf.train.Example records."""
+
+  def __init__(self, prefix: str, suffix: str, layout: records_lib.Record,
+               num_shards: int):
+    super().__init__(prefix, coder=None, file_name_suffix=suffix,
+                     num_shards=num_shards,
+                     mime_type='application/octet-stream',
+                     compression_type=CompressionTypes.UNCOMPRESSED)
+    self._layout = layout
+
+  def write_record(self, file_handle, value):
+    file_handle.write(frame(to_example_bytes(value, self._layout)))
 
 
 @beam.ptransform_fn
