@@ -144,7 +144,7 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
     plan = docs.main | 'CarryForward' >> CarryForward(
         where.previous, fingerprint, reread, policy)
     to_embed, changes['removed'] = plan.to_embed, plan.removed
-    carried = CarriedRecords(where.previous, plan.dropped)
+    carried = CarriedRecords(where.previous, plan.dropped, where.output)
   embedded = to_embed | 'Embed' >> embed_lib.EmbedDocuments(
       spec, model.preprocessor, model.encoder,
       max_batch_tokens=options.max_batch_tokens,

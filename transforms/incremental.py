@@ -185,34 +185,37 @@ class CarryForward(beam.PTransform):
 
 
 class CarriedRecords(beam.PTransform):
-  """PBegin -> the previous output's records that this run keeps, as
-  record dicts in the output's layout, streamed: every previous record
-  whose id is not in `dropped`. A carried record is copied as it was
-  written (its embedded_at says when its vector was computed)."""
+  """PBegin -> the previous output's records that this run keeps, ready for
+  `into`'s writer, streamed: every previous record whose id is not in
+  `dropped`. A carried record is copied as it was written (its embedded_at
+  says when its vector was computed); TFRecord into TFRecord is copied
+  byte for byte."""
 
-  def __init__(self, previous: Backend, dropped: beam.PCollection):
+  def __init__(self, previous: Backend, dropped: beam.PCollection,
+               into: Backend):
     super().__init__()
     self._previous = previous
     self._dropped = dropped
+    self._into = into
 
   def expand(self, pbegin):
     return (pbegin
-            | 'ReadPrevious' >> self._previous.read(
-                self._previous.record.names)
+            | 'ReadPrevious' >> self._previous.read_carried(self._into)
             | 'Unchanged' >> beam.ParDo(
                 _Unchanged(), _ids(self._dropped, 'DroppedIds')))
 
 
 class _Unchanged(beam.DoFn):
-  """Previous records -> those not dropped (counted: the summary's
-  documents_reused, as the decision counted them, for outputs rewritten
-  whole)."""
+  """(id, previous record) -> the record, unless its id was dropped
+  (counted: the summary's records_carried, which must equal
+  documents_reused for outputs rewritten whole)."""
 
   def __init__(self):
     super().__init__()
     self._carried = Metrics.counter(_NAMESPACE, 'records_carried')
 
-  def process(self, record, dropped):
-    if record['id'] not in dropped:
+  def process(self, keyed, dropped):
+    doc_id, record = keyed
+    if doc_id not in dropped:
       self._carried.inc()
       yield record

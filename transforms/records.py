@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -150,6 +150,13 @@ DEAD_LETTERS = Record('dead_letters', fields=(
     Field('stage', STRING, '`read`, `dedup` or `embed`'),
     Field('failed_at', TIMESTAMP, 'when the run started'),
 ))
+
+
+class Encoded(NamedTuple):
+  """A record already in an output's wire format (a serialized tf.Example
+  for TFRecord), copied as it is: carried records that need no
+  conversion."""
+  data: bytes
 
 
 @dataclasses.dataclass(frozen=True)

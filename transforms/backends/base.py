@@ -96,6 +96,14 @@ class Backend(abc.ABC):
   def read(self, names=None) -> beam.PTransform:
     """PBegin -> record dicts (only the fields in `names`, if given)."""
 
+  def read_carried(self, into: 'Backend') -> beam.PTransform:
+    """PBegin -> (id, record) for copying this output's records into
+    `into`: record dicts in general; a backend whose records `into` can
+    take as they are gives them encoded (records.Encoded)."""
+    del into
+    return self.read(self.record.names) | 'ById' >> beam.Map(
+        lambda r: (r['id'], r))
+
   @abc.abstractmethod
   def load(self):
     """The whole output as a pyarrow Table, outside Beam."""

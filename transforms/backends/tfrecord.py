@@ -132,6 +132,11 @@ class TFRecordBackend(files.FileBackend):
   def read(self, names=None) -> beam.PTransform:
     return _ReadTFRecord(self, names)
 
+  def read_carried(self, into) -> beam.PTransform:
+    if type(into) is not TFRecordBackend or into.record != self.record:
+      return super().read_carried(into)
+    return _ReadEncoded(self)
+
   def field_names(self, path: str) -> set:
     with FileSystems.open(path) as f:
       header = f.read(12)
@@ -175,7 +180,30 @@ class _TFRecordSink(filebasedsink.FileBasedSink):
     self._layout = layout
 
   def write_record(self, file_handle, value):
-    file_handle.write(frame(to_example_bytes(value, self._layout)))
+    data = value.data if isinstance(value, records_lib.Encoded) else (
+        to_example_bytes(value, self._layout))
+    file_handle.write(frame(data))
+
+
+def id_and_encoded(raw: bytes, layout: records_lib.Record):
+  """(id, Encoded) of a serialized Example in `layout`: copied as it is
+  when it holds only the layout's features (what this job writes), else
+  re-encoded with just those (an earlier run's extra metadata fields)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  feature = tf.train.Example.FromString(raw).features.feature
+  doc_id = feature['id'].bytes_list.value[0].decode('utf-8')
+  if not set(feature.keys()) <= set(layout.names):
+    raw = to_example_bytes(from_example_bytes(raw, layout, layout.names),
+                           layout)
+  return doc_id, records_lib.Encoded(raw)
+
+
+@beam.ptransform_fn
+def _ReadEncoded(pbegin, backend: TFRecordBackend):
+  return (pbegin
+          | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(
+              f'{backend.uri}-*{backend.suffix}')
+          | 'IdAndEncoded' >> beam.Map(id_and_encoded, backend.record))
 
 
 @beam.ptransform_fn
