@@ -182,6 +182,11 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
   assert (summary['rows_upserted'], summary['rows_deleted']) == (
       len(changed), len(gone))
   assert summary['reconciled'] is True
+  with capsys.disabled():
+    print('bigquery nightly:', json.dumps(
+        {k: summary[k] for k in ('documents_read', 'documents_embedded',
+                                 'documents_reused', 'documents_removed',
+                                 'rows_upserted', 'rows_deleted')}))
   # The table equals a full run of day 2 ...
   full = str(tmp_path / 'full2' / 'emb')
   _summary(capsys, ['--input', corpus2.pattern, '--output', full,

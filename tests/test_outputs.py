@@ -179,6 +179,26 @@ def test_postgres_full_then_nightly_delta(reference, server, capsys):
   assert touched == changed
 
 
+def _blocked_run(server, argv) -> subprocess.Popen:
+  """`python -m pipeline.run ARGV` in a child process, returned once one of
+  its writes (INSERT or DELETE) waits on a table lock the test holds."""
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.run', *argv], stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), cwd=corpora.ROOT)
+  deadline = time.monotonic() + 180
+  waiting = []
+  while not waiting and time.monotonic() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+    with server.connect() as conn:
+      waiting = conn.execute(
+          "SELECT query FROM pg_stat_activity WHERE wait_event_type = "
+          "'Lock' AND (query LIKE 'INSERT INTO%%' OR query LIKE "
+          "'DELETE FROM%%')").fetchall()
+  assert waiting, proc.communicate(timeout=60)
+  return proc
+
+
 def test_postgres_server_stopped_mid_write(reference, server, capsys,
                                           tmp_path):
   """The run blocks on a table lock inside its first write; the server
@@ -192,21 +212,8 @@ def test_postgres_server_stopped_mid_write(reference, server, capsys,
   lock = server.connect()
   lock.autocommit = False
   lock.execute('LOCK TABLE emb IN ACCESS EXCLUSIVE MODE')
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.run', '--input',
-       reference['day1'].pattern, '--output', uri, *reference['common']],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-      cwd=corpora.ROOT)
-  deadline = time.monotonic() + 180
-  waiting = []
-  while not waiting and time.monotonic() < deadline and proc.poll() is None:
-    time.sleep(0.5)
-    with server.connect() as conn:
-      waiting = conn.execute(
-          "SELECT query FROM pg_stat_activity WHERE wait_event_type = "
-          "'Lock' AND query LIKE 'INSERT INTO%%'").fetchall()
-  assert waiting, proc.communicate(timeout=60)
+  proc = _blocked_run(server, ['--input', reference['day1'].pattern,
+                               '--output', uri, *reference['common']])
   server.stop()
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 1
@@ -264,20 +271,7 @@ def test_postgres_nightly_killed_then_rerun(reference, server, capsys):
   lock.execute('LOCK TABLE emb_killed IN SHARE MODE')
   nightly = ['--input', reference['day2'].pattern, '--output', uri,
              '--previous', uri, *common]
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.run', *nightly],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'), cwd=corpora.ROOT)
-  deadline = time.monotonic() + 180
-  waiting = []
-  while not waiting and time.monotonic() < deadline and proc.poll() is None:
-    time.sleep(0.2)
-    with server.connect() as conn:
-      waiting = conn.execute(
-          "SELECT query FROM pg_stat_activity WHERE wait_event_type = "
-          "'Lock' AND (query LIKE 'INSERT INTO%%' OR query LIKE "
-          "'DELETE FROM%%')").fetchall()
-  assert waiting, proc.communicate(timeout=60)
+  proc = _blocked_run(server, nightly)
   proc.kill()
   proc.communicate(timeout=60)
   assert proc.returncode == -9

@@ -221,13 +221,14 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
   found = [meta for result in FileSystems.match(files)
            for meta in result.metadata_list] if files else []
   try:
-    client.create_table(table)
+    # A retried step finds its own staging table: replaced, not added to.
+    client.create_table(table, exists_ok=True)
     sources = [m.path for m in found if m.size_in_bytes]
     if sources:
       client.load_table_from_uri(sources, staging, job_config=(
           bigquery.LoadJobConfig(
               source_format='NEWLINE_DELIMITED_JSON', schema=table.schema,
-              write_disposition='WRITE_APPEND'))).result()
+              write_disposition='WRITE_TRUNCATE'))).result()
     counts = next(iter(client.query(
         f'SELECT COUNTIF(NOT S.`{DELETE}`) AS upserted, '
         f'COUNTIF(S.`{DELETE}` AND T.`{layout.key}` IS NOT NULL) AS deleted '

@@ -29,6 +29,7 @@ import random
 import apache_beam as beam
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
@@ -110,6 +111,21 @@ def probe_writable(prefix: str, what: str) -> None:
                     cause(e))
 
 
+class RecordSink(filebasedsink.FileBasedSink):
+  """A FileBasedSink of record dicts in one layout, uncompressed; the
+  format's sink says how a record is written (write_record)."""
+
+  mime_type = 'application/octet-stream'
+
+  def __init__(self, backend: 'FileBackend'):
+    super().__init__(backend.uri, coder=None,
+                     file_name_suffix=backend.suffix,
+                     num_shards=backend.settings.num_shards,
+                     mime_type=self.mime_type,
+                     compression_type=CompressionTypes.UNCOMPRESSED)
+    self.layout = backend.record
+
+
 class FileBackend(base.Backend):
   """Shards under a prefix; subclasses give the suffix and the encoding."""
 
@@ -156,7 +172,7 @@ class FileBackend(base.Backend):
     del previous  # files are rewritten whole, whatever the previous output
     return _WriteFiles(self, carried)
 
-  def sink(self) -> filebasedsink.FileBasedSink:
+  def sink(self) -> RecordSink:
     """The sink that writes record dicts into shards of this prefix."""
     raise NotImplementedError
 

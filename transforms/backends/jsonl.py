@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
-from apache_beam.io import filebasedsink
-from apache_beam.io.filesystem import CompressionTypes
 import numpy as np
 
 from transforms import records as records_lib
@@ -46,9 +44,8 @@ class JsonlBackend(files.FileBackend):
   format = 'jsonl'
   suffix = '.jsonl'
 
-  def sink(self) -> filebasedsink.FileBasedSink:
-    return _JsonlSink(self.uri, self.suffix, self.record,
-                      self.settings.num_shards)
+  def sink(self) -> files.RecordSink:
+    return _JsonlSink(self)
 
   def read(self, names=None) -> beam.PTransform:
     return (beam.io.ReadFromText(f'{self.uri}-*{self.suffix}')
@@ -63,15 +60,10 @@ class JsonlBackend(files.FileBackend):
                                 rows)
 
 
-class _JsonlSink(filebasedsink.FileBasedSink):
+class _JsonlSink(files.RecordSink):
   """Record dicts -> one JSON object per line."""
 
-  def __init__(self, prefix: str, suffix: str, layout: records_lib.Record,
-               num_shards: int):
-    super().__init__(prefix, coder=None, file_name_suffix=suffix,
-                     num_shards=num_shards, mime_type='application/x-ndjson',
-                     compression_type=CompressionTypes.UNCOMPRESSED)
-    self._layout = layout
+  mime_type = 'application/x-ndjson'
 
   def write_record(self, file_handle, value):
-    file_handle.write(to_json(value, self._layout).encode('utf-8') + b'\n')
+    file_handle.write(to_json(value, self.layout).encode('utf-8') + b'\n')

@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 
 import apache_beam as beam
-from apache_beam.io import filebasedsink
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import records as records_lib
@@ -33,14 +31,9 @@ class _Shard:
     self.writer = None
 
 
-class _ParquetSink(filebasedsink.FileBasedSink):
+class _ParquetSink(files.RecordSink):
 
-  def __init__(self, prefix: str, suffix: str, layout: records_lib.Record,
-               num_shards: int):
-    super().__init__(prefix, coder=None, file_name_suffix=suffix,
-                     num_shards=num_shards, mime_type='application/x-parquet',
-                     compression_type=CompressionTypes.UNCOMPRESSED)
-    self._layout = layout
+  mime_type = 'application/x-parquet'
 
   def open(self, temp_path):
     return _Shard(super().open(temp_path))
@@ -52,7 +45,7 @@ class _ParquetSink(filebasedsink.FileBasedSink):
 
   def _flush(self, shard: _Shard) -> None:
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-    table = records_lib.to_arrow(self._layout, shard.rows)
+    table = records_lib.to_arrow(self.layout, shard.rows)
     if shard.writer is None:
       shard.writer = pq.ParquetWriter(shard.handle, table.schema)
     shard.writer.write_table(table)
@@ -77,9 +70,8 @@ class ParquetBackend(files.FileBackend):
   def dead_letter_location(self) -> tuple[str, str]:
     return f'{self.uri}-dead_letter', 'parquet'
 
-  def sink(self) -> filebasedsink.FileBasedSink:
-    return _ParquetSink(self.uri, self.suffix, self.record,
-                        self.settings.num_shards)
+  def sink(self) -> files.RecordSink:
+    return _ParquetSink(self)
 
   def read(self, names=None) -> beam.PTransform:
     return _ReadParquet(self, names)

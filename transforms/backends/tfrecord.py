@@ -12,8 +12,6 @@ import struct
 from typing import Iterable
 
 import apache_beam as beam
-from apache_beam.io import filebasedsink
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 import google_crc32c
 import numpy as np
@@ -125,9 +123,8 @@ class TFRecordBackend(files.FileBackend):
   format = 'tfrecord'
   suffix = '.tfrecord'
 
-  def sink(self) -> filebasedsink.FileBasedSink:
-    return _TFRecordSink(self.uri, self.suffix, self.record,
-                         self.settings.num_shards)
+  def sink(self) -> files.RecordSink:
+    return _TFRecordSink(self)
 
   def read(self, names=None) -> beam.PTransform:
     return _ReadTFRecord(self, names)
@@ -168,20 +165,14 @@ def frame(data: bytes) -> bytes:
           struct.pack('<I', _masked_crc(data)))
 
 
-class _TFRecordSink(filebasedsink.FileBasedSink):
+class _TFRecordSink(files.RecordSink):
   """Record dicts -> framed tf.train.Example records."""
 
-  def __init__(self, prefix: str, suffix: str, layout: records_lib.Record,
-               num_shards: int):
-    super().__init__(prefix, coder=None, file_name_suffix=suffix,
-                     num_shards=num_shards,
-                     mime_type='application/octet-stream',
-                     compression_type=CompressionTypes.UNCOMPRESSED)
-    self._layout = layout
+  mime_type = 'application/octet-stream'
 
   def write_record(self, file_handle, value):
     data = value.data if isinstance(value, records_lib.Encoded) else (
-        to_example_bytes(value, self._layout))
+        to_example_bytes(value, self.layout))
     file_handle.write(frame(data))
 
 
