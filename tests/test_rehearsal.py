@@ -100,16 +100,18 @@ def _rows(client, table: str) -> dict:
   return {r['id']: r for r in rows}
 
 
-# The batch-mix tolerance at --precision bf16: the same text in batches of
-# another shape rounds differently. Up to 2.4e-4 was seen on a CPU with
-# AMX (bf16 matrix units), where bf16 runs natively; 1e-4 held elsewhere.
-BF16_BATCH_MIX = 1e-3
+# The batch-mix bound at --precision bf16: the same text in batches of
+# another shape rounds differently. On a CPU with AMX (bf16 matrix units),
+# where bf16 runs natively, elements differed by up to 2.4e-3 between a
+# nightly and a full run; the bound is the one bf16 keeps against fp32
+# (tests/test_precision.py), as a cosine.
+BF16_MIN_COSINE = 0.999
 
 
 def _assert_same_table(got: dict, want: dict) -> None:
-  """Equal rows, apart from the run's timestamp; vectors within the
-  bf16 batch-mix tolerance (the nightly run embeds its changed documents
-  in other batches than a full run)."""
+  """Equal rows, apart from the run's timestamp; vectors within the bf16
+  batch-mix bound (the nightly run embeds its changed documents in other
+  batches than a full run)."""
   assert sorted(got) == sorted(want)
   for doc_id, row in got.items():
     other = want[doc_id]
@@ -117,8 +119,10 @@ def _assert_same_table(got: dict, want: dict) -> None:
                                                       'embedded_at')} == {
         k: v for k, v in other.items() if k not in ('embedding',
                                                     'embedded_at')}
-    np.testing.assert_allclose(row['embedding'], other['embedding'],
-                               atol=BF16_BATCH_MIX, rtol=0)
+    a = np.asarray(row['embedding'])
+    b = np.asarray(other['embedding'])
+    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    assert cosine >= BF16_MIN_COSINE, (doc_id, cosine)
 
 
 def _flex_argv(params: dict, environment: dict) -> list[str]:
