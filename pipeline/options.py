@@ -48,6 +48,18 @@ LOCAL_ONLY = ('progress_every', 'report', 'report_color_field')
 _SWITCH = dict(nargs='?', const=True, default=False, type=_bool)
 
 
+def rejection_limit(text: str) -> str:
+  """--max_rejected as given, once checked: a count or a percentage."""
+  try:
+    value = float(text[:-1]) if text.endswith('%') else int(text)
+  except ValueError:
+    value = -1
+  if value < 0 or (text.endswith('%') and value > 100):
+    raise argparse.ArgumentTypeError(
+        f'{text!r} is neither a count (10) nor a percentage (0.5%)')
+  return text
+
+
 class EmbedOptions(PipelineOptions):
   """Flags of `python -m pipeline.run`; Beam's own flags work alongside."""
 
@@ -112,6 +124,13 @@ class EmbedOptions(PipelineOptions):
         help='Where records that could not be read or embedded go, with the '
         'reason: a file prefix (default: OUTPUT-dead_letter) or a table '
         '(default with a table output: the output table + "_dead_letter").')
+    io.add_argument(
+        '--max_rejected', default=None, type=rejection_limit,
+        help='Fail the run (exit status 1, after everything is written, dead '
+        'letters included) when more documents than this were rejected: a '
+        'count (10) or a percentage of the documents read (0.5%%). Default: '
+        'no limit. A run that read documents but embedded and reused none '
+        'fails whatever the limit.')
     io.add_argument(
         '--dead_letter_format', default='auto',
         choices=('auto',) + DEAD_LETTER_FORMATS,

@@ -267,6 +267,33 @@ def summarize(result, options: EmbedOptions, seconds: float,
   }
 
 
+def failure(summary: dict, max_rejected: Optional[str]) -> Optional[str]:
+  """Why a finished run fails for a scheduler (exit status 1), or None:
+  counts that do not reconcile, a run that read documents but embedded
+  and reused none, or more rejections than --max_rejected allows."""
+  read, rejected = summary['documents_read'], summary['documents_rejected']
+  done = summary['documents_embedded'] + summary['documents_reused']
+  letters = f'dead letters in {summary["dead_letter"]}'
+  if not summary['reconciled']:
+    return (f'{read:,} documents read, but {done:,} embedded or reused and '
+            f'{rejected:,} rejected (records carried: '
+            f'{summary["records_carried"]:,}): the counts do not reconcile')
+  if read and not done:
+    return (f'no document was embedded or reused: all {read:,} documents '
+            f'read were rejected; {letters}')
+  if max_rejected is None or not rejected:
+    return None
+  share = 100 * rejected / read
+  if max_rejected.endswith('%'):
+    over = share > float(max_rejected[:-1])
+  else:
+    over = rejected > int(max_rejected)
+  if not over:
+    return None
+  return (f'{rejected:,} of {read:,} documents rejected ({share:.3g}%), more '
+          f'than --max_rejected {max_rejected}; {letters}')
+
+
 def fetch_hub_models(model: presets.ResolvedModel) -> None:
   """On local runners, fails fast on TF Hub URLs that cannot be fetched,
   instead of after the workers have started; resolving downloads them into
@@ -579,7 +606,11 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
                           f'{console.run_error_line(e)}'), verbose)
       return 1, summary, result
     print(f'report: {embed_options.report}', file=sys.stderr)
-  return (0 if summary['reconciled'] else 1), summary, result
+  why = failure(summary, embed_options.max_rejected)
+  if why:
+    _error(RuntimeError(why), verbose=False)
+    return 1, summary, result
+  return 0, summary, result
 
 
 def _error(exc: BaseException, verbose: bool, during_run: bool = False):

@@ -279,6 +279,25 @@ def test_scheduled_re_embedding(workdir):
   summary = _summary(_run(nightly, work, env))
   assert (summary['documents_reused'], summary['documents_embedded']) == (
       n, 0)
+  # A night with bad records beyond --max_rejected 1% (3 of 28): the same
+  # command writes everything, then exits 1 with one line.
+  extra = work / 'corpus' / 'c.jsonl'
+  corpora.write_jsonl(str(extra), corpora.sample_docs(1, start=100))
+  try:
+    proc = _run(nightly, work, env)
+  finally:
+    extra.unlink()
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert (summary['documents_read'], summary['documents_reused'],
+          summary['documents_embedded'], summary['documents_rejected']) == (
+              n + 4, n, 1, 3)
+  out = nightly[nightly.index('--output') + 1]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'pipeline.run: error: 3 of {n + 4} documents rejected (10.7%), more '
+      f'than --max_rejected 1%; dead letters in {out}-dead_letter-*.jsonl')
+  assert len(corpora.read_dead_letters(str(work / out) + '-dead_letter')
+             ) == 3
 
 
 def test_run_local_and_reading_the_output_back(workdir):

@@ -162,3 +162,71 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
                      *flags]) == 2
     err = capsys.readouterr().err
     assert all(m in err for m in message), (flags, err)
+
+
+def _summary_of(capsys, argv) -> tuple:
+  from pipeline import run  # pylint: disable=import-outside-toplevel
+  status = run.main(argv)
+  captured = capsys.readouterr()
+  lines = captured.out.strip().splitlines()
+  summary = json.loads(lines[-1]) if lines else None
+  return status, summary, captured.err.strip().splitlines()
+
+
+def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
+  """A night with too many dead letters, or one that embedded nothing,
+  exits 1 with one line, after writing everything it could."""
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
+                               corpora.sample_docs(25))  # + 3 bad records
+  out = str(tmp_path / 'out' / 'emb')
+  argv = ['--input', corpus.pattern, '--output', out, '--model_dir',
+          minilm_export]
+  status, summary, err = _summary_of(capsys, argv + ['--max_rejected', '2'])
+  assert status == 1
+  assert err[-1] == (
+      'pipeline.run: error: 3 of 28 documents rejected (10.7%), more than '
+      f'--max_rejected 2; dead letters in {out}-dead_letter-*.jsonl')
+  # Everything was written before the verdict.
+  assert summary['documents_embedded'] == 25 and summary['reconciled']
+  assert len(corpora.read_output(out)) == 25
+  assert len(corpora.read_dead_letters(out + '-dead_letter')) == 3
+  for limit, want in (('3', 0), ('10%', 1), ('10.8%', 0)):
+    status, _, _ = _summary_of(capsys, argv + ['--max_rejected', limit])
+    assert status == want, limit
+
+  # A corpus whose every record is rejected: exit 1 without any limit.
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('{"id": 1, "text": "  "}\n{"id": 2}\nnot json\n',
+                 encoding='utf-8')
+  status, summary, err = _summary_of(capsys, [
+      '--input', str(bad), '--output', str(tmp_path / 'bad' / 'emb'),
+      '--model_dir', minilm_export])
+  assert (status, summary['documents_rejected']) == (1, 3)
+  assert err[-1].startswith('pipeline.run: error: no document was embedded '
+                            'or reused: all 3 documents read were rejected')
+
+  # A limit that is neither a count nor a percentage: refused at launch.
+  for limit in ('abc', '-1', '150%'):
+    status, summary, err = _summary_of(capsys, argv + ['--max_rejected',
+                                                       limit])
+    assert (status, summary) == (2, None), limit
+    assert 'neither a count (10) nor a percentage (0.5%)' in err[-1]
+
+
+def test_failure_reasons():
+  from pipeline import run  # pylint: disable=import-outside-toplevel
+  good = {'documents_read': 10, 'documents_embedded': 6,
+          'documents_reused': 2, 'documents_rejected': 2,
+          'records_carried': 2, 'reconciled': True, 'dead_letter': 'D'}
+  assert run.failure(good, None) is None
+  assert run.failure(good, '2') is None and run.failure(good, '20%') is None
+  assert 'more than --max_rejected 1' in run.failure(good, '1')
+  assert 'more than --max_rejected 19.9%' in run.failure(good, '19.9%')
+  nothing = dict(good, documents_embedded=0, documents_reused=0,
+                 documents_rejected=10)
+  assert run.failure(nothing, None).startswith('no document was embedded')
+  # An empty corpus is not a failure here (the launcher refuses no files).
+  empty = dict(nothing, documents_read=0, documents_rejected=0)
+  assert run.failure(empty, None) is None
+  unreconciled = dict(good, reconciled=False)
+  assert 'do not reconcile' in run.failure(unreconciled, None)
