@@ -13,6 +13,7 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 
 from tfmodels import identity
+from transforms import model_files
 
 ROBERTA_PREPROCESS = 'https://tfhub.dev/jeongukjae/roberta_en_cased_preprocess/1'
 ROBERTA_LARGE = 'https://tfhub.dev/jeongukjae/roberta_en_cased_L-24_H-1024_A-16/1'
@@ -73,10 +74,6 @@ class ResolvedModel:
         self, identity=handle_pair_identity(self.preprocessor, self.encoder))
 
 
-def _is_url(handle: str) -> bool:
-  return handle.startswith(('http://', 'https://'))
-
-
 def _read(path: str) -> bytes:
   with FileSystems.open(path, compression_type='uncompressed') as f:
     return f.read()
@@ -84,7 +81,7 @@ def _read(path: str) -> bytes:
 
 def check_saved_model(handle: str) -> None:
   """A clear error for a folder (local or gs://) that holds no SavedModel."""
-  if _is_url(handle):
+  if model_files.is_url(handle):
     return
   if not FileSystems.exists(FileSystems.join(handle, 'saved_model.pb')):
     raise ValueError(f'{handle} is not a SavedModel folder (no '
@@ -105,11 +102,11 @@ def saved_model_identity(folder: str) -> str:
 
 
 def handle_pair_identity(preprocessor: str, encoder: str) -> str:
-  if _is_url(preprocessor) and _is_url(encoder):
+  if model_files.is_url(preprocessor) and model_files.is_url(encoder):
     # TF Hub versions are immutable: the versioned URL is the identity.
     return f'url:{preprocessor} + {encoder}'
   return identity.pair_digest(
-      *(h if _is_url(h) else saved_model_identity(h)
+      *(h if model_files.is_url(h) else saved_model_identity(h)
         for h in (preprocessor, encoder)))
 
 

@@ -40,6 +40,7 @@ from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import backends
 from transforms import embed as embed_lib
+from transforms import model_files
 from transforms import read as read_lib
 from transforms import records
 from transforms.backends import files as file_backends
@@ -300,7 +301,7 @@ def fetch_hub_models(model: presets.ResolvedModel) -> None:
   the TF Hub cache that local workers then reuse. (Folders, local or gs://,
   are checked for every runner when the model is resolved.)"""
   for handle in (model.preprocessor, model.encoder):
-    if handle.startswith(('http://', 'https://')):
+    if model_files.is_url(handle):
       try:
         import_hub().resolve(handle)
       except Exception as e:  # pylint: disable=broad-except
@@ -446,9 +447,6 @@ class InputFiles(NamedTuple):
   compressed: bool
 
 
-_COMPRESSED = ('.gz', '.bz2', '.zst', '.deflate', '.zip', '.lzma')
-
-
 def input_files(options: EmbedOptions) -> Optional[InputFiles]:
   """The files --input names (None for BigQuery): none is an error here,
   at launch, rather than an empty run."""
@@ -462,8 +460,10 @@ def input_files(options: EmbedOptions) -> Optional[InputFiles]:
                      f'{file_backends.cause(e)}') from e
   if not found:
     raise ValueError(f'--input {options.input} matches no files')
+  for m in found:
+    read_lib.check_compression(m.path)
   return InputFiles(len(found), sum(m.size_in_bytes for m in found),
-                    any(m.path.lower().endswith(_COMPRESSED) for m in found))
+                    any(read_lib.is_compressed(m.path) for m in found))
 
 
 def check_report_path(options: EmbedOptions) -> None:

@@ -100,13 +100,17 @@ def _tfrecord_corpus(prefix: str) -> str:
     'misspelt flag', 'misspelt switch', 'abbreviated flag', 'stray word',
     'unwritable output', 'unwritable report', 'report is a folder',
     'colour field not in the output',
-    'input matches nothing',
-    'previous missing', 'previous not an output', 'model folder missing',
+    'input matches nothing', 'zip input', 'zip among the inputs',
+    'bad rejection limit', 'previous missing', 'previous not an output', 'model folder missing',
     'model folder incomplete', 'bad choice'])
 def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
                                                       capsys, minilm_export):
   blocker = tmp_path / 'a-file'
   blocker.write_text('not a folder')
+  (tmp_path / 'in').mkdir()
+  for name in ('a.jsonl', 'b.zip'):
+    (tmp_path / 'in' / name).write_text('{"id": 1, "text": "x"}\n')
+  (tmp_path / 'corpus.jsonl.zip').write_bytes(b'PK\x03\x04')
   incomplete = tmp_path / 'incomplete'
   shutil.copytree(minilm_export, incomplete,
                   ignore=shutil.ignore_patterns('encoder'))
@@ -139,6 +143,18 @@ def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
       'input matches nothing': (
           ['--input', f'{tmp_path}/nothing/*.jsonl'],
           f'--input {tmp_path}/nothing/*.jsonl matches no files'),
+      'zip input': (
+          ['--input', f'{tmp_path}/corpus.jsonl.zip'],
+          f'{tmp_path}/corpus.jsonl.zip: .zip archives are not read; '
+          'extract the files, or compress each one with gzip, bzip2, xz or '
+          'zstd'),
+      'zip among the inputs': (
+          ['--input', f'{tmp_path}/in/*', '--input_format', 'jsonl'],
+          f'{tmp_path}/in/b.zip: .zip archives are not read'),
+      'bad rejection limit': (
+          ['--max_rejected', 'some'],
+          "argument --max_rejected: 'some' is neither a count (10) nor a "
+          'percentage (0.5%)'),
       'previous missing': (
           ['--previous', f'{tmp_path}/never'],
           f'--previous: {tmp_path}/never is not an output of this job: it '

@@ -202,3 +202,40 @@ def test_lines_source_drops_a_bom_only_at_offset_0(tmp_path, bundle_size):
     path.write_bytes(data)  # a BOM-only file is empty, as without the BOM
     assert [(o, line) for _, o, line in _read_split(str(path), bundle_size)
             ] == want, data
+
+
+def _compress(data: bytes, suffix: str) -> bytes:
+  import bz2  # pylint: disable=import-outside-toplevel
+  import lzma  # pylint: disable=import-outside-toplevel
+  import zstandard  # pylint: disable=import-outside-toplevel
+  return {'.gz': gzip.compress, '.bz2': bz2.compress, '.xz': lzma.compress,
+          '.zst': zstandard.ZstdCompressor().compress}[suffix](data)
+
+
+@pytest.mark.parametrize('suffix', ['.gz', '.bz2', '.xz', '.zst'])
+def test_every_compression_beam_reads_is_read(tmp_path, suffix):
+  """JSONL and CSV compressed in each of Beam's formats read like the plain
+  files: the same documents at the same (uncompressed) offsets and lines."""
+  jsonl = b'{"id": "a", "text": "alpha"}\n{"id": "b"}\n{"id": "c", ' \
+          b'"text": "gamma"}\n'
+  csv_data = b'id,text\na,alpha\nc,gamma\n'
+  files = {}
+  for name, data, docs, dead in (
+      ('c.jsonl', jsonl,
+       [('a', 'alpha', '@0'), ('c', 'gamma', '@41')],
+       [('missing_text', '{"id": "b"}', '@29')]),
+      ('c.csv', csv_data, [('a', 'alpha', ':2'), ('c', 'gamma', ':3')], [])):
+    assert read_lib.detect_format(name + suffix) == name.split('.')[1]
+    path = tmp_path / (name + suffix)
+    path.write_bytes(_compress(data, suffix))
+    files[str(path)] = (
+        [(i, t, None, content_hash(t), (), at) for i, t, at in docs], dead)
+  _assert_reads(files)
+  assert read_lib.is_compressed(str(path)) and not read_lib.is_compressed(
+      'c.jsonl')
+
+
+@pytest.mark.parametrize('name', ['c.jsonl.zip', 'corpus.zip', 'c.tar.gz'])
+def test_archives_are_refused_by_name(name):
+  with pytest.raises(ValueError, match='archives are not read; extract'):
+    read_lib.check_compression(name)

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional, Union
 import apache_beam as beam
 from apache_beam.io import filebasedsource
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 
 from transforms import bigquery
@@ -43,6 +44,28 @@ class Fields:
   metadata_fields: tuple = ()
 
 
+def is_compressed(path: str) -> bool:
+  """Whether Beam decompresses this file as it reads it: its suffix is one
+  of Beam's own (CompressionTypes: .gz, .bz2, .deflate, .zst, .zstd, .xz,
+  .lzma), the one place the suffixes are declared."""
+  return (CompressionTypes.detect_compression_type(path) !=
+          CompressionTypes.UNCOMPRESSED)
+
+
+def check_compression(path: str) -> None:
+  """Archives are not compressed files: Beam reads no .zip (or .tar), and
+  would take its bytes for text."""
+  name = path.lower()
+  if is_compressed(name):
+    name = os.path.splitext(name)[0]
+  for archive in ('.zip', '.tar', '.tgz', '.7z'):
+    if name.endswith(archive):
+      raise ValueError(
+          f'{path}: {archive} archives are not read; extract the files, or '
+          'compress each one with gzip, bzip2, xz or zstd (.gz, .bz2, .xz, '
+          '.zst)')
+
+
 def detect_format(pattern: str, declared: str = 'auto') -> str:
   if bigquery.is_table(pattern):
     bigquery.table_spec(pattern)  # a clear error for a malformed name
@@ -52,10 +75,10 @@ def detect_format(pattern: str, declared: str = 'auto') -> str:
       raise ValueError(f'--input_format must be auto or one of {FORMATS}, '
                        f'got {declared!r}')
     return declared
+  check_compression(pattern)
   name = pattern.lower()
-  for compressed in ('.gz', '.bz2', '.zst', '.deflate'):
-    if name.endswith(compressed):
-      name = name[:-len(compressed)]
+  if is_compressed(name):
+    name = os.path.splitext(name)[0]
   ext = os.path.splitext(name)[1]
   if ext not in _EXTENSIONS:
     raise ValueError(
