@@ -122,7 +122,7 @@ class EmbedOptions(PipelineOptions):
     io.add_argument(
         '--dead_letter', default=None,
         help='Where records that could not be read or embedded go, with the '
-        'reason: a file prefix (default: OUTPUT-dead_letter) or a table '
+        'reason: a file prefix (default: OUTPUT_dead_letter) or a table '
         '(default with a table output: the output table + "_dead_letter").')
     io.add_argument(
         '--max_rejected', default=None, type=rejection_limit,

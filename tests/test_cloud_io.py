@@ -71,7 +71,7 @@ def local_run(tmp_path_factory, minilm_export):
   records = {r['id']: r for r in corpora.read_output(out)}
   assert len(records) == 24
   return docs, files, records, corpora.read_dead_letters(
-      out + '-dead_letter')
+      out + '_dead_letter')
 
 
 def _offsets(letters) -> list:
@@ -97,7 +97,7 @@ def test_gcs_input_and_output(cloud, capsys, local_run, minilm_export):
     assert record['embedding'] == want[doc_id]['embedding']
     assert record['metadata'] == want[doc_id]['metadata'] == {
         'source': next(d['source'] for d in docs if d['id'] == doc_id)}
-  letters = corpora.read_dead_letters(out + '-dead_letter')
+  letters = corpora.read_dead_letters(out + '_dead_letter')
   assert _offsets(letters) == _offsets(want_letters)
   assert all(d['source'].startswith('gs://bucket/corpus/') for d in letters)
 
@@ -272,7 +272,7 @@ def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
     np.testing.assert_array_equal(record['embedding'],
                                   want[doc_id]['embedding'])
     assert record['metadata'] == want[doc_id]['metadata']
-  letters = corpora.read_dead_letters(out + '-dead_letter')
+  letters = corpora.read_dead_letters(out + '_dead_letter')
   assert sorted(d['error_type'] for d in letters) == ['empty_text',
                                                        'missing_text']
   assert {d['source'] for d in letters} == {_table('docs')}

@@ -112,7 +112,7 @@ def test_every_bad_jsonl_record_is_dead_lettered(tmp_path, capsys,
   by_id = {r['id']: r for r in records}
   # The first of a duplicated id is the one kept.
   assert by_id[docs[0]['id']]['content_hash'] == content_hash(docs[0]['text'])
-  letters = corpora.read_dead_letters(out + '-dead_letter')
+  letters = corpora.read_dead_letters(out + '_dead_letter')
   assert {d['source']: d['error_type'] for d in letters} == expected
   for d in letters:
     assert d['message'] and d['stage'] in ('read', 'dedup', 'embed')
@@ -149,7 +149,7 @@ def test_bad_csv_rows_across_files(tmp_path, capsys, minilm_export):
       '--model_dir', minilm_export])
   assert summary['reconciled'] is True
   assert summary['documents_embedded'] == len(docs)
-  letters = corpora.read_dead_letters(out + '-dead_letter')
+  letters = corpora.read_dead_letters(out + '_dead_letter')
   assert {d['source']: d['error_type'] for d in letters} == expected
   assert sorted(r['id'] for r in corpora.read_output(out)) == sorted(
       d['id'] for d in docs)

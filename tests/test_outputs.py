@@ -60,7 +60,7 @@ def reference(tmp_path_factory, minilm_export):
           'want1': _by_id(str(tmp / 'day1' / 'emb')),
           'want2': _by_id(str(tmp / 'day2' / 'emb')),
           'letters': sorted(d['error_type'] for d in corpora.read_dead_letters(
-              str(tmp / 'day1' / 'emb-dead_letter')))}
+              str(tmp / 'day1' / 'emb_dead_letter')))}
 
 
 def test_parquet_output(reference, capsys, minilm_export):
@@ -70,7 +70,7 @@ def test_parquet_output(reference, capsys, minilm_export):
           '--output_format', 'parquet', *common]
   summary = _summary(capsys, argv + ['--num_shards', '3'])
   assert summary['output'] == out + '-*.parquet'
-  assert summary['dead_letter'] == out + '-dead_letter-*.parquet'
+  assert summary['dead_letter'] == out + '_dead_letter-*.parquet'
   assert len(glob.glob(out + '-[0-9]*-of-00003.parquet')) == 3
   corpora.assert_same_records(_by_id(out), reference['want1'], atol=1e-6)
 
@@ -84,18 +84,22 @@ def test_parquet_output(reference, capsys, minilm_export):
   assert vector.value_type == pa.float32()
   assert str(table.schema.field('embedded_at').type) == 'timestamp[us, tz=UTC]'
   assert table.schema.field('truncated').type == 'bool'
-  frame = pd.concat(pd.read_parquet(p) for p in glob.glob(out + '-0*.parquet'))
+  # The documented globs (docs/running.md: PREFIX-*.parquet) match the
+  # embeddings only, though the dead letters lie beside them.
+  assert glob.glob(out + '_dead_letter-*.parquet')
+  frame = pd.concat(pd.read_parquet(p) for p in glob.glob(out + '-*.parquet'))
   assert len(frame) == N and set(frame['source']) == {
       d['source'] for d in corpora.sample_docs(N)}
   duck = subprocess.run(
-      [postgres.PYTHON, '-c', 'import duckdb, sys; print(duckdb.sql('
-       '"SELECT count(*), min(len(embedding)), count(DISTINCT id) FROM "'
-       '"read_parquet(\'" + sys.argv[1] + "\')").fetchall())',
-       out + '-0*-of-*.parquet'], capture_output=True, text=True, check=True)
-  assert duck.stdout.strip() == f'[({N}, 384, {N})]'
+      [postgres.PYTHON, '-c', 'import duckdb, sys; p = sys.argv[1]; print('
+       'duckdb.sql(f"SELECT count(*) FROM \'{p}\'").fetchall(), duckdb.sql('
+       'f"SELECT count(*), min(len(embedding)), count(DISTINCT id) FROM '
+       '(SELECT id, embedding FROM \'{p}\')").fetchall())',
+       out + '-*.parquet'], capture_output=True, text=True, check=True)
+  assert duck.stdout.strip() == f'[({N},)] [({N}, 384, {N})]'
 
   # Dead letters as Parquet, with the JSONL run's reasons.
-  letters = corpora.read_dead_letters(out + '-dead_letter')
+  letters = corpora.read_dead_letters(out + '_dead_letter')
   assert sorted(d['error_type'] for d in letters) == reference['letters']
 
   # A re-run with fewer shards leaves exactly one copy.

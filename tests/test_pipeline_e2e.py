@@ -55,7 +55,7 @@ def test_each_input_format_end_to_end(tmp_path, fmt, minilm_model,
   for r in records:
     assert r['content_hash'] == content_hash(corpus.texts[r['id']])
   corpora.assert_equal_to_direct_call(records, corpus.texts, reference_model)
-  dead = corpora.read_dead_letters(out + '-dead_letter')
+  dead = corpora.read_dead_letters(out + '_dead_letter')
   assert sorted(d['error_type'] for d in dead) == corpus.bad_types
   assert all(d['source'] and d['message'] and d['stage'] == 'read'
              for d in dead)
@@ -89,7 +89,7 @@ def test_text_pairs_are_packed_as_one_input(tmp_path, minilm_model,
   alone = reference_model.embed([good[0]['text']]).embeddings[0]
   alone /= np.linalg.norm(alone)
   assert float(got[0] @ alone) < 0.999
-  dead = corpora.read_dead_letters(out + '-dead_letter')
+  dead = corpora.read_dead_letters(out + '_dead_letter')
   assert [d['error_type'] for d in dead] == ['missing_text']
 
 

@@ -63,7 +63,7 @@ def test_portable_runner_with_external_workers_equals_direct(
   assert sorted(got) == sorted(d['id'] for d in docs)
   corpora.assert_same_records(got, want, atol=1e-5)
   assert sorted(d['error_type'] for d in corpora.read_dead_letters(
-      portable_out + '-dead_letter')) == corpus.bad_types
+      portable_out + '_dead_letter')) == corpus.bad_types
   # The SDK workers were processes of the worker pool.
   with open(pool_log, encoding='utf-8', errors='replace') as f:
     assert "Starting worker with command ['python'" in f.read()

@@ -295,8 +295,8 @@ def test_scheduled_re_embedding(workdir):
   out = nightly[nightly.index('--output') + 1]
   assert proc.stderr.strip().splitlines()[-1] == (
       f'pipeline.run: error: 3 of {n + 4} documents rejected (10.7%), more '
-      f'than --max_rejected 1%; dead letters in {out}-dead_letter-*.jsonl')
-  assert len(corpora.read_dead_letters(str(work / out) + '-dead_letter')
+      f'than --max_rejected 1%; dead letters in {out}_dead_letter-*.jsonl')
+  assert len(corpora.read_dead_letters(str(work / out) + '_dead_letter')
              ) == 3
 
 

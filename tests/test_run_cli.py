@@ -60,7 +60,7 @@ def test_summary_line_reconciles_counts(tmp_path, minilm_export):
              for length in summary['batches_per_bucket'])
   assert summary['encoder_seconds'] > 0
   assert summary['output'] == out + '-*.tfrecord'
-  assert len(corpora.read_dead_letters(out + '-dead_letter')) == 3
+  assert len(corpora.read_dead_letters(out + '_dead_letter')) == 3
 
 
 def test_clear_errors_for_bad_flags(tmp_path, capsys):
@@ -185,11 +185,11 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
   assert status == 1
   assert err[-1] == (
       'pipeline.run: error: 3 of 28 documents rejected (10.7%), more than '
-      f'--max_rejected 2; dead letters in {out}-dead_letter-*.jsonl')
+      f'--max_rejected 2; dead letters in {out}_dead_letter-*.jsonl')
   # Everything was written before the verdict.
   assert summary['documents_embedded'] == 25 and summary['reconciled']
   assert len(corpora.read_output(out)) == 25
-  assert len(corpora.read_dead_letters(out + '-dead_letter')) == 3
+  assert len(corpora.read_dead_letters(out + '_dead_letter')) == 3
   for limit, want in (('3', 0), ('10%', 1), ('10.8%', 0)):
     status, _, _ = _summary_of(capsys, argv + ['--max_rejected', limit])
     assert status == want, limit

@@ -65,8 +65,10 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
 
 def shards(prefix: str, suffix: str) -> list[str]:
   """This prefix's shard files, in name order: PREFIX-SSSSS-of-NNNNN only,
-  not another output's whose name starts with the prefix (its dead letters
-  at PREFIX-dead_letter-...)."""
+  not another output's whose name starts with the prefix (PREFIX-v2-...).
+  The default dead letters (PREFIX_dead_letter-...) do not start with
+  PREFIX- at all, so that readers' globs (PREFIX-*) match only
+  embeddings."""
   shard = re.compile(re.escape(_normal(prefix)) + r'-\d+-of-\d+' +
                      re.escape(suffix) + '$')
   matched = FileSystems.match([f'{prefix}-*-of-*{suffix}'])[0].metadata_list
@@ -163,7 +165,7 @@ class FileBackend(base.Backend):
     raise NotImplementedError
 
   def dead_letter_location(self) -> tuple[str, str]:
-    return f'{self.uri}-dead_letter', 'jsonl'
+    return f'{self.uri}_dead_letter', 'jsonl'
 
   def write(self) -> beam.PTransform:
     return _WriteFiles(self, None)

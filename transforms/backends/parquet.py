@@ -68,7 +68,7 @@ class ParquetBackend(files.FileBackend):
   suffix = '.parquet'
 
   def dead_letter_location(self) -> tuple[str, str]:
-    return f'{self.uri}-dead_letter', 'parquet'
+    return f'{self.uri}_dead_letter', 'parquet'
 
   def sink(self) -> files.RecordSink:
     return _ParquetSink(self)
