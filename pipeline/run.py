@@ -80,6 +80,10 @@ class Locations:
   previous: Optional[backends.Backend]
   started: datetime.datetime
 
+  def own_files(self) -> file_backends.OwnFiles:
+    """Files this run writes, which --input must not read."""
+    return file_backends.OwnFiles.of(self.output, self.dead_letters)
+
   def on_duplicate_id(self, options: EmbedOptions) -> str:
     """The policy: as given, else keep, or first where ids are keys
     (a keyed table, or a table that takes a nightly run's changes by id)."""
@@ -133,15 +137,17 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
   fingerprint = spec.fingerprint()
   fields = read_lib.Fields(options.id_field, options.text_field,
                            options.text_b_field, options.metadata_fields)
+  own = where.own_files()
   read = p | 'Read' >> read_lib.ReadDocuments(
-      options.input, options.input_format, fields, query=options.input_query)
+      options.input, options.input_format, fields, query=options.input_query,
+      skip=own)
   policy = where.on_duplicate_id(options)
   docs = read.main | 'DuplicateIds' >> HandleDuplicateIds(policy)
   to_embed, changes, carried = docs.main, {}, None
   if where.previous:
     reread = read_lib.ReadDocuments(
         options.input, options.input_format, fields,
-        query=options.input_query, counted=False)
+        query=options.input_query, counted=False, skip=own)
     plan = docs.main | 'CarryForward' >> CarryForward(
         where.previous, fingerprint, reread, policy)
     to_embed, changes['removed'] = plan.to_embed, plan.removed
@@ -447,9 +453,12 @@ class InputFiles(NamedTuple):
   compressed: bool
 
 
-def input_files(options: EmbedOptions) -> Optional[InputFiles]:
+def input_files(options: EmbedOptions,
+                where: Locations) -> Optional[InputFiles]:
   """The files --input names (None for BigQuery): none is an error here,
-  at launch, rather than an empty run."""
+  at launch, rather than an empty run. Files of this job's own output and
+  dead letters are not input (Locations.own_files): skipped, with one
+  warning."""
   if not options.input or read_lib.detect_format(
       options.input, options.input_format) == 'bigquery':
     return None
@@ -460,6 +469,18 @@ def input_files(options: EmbedOptions) -> Optional[InputFiles]:
                      f'{file_backends.cause(e)}') from e
   if not found:
     raise ValueError(f'--input {options.input} matches no files')
+  own = where.own_files()
+  skipped = [m.path for m in found if m.path in own]
+  found = [m for m in found if m.path not in own]
+  if not found:
+    raise ValueError(f'--input {options.input} matches only files of this '
+                     f'job\'s own output ({len(skipped):,}, e.g. '
+                     f'{skipped[0]})')
+  if skipped:
+    logging.warning(
+        'skipping %d file(s) that --input %s matches but that are this '
+        'job\'s own output or dead letters (e.g. %s)', len(skipped),
+        options.input, skipped[0])
   for m in found:
     read_lib.check_compression(m.path)
   return InputFiles(len(found), sum(m.size_in_bytes for m in found),
@@ -545,7 +566,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
                        f'more than {model.name} takes '
                        f'({model.max_seq_length})')
     where = check_io_flags(embed_options)
-    files = input_files(embed_options)
+    files = input_files(embed_options, where)
     check_report_path(embed_options)
     if standard.runner != 'DataflowRunner':
       fetch_hub_models(model)

@@ -234,3 +234,64 @@ def test_quiet_run_says_when_it_converts_a_preset(tmp_path, capsys):
   out = presets.ensure_exported('minilm-l6', str(tmp_path))
   assert capsys.readouterr().err.splitlines() == [
       f'Converting minilm-l6 into {out} (first use only; cached)']
+
+
+def test_the_jobs_own_files_are_never_its_input(tmp_path, capsys, caplog,
+                                                minilm_export):
+  """An --input glob that also matches the last run's output (its dead
+  letters, its TFRecord shards) reads the corpus only, saying so once."""
+  folder = tmp_path / 'corpus'
+  folder.mkdir()
+  corpora.write_jsonl(str(folder / 'c.jsonl'), corpora.sample_docs(20))
+  out = f'{folder}/emb'
+  argv = ['--model_dir', minilm_export, '--output', out,
+          '--progress_every', '0']
+  counts = []
+  for pattern, fmt, skipped, example in (
+      (f'{folder}/*.jsonl', [], 0, None),
+      (f'{folder}/*.jsonl', [], 1, f'{out}_dead_letter-00000-of-00001.jsonl'),
+      (f'{folder}/*', ['--input_format', 'jsonl'], 2,
+       f'{out}-00000-of-00001.tfrecord')):
+    caplog.clear()
+    assert run.main(argv + ['--input', pattern, *fmt]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    counts.append((summary['documents_read'], summary['documents_rejected']))
+    # (In a quiet run each warning is one "warning: ..." line on stderr;
+    # in this process, pytest's log capture holds it.)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith('skipping')]
+    if skipped:
+      assert warnings == [
+          f'skipping {skipped} file(s) that --input {pattern} matches but '
+          f'that are this job\'s own output or dead letters (e.g. '
+          f'{example})'], warnings
+    else:
+      assert not warnings
+  # Every night reads the 23 records of the corpus, never its own output.
+  assert counts == [(23, 3)] * 3
+  assert len(corpora.read_dead_letters(out + '_dead_letter')) == 3
+  # A glob that matches nothing else is refused at launch.
+  status, lines = _error_lines(capsys,
+                               argv + ['--input', f'{out}-*.tfrecord'])
+  assert status == 2 and lines[-1] == (
+      f'pipeline.run: error: --input {out}-*.tfrecord matches only files of '
+      f"this job's own output (1, e.g. {out}-00000-of-00001.tfrecord)")
+
+
+def test_own_files_are_the_shards_and_temporary_folders_of_the_outputs():
+  from transforms.backends import files  # pylint: disable=import-outside-toplevel
+  own = files.OwnFiles(('/d/emb', '/d/emb_dead_letter', 'gs://b/x/emb'))
+  for path in ('/d/emb-00000-of-00001.tfrecord',
+               '/d/emb-00003-of-00010.parquet',
+               '/d/emb_dead_letter-00000-of-00001.jsonl',
+               '/d/beam-temp-emb-1a2b/4c5d.tfrecord',
+               'gs://b/x/emb-00000-of-00002.tfrecord',
+               'gs://b/x/beam-temp-emb-99/part'):
+    assert path in own, path
+  for path in ('/d/emb-v2-00000-of-00001.tfrecord', '/d/emb.jsonl',
+               '/d/corpus-00000-of-00001.jsonl', '/d/other/emb-00000-of-1',
+               'gs://b/y/emb-00000-of-00002.tfrecord',
+               '/d/beam-temp-corpus-1/x'):
+    assert path not in own, path
+  assert not files.OwnFiles() and '/d/emb-00000-of-00001.tfrecord' not in (
+      files.OwnFiles())

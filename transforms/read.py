@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.io import filebasedsource
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms import bigquery
@@ -291,11 +292,14 @@ class LinesSource(filebasedsource.FileBasedSource):
   file holding only a BOM has no lines, as an empty file.
   """
 
-  def __init__(self, pattern: str, counted: bool = True):
+  def __init__(self, pattern: str, counted: bool = True, skip=()):
     super().__init__(pattern)
     self._counted = counted
+    self._skip = skip
 
   def read_records(self, file_name, offset_range_tracker):
+    if file_name in self._skip:
+      return
     start = offset_range_tracker.start_position()
     with self.open_file(file_name) as f:
       position = 0
@@ -331,8 +335,8 @@ def line_location(path: str, offset: int) -> str:
   return f'{path}@{offset}'
 
 
-def _read_lines(pattern: str, counted: bool):
-  return beam.io.Read(LinesSource(pattern, counted))
+def _read_lines(pattern: str, counted: bool, skip):
+  return beam.io.Read(LinesSource(pattern, counted, skip))
 
 
 class ReadDocuments(beam.PTransform):
@@ -341,11 +345,12 @@ class ReadDocuments(beam.PTransform):
 
   counted=False reads the corpus again for a nightly run's second pass
   (transforms/incremental.py): the same documents, but no counters and no
-  dead letters, which the first pass already gave."""
+  dead letters, which the first pass already gave. Files `in` skip (the
+  job's own output, files.OwnFiles) are not read."""
 
   def __init__(self, pattern: Optional[str], input_format: str = 'auto',
                fields: Fields = Fields(), query: Optional[str] = None,
-               counted: bool = True):
+               counted: bool = True, skip=()):
     super().__init__()
     if bool(pattern) == bool(query):
       raise ValueError('give exactly one of --input and --input_query')
@@ -355,6 +360,7 @@ class ReadDocuments(beam.PTransform):
                                                          input_format)
     self._fields = fields
     self._counted = counted
+    self._skip = skip
 
   def expand(self, pbegin):
     fields, fmt = self._fields, self._format
@@ -368,29 +374,36 @@ class ReadDocuments(beam.PTransform):
                     lambda row: record_to_document(
                         bigquery.document_record(row), source, fields)))
     elif fmt == 'text':
-      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern, self._counted)
+      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern, self._counted, self._skip)
                 | 'ParseText' >> beam.MapTuple(
                     lambda path, at, line: parse_text_line(
                         line, line_location(path, at))))
     elif fmt == 'jsonl':
-      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern, self._counted)
+      parsed = (pbegin | 'ReadLines' >> _read_lines(self._pattern, self._counted, self._skip)
                 | 'ParseJson' >> beam.MapTuple(
                     lambda path, at, line: parse_json_line(
                         line, line_location(path, at), fields)))
     elif fmt == 'csv':
       parsed = (pbegin | 'Match' >> fileio.MatchFiles(self._pattern)
+                | 'NotOwn' >> beam.Filter(lambda m, skip: m.path not in skip,
+                                          self._skip)
                 | 'Open' >> fileio.ReadMatches()
                 | 'ParseCsv' >> beam.FlatMap(
                     _parse_csv_counted if self._counted else _parse_csv,
                     fields))
     elif fmt == 'parquet':
       parsed = (pbegin | 'ParquetFiles' >> beam.Create([self._pattern])
+                | 'Match' >> fileio.MatchAll()
+                | 'NotOwn' >> beam.FlatMap(
+                    lambda m, skip: [] if m.path in skip else [m.path],
+                    self._skip)
                 | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(
                     with_filename=True)
                 | 'ParseParquet' >> beam.FlatMapTuple(
                     lambda path, table: _table_rows(table, path, fields)))
     else:
-      parsed = (pbegin | 'ReadExamples' >> _tfxio_source(self._pattern)
+      parsed = (pbegin | 'ReadExamples' >> _tfxio_source(
+                    _files_to_read(self._pattern, self._skip))
                 | 'ParseExamples' >> beam.FlatMap(
                     record_batch_to_documents, self._pattern, fields))
     if not self._counted:
@@ -409,7 +422,17 @@ def _table_rows(table, source, fields) -> Iterable[Parsed]:
     yield record_to_document(row, source, fields)
 
 
-def _tfxio_source(pattern: str):
+def _files_to_read(pattern: str, skip):
+  """The pattern, or, where it matches files to skip, the others by name
+  (for readers that take patterns, not a filter)."""
+  if not skip:
+    return pattern
+  found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+  kept = [path for path in found if path not in skip]
+  return pattern if len(kept) == len(found) else kept
+
+
+def _tfxio_source(pattern):
   """tfx-bsl's TFXIO reader: decodes TFRecords of tf.Example into Arrow
   record batches in C++, much faster than parsing protos in Python. No
   schema is given, so id features may be bytes or int64."""

@@ -18,6 +18,7 @@ would hold every carried vector in memory; here only the writers' results
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -61,6 +62,34 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
     FileSystems.delete(stale)
     Metrics.counter(_NAMESPACE, 'stale_shards_removed').inc(len(stale))
   return len(stale)
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnFiles:
+  """The files a run writes under its file locations (embeddings and dead
+  letters): their shards, whatever the suffix, and Beam's temporary
+  folders beside them (beam-temp-NAME-...). A path `in` it is one of
+  them, so that an --input glob that also matches the output (the last
+  night's shards or dead letters in the corpus folder) skips them."""
+  prefixes: tuple = ()
+
+  @classmethod
+  def of(cls, *backends) -> 'OwnFiles':
+    return cls(tuple(_normal(b.uri) for b in backends
+                     if isinstance(b, FileBackend)))
+
+  def __contains__(self, path: str) -> bool:
+    path = _normal(path)
+    for prefix in self.prefixes:
+      if re.match(re.escape(prefix) + r'-\d+-of-\d+(\.\w+)*$', path):
+        return True
+      folder, name = prefix.rsplit('/', 1) if '/' in prefix else ('', prefix)
+      if path.startswith(f'{folder}/beam-temp-{name}-'):
+        return True
+    return False
+
+  def __bool__(self) -> bool:
+    return bool(self.prefixes)
 
 
 def shards(prefix: str, suffix: str) -> list[str]:
