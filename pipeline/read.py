@@ -28,18 +28,27 @@ class Output(NamedTuple):
   table: object  # pyarrow.Table
 
 
+def backend(output: str, output_format: str = 'auto',
+            dead_letters: bool = False,
+            metadata: tuple = ()) -> backends.Backend:
+  """The backend of an output of the job (file prefix, bq:// or
+  postgresql:// table), or of a dead-letter location: for load(), or to
+  stream its records (Backend.scan), metadata fields included by name."""
+  if dead_letters:
+    return backends.existing(output, output_format,
+                             record=records.DEAD_LETTERS,
+                             formats=backends.DEAD_LETTER_FORMATS)
+  return backends.existing(
+      output, output_format,
+      record=records.EMBEDDINGS.with_metadata(metadata))
+
+
 def load(output: str, output_format: str = 'auto',
          dead_letters: bool = False) -> Output:
   """An output of the job (file prefix, bq:// or postgresql:// table);
   with dead_letters=True, OUTPUT is a dead-letter location and `vectors` is
   empty."""
-  if dead_letters:
-    backend = backends.existing(output, output_format,
-                                record=records.DEAD_LETTERS,
-                                formats=backends.DEAD_LETTER_FORMATS)
-  else:
-    backend = backends.existing(output, output_format)
-  table = backend.load()
+  table = backend(output, output_format, dead_letters).load()
   ids = table.column('id').to_pylist() if 'id' in table.column_names else []
   return Output(ids, vectors(table), table)
 

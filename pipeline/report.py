@@ -49,14 +49,18 @@ DPI = 110
 
 @dataclasses.dataclass(frozen=True)
 class RunData:
-  """What the plots need, read back from the run's output and dead letters."""
-  num_tokens: np.ndarray  # int, one per output record
+  """What the plots need, read back from the run's output and dead letters
+  in one streamed pass each: counts over every record, and a bounded
+  sample of vectors (so that the launcher's memory does not depend on the
+  output's size)."""
+  token_counts: dict  # tokens -> output records of that length
   truncated: int  # output records flagged truncated
-  vectors: np.ndarray  # float32 [records, dim]
+  total: int  # output records
+  vectors: np.ndarray  # float32 [sampled records, dim], at most PCA_SAMPLE
   color_field: Optional[str]  # the metadata field that colours the map
-  color_values: list  # its value per output record (or empty)
+  color_values: list  # its value per sampled record (or empty)
   color_note: str  # why the map has one colour, when it does
-  error_types: list  # one per dead letter
+  error_types: collections.Counter  # dead letters by error type
   dead_letter_error: Optional[str]  # why the dead letters could not be read
 
 
@@ -87,41 +91,73 @@ def color_field(options) -> Optional[str]:
   return options.report_color_field or (fields[0] if fields else None)
 
 
-def _column(table, name: str) -> Optional[list]:
-  return (table.column(name).to_pylist() if name in table.column_names
-          else None)
+def sample(records, limit: int = PCA_SAMPLE, seed: int = PCA_SEED) -> list:
+  """A uniform sample of at most `limit` of the records, kept while they
+  stream by (reservoir sampling, seeded: the same output gives the same
+  sample)."""
+  rng = np.random.default_rng(seed)
+  kept: list = []
+  for i, record in enumerate(records):
+    if i < limit:
+      kept.append(record)
+    else:
+      j = int(rng.integers(0, i + 1))
+      if j < limit:
+        kept[j] = record
+  return kept
+
+
+class _Tally:
+  """Counts over every record as they stream by (token lengths,
+  truncation), passing each record on."""
+
+  def __init__(self):
+    self.token_counts: collections.Counter = collections.Counter()
+    self.truncated = 0
+    self.total = 0
+
+  def through(self, records):
+    for record in records:
+      self.total += 1
+      self.token_counts[int(record.get('num_tokens') or 0)] += 1
+      self.truncated += bool(record.get('truncated'))
+      yield record
 
 
 def load_run(options) -> RunData:
-  """Reads the output and the dead letters back. The format of the dead
-  letters is given rather than detected, so that a run with no dead
-  letters (possibly no shard at all) reads as zero of them. A dead-letter
-  location that cannot be read is reported in its panel instead of losing
-  the whole report."""
-  out = read.load(options.output, options.output_format)
-  table = out.table
-  num_tokens = np.asarray(
-      [n or 0 for n in (_column(table, 'num_tokens') or [])], np.int64)
-  truncated = sum(bool(t) for t in (_column(table, 'truncated') or []))
+  """Reads the output and the dead letters back, streamed: every record is
+  counted, and a sample of PCA_SAMPLE is kept for the map. The format of
+  the dead letters is given rather than detected, so that a run with no
+  dead letters (possibly no shard at all) reads as zero of them. A
+  dead-letter location that cannot be read is reported in its panel
+  instead of losing the whole report."""
   field = color_field(options)
-  values, note = [], ''
+  out = read.backend(options.output, options.output_format,
+                     metadata=(field,) if field else ())
+  tally = _Tally()
+  kept = sample(tally.through(out.scan(
+      ['embedding', 'num_tokens', 'truncated'] + ([field] if field else []))))
+  vectors = (np.stack([np.asarray(r['embedding'], np.float32) for r in kept])
+             if kept else np.zeros((0, 0), np.float32))
+  values = [r.get(field) for r in kept] if field else []
+  note = ''
   if field is None:
     note = ('no metadata field to colour by (give --metadata_fields or '
             '--report_color_field)')
-  elif field not in table.column_names:
+  elif kept and all(v is None for v in values):
     note = f'the output has no field {field!r} to colour by'
-    field = None
-  else:
-    values = _column(table, field)
-  error_types, problem = [], None
+    field, values = None, []
+  error_types, problem = collections.Counter(), None
   uri, fmt = dead_letter_location(options)
   try:
-    letters = read.load(uri, fmt, dead_letters=True).table
-    error_types = [str(t) for t in (_column(letters, 'error_type') or [])]
+    letters = read.backend(uri, fmt, dead_letters=True)
+    error_types.update(str(r.get('error_type'))
+                       for r in letters.scan(['error_type']))
   except Exception as e:  # pylint: disable=broad-except
     problem = f'could not read the dead letters at {uri}: {e}'
-  return RunData(num_tokens=num_tokens, truncated=truncated,
-                 vectors=out.vectors, color_field=field, color_values=values,
+  return RunData(token_counts=dict(tally.token_counts),
+                 truncated=tally.truncated, total=tally.total,
+                 vectors=vectors, color_field=field, color_values=values,
                  color_note=note, error_types=error_types,
                  dead_letter_error=problem)
 
@@ -212,25 +248,27 @@ def text_figure(title: str, text: str, width: float = 6.0,
   return fig
 
 
-def figure_token_lengths(num_tokens: np.ndarray, truncated: int,
+def figure_token_lengths(token_counts: dict, truncated: int,
                          max_seq_length: int):
   """How long the documents are against --max_seq_length: a pile at the
   limit says the limit cuts many documents (raise it or --long_documents
   chunk); a distribution far below it says it could be lowered."""
   title = 'Token lengths'
-  if not len(num_tokens):
+  documents = sum(token_counts.values())
+  if not documents:
     return text_figure(title, 'No embedded documents')
   fig = _figure()
   ax = fig.subplots()
-  top = max(int(num_tokens.max()), max_seq_length)
+  lengths = np.asarray(list(token_counts), np.int64)
+  top = max(int(lengths.max()), max_seq_length)
   bins = np.linspace(0, top + 1, min(40, top + 1) + 1)
-  ax.hist(num_tokens, bins=bins, color='#4c72b0', edgecolor='white',
-          linewidth=0.5)
+  ax.hist(lengths, bins=bins, weights=list(token_counts.values()),
+          color='#4c72b0', edgecolor='white', linewidth=0.5)
   ax.axvline(max_seq_length, color='#c44e52', linestyle='--', linewidth=1.5,
              label=f'truncation limit (max_seq_length {max_seq_length})')
   ax.set_xlabel('tokens per document (special tokens included)')
   ax.set_ylabel('documents')
-  ax.set_title(f'{title}: {len(num_tokens):,} documents, '
+  ax.set_title(f'{title}: {documents:,} documents, '
                f'{truncated:,} truncated')
   _integer_ticks(ax.yaxis)
   # Below the axes: inside, it would hide the bars piled at the limit.
@@ -294,7 +332,7 @@ def figure_throughput(starts: np.ndarray, ends: np.ndarray,
   return fig
 
 
-def figure_dead_letters(error_types: Sequence[str],
+def figure_dead_letters(error_types: collections.Counter,
                         problem: Optional[str] = None):
   """Which kinds of bad records a run met, largest first, so that one
   dominant cause stands out."""
@@ -304,7 +342,7 @@ def figure_dead_letters(error_types: Sequence[str],
                        '(see the caption)')
   if not error_types:
     return text_figure(title, 'No dead letters')
-  counts = collections.Counter(error_types).most_common()
+  counts = error_types.most_common()
   counts.reverse()  # barh draws bottom-up: the largest on top
   fig = _figure(height=max(2.4, 1.2 + 0.35 * len(counts)))
   ax = fig.subplots()
@@ -316,7 +354,7 @@ def figure_dead_letters(error_types: Sequence[str],
   ax.set_xlim(0, max(values) * 1.15)
   _integer_ticks(ax.xaxis)
   ax.set_xlabel('records')
-  ax.set_title(f'{title}: {len(error_types):,} in all')
+  ax.set_title(f'{title}: {error_types.total():,} in all')
   return fig
 
 
@@ -389,7 +427,7 @@ def plots(data: RunData, summary: dict, options,
 
 
 def _plot_token_lengths(data: RunData, options) -> Plot:
-  n, limit = len(data.num_tokens), options.max_seq_length
+  n, limit = data.total, options.max_seq_length
   return Plot(
       'token-lengths',
       f'Histogram of the token lengths of {n:,} embedded documents, with '
@@ -398,7 +436,7 @@ def _plot_token_lengths(data: RunData, options) -> Plot:
       f'Token lengths of the {n:,} documents in the output; '
       f'<b>{data.truncated:,}</b> were truncated at --max_seq_length '
       f'{limit} (dashed line).',
-      png(figure_token_lengths(data.num_tokens, data.truncated, limit)))
+      png(figure_token_lengths(data.token_counts, data.truncated, limit)))
 
 
 def _plot_buckets(summary: dict) -> Plot:
@@ -456,8 +494,8 @@ def _plot_throughput(summary: dict, samples: Sequence, reason: str
 
 
 def _plot_dead_letters(data: RunData) -> Plot:
-  n = len(data.error_types)
-  kinds = len(set(data.error_types))
+  n = data.error_types.total()
+  kinds = len(data.error_types)
   if data.dead_letter_error:
     caption = html.escape(data.dead_letter_error)
     alt = 'The dead letters could not be read.'
@@ -474,7 +512,7 @@ def _plot_dead_letters(data: RunData) -> Plot:
 
 def _plot_embedding_map(data: RunData) -> Plot:
   rows, points, share = pca_2d(data.vectors)
-  total = data.vectors.shape[0]
+  total = data.total
   labels = None
   if data.color_field:
     shown = [_label(data.color_values[i]) for i in rows]
@@ -485,14 +523,14 @@ def _plot_embedding_map(data: RunData) -> Plot:
               f'{", the rest as other" if "other" in labels else ""})')
   else:
     colour = f'in one colour: {html.escape(data.color_note)}'
-  sample = (f'a sample of {len(rows):,} of the {total:,} embeddings '
-            f'(seed {PCA_SEED})' if len(rows) < total
-            else f'all {total:,} embeddings')
+  shown_part = (f'a sample of {len(rows):,} of the {total:,} embeddings '
+                f'(seed {PCA_SEED})' if len(rows) < total
+                else f'all {total:,} embeddings')
   return Plot(
       'embedding-map',
-      f'Scatter plot of {sample} projected on their first two principal '
+      f'Scatter plot of {shown_part} projected on their first two principal '
       f'components{", coloured by " + data.color_field if labels else ""}.',
-      f'PCA projection of {sample}, {colour}. PC1 and PC2 explain '
+      f'PCA projection of {shown_part}, {colour}. PC1 and PC2 explain '
       f'{share[0]:.1%} and {share[1]:.1%} of the variance.',
       png(figure_embedding_map(points, share, labels, data.color_field)))
 

@@ -11,6 +11,7 @@ whose data URI does not decode has naturalWidth 0.
 
 from __future__ import annotations
 
+import collections
 import html
 import json
 import os
@@ -18,8 +19,10 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import types
 
+import numpy as np
 import pytest
 
 from pipeline import report
@@ -255,11 +258,73 @@ def test_pure_parts_on_edge_cases():
   assert report.top_values(values) == [f'v{i}' for i in range(10)]
   assert report.top_values(['b', 'a', None]) == ['(none)', 'a', 'b']
   # Nothing to plot still gives an image.
-  for fig in (report.figure_token_lengths(np.zeros(0, int), 0, 128),
+  for fig in (report.figure_token_lengths({}, 0, 128),
               report.figure_buckets({}, {}),
-              report.figure_dead_letters([]),
+              report.figure_dead_letters(collections.Counter()),
               report.figure_embedding_map(np.zeros((0, 2)), np.zeros(2),
                                           None, None)):
     assert report.png(fig).startswith(b'\x89PNG')
   assert report.shown_value({'8': 3, '16': [1, None, True]}) == (
       '8: 3, 16: [1, null, true]')
+
+
+_LOAD_RUN = r'''
+import json, resource, sys, types
+from pipeline import report
+options = types.SimpleNamespace(
+    output=sys.argv[1], output_format='auto', dead_letter=None,
+    dead_letter_format='auto', metadata_fields=('lang',),
+    report_color_field=None)
+data = report.load_run(options)
+print(json.dumps({
+    'total': data.total, 'sampled': len(data.vectors),
+    'documents': sum(data.token_counts.values()),
+    'truncated': data.truncated, 'colours': sorted(set(data.color_values)),
+    'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def _synthetic_output(prefix: str, n: int, dim: int = 1024) -> None:
+  """An output of n records as the job writes them (TFRecord shards),
+  without running the job."""
+  import datetime  # pylint: disable=import-outside-toplevel
+  from transforms import records  # pylint: disable=import-outside-toplevel
+  from transforms.backends import tfrecord  # pylint: disable=import-outside-toplevel
+  layout = records.EMBEDDINGS.with_metadata(('lang',))
+  rng = np.random.default_rng(n)
+  stamp = datetime.datetime(2026, 12, 5, tzinfo=datetime.timezone.utc)
+  shards = 4
+  for s in range(shards):
+    with open(f'{prefix}-{s:05d}-of-{shards:05d}.tfrecord', 'wb') as f:
+      for i in range(s, n, shards):
+        f.write(tfrecord.frame(tfrecord.to_example_bytes({
+            'id': f'doc-{i}', 'embedding': rng.standard_normal(dim, 'f4'),
+            'model': 'm', 'pooling': 'mean', 'num_tokens': 5 + i % 100,
+            'truncated': i % 10 == 0, 'num_chunks': 1,
+            'content_hash': 'h', 'model_fingerprint': 'f',
+            'embedded_at': stamp, 'lang': ('en', 'fr')[i % 2]}, layout)))
+
+
+def test_the_report_reads_a_bounded_sample(tmp_path):
+  """load_run's peak memory for an output 10x larger: the vectors of the
+  larger one (123 MB) would show if they were all loaded."""
+  got = {}
+  for n in (3000, 30000):
+    prefix = str(tmp_path / str(n) / 'emb')
+    os.makedirs(os.path.dirname(prefix))
+    _synthetic_output(prefix, n)
+    proc = subprocess.run([sys.executable, '-c', _LOAD_RUN, prefix],
+                          cwd=corpora.ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+  for n, data in got.items():
+    # Every record counted, PCA_SAMPLE of them kept for the map.
+    assert (data['total'], data['documents'], data['truncated']) == (
+        n, n, n // 10)
+    assert data['sampled'] == report.PCA_SAMPLE
+    assert data['colours'] == ['en', 'fr']
+  growth = got[30000]['peak_mb'] - got[3000]['peak_mb']
+  print(json.dumps({'report_peak_mb': {n: round(d['peak_mb'], 1)
+                                       for n, d in got.items()}}))
+  assert growth < 40, got

@@ -108,6 +108,12 @@ class Backend(abc.ABC):
   def load(self):
     """The whole output as a pyarrow Table, outside Beam."""
 
+  @abc.abstractmethod
+  def scan(self, names=None):
+    """Every record as a dict (only the fields in `names`, if given),
+    streamed outside Beam: memory does not grow with the output (the run
+    report reads a bounded sample this way)."""
+
 
 def rows_counter(what: str, record: records_lib.Record) -> str:
   """rows_written_embeddings, rows_deleted_dead_letters, ...: what tables

@@ -128,13 +128,18 @@ class BigQueryBackend(base.Backend):
   def read(self, names=None) -> beam.PTransform:
     return _ReadTable(self, names)
 
-  def load(self):
+  def scan(self, names=None):
     from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
     spec = tables.table_spec(self.uri)
-    project = spec.split(':')[0]
-    client = bigquery.Client(project=project)
-    rows = [from_row(dict(r.items()), self.record) for r in client.query(
-        f'SELECT * FROM `{spec.replace(":", ".")}`').result()]
+    columns = ', '.join(f'`{n}`' for n in names) if names else '*'
+    client = bigquery.Client(project=spec.split(':')[0])
+    # The result is paged: rows arrive a page at a time.
+    for row in client.query(
+        f'SELECT {columns} FROM `{spec.replace(":", ".")}`').result():
+      yield from_row(dict(row.items()), self.record)
+
+  def load(self):
+    rows = list(self.scan())
     return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
                                 rows)
 

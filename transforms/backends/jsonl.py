@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import numpy as np
 
 from transforms import records as records_lib
@@ -50,6 +51,14 @@ class JsonlBackend(files.FileBackend):
   def read(self, names=None) -> beam.PTransform:
     return (beam.io.ReadFromText(f'{self.uri}-*{self.suffix}')
             | beam.Map(from_json, self.record))
+
+  def scan(self, names=None):
+    for path in files.shards(self.uri, self.suffix):
+      with FileSystems.open(path) as f:
+        for line in f:
+          if line.strip():
+            record = from_json(line.decode('utf-8'), self.record)
+            yield ({n: record.get(n) for n in names} if names else record)
 
   def load(self):
     rows = [from_json(line, self.record)

@@ -81,6 +81,10 @@ class ParquetBackend(files.FileBackend):
     with FileSystems.open(path) as f:  # reads the footer only
       return set(pq.read_schema(f).names)
 
+  def scan(self, names=None):
+    for path in files.shards(self.uri, self.suffix):
+      yield from read_rows(path, list(names) if names else None)
+
   def load(self):
     import pyarrow as pa  # pylint: disable=import-outside-toplevel
     tables = [read_table(p) for p in files.shards(self.uri, self.suffix)]

@@ -245,6 +245,9 @@ class PostgresBackend(base.Backend):
         for row in cursor:
           yield table.record(row, names)
 
+  def scan(self, names=None):
+    return self.rows(names)
+
   def load(self):
     rows = list(self.rows())
     return records_lib.to_arrow(records_lib.layout_of(self.record, rows),

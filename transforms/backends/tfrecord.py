@@ -119,6 +119,17 @@ def frames(data: bytes) -> Iterable[bytes]:
     at += 12 + length + 4
 
 
+def stream_frames(f) -> Iterable[bytes]:
+  """The records of an open TFRecord file, read one at a time."""
+  while True:
+    header = f.read(12)
+    if len(header) < 12:
+      return
+    (length,) = struct.unpack('<Q', header[:8])
+    yield f.read(length)
+    f.read(4)
+
+
 class TFRecordBackend(files.FileBackend):
   format = 'tfrecord'
   suffix = '.tfrecord'
@@ -143,6 +154,12 @@ class TFRecordBackend(files.FileBackend):
       raw = f.read(length)
     return {name for name, value in
             from_example_bytes(raw, self.record).items() if value is not None}
+
+  def scan(self, names=None):
+    for path in files.shards(self.uri, self.suffix):
+      with FileSystems.open(path) as f:
+        for raw in stream_frames(f):
+          yield from_example_bytes(raw, self.record, names)
 
   def load(self):
     rows = [from_example_bytes(raw, self.record)
