@@ -89,9 +89,13 @@ def configure(verbose: bool) -> None:
   warnings.simplefilter('ignore')
   for name in ('tensorflow', 'absl', 'apache_beam'):
     logging.getLogger(name).setLevel(logging.ERROR)
+  # Beam logs a failing step's exception here before it re-raises it; the
+  # job reports that exception as its one error line (run_error_line).
+  logging.getLogger('apache_beam.runners.common').setLevel(logging.CRITICAL)
 
 
 _STEP = re.compile(r"\s*\[while running '([^']+)'\]")
+_OUTPUT_ERROR = re.compile(r'\bOutputError: (.*)$')
 # Names of locals that hold the file a failing frame was working on, in
 # the code that reads and writes files: transforms/ (the job's sources and
 # sinks) and Beam's io package. Other libraries' `path` can be a URL path.
@@ -117,6 +121,10 @@ def run_error_line(exc: BaseException) -> str:
     if type(exc).__module__ not in ('builtins', '__main__'):
       name = f'{type(exc).__module__}.{name}'
     message = f'{name}: {message}' if message else name
+  output_error = _OUTPUT_ERROR.search(message)
+  if output_error:
+    # It names what was written, where, and why: the step adds nothing.
+    return output_error.group(1)
   where = []
   if steps:
     where.append(f'step {steps[-1]!r}')

@@ -295,3 +295,34 @@ def test_own_files_are_the_shards_and_temporary_folders_of_the_outputs():
     assert path not in own, path
   assert not files.OwnFiles() and '/d/emb-00000-of-00001.tfrecord' not in (
       files.OwnFiles())
+
+
+@pytest.fixture(name='full_disk')
+def _full_disk(tmp_path):
+  """A 64 KB file system (tmpfs): the run's output fills it. Mounting
+  needs root, which the test machine has; elsewhere the test says why it
+  cannot run."""
+  folder = tmp_path / 'tiny'
+  folder.mkdir()
+  mount = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs',
+                          str(folder)], capture_output=True, text=True)
+  if mount.returncode != 0:
+    pytest.skip(f'cannot mount a small tmpfs here: {mount.stderr.strip()}')
+  try:
+    yield folder
+  finally:
+    subprocess.run(['umount', str(folder)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_output(full_disk, tmp_path,
+                                                   capsys, minilm_export):
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
+                               corpora.sample_docs(60))
+  out = f'{full_disk}/emb'
+  status, lines = _error_lines(capsys, [
+      '--model_dir', minilm_export, '--input', corpus.pattern, '--output',
+      out, '--progress_every', '0'])
+  assert status == 1
+  assert lines[1:] == [
+      f'pipeline.run: error: writing embeddings to {out}-*.tfrecord failed: '
+      'No space left on device'], lines

@@ -20,6 +20,12 @@ import apache_beam as beam
 from transforms import records as records_lib
 
 
+class OutputError(RuntimeError):
+  """A write to an output failed: the message names what was written, where
+  (the location as the summary shows it) and the cause, and is what the
+  run's one error line says (pipeline/console.py)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class WriteSettings:
   """The flags that shape writes; each backend uses those that concern it."""

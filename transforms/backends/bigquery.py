@@ -226,20 +226,11 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
   found = [meta for result in FileSystems.match(files)
            for meta in result.metadata_list] if files else []
   try:
-    # A retried step finds its own staging table: replaced, not added to.
-    client.create_table(table, exists_ok=True)
-    sources = [m.path for m in found if m.size_in_bytes]
-    if sources:
-      client.load_table_from_uri(sources, staging, job_config=(
-          bigquery.LoadJobConfig(
-              source_format='NEWLINE_DELIMITED_JSON', schema=table.schema,
-              write_disposition='WRITE_TRUNCATE'))).result()
-    counts = next(iter(client.query(
-        f'SELECT COUNTIF(NOT S.`{DELETE}`) AS upserted, '
-        f'COUNTIF(S.`{DELETE}` AND T.`{layout.key}` IS NOT NULL) AS deleted '
-        f'FROM `{staging}` S LEFT JOIN `{target}` T '
-        f'ON S.`{layout.key}` = T.`{layout.key}`').result()))
-    client.query(merge_statement(target, staging, layout)).result()
+    counts = _merge(client, table, found, staging, target, layout)
+  except Exception as e:  # pylint: disable=broad-except
+    raise base.OutputError(
+        f'merging the changes into {backend.shown()} failed (nothing was '
+        f'applied): {str(e).splitlines()[0] if str(e) else e!r}') from e
   finally:
     client.delete_table(staging, not_found_ok=True)
     if found:
@@ -253,6 +244,28 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
   Metrics.counter(_NAMESPACE, base.rows_counter('deleted', layout)).inc(
       done['deleted'])
   return done
+
+
+def _merge(client, table, found, staging: str, target: str,
+           layout: records_lib.Record):
+  """The load into the staging table and the MERGE: the upsert and delete
+  counts (from the staging table, before the MERGE)."""
+  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  # A retried step finds its own staging table: replaced, not added to.
+  client.create_table(table, exists_ok=True)
+  sources = [m.path for m in found if m.size_in_bytes]
+  if sources:
+    client.load_table_from_uri(sources, staging, job_config=(
+        bigquery.LoadJobConfig(
+            source_format='NEWLINE_DELIMITED_JSON', schema=table.schema,
+            write_disposition='WRITE_TRUNCATE'))).result()
+  counts = next(iter(client.query(
+      f'SELECT COUNTIF(NOT S.`{DELETE}`) AS upserted, '
+      f'COUNTIF(S.`{DELETE}` AND T.`{layout.key}` IS NOT NULL) AS deleted '
+      f'FROM `{staging}` S LEFT JOIN `{target}` T '
+      f'ON S.`{layout.key}` = T.`{layout.key}`').result()))
+  client.query(merge_statement(target, staging, layout)).result()
+  return counts
 
 
 class _MergeChanges(beam.PTransform):

@@ -225,33 +225,54 @@ class _WriteFiles(beam.PTransform):
       inputs.append(records.pipeline | 'Carried' >> self._carried)
     b = self._backend
     return (tuple(inputs)
-            | 'WriteShards' >> WriteShards(b.sink())
+            | 'WriteShards' >> WriteShards(
+                b.sink(), f'{b.record.name.replace("_", " ")} to {b.shown()}')
             | 'AllShards' >> beam.combiners.ToList()
             | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, b.uri,
                                               b.suffix))
+
+
+class _Failing:
+  """Turns any error of a write into an OutputError naming the output."""
+
+  def __init__(self, where: str):
+    self._where = where
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, exc, tb):
+    if exc is not None and not isinstance(exc, base.OutputError):
+      raise base.OutputError(
+          f'writing {self._where} failed: {cause(exc)}') from exc
+    return False
 
 
 class _WriteBundle(beam.DoFn):
   """Records -> one temporary shard per bundle; yields the writer's result
   when the bundle ends."""
 
-  def __init__(self, sink: filebasedsink.FileBasedSink):
+  def __init__(self, sink: filebasedsink.FileBasedSink, where: str):
     super().__init__()
     self._sink = sink
+    self._where = where
     self._writer = None
 
   def start_bundle(self):
     self._writer = None
 
   def process(self, record, init):
-    if self._writer is None:
-      self._writer = self._sink.open_writer(init, uuid.uuid4().hex)
-    self._writer.write(record)
+    with _Failing(self._where):
+      if self._writer is None:
+        self._writer = self._sink.open_writer(init, uuid.uuid4().hex)
+      self._writer.write(record)
 
   def finish_bundle(self):
     if self._writer is not None:
-      yield window.GlobalWindows.windowed_value(self._writer.close())
+      with _Failing(self._where):
+        result = self._writer.close()
       self._writer = None
+      yield window.GlobalWindows.windowed_value(result)
 
 
 class _RoundRobin(beam.DoFn):
@@ -270,20 +291,23 @@ class _RoundRobin(beam.DoFn):
     yield self._next, record
 
 
-def _write_shard(keyed, sink, init):
-  writer = sink.open_writer(init, uuid.uuid4().hex)
-  for record in keyed[1]:
-    writer.write(record)
-  return writer.close()
+def _write_shard(keyed, sink, init, where: str):
+  with _Failing(where):
+    writer = sink.open_writer(init, uuid.uuid4().hex)
+    for record in keyed[1]:
+      writer.write(record)
+    return writer.close()
 
 
-def _finalize(_, sink, init, results, min_shards: int, pre_finalized):
+def _finalize(_, sink, init, results, min_shards: int, pre_finalized,
+              where: str):
   """The temporary shards renamed into place (with empty shards added up to
   the asked-for count, or one for an empty output): the final names."""
-  results = list(results)
-  for _ in range(min_shards - len(results)):
-    results.append(sink.open_writer(init, uuid.uuid4().hex).close())
-  return list(sink.finalize_write(init, results, pre_finalized) or ())
+  with _Failing(where):
+    results = list(results)
+    for _ in range(min_shards - len(results)):
+      results.append(sink.open_writer(init, uuid.uuid4().hex).close())
+    return list(sink.finalize_write(init, results, pre_finalized) or ())
 
 
 class WriteShards(beam.PTransform):
@@ -293,12 +317,13 @@ class WriteShards(beam.PTransform):
   N the records are grouped into N shards, as Beam's own sinks do (a
   shuffle of every record)."""
 
-  def __init__(self, sink: filebasedsink.FileBasedSink):
+  def __init__(self, sink: filebasedsink.FileBasedSink, where: str):
     super().__init__()
     self._sink = sink
+    self._where = where
 
   def expand(self, inputs):
-    sink = self._sink
+    sink, where = self._sink, self._where
     pipeline = inputs[0].pipeline
     once = pipeline | 'Once' >> beam.Create([None])
     init = beam.pvalue.AsSingleton(
@@ -310,13 +335,13 @@ class WriteShards(beam.PTransform):
       results = (keyed
                  | 'AllKeyed' >> beam.Flatten()
                  | 'GroupShards' >> beam.GroupByKey()
-                 | 'WriteKeyed' >> beam.Map(_write_shard, sink, init))
+                 | 'WriteKeyed' >> beam.Map(_write_shard, sink, init, where))
     else:
       results = ([pcoll | f'WriteBundles{i}' >> beam.ParDo(
-          _WriteBundle(sink), init) for i, pcoll in enumerate(inputs)]
+          _WriteBundle(sink, where), init) for i, pcoll in enumerate(inputs)]
                  | 'AllResults' >> beam.Flatten())
     listed = beam.pvalue.AsList(results)
     pre = beam.pvalue.AsSingleton(once | 'PreFinalize' >> beam.Map(
         lambda _, i, r: sink.pre_finalize(i, r), init, listed))
     return once | 'Finalize' >> beam.FlatMap(_finalize, sink, init, listed,
-                                            count or 1, pre)
+                                            count or 1, pre, where)
