@@ -48,16 +48,29 @@ LOCAL_ONLY = ('progress_every', 'report', 'report_color_field')
 _SWITCH = dict(nargs='?', const=True, default=False, type=_bool)
 
 
+def _limit(text: str) -> tuple[float, bool]:
+  """--max_rejected as (value, is a percentage); value -1 if malformed."""
+  share = text.endswith('%')
+  try:
+    return (float(text[:-1]) if share else int(text)), share
+  except ValueError:
+    return -1, share
+
+
 def rejection_limit(text: str) -> str:
   """--max_rejected as given, once checked: a count or a percentage."""
-  try:
-    value = float(text[:-1]) if text.endswith('%') else int(text)
-  except ValueError:
-    value = -1
-  if value < 0 or (text.endswith('%') and value > 100):
+  value, share = _limit(text)
+  if value < 0 or (share and value > 100):
     raise argparse.ArgumentTypeError(
         f'{text!r} is neither a count (10) nor a percentage (0.5%)')
   return text
+
+
+def over_rejection_limit(limit: str, rejected: int, read: int) -> bool:
+  """Whether `rejected` of `read` documents is more than --max_rejected
+  (already checked by rejection_limit) allows."""
+  value, share = _limit(limit)
+  return (100 * rejected / read if share else rejected) > value
 
 
 class EmbedOptions(PipelineOptions):

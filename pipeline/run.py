@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import TestOptions
 from pipeline import console
 from pipeline import presets
 from pipeline import progress
-from pipeline.options import EmbedOptions
+from pipeline.options import EmbedOptions, over_rejection_limit
 from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import backends
@@ -288,17 +288,12 @@ def failure(summary: dict, max_rejected: Optional[str]) -> Optional[str]:
   if read and not done:
     return (f'no document was embedded or reused: all {read:,} documents '
             f'read were rejected; {letters}')
-  if max_rejected is None or not rejected:
+  if max_rejected is None or not rejected or not over_rejection_limit(
+      max_rejected, rejected, read):
     return None
-  share = 100 * rejected / read
-  if max_rejected.endswith('%'):
-    over = share > float(max_rejected[:-1])
-  else:
-    over = rejected > int(max_rejected)
-  if not over:
-    return None
-  return (f'{rejected:,} of {read:,} documents rejected ({share:.3g}%), more '
-          f'than --max_rejected {max_rejected}; {letters}')
+  return (f'{rejected:,} of {read:,} documents rejected '
+          f'({100 * rejected / read:.3g}%), more than --max_rejected '
+          f'{max_rejected}; {letters}')
 
 
 def fetch_hub_models(model: presets.ResolvedModel) -> None:

@@ -110,9 +110,12 @@ class Backend(abc.ABC):
     return self.read(self.record.names) | 'ById' >> beam.Map(
         lambda r: (r['id'], r))
 
-  @abc.abstractmethod
   def load(self):
-    """The whole output as a pyarrow Table, outside Beam."""
+    """The whole output as a pyarrow Table, outside Beam: every record
+    scanned, with the metadata fields found in them."""
+    rows = list(self.scan())
+    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
+                                rows)
 
   @abc.abstractmethod
   def scan(self, names=None):

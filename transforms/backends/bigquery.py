@@ -138,10 +138,6 @@ class BigQueryBackend(base.Backend):
         f'SELECT {columns} FROM `{spec.replace(":", ".")}`').result():
       yield from_row(dict(row.items()), self.record)
 
-  def load(self):
-    rows = list(self.scan())
-    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
-                                rows)
 
 
 @beam.ptransform_fn

@@ -60,14 +60,6 @@ class JsonlBackend(files.FileBackend):
             record = from_json(line.decode('utf-8'), self.record)
             yield ({n: record.get(n) for n in names} if names else record)
 
-  def load(self):
-    rows = [from_json(line, self.record)
-            for path in files.shards(self.uri, self.suffix)
-            for line in files.read_bytes(path).decode('utf-8').splitlines()
-            if line.strip()]
-    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
-                                rows)
-
 
 class _JsonlSink(files.RecordSink):
   """Record dicts -> one JSON object per line."""

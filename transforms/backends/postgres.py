@@ -222,9 +222,9 @@ class PostgresBackend(base.Backend):
 
   def read(self, names=None) -> beam.PTransform:
     return (beam.Create([None])
-            | beam.FlatMap(lambda _: self.rows(names)))
+            | beam.FlatMap(lambda _: self.scan(names)))
 
-  def rows(self, names=None):
+  def scan(self, names=None):
     """Every row, streamed through a server-side cursor."""
     table = _Table(self.table, self.record)
     sql = table.sql
@@ -244,14 +244,6 @@ class PostgresBackend(base.Backend):
         cursor.execute(query)
         for row in cursor:
           yield table.record(row, names)
-
-  def scan(self, names=None):
-    return self.rows(names)
-
-  def load(self):
-    rows = list(self.rows())
-    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
-                                rows)
 
 
 class _Writer(beam.DoFn):

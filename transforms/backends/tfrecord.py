@@ -110,15 +110,6 @@ def _value(feature, kind: records_lib.Kind):
       text)
 
 
-def frames(data: bytes) -> Iterable[bytes]:
-  """The records of a TFRecord file (framing: length, crc, data, crc)."""
-  at = 0
-  while at < len(data):
-    (length,) = struct.unpack('<Q', data[at:at + 8])
-    yield data[at + 12:at + 12 + length]
-    at += 12 + length + 4
-
-
 def stream_frames(f) -> Iterable[bytes]:
   """The records of an open TFRecord file, read one at a time."""
   while True:
@@ -160,13 +151,6 @@ class TFRecordBackend(files.FileBackend):
       with FileSystems.open(path) as f:
         for raw in stream_frames(f):
           yield from_example_bytes(raw, self.record, names)
-
-  def load(self):
-    rows = [from_example_bytes(raw, self.record)
-            for path in files.shards(self.uri, self.suffix)
-            for raw in frames(files.read_bytes(path))]
-    return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
-                                rows)
 
 
 def _masked_crc(data: bytes) -> int:
