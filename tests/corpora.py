@@ -147,3 +147,16 @@ def assert_equal_to_direct_call(records: list[dict], texts: dict,
       np.array([by_id[i]['embedding'] for i in ids]), direct.embeddings,
       atol=2e-5)
   assert [by_id[i]['num_tokens'] for i in ids] == direct.num_tokens.tolist()
+
+
+def read_split(pattern: str, bundle_size: int) -> list:
+  """(path, offset, line) from transforms.read.LinesSource, split into
+  ranges of bundle_size bytes and each range read as a worker would."""
+  from transforms import read as read_lib  # pylint: disable=import-outside-toplevel
+  source = read_lib.LinesSource(pattern)
+  out = []
+  for bundle in source.split(desired_bundle_size=bundle_size):
+    tracker = bundle.source.get_range_tracker(bundle.start_position,
+                                              bundle.stop_position)
+    out.extend(bundle.source.read(tracker))
+  return out

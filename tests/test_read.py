@@ -13,21 +13,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests import corpora
 from transforms import read as read_lib
 from transforms.elements import (DeadLetter, Document, content_hash,
                                  derived_id)
 
 BOM = b'\xef\xbb\xbf'
-
-
-def _read_split(pattern: str, bundle_size: int) -> list:
-  source = read_lib.LinesSource(pattern)
-  out = []
-  for bundle in source.split(desired_bundle_size=bundle_size):
-    tracker = bundle.source.get_range_tracker(bundle.start_position,
-                                              bundle.stop_position)
-    out.extend(bundle.source.read(tracker))
-  return out
 
 
 @pytest.mark.parametrize('bundle_size', [1, 7, 100, 10**6])
@@ -41,14 +32,14 @@ def test_lines_source_gives_each_line_once_with_its_byte_offset(
   lines.append(b'last line without a newline')
   path = tmp_path / 'c.txt'
   path.write_bytes(data)
-  got = _read_split(str(path), bundle_size)
+  got = corpora.read_split(str(path), bundle_size)
   assert [line for _, _, line in got] == lines
   for _, offset, line in got:  # the offset points at the line in the file
     assert data[offset:offset + len(line)] == line
     assert offset == 0 or data[offset - 1:offset] == b'\n'
   gz = tmp_path / 'c.txt.gz'
   gz.write_bytes(gzip.compress(data))
-  assert [(o, line) for _, o, line in _read_split(str(gz), bundle_size)] == [
+  assert [(o, line) for _, o, line in corpora.read_split(str(gz), bundle_size)] == [
       (o, line) for _, o, line in got]
 
 
@@ -193,14 +184,14 @@ def test_lines_source_drops_a_bom_only_at_offset_0(tmp_path, bundle_size):
   data = BOM + b'one\n' + BOM + b'two\nthree'
   path = tmp_path / 'b.txt'
   path.write_bytes(data)
-  got = _read_split(str(path), bundle_size)
+  got = corpora.read_split(str(path), bundle_size)
   assert [(o, line) for _, o, line in got] == [
       (0, b'one'), (7, BOM + b'two'), (14, b'three')]
   for data, want in ((BOM, []), (BOM + b'\n', [(0, b'')]),
                      (BOM + BOM, [(0, BOM)]),
                      (b'\xef\xbb', [(0, b'\xef\xbb')])):
     path.write_bytes(data)  # a BOM-only file is empty, as without the BOM
-    assert [(o, line) for _, o, line in _read_split(str(path), bundle_size)
+    assert [(o, line) for _, o, line in corpora.read_split(str(path), bundle_size)
             ] == want, data
 
 

@@ -7,7 +7,6 @@ embedded + reused + dead-lettered.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -22,7 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import bigquery
+from transforms import bigquery, encodings
 from transforms.elements import (DEAD_LETTER, DeadLetter, Document, Results,
                                  derived_id, route)
 
@@ -93,6 +92,8 @@ def _dead(source: str, raw: Any, error: str, message: str) -> DeadLetter:
     raw = raw.decode('utf-8', errors='backslashreplace')
   elif not isinstance(raw, str):
     raw = repr(raw)
+  # Shown as Python does: not every output stores a NUL (PostgreSQL text).
+  raw = raw.replace('\0', '\\x00')
   return DeadLetter(source=source, raw=raw, error_type=error,
                     message=message, stage='read')
 
@@ -129,6 +130,11 @@ def record_to_document(record: dict, source: str, fields: Fields,
                               fields.text_b_field)
     if text_b is None:
       return _dead(source, raw, 'missing_text', why)
+  for name, value in ((fields.text_field, text),
+                      (fields.text_b_field, text_b)):
+    if value and '\0' in value:
+      return _dead(source, raw, 'nul_character',
+                   _nul_message(f'field {name!r}', value))
   doc_id = record.get(fields.id_field)
   if isinstance(doc_id, bytes):
     doc_id = doc_id.decode('utf-8', errors='backslashreplace')
@@ -136,6 +142,9 @@ def record_to_document(record: dict, source: str, fields: Fields,
     doc_id = derived_id(text, text_b)
   elif isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
     doc_id = str(doc_id)
+    if '\0' in doc_id:
+      return _dead(source, raw, 'nul_character',
+                   _nul_message(f'field {fields.id_field!r}', doc_id))
   else:
     return _dead(source, raw, 'bad_id',
                  f'field {fields.id_field!r} must be a string or integer, '
@@ -156,21 +165,32 @@ def metadata_value(value: Any) -> Optional[str]:
   return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def parse_text_line(line: bytes, source: str) -> Parsed:
+def _line_text(line, source: str) -> Union[str, DeadLetter]:
+  """A line's text, or the dead letter of a line that is not text: a
+  BadLine from the source (wrong or unmarked encoding), or invalid UTF-8."""
+  if isinstance(line, encodings.BadLine):
+    return _dead(source, line.raw, line.error_type, line.message)
   try:
-    text = line.decode('utf-8')
+    return line.decode('utf-8')
   except UnicodeDecodeError as e:
     return _dead(source, line, 'invalid_utf8', str(e))
+
+
+def parse_text_line(line, source: str) -> Parsed:
+  text = _line_text(line, source)
+  if isinstance(text, DeadLetter):
+    return text
   if not text.strip():
     return _dead(source, text, 'empty_text', 'line is empty or whitespace')
+  if '\0' in text:
+    return _dead(source, text, 'nul_character', _nul_message('line', text))
   return Document(id=derived_id(text), text=text, text_b=None, source=source)
 
 
-def parse_json_line(line: bytes, source: str, fields: Fields) -> Parsed:
-  try:
-    text = line.decode('utf-8')
-  except UnicodeDecodeError as e:
-    return _dead(source, line, 'invalid_utf8', str(e))
+def parse_json_line(line, source: str, fields: Fields) -> Parsed:
+  text = _line_text(line, source)
+  if isinstance(text, DeadLetter):
+    return text
   try:
     record = json.loads(text)
   except ValueError as e:
@@ -181,21 +201,35 @@ def parse_json_line(line: bytes, source: str, fields: Fields) -> Parsed:
   return record_to_document(record, source, fields, raw=text)
 
 
+def _nul_message(what: str, text: str) -> str:
+  return (f'{what} holds a NUL character (U+0000) at character '
+          f'{text.index(chr(0))}: binary data, or text in another encoding')
+
+
 def parse_csv_file(path: str, stream: io.BufferedIOBase,
                    fields: Fields) -> Iterable[Parsed]:
   """Parses a whole CSV file (quoted fields may span lines, so CSV is not
   split by byte ranges). The header row names the fields.
 
-  Spreadsheet exports (Excel's "CSV UTF-8") start the file with a UTF-8
-  byte-order mark; read as text it would rename the first column (`id`
-  would become `\\ufeffid`, and every row would silently get a derived id).
-  'utf-8-sig' drops a BOM at the start of the (decompressed) stream only; a
-  U+FEFF anywhere later is content. Locations are line numbers, which the
-  BOM does not change.
+  A byte-order mark at the start of the (decompressed) stream gives the
+  encoding (transforms/encodings.py) and is dropped: spreadsheet exports
+  write one (Excel's "CSV UTF-8", or UTF-16 "Unicode text"), and read as
+  text it would rename the first column (`id` would become `\\ufeffid`,
+  and every row would silently get a derived id). A U+FEFF anywhere later
+  is content. Locations are line numbers, which no mark changes. A file
+  that looks like UTF-16 or UTF-32 without a mark gives one dead letter per
+  line after the first, saying so.
   """
-  if not isinstance(stream, io.IOBase):
-    stream = io.BufferedReader(_RawStream(stream))
-  text = io.TextIOWrapper(stream, encoding='utf-8-sig',
+  stream = io.BufferedReader(_RawStream(stream))
+  head = stream.peek(encodings.HEAD_BYTES)[:encodings.HEAD_BYTES]
+  encoding = encodings.detect(head)
+  likely = encoding.width == 1 and encodings.unmarked(head)
+  if likely:
+    yield from _unmarked_rows(path, stream,
+                              encodings.unmarked_message(path, likely))
+    return
+  stream.read(len(encoding.bom))
+  text = io.TextIOWrapper(stream, encoding=encoding.codec,
                           errors='surrogateescape', newline='')
   reader = csv.reader(text)
   try:
@@ -217,13 +251,21 @@ def parse_csv_file(path: str, stream: io.BufferedIOBase,
     raw = ','.join(row)
     if any(_has_surrogates(v) for v in row):
       yield _dead(source, raw.encode('utf-8', 'surrogateescape'),
-                  'invalid_utf8', 'row is not valid UTF-8')
+                  encoding.invalid,
+                  f'row is not valid {encoding.name}')
       continue
     if len(row) != len(header):
       yield _dead(source, raw, 'malformed_csv',
                   f'expected {len(header)} fields, got {len(row)}')
       continue
     yield record_to_document(dict(zip(header, row)), source, fields, raw=raw)
+
+
+def _unmarked_rows(path: str, stream, message: str) -> Iterable[Parsed]:
+  for number, line in enumerate(stream, 1):
+    if number > 1:
+      yield _dead(f'{path}:{number}', _strip_newline(line),
+                  'unmarked_encoding', message)
 
 
 class _RawStream(io.RawIOBase):
@@ -275,21 +317,28 @@ def record_batch_to_documents(batch, source: str,
 
 
 class LinesSource(filebasedsource.FileBasedSource):
-  """Newline-delimited records as (path, byte offset, line bytes).
+  """Newline-delimited records as (path, byte offset, line bytes), or a
+  encodings.BadLine in place of the bytes of a line that cannot be text.
 
   Beam's text source does not say where a line came from; the byte offset
   makes a dead letter findable in a corpus of any size. Uncompressed files
   split into ranges; a range owns every line that starts inside it.
 
-  A UTF-8 byte-order mark (EF BB BF) at byte 0 of a file is not part of
-  the first line: editors (Notepad, some IDEs) and spreadsheet exports write
-  one, and it would otherwise land in the first record (a different text
-  and content hash, or a JSON line that does not parse). It is dropped only
-  there, the start of the (decompressed) data, in whichever range owns
-  offset 0; a U+FEFF anywhere else is content and stays. Offsets stay byte
-  offsets into the (decompressed) file, each where a line starts, so the
-  first line's location is still 0 (its text begins after the BOM, at 3). A
-  file holding only a BOM has no lines, as an empty file.
+  A byte-order mark at byte 0 of a file (transforms/encodings.py) is not
+  part of the first line: editors and spreadsheet exports write one.
+  - UTF-8 (EF BB BF): dropped only there, the start of the (decompressed)
+    data, in whichever range owns offset 0; a U+FEFF anywhere else is
+    content and stays. Offsets stay byte offsets into the (decompressed)
+    file, so the first line's location is still 0 (its text begins after
+    the mark, at 3). A file holding only a mark has no lines.
+  - UTF-16 and UTF-32: lines are decoded and given as UTF-8, and offsets
+    count UTF-8 bytes, so ids, hashes and locations equal those of the same
+    file converted to UTF-8 (`iconv -f UTF-16 -t UTF-8`). Such a file is
+    read whole by the range that owns offset 0 (an offset in UTF-8 needs
+    every line before it); its other ranges give nothing.
+  - No mark, but NULs between ASCII letters: every line is a BadLine
+    saying which encoding the file likely is (never JSON errors, never
+    embedded).
   """
 
   def __init__(self, pattern: str, counted: bool = True, skip=()):
@@ -302,6 +351,16 @@ class LinesSource(filebasedsource.FileBasedSource):
       return
     start = offset_range_tracker.start_position()
     with self.open_file(file_name) as f:
+      head = f.read(encodings.HEAD_BYTES)
+      encoding = encodings.detect(head)
+      if encoding.width > 1:
+        f.seek(len(encoding.bom))
+        if start == 0 and offset_range_tracker.try_claim(0):
+          yield from self._wide_records(file_name, f, encoding)
+        return
+      likely = encodings.unmarked(head)
+      bad = likely and encodings.unmarked_message(file_name, likely)
+      f.seek(0)
       position = 0
       if start > 0:
         # The line that crosses `start` belongs to the previous range.
@@ -310,17 +369,28 @@ class LinesSource(filebasedsource.FileBasedSource):
       while offset_range_tracker.try_claim(position):
         line = f.readline()
         record = line
-        if position == 0 and line.startswith(_UTF8_BOM):
-          record = line[len(_UTF8_BOM):]
-        if not record:  # end of file (or a file holding only a BOM)
+        if position == 0 and encoding.bom:
+          record = line[len(encoding.bom):]
+        if not record:  # end of file (or a file holding only a mark)
           return
-        yield file_name, position, _strip_newline(record)
+        record = _strip_newline(record)
+        if bad:
+          record = encodings.BadLine(record, 'unmarked_encoding', bad)
+        yield file_name, position, record
         if self._counted:
           _bytes_counter.inc(len(line))
         position += len(line)
 
-
-_UTF8_BOM = codecs.BOM_UTF8
+  def _wide_records(self, file_name, f, encoding):
+    """Every line of a UTF-16 or UTF-32 file (after its mark)."""
+    position = 0
+    if self._counted:
+      _bytes_counter.inc(len(encoding.bom))
+    for wide in encodings.wide_lines(f, encoding):
+      yield file_name, position, wide.line
+      if self._counted:
+        _bytes_counter.inc(wide.raw_size)
+      position += wide.utf8_size
 
 
 def _strip_newline(line: bytes) -> bytes:
