@@ -188,11 +188,6 @@ def _bundles_report_to(tracker: Tracker):
     worker_handlers.EmbeddedWorkerHandler.push = embedded_push
 
 
-def local_runner():
-  """The in-process runner, asking running bundles for progress."""
-  return fn_runner.FnApiRunner(progress_request_frequency=REQUEST_EVERY)
-
-
 def _count(n: int) -> str:
   return f'{n:,}'
 

@@ -17,6 +17,12 @@ import time
 import traceback
 from typing import NamedTuple, Optional
 
+if __name__ == '__main__':
+  # Ctrl-C and SIGTERM from the first moment, imports included: one line,
+  # no traceback (pipeline/interrupts.py). Only the command installs it.
+  from pipeline import interrupts as _interrupts
+  _interrupts.install()
+
 # TensorFlow's process defaults (tfmodels/__init__.py), before anything
 # imports TensorFlow.
 import tfmodels  # noqa: F401  pylint: disable=unused-import
@@ -32,9 +38,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.options.pipeline_options import TestOptions
 
+from pipeline import cleanup
 from pipeline import console
+from pipeline import interrupts
 from pipeline import presets
 from pipeline import progress
+from pipeline import worker
 from pipeline.options import EmbedOptions, over_rejection_limit
 from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
@@ -570,6 +579,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
         # On Dataflow the check runs on each worker, at model load.
         configure_gpus(require_gpu=True)
   except (ValueError, RuntimeError, OSError) as e:
+    interrupts.reraise()
     _error(e, verbose)
     return 2, None, None
   if embed_options.pooling == 'pooled' and model.untrained_pooler:
@@ -587,9 +597,17 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   display = progress.Display(
       every=embed_options.progress_every,
       total_bytes=files.bytes if files and not files.compressed else None)
-  p = beam.Pipeline(runner=progress.local_runner() if shown else None,
+  local = standard.runner == DEFAULT_LOCAL_RUNNER
+  p = beam.Pipeline(runner=worker.local_runner(
+      options, progress.REQUEST_EVERY if shown else None) if local else None,
                     options=options)
   build_pipeline(p, embed_options, model, where)
+  files_left = None if dry_run else cleanup.RunFiles(
+      (where.output, where.dead_letters))
+  finished = []
+  interrupts.set_finisher(lambda _: _interrupted(
+      files_left, local=local, finished=bool(finished),
+      runner=standard.runner))
   try:
     if not shown:
       result = p.run()
@@ -606,8 +624,14 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
         result.wait_until_finish()
         display.finish(result)
   except Exception as e:  # pylint: disable=broad-except
+    interrupts.reraise()
+    if files_left and local:
+      files_left.remove_own()
     _error(e, verbose, during_run=True)
     return 1, None, None
+  finished.append(True)
+  if files_left and local:
+    files_left.remove_stale()
   summary = summarize(result, embed_options, time.monotonic() - start, where)
   summary['model'] = model.name
   summary['precision'] = embed_options.precision
@@ -629,6 +653,19 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   return 0, summary, result
 
 
+def _interrupted(files_left: Optional[cleanup.RunFiles], *, local: bool,
+                 finished: bool, runner: str) -> str:
+  """What an interrupted run says after 'interrupted (SIGINT); ', once its
+  temporary files are removed. A job on a remote runner is not this
+  process's to stop, nor are its files."""
+  if files_left is None:
+    return 'nothing was written'
+  if not local:
+    return (f'the {runner} job keeps running where it was submitted; cancel '
+            'it there (Dataflow: gcloud dataflow jobs cancel JOB_ID)')
+  return files_left.interrupted(finished=finished)
+
+
 def _error(exc: BaseException, verbose: bool, during_run: bool = False):
   if verbose:
     traceback.print_exception(exc, file=sys.stderr)
@@ -641,8 +678,17 @@ def main(argv=None) -> int:
   if '-h' in argv or '--help' in argv:
     help_parser().print_help()
     return 0
-  console.configure(verbose=_asks_verbose(argv))
-  status, summary, _ = launch(argv)
+  verbose = _asks_verbose(argv)
+  console.configure(verbose=verbose)
+  interrupts.started(verbose)
+  try:
+    status, summary, _ = launch(argv)
+  except BaseException as e:  # pylint: disable=broad-except
+    if interrupts.received() is None:
+      raise
+    if verbose:
+      traceback.print_exception(e, file=sys.stderr)
+    return interrupts.finish(interrupts.received())
   if summary is not None:
     print(json.dumps(summary), flush=True)
   return status
@@ -659,4 +705,8 @@ def _asks_verbose(argv) -> bool:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  _status = main()
+  if interrupts.received() is not None:
+    # Threads Beam started may still wait on the stopped run.
+    interrupts.exit_now(_status)
+  sys.exit(_status)

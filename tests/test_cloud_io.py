@@ -203,7 +203,18 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
   assert not FileSystems.match(
       ['gs://bucket/tmp/beam-text-embed-changes/*/*'])[0].metadata_list
   # The same night again (a retry): nothing to change, one row per id.
+  # It removes changes an earlier night staged but never merged (a run
+  # killed before its merge); another table's stay.
+  changes = 'gs://bucket/tmp/beam-text-embed-changes'
+  for table in ('emb', 'other'):
+    spec = _table(table)[len('bq://'):]
+    with FileSystems.create(f'{changes}/{spec}-20261201T000000_0f1e2d3c/'
+                            'changes-00000-of-00001.json') as f:
+      f.write(b'{}\n')
   summary = _summary(capsys, nightly)
+  assert [m.path for m in FileSystems.match([f'{changes}/**'])[0].metadata_list
+          ] == [f'{changes}/{_table("other")[len("bq://"):]}-20261201T000000_'
+                '0f1e2d3c/changes-00000-of-00001.json']
   assert (summary['rows_upserted'], summary['rows_deleted'],
           summary['documents_reused']) == (0, 0, len(day2))
   assert sorted(r['id'] for r in _rows(cloud, 'emb')) == sorted(after)

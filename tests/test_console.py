@@ -327,3 +327,27 @@ def test_a_full_disk_is_one_line_naming_the_output(full_disk, tmp_path,
   assert lines[1:] == [
       f'pipeline.run: error: writing embeddings to {out}-*.tfrecord failed: '
       'No space left on device'], lines
+  # The failed run removed the temporary shards that filled the disk.
+  assert os.listdir(full_disk) == []
+
+
+def test_a_run_that_succeeds_removes_earlier_runs_temporary_folders(
+    tmp_path, capsys, minilm_export):
+  """Folders that failed or killed runs of the same outputs left; those of
+  another output in the same folder stay."""
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
+                               corpora.sample_docs(10))
+  out = tmp_path / 'out'
+  stale = [out / 'beam-temp-emb-0f1e2d', out / 'beam-temp-emb_dead_letter-9a']
+  other = out / 'beam-temp-other-0f1e2d'
+  for folder in stale + [other]:
+    folder.mkdir(parents=True)
+    (folder / 'part.tfrecord').write_bytes(b'partial')
+  (out / 'beam-temp-emb-empty').mkdir()
+  status, _ = _error_lines(capsys, [
+      '--model_dir', minilm_export, '--input', corpus.pattern, '--output',
+      str(out / 'emb'), '--progress_every', '0'])
+  assert status == 0
+  assert sorted(os.listdir(out)) == [
+      'beam-temp-other-0f1e2d', 'emb-00000-of-00001.tfrecord',
+      'emb_dead_letter-00000-of-00001.jsonl']

@@ -117,6 +117,23 @@ class Backend(abc.ABC):
     return records_lib.to_arrow(records_lib.layout_of(self.record, rows),
                                 rows)
 
+  def temporaries(self) -> list:
+    """Temporary files or folders this output's writes leave while a run
+    is under way (and after a run that failed or was stopped), as paths
+    that remove_temporaries deletes. pipeline/cleanup.py removes a failed
+    or stopped run's own, and every stale one after a run that succeeds.
+    None for outputs that leave none."""
+    return []
+
+  def remove_temporaries(self, paths) -> None:
+    del paths
+
+  def state(self):
+    """Something equal before and after a run that did not change this
+    output (for the line an interrupted run prints), or None where that
+    cannot be told cheaply."""
+    return None
+
   @abc.abstractmethod
   def scan(self, names=None):
     """Every record as a dict (only the fields in `names`, if given),

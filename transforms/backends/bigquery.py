@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import uuid
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -28,6 +29,7 @@ import numpy as np
 from transforms import bigquery as tables
 from transforms import records as records_lib
 from transforms.backends import base
+from transforms.backends import files as file_backends
 
 _NAMESPACE = 'write'
 # The staging table's extra column: the row is an id to delete.
@@ -127,6 +129,24 @@ class BigQueryBackend(base.Backend):
 
   def read(self, names=None) -> beam.PTransform:
     return _ReadTable(self, names)
+
+  def changes_folder(self) -> Optional[str]:
+    """Where nightly runs stage this table's changes: one folder per run,
+    TABLE-RUN, under --temp_location."""
+    temp = self.settings.temp_location
+    if not temp:
+      return None
+    spec = tables.table_spec(self.uri).replace(':', '.')
+    return f'{temp.rstrip("/")}/beam-text-embed-changes/{spec}-'
+
+  def temporaries(self) -> list:
+    """The staged changes of runs that failed before their merge (the
+    merge step removes its own whatever happens)."""
+    start = self.changes_folder()
+    return file_backends.temp_folders_under(start) if start else []
+
+  def remove_temporaries(self, paths) -> None:
+    file_backends.remove_folders(paths)
 
   def scan(self, names=None):
     from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
@@ -278,8 +298,7 @@ class _MergeChanges(beam.PTransform):
     b = self._backend
     run_id = (f'{b.settings.started:%Y%m%dT%H%M%S}_'
               f'{uuid.uuid4().hex[:8]}')
-    folder = (f'{b.settings.temp_location.rstrip("/")}/'
-              f'beam-text-embed-changes/{run_id}')
+    folder = b.changes_folder() + run_id
     upserts = changes['records'] | 'Upserts' >> beam.Map(change_line,
                                                          b.record)
     deletes = changes['removed'] | 'Deletes' >> beam.Map(delete_line,

@@ -19,6 +19,7 @@ would hold every carried vector in memory; here only the writers' results
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 import re
@@ -83,13 +84,50 @@ class OwnFiles:
     for prefix in self.prefixes:
       if re.match(re.escape(prefix) + r'-\d+-of-\d+(\.\w+)*$', path):
         return True
-      folder, name = prefix.rsplit('/', 1) if '/' in prefix else ('', prefix)
-      if path.startswith(f'{folder}/beam-temp-{name}-'):
+      if path.startswith(temp_prefix(prefix)):
         return True
     return False
 
   def __bool__(self) -> bool:
     return bool(self.prefixes)
+
+
+def temp_prefix(prefix: str) -> str:
+  """How the names of Beam's temporary folders for a prefix start:
+  FOLDER/beam-temp-NAME- (FileBasedSink's initialize_write, a folder per
+  run beside the shards; renamed shards leave it, and finalize_write
+  deletes it; a failed or stopped run leaves it)."""
+  prefix = _normal(prefix)
+  folder, name = prefix.rsplit('/', 1) if '/' in prefix else ('', prefix)
+  return f'{folder}/beam-temp-{name}-'
+
+
+def temp_folders(prefix: str) -> list[str]:
+  """The temporary folders of a prefix that exist now."""
+  return temp_folders_under(temp_prefix(prefix))
+
+
+def temp_folders_under(start: str) -> list[str]:
+  """The folders whose names start with `start` (FOLDER/NAME-), local or
+  on Cloud Storage."""
+  if '://' not in start:  # Beam's local match finds files, not folders
+    return sorted(glob.glob(glob.escape(start) + '*'))
+  try:
+    # Beam's `*` stops at `/`; the objects are in the folders.
+    matched = FileSystems.match([start + '*/**'])[0].metadata_list
+  except BeamIOError:
+    return []
+  folder = re.compile(re.escape(start) + r'[^/]+')
+  return sorted({found.group(0) for m in matched
+                 if (found := folder.match(_normal(m.path)))})
+
+
+def remove_folders(folders) -> None:
+  """Deletes folders and what they hold, local or on Cloud Storage (where
+  a folder is the objects under NAME/)."""
+  if folders:
+    FileSystems.delete([f if '://' not in f else f.rstrip('/') + '/'
+                        for f in folders])
 
 
 def shards(prefix: str, suffix: str) -> list[str]:
@@ -98,10 +136,15 @@ def shards(prefix: str, suffix: str) -> list[str]:
   The default dead letters (PREFIX_dead_letter-...) do not start with
   PREFIX- at all, so that readers' globs (PREFIX-*) match only
   embeddings."""
+  return [m.path for m in _shard_metadata(prefix, suffix)]
+
+
+def _shard_metadata(prefix: str, suffix: str) -> list:
   shard = re.compile(re.escape(_normal(prefix)) + r'-\d+-of-\d+' +
                      re.escape(suffix) + '$')
   matched = FileSystems.match([f'{prefix}-*-of-*{suffix}'])[0].metadata_list
-  return sorted(m.path for m in matched if shard.match(_normal(m.path)))
+  return sorted((m for m in matched if shard.match(_normal(m.path))),
+                key=lambda m: m.path)
 
 
 def read_bytes(path: str) -> bytes:
@@ -202,6 +245,20 @@ class FileBackend(base.Backend):
   def write_changes(self, previous, carried) -> beam.PTransform:
     del previous  # files are rewritten whole, whatever the previous output
     return _WriteFiles(self, carried)
+
+  def temporaries(self) -> list:
+    return temp_folders(self.uri)
+
+  def remove_temporaries(self, paths) -> None:
+    remove_folders(paths)
+
+  def state(self):
+    """The shards' names, sizes and times."""
+    try:
+      return tuple((m.path, m.size_in_bytes, m.last_updated_in_seconds)
+                   for m in _shard_metadata(self.uri, self.suffix))
+    except BeamIOError:
+      return None
 
   def sink(self) -> RecordSink:
     """The sink that writes record dicts into shards of this prefix."""
