@@ -58,6 +58,8 @@ def _alive(pid: int) -> bool:
 def _reached(moment, out: str, err: str, elapsed: float) -> bool:
   if isinstance(moment, float):
     return elapsed >= moment
+  if callable(moment):
+    return moment()
   return {
       'launched': lambda: err.startswith('embedding '),
       'first bundle': lambda: bool(glob.glob(f'{out}/beam-temp-*/*')),
@@ -68,6 +70,8 @@ def _reached(moment, out: str, err: str, elapsed: float) -> bool:
 
 def _interrupt(tmp_path, model, moment, signum, *, to_group: bool,
                extra=()) -> tuple:
+  """model: an export folder, or flags that name the model."""
+  model = ['--model_dir', model] if isinstance(model, str) else model
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
                                corpora.sample_docs(1000))
   out = str(tmp_path / 'out')
@@ -75,8 +79,7 @@ def _interrupt(tmp_path, model, moment, signum, *, to_group: bool,
   err_path = tmp_path / 'stderr'
   with open(err_path, 'wb') as err_file:
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'pipeline.run', '--model_dir', model,
-         '--input', corpus.pattern, '--output', f'{out}/emb',
+        [sys.executable, '-m', 'pipeline.run', *model, '--input', corpus.pattern, '--output', f'{out}/emb',
          '--progress_every', '1', *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=err_file,
         start_new_session=True,  # its own group, as a terminal's job
@@ -116,7 +119,8 @@ def _assert_one_line(status, err, out, left, signum) -> str:
   last = LINE.match(lines[-1])
   assert last and last.group(2) == signal.Signals(signum).name, lines[-3:]
   for line in lines[:-1]:  # what a run says before it is stopped
-    assert line.startswith('embedding ') or PROGRESS.match(line), line
+    assert (line.startswith(('embedding ', 'Converting ')) or
+            PROGRESS.match(line)), line
   what = last.group(4)
   if what == 'nothing was written':
     assert os.listdir(out) == [], os.listdir(out)
@@ -171,3 +175,21 @@ def test_verbose_shows_where_it_stopped(tmp_path, minilm_export):
   assert status == 130 and left == []
   assert 'Traceback' in err and 'Interrupted: SIGINT' in err
   assert LINE.match(err.strip().splitlines()[-1])
+
+
+def test_ctrl_c_while_the_launch_converts_a_preset(tmp_path):
+  """The first use of a preset converts it (seconds, in the launch): a
+  stop while it saves the converted model leaves none half-written in the
+  cache."""
+  cache = tmp_path / 'models'
+  status, err, out, _, left = _interrupt(
+      tmp_path, ['--model', 'minilm-l6', '--model_cache_dir', str(cache)],
+      lambda: bool(glob.glob(f'{cache}/**/.tmp-export-*/*', recursive=True)),
+      signal.SIGINT,
+      to_group=True)
+  assert 'Converting minilm-l6' in err
+  assert _assert_one_line(status, err, out, left, signal.SIGINT) == (
+      'nothing was written')
+  # No half-saved model, and none that a later run would take as done.
+  assert glob.glob(f'{cache}/**/.tmp*', recursive=True) == []
+  assert not os.path.exists(cache / 'minilm-l6' / 'export.json')
