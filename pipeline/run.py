@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import datetime
 import difflib
+import glob
 import json
 import logging
 import os
@@ -251,6 +252,7 @@ def summarize(result, options: EmbedOptions, seconds: float,
       'documents_removed': _counter(result, 'incremental',
                                     'documents_removed'),
       'documents_rejected': rejected,
+      'files_truncated': _counter(result, 'read', 'files_truncated'),
       'records_carried': carried,
       'reconciled': read == embedded + reused + rejected and carried_all,
       'duplicate_ids': _counter(result, 'dedup', 'duplicate_ids'),
@@ -473,6 +475,7 @@ def input_files(options: EmbedOptions,
                      f'{file_backends.cause(e)}') from e
   if not found:
     raise ValueError(f'--input {options.input} matches no files')
+  warn_unreadable(options.input, found)
   own = where.own_files()
   skipped = [m.path for m in found if m.path in own]
   found = [m for m in found if m.path not in own]
@@ -489,6 +492,32 @@ def input_files(options: EmbedOptions,
     read_lib.check_compression(m.path)
   return InputFiles(len(found), sum(m.size_in_bytes for m in found),
                     any(read_lib.is_compressed(m.path) for m in found))
+
+
+def warn_unreadable(pattern: str, found) -> int:
+  """Names, one warning each, the local files a pattern matches that
+  Beam's listing leaves out because they cannot be read (a dangling
+  link), or that this process may not read: never a silent skip. Remote
+  files that vanish or fail to open later fail the run, naming them."""
+  if '://' in pattern:
+    return 0
+  listed = {os.path.abspath(m.path) for m in found}
+  count = 0
+  for path in sorted(glob.glob(pattern, recursive=True)):
+    if os.path.isdir(path):
+      continue
+    why = None
+    if not os.path.exists(path):
+      why = f'a dangling link (to {os.readlink(path)})'
+    elif not os.access(path, os.R_OK):
+      why = 'this user may not read it'
+    elif os.path.abspath(path) not in listed:
+      why = 'the file system does not list it'
+    if why:
+      logging.warning('--input %s matches %s, which cannot be read: %s; '
+                      'it is not read', pattern, path, why)
+      count += 1
+  return count
 
 
 def check_report_path(options: EmbedOptions) -> None:

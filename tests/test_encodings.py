@@ -5,6 +5,7 @@ without one is named, and NUL characters are never embedded."""
 from __future__ import annotations
 
 import codecs
+import datetime
 import gzip
 import json
 import lzma
@@ -19,6 +20,7 @@ from pipeline.run import build_pipeline
 from tests import corpora
 from transforms import encodings
 from transforms import read as read_lib
+from transforms import records
 
 # (codec, byte-order mark, compression suffix): every mark, compressed too.
 MARKED = [('utf-16-le', codecs.BOM_UTF16_LE, ''),
@@ -156,11 +158,11 @@ def test_unmarked_utf16_is_dead_lettered_never_embedded(tmp_path, fmt, name,
 
 def test_nul_characters_are_never_embedded(tmp_path, minilm_model):
   path = tmp_path / 'c.jsonl'
-  records = [{'id': 'ok', 'text': 'a fine document', 'b': 'x'},
-             {'id': 'nul', 'text': 'text\u0000with a NUL', 'b': 'x'},
-             {'id': 'nul-b', 'text': 'fine', 'b': 'pair \u0000'},
-             {'id': 'id\u0000', 'text': 'fine too', 'b': 'x'}]
-  path.write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+  docs = [{'id': 'ok', 'text': 'a fine document', 'b': 'x'},
+          {'id': 'nul', 'text': 'text\u0000with a NUL', 'b': 'x'},
+          {'id': 'nul-b', 'text': 'fine', 'b': 'pair \u0000'},
+          {'id': 'id\u0000', 'text': 'fine too', 'b': 'x'}]
+  path.write_text('\n'.join(json.dumps(r) for r in docs) + '\n')
   text = tmp_path / 'c.txt'
   text.write_bytes(b'fine line\nnul\x00 line\n\x00\n')
   csv = tmp_path / 'c.csv'
@@ -176,7 +178,9 @@ def test_nul_characters_are_never_embedded(tmp_path, minilm_model):
   assert kinds == ['document', 'nul_character', 'nul_character',
                    'nul_character', 'document', 'nul_character',
                    'nul_character', 'document', 'nul_character']
-  assert all('\0' not in g.raw for g in got if hasattr(g, 'raw'))
+  now = datetime.datetime.now(datetime.timezone.utc)
+  assert all('\0' not in records.dead_letter_record(g, now)['raw']
+             for g in got if hasattr(g, 'raw'))  # as every output stores it
   assert "field 'text' holds a NUL character (U+0000) at character 4" in (
       got[1].message)
   assert "field 'b'" in got[2].message and "field 'id'" in got[3].message

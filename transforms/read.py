@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Union
 
@@ -21,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms import bigquery, encodings
+from transforms import bigquery, compressed, encodings
 from transforms.elements import (DEAD_LETTER, DeadLetter, Document, Results,
                                  derived_id, route)
 
@@ -92,8 +94,6 @@ def _dead(source: str, raw: Any, error: str, message: str) -> DeadLetter:
     raw = raw.decode('utf-8', errors='backslashreplace')
   elif not isinstance(raw, str):
     raw = repr(raw)
-  # Shown as Python does: not every output stores a NUL (PostgreSQL text).
-  raw = raw.replace('\0', '\\x00')
   return DeadLetter(source=source, raw=raw, error_type=error,
                     message=message, stage='read')
 
@@ -130,29 +130,54 @@ def record_to_document(record: dict, source: str, fields: Fields,
                               fields.text_b_field)
     if text_b is None:
       return _dead(source, raw, 'missing_text', why)
-  for name, value in ((fields.text_field, text),
-                      (fields.text_b_field, text_b)):
-    if value and '\0' in value:
-      return _dead(source, raw, 'nul_character',
-                   _nul_message(f'field {name!r}', value))
   doc_id = record.get(fields.id_field)
   if isinstance(doc_id, bytes):
     doc_id = doc_id.decode('utf-8', errors='backslashreplace')
-  if doc_id is None or doc_id == '':
-    doc_id = derived_id(text, text_b)
-  elif isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
+  if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool):
     doc_id = str(doc_id)
-    if '\0' in doc_id:
-      return _dead(source, raw, 'nul_character',
-                   _nul_message(f'field {fields.id_field!r}', doc_id))
-  else:
+  elif doc_id is not None:
     return _dead(source, raw, 'bad_id',
                  f'field {fields.id_field!r} must be a string or integer, '
                  f'got {type(doc_id).__name__}')
   metadata = tuple((name, metadata_value(record.get(name)))
                    for name in fields.metadata_fields)
-  return Document(id=doc_id, text=text, text_b=text_b, source=source,
-                  metadata=metadata)
+  unfit = unfit_text(
+      (f'field {name!r}', value) for name, value in (
+          (fields.text_field, text), (fields.text_b_field, text_b),
+          (fields.id_field, doc_id), *metadata))
+  if unfit:
+    return _dead(source, raw, *unfit)
+  return Document(id=doc_id or derived_id(text, text_b), text=text,
+                  text_b=text_b, source=source, metadata=metadata)
+
+
+def unfit_text(named_values) -> Optional[tuple[str, str]]:
+  """(error_type, message) for the first (what, value) whose text no
+  output can store or the encoder take, else None: the read stage's rule,
+  so that every later stage gets only text it can handle.
+  - U+0000 (nul_character): binary data or another encoding; PostgreSQL
+    text cannot hold it.
+  - A lone surrogate, U+D800 to U+DFFF (lone_surrogate): JSON's "\\ud800"
+    escape gives one; it has no UTF-8 form, so neither the tokenizer nor
+    any output could take it.
+  Other control characters are text: the tokenizers drop them, every
+  output stores them."""
+  for what, value in named_values:
+    if not isinstance(value, str) or not value:
+      continue
+    if '\0' in value:
+      return 'nul_character', _nul_message(what, value)
+    surrogate = _SURROGATE.search(value)
+    if surrogate:
+      return 'lone_surrogate', (
+          f'{what} holds a lone surrogate '
+          f'(U+{ord(surrogate.group()):04X}) at character '
+          f'{surrogate.start()}: half of a UTF-16 pair, which has no UTF-8 '
+          'form')
+  return None
+
+
+_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def metadata_value(value: Any) -> Optional[str]:
@@ -182,8 +207,9 @@ def parse_text_line(line, source: str) -> Parsed:
     return text
   if not text.strip():
     return _dead(source, text, 'empty_text', 'line is empty or whitespace')
-  if '\0' in text:
-    return _dead(source, text, 'nul_character', _nul_message('line', text))
+  unfit = unfit_text((('the line', text),))
+  if unfit:
+    return _dead(source, text, *unfit)
   return Document(id=derived_id(text), text=text, text_b=None, source=source)
 
 
@@ -208,6 +234,33 @@ def _nul_message(what: str, text: str) -> str:
 
 def parse_csv_file(path: str, stream: io.BufferedIOBase,
                    fields: Fields) -> Iterable[Parsed]:
+  """The rows of a CSV file (_csv_rows), one behind: where a compressed
+  file is cut short, its last row is the cut one unless the cut fell
+  between lines, and a truncated_file dead letter takes its place (or
+  follows it)."""
+  at = [1]
+  held = None
+  for parsed in _csv_rows(path, stream, fields, at):
+    if held is not None:
+      yield held[0]
+    held = parsed, at[0]
+  try:
+    compressed.check_end(stream)
+  except compressed.Truncated as e:
+    line = truncated(e)
+    where = at[0]
+    if held is not None and not compressed.ends_a_line(stream):
+      where, held = held[1], None
+    if held is not None:
+      yield held[0]
+    yield _dead(f'{path}:{where}', line.raw, line.error_type, line.message)
+    return
+  if held is not None:
+    yield held[0]
+
+
+def _csv_rows(path: str, stream: io.BufferedIOBase, fields: Fields,
+              at: list) -> Iterable[Parsed]:
   """Parses a whole CSV file (quoted fields may span lines, so CSV is not
   split by byte ranges). The header row names the fields.
 
@@ -240,7 +293,8 @@ def parse_csv_file(path: str, stream: io.BufferedIOBase,
     yield _dead(f'{path}:1', '', 'malformed_csv', f'header: {e}')
     return
   while True:
-    source = f'{path}:{reader.line_num + 1}'
+    at[0] = reader.line_num + 1
+    source = f'{path}:{at[0]}'
     try:
       row = next(reader)
     except StopIteration:
@@ -349,14 +403,22 @@ class LinesSource(filebasedsource.FileBasedSource):
   def read_records(self, file_name, offset_range_tracker):
     if file_name in self._skip:
       return
+    at = [offset_range_tracker.start_position()]  # where the next line is
+    try:
+      yield from self._records(file_name, offset_range_tracker, at)
+    except compressed.Truncated as e:
+      yield file_name, at[0], truncated(e)
+
+  def _records(self, file_name, offset_range_tracker, at):
     start = offset_range_tracker.start_position()
-    with self.open_file(file_name) as f:
+    with compressed.open_file(file_name) as f:
       head = f.read(encodings.HEAD_BYTES)
       encoding = encodings.detect(head)
       if encoding.width > 1:
         f.seek(len(encoding.bom))
+        at[0] = 0
         if start == 0 and offset_range_tracker.try_claim(0):
-          yield from self._wide_records(file_name, f, encoding)
+          yield from self._wide_records(file_name, f, encoding, at)
         return
       likely = encodings.unmarked(head)
       bad = likely and encodings.unmarked_message(file_name, likely)
@@ -366,13 +428,17 @@ class LinesSource(filebasedsource.FileBasedSource):
         # The line that crosses `start` belongs to the previous range.
         f.seek(start - 1)
         position = start - 1 + len(f.readline())
+      at[0] = position
       while offset_range_tracker.try_claim(position):
         line = f.readline()
         record = line
         if position == 0 and encoding.bom:
           record = line[len(encoding.bom):]
         if not record:  # end of file (or a file holding only a mark)
+          compressed.check_end(f)
           return
+        if not line.endswith(b'\n'):
+          compressed.check_end(f)  # the last line: cut short, or whole?
         record = _strip_newline(record)
         if bad:
           record = encodings.BadLine(record, 'unmarked_encoding', bad)
@@ -380,17 +446,27 @@ class LinesSource(filebasedsource.FileBasedSource):
         if self._counted:
           _bytes_counter.inc(len(line))
         position += len(line)
+        at[0] = position
 
-  def _wide_records(self, file_name, f, encoding):
+  def _wide_records(self, file_name, f, encoding, at):
     """Every line of a UTF-16 or UTF-32 file (after its mark)."""
-    position = 0
     if self._counted:
       _bytes_counter.inc(len(encoding.bom))
     for wide in encodings.wide_lines(f, encoding):
-      yield file_name, position, wide.line
+      yield file_name, at[0], wide.line
       if self._counted:
         _bytes_counter.inc(wide.raw_size)
-      position += wide.utf8_size
+      at[0] += wide.utf8_size
+    compressed.check_end(f)
+
+
+def truncated(error: 'compressed.Truncated') -> encodings.BadLine:
+  """A truncated compressed file: one warning naming it, and one dead
+  letter where the cut is, so the run's counts show it (the records before
+  the cut are kept)."""
+  logging.getLogger(__name__).warning('%s', error)
+  _truncated_counter.inc()
+  return encodings.BadLine(b'', 'truncated_file', str(error))
 
 
 def _strip_newline(line: bytes) -> bytes:
@@ -511,6 +587,7 @@ def _tfxio_source(pattern):
 
 
 _read_counter = Metrics.counter(_NAMESPACE, 'documents_read')
+_truncated_counter = Metrics.counter(_NAMESPACE, 'files_truncated')
 _bad_counter = Metrics.counter(_NAMESPACE, 'records_dead_lettered')
 # Input bytes read so far (text and JSONL as each line is read, CSV as
 # each file is done): with the input's size, progress estimates the time
@@ -520,7 +597,9 @@ _bytes_counter = Metrics.counter(_NAMESPACE, 'bytes_read')
 
 def _parse_csv(readable: fileio.ReadableFile,
                fields: Fields) -> Iterable[Parsed]:
-  return parse_csv_file(readable.metadata.path, readable.open(), fields)
+  path = readable.metadata.path
+  with compressed.open_file(path) as stream:
+    yield from parse_csv_file(path, stream, fields)
 
 
 def _parse_csv_counted(readable: fileio.ReadableFile,

@@ -182,10 +182,24 @@ def embedding_record(doc: EmbeddedDocument, run: RunInfo) -> dict:
 
 def dead_letter_record(letter: DeadLetter,
                        failed_at: datetime.datetime) -> dict:
-  return {'source': letter.source, 'raw': letter.raw[:MAX_RAW_CHARS],
+  """Every field storable by every output, whatever the input held (a
+  dead letter is often about text that is not): NUL and lone surrogates
+  are shown escaped, as Python shows them (`\\x00`, `\\ud800`)."""
+  raw = letter.raw[:MAX_RAW_CHARS]
+  return {'source': storable(letter.source), 'raw': storable(raw),
           'raw_truncated': len(letter.raw) > MAX_RAW_CHARS,
-          'error_type': letter.error_type, 'message': letter.message,
+          'error_type': letter.error_type,
+          'message': storable(letter.message),
           'stage': letter.stage, 'failed_at': failed_at}
+
+
+def storable(text: Optional[str]) -> Optional[str]:
+  """Text every output can store: PostgreSQL's text holds no NUL, and
+  nothing encodes a lone surrogate to UTF-8."""
+  if not text:
+    return text
+  return text.encode('utf-8', 'backslashreplace').decode('utf-8').replace(
+      '\0', '\\x00')
 
 
 def utc(moment: datetime.datetime) -> datetime.datetime:
