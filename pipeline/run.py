@@ -395,6 +395,9 @@ def check_io_flags(options: EmbedOptions) -> Locations:
   where = locations(options)
   where.output.check()
   where.dead_letters.check()
+  if not options.view_as(TestOptions).dry_run:
+    where.output.recover()
+    where.dead_letters.recover()
   if where.previous:
     where.previous.check_readable()
     where.output.check_previous(where.previous)

@@ -128,6 +128,11 @@ class Backend(abc.ABC):
   def remove_temporaries(self, paths) -> None:
     del paths
 
+  def recover(self) -> None:
+    """At launch, before anything reads this output: finishes what a run
+    killed while it put its records in place left (file outputs: see
+    files.commit). Tables write in transactions or jobs, and need none."""
+
   def state(self):
     """Something equal before and after a run that did not change this
     output (for the line an interrupted run prints), or None where that

@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 import numpy as np
 
 from transforms import bigquery as tables
+from transforms import failpoints
 from transforms import records as records_lib
 from transforms.backends import base
 from transforms.backends import files as file_backends
@@ -280,6 +281,7 @@ def _merge(client, table, found, staging: str, target: str,
       f'COUNTIF(S.`{DELETE}` AND T.`{layout.key}` IS NOT NULL) AS deleted '
       f'FROM `{staging}` S LEFT JOIN `{target}` T '
       f'ON S.`{layout.key}` = T.`{layout.key}`').result()))
+  failpoints.reached('bigquery:merge')
   client.query(merge_statement(target, staging, layout)).result()
   return counts
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
+from transforms import failpoints
 from transforms.backends import base
 
 _NAMESPACE = 'write'
@@ -49,11 +51,11 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
                         suffix: str) -> int:
   """Deletes shards under `prefix` that this run did not write.
 
-  Beam's file sinks replace shards of the same name, but a re-run that
-  writes fewer shards (another --num_shards, or a runner that picks another
-  count) would leave an earlier run's extra shards next to the new ones, and
-  readers of PREFIX-* would see old records twice. Runs after the sink has
-  finalised, so a failed run deletes nothing.
+  A re-run that writes fewer shards (another --num_shards, or a runner
+  that picks another count) would leave an earlier run's extra shards next
+  to the new ones, and readers of PREFIX-* would see old records twice.
+  Part of the commit (after the new shards are in place), so a failed run
+  deletes nothing.
   """
   keep = {_normal(p) for p in written}
   stale = [p for p in shards(prefix, suffix) if _normal(p) not in keep]
@@ -250,7 +252,16 @@ class FileBackend(base.Backend):
     return temp_folders(self.uri)
 
   def remove_temporaries(self, paths) -> None:
-    remove_folders(paths)
+    """A folder with a commit journal holds shards of a finished run
+    that were not all put in place: the commit is finished, not thrown
+    away."""
+    for folder in paths:
+      finish_commit(folder)
+    remove_folders([f for f in paths if FileSystems.exists(f)])
+
+  def recover(self) -> None:
+    for folder in self.temporaries():
+      finish_commit(folder)
 
   def state(self):
     """The shards' names, sizes and times."""
@@ -266,8 +277,9 @@ class FileBackend(base.Backend):
 
 
 class _WriteFiles(beam.PTransform):
-  """Record dicts, or {'records', 'removed'?} -> the stale shards removed
-  (a count). With `carried`, the carried records are written too, from
+  """Record dicts, or {'records', 'removed'?} -> the final shard names
+  (shards of earlier runs that this one did not write are deleted as it
+  commits). With `carried`, the carried records are written too, from
   their own stream."""
 
   def __init__(self, backend: FileBackend, carried):
@@ -283,10 +295,7 @@ class _WriteFiles(beam.PTransform):
     b = self._backend
     return (tuple(inputs)
             | 'WriteShards' >> WriteShards(
-                b.sink(), f'{b.record.name.replace("_", " ")} to {b.shown()}')
-            | 'AllShards' >> beam.combiners.ToList()
-            | 'RemoveStaleShards' >> beam.Map(remove_stale_shards, b.uri,
-                                              b.suffix))
+                b.sink(), f'{b.record.name.replace("_", " ")} to {b.shown()}'))
 
 
 class _Failing:
@@ -329,6 +338,7 @@ class _WriteBundle(beam.DoFn):
       with _Failing(self._where):
         result = self._writer.close()
       self._writer = None
+      failpoints.reached('write')
       yield window.GlobalWindows.windowed_value(result)
 
 
@@ -353,18 +363,90 @@ def _write_shard(keyed, sink, init, where: str):
     writer = sink.open_writer(init, uuid.uuid4().hex)
     for record in keyed[1]:
       writer.write(record)
-    return writer.close()
+    written = writer.close()
+  failpoints.reached('write')
+  return written
 
 
-def _finalize(_, sink, init, results, min_shards: int, pre_finalized,
-              where: str):
-  """The temporary shards renamed into place (with empty shards added up to
-  the asked-for count, or one for an empty output): the final names."""
+def _finalize(_, sink, init, results, min_shards: int, where: str):
+  """The temporary shards committed into place (with empty shards added
+  up to the asked-for count, or one for an empty output): the final
+  names."""
   with _Failing(where):
     results = list(results)
     for _ in range(min_shards - len(results)):
       results.append(sink.open_writer(init, uuid.uuid4().hex).close())
-    return list(sink.finalize_write(init, results, pre_finalized) or ())
+    return commit(init, results, sink.file_path_prefix.get(),
+                  sink.file_name_suffix.get())
+
+
+# The commit journal in a run's temporary folder: while it is there, the
+# folder's shards are being put in place (see commit).
+JOURNAL = 'commit.json'
+
+
+def shard_name(prefix: str, index: int, count: int, suffix: str) -> str:
+  return f'{prefix}-{index:05d}-of-{count:05d}{suffix}'
+
+
+def commit(folder: str, temporary: Sequence[str], prefix: str,
+           suffix: str) -> list[str]:
+  """Puts a run's finished temporary shards in place of the prefix's
+  shards, so that a kill at any moment leaves a state the next run can
+  finish, and the prefix never empty.
+
+  Beam's FileBasedSink first deletes the shards the new ones will replace
+  (pre_finalize), then renames the new ones in: a kill between the two
+  leaves an empty prefix, and a nightly run into its own --previous then
+  finds nothing to start from. Here:
+  1. a journal of the renames is written into the run's temporary folder;
+  2. each temporary shard is renamed over its final name (a rename
+     replaces the old shard of that name in one step);
+  3. shards of the prefix that this run did not write are deleted;
+  4. the folder, journal last, is deleted.
+  A kill during 2 or 3 leaves old and new shards side by side, and the
+  journal; finish_commit (run at the next launch, and before any
+  temporary folder is removed) does what is left. A kill before 1 leaves
+  the old shards whole.
+  """
+  temporary = sorted(temporary)
+  renames = [(src, shard_name(prefix, i, len(temporary), suffix))
+             for i, src in enumerate(temporary)]
+  journal = {'prefix': prefix, 'suffix': suffix, 'renames': renames}
+  with FileSystems.create(FileSystems.join(folder, JOURNAL)) as f:
+    f.write(json.dumps(journal).encode('utf-8'))
+  failpoints.reached('commit:journal')
+  return _apply(folder, journal)
+
+
+def _apply(folder: str, journal: dict) -> list[str]:
+  renames = journal['renames']
+  for i, (src, dst) in enumerate(renames):
+    if FileSystems.exists(src):
+      FileSystems.rename([src], [dst])
+    if i == len(renames) // 2:
+      failpoints.reached('commit:rename')
+  finals = [dst for _, dst in renames]
+  remove_stale_shards(finals, journal['prefix'], journal['suffix'])
+  failpoints.reached('commit:stale')
+  remove_folders([folder])
+  return finals
+
+
+def finish_commit(folder: str) -> bool:
+  """Finishes the commit a killed run left in `folder` (its journal
+  there); False when the folder holds no journal (a run killed while it
+  was still writing: its shards are partial and not used)."""
+  path = FileSystems.join(folder, JOURNAL)
+  if not FileSystems.exists(path):
+    return False
+  journal = json.loads(read_bytes(path))
+  logging.warning(
+      'An earlier run into %s was stopped while it put its %d shards in '
+      'place; finishing that now, from %s', journal['prefix'],
+      len(journal['renames']), folder)
+  _apply(folder, journal)
+  return True
 
 
 class WriteShards(beam.PTransform):
@@ -398,7 +480,5 @@ class WriteShards(beam.PTransform):
           _WriteBundle(sink, where), init) for i, pcoll in enumerate(inputs)]
                  | 'AllResults' >> beam.Flatten())
     listed = beam.pvalue.AsList(results)
-    pre = beam.pvalue.AsSingleton(once | 'PreFinalize' >> beam.Map(
-        lambda _, i, r: sink.pre_finalize(i, r), init, listed))
     return once | 'Finalize' >> beam.FlatMap(_finalize, sink, init, listed,
-                                            count or 1, pre, where)
+                                            count or 1, where)

@@ -29,6 +29,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import records as records_lib
+from transforms import failpoints
 from transforms.backends import base
 
 SCHEMES = ('postgresql://', 'postgres://')
@@ -277,6 +278,7 @@ class _Writer(beam.DoFn):
       raise RuntimeError(
           f'PostgreSQL write to {self._backend.shown()} failed: '
           f'{str(e).strip()}; a re-run leaves one copy') from e
+    failpoints.reached('postgres:batch')
     yield count
 
   def _insert(self, batch) -> int:
