@@ -576,6 +576,37 @@ def about_line(options: PipelineOptions, model: presets.ResolvedModel,
           f'{embed.precision}, into {where.output.shown()}')
 
 
+def _prepare(argv):
+  """Every launch check, in order: (options, model, locations, input
+  files), with the runner defaulted and --precision auto resolved; raises
+  ValueError, RuntimeError or OSError with the one line to print."""
+  check_flags(argv)
+  options = PipelineOptions(argv)
+  embed_options = options.view_as(EmbedOptions)
+  standard = options.view_as(StandardOptions)
+  if not standard.runner:
+    standard.runner = DEFAULT_LOCAL_RUNNER
+  check_batching_flags(embed_options)
+  check_accelerator_flags(options)
+  model = resolve_model(embed_options)
+  embed_options.precision = resolve_precision(options, model)
+  if model.max_seq_length and embed_options.max_seq_length > (
+      model.max_seq_length):
+    raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
+                     f'more than {model.name} takes '
+                     f'({model.max_seq_length})')
+  where = check_io_flags(embed_options)
+  files = input_files(embed_options, where)
+  check_report_path(embed_options)
+  if standard.runner != 'DataflowRunner':
+    fetch_hub_models(model)
+    if embed_options.require_gpu:
+      # Local workers see this machine's GPUs: fail before starting them.
+      # On Dataflow the check runs on each worker, at model load.
+      configure_gpus(require_gpu=True)
+  return options, model, where, files
+
+
 def launch(argv) -> tuple[int, Optional[dict], object]:
   """Checks the flags, builds and runs the job: (exit status, summary,
   Beam's PipelineResult). main() prints; tests look at the result too.
@@ -583,37 +614,15 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   Whatever can be checked before the run is, and fails with one line and
   status 2; an error while the pipeline runs is one line naming the step,
   status 1. --verbose adds the traceback."""
-  verbose = False
   try:
-    check_flags(argv)
-    options = PipelineOptions(argv)
-    embed_options = options.view_as(EmbedOptions)
-    verbose = bool(embed_options.verbose)
-    standard = options.view_as(StandardOptions)
-    if not standard.runner:
-      standard.runner = DEFAULT_LOCAL_RUNNER
-    check_batching_flags(embed_options)
-    check_accelerator_flags(options)
-    model = resolve_model(embed_options)
-    embed_options.precision = resolve_precision(options, model)
-    if model.max_seq_length and embed_options.max_seq_length > (
-        model.max_seq_length):
-      raise ValueError(f'--max_seq_length {embed_options.max_seq_length} is '
-                       f'more than {model.name} takes '
-                       f'({model.max_seq_length})')
-    where = check_io_flags(embed_options)
-    files = input_files(embed_options, where)
-    check_report_path(embed_options)
-    if standard.runner != 'DataflowRunner':
-      fetch_hub_models(model)
-      if embed_options.require_gpu:
-        # Local workers see this machine's GPUs: fail before starting them.
-        # On Dataflow the check runs on each worker, at model load.
-        configure_gpus(require_gpu=True)
+    options, model, where, files = _prepare(argv)
   except (ValueError, RuntimeError, OSError) as e:
     interrupts.reraise()
-    _error(e, verbose)
+    _error(e, _asks_verbose(argv))
     return 2, None, None
+  embed_options = options.view_as(EmbedOptions)
+  verbose = bool(embed_options.verbose)
+  standard = options.view_as(StandardOptions)
   if embed_options.pooling == 'pooled' and model.untrained_pooler:
     logging.warning(
         '--pooling pooled with %s: its pooled_output comes from a pooler '
@@ -667,6 +676,13 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   summary = summarize(result, embed_options, time.monotonic() - start, where)
   summary['model'] = model.name
   summary['precision'] = embed_options.precision
+  return _conclude(summary, result, embed_options, display, verbose)
+
+
+def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
+              verbose: bool) -> tuple[int, Optional[dict], object]:
+  """After the run: the report, then whether the night failed for a
+  scheduler (failure)."""
   if embed_options.report:
     from pipeline import report  # pylint: disable=import-outside-toplevel
     try:

@@ -155,32 +155,53 @@ def split_pieces(texts: tf.Tensor, specials: list[SpecialToken],
   """
   cps, offsets = tf.strings.unicode_decode_with_offsets(
       texts, 'UTF-8', errors='replace', replacement_char=0xFFFD)
-  cp = cps.flat_values
-  row = cps.value_rowids()
-  cls = classes(cp)
-  is_ws = cls >= WHITESPACE
-
-  same_prev = tf.equal(_shift(row, -1, -1), row)
-  same_next = tf.equal(_shift(row, 1, -1), row)
-
+  chars = _Chars(cps.flat_values, cps.value_rowids(), classes)
   # 1. Special tokens written in the text.
+  covered, match_id, special_start = _special_pieces(chars, specials)
+  # 2. GPT-2's regex over the text between special tokens.
+  regular = ~covered
+  piece_start = tf.where(regular, _regex_piece_starts(chars, regular),
+                         special_start)
+  # 3. Pieces: ids per code point, then per byte.
+  return _pieces_of_bytes(texts, chars.row, offsets, piece_start, match_id)
+
+
+class _Chars:
+  """The code points of a batch, flat, with what every step asks of
+  them: their text (row), class, and whether a neighbour is in the same
+  text."""
+
+  def __init__(self, cp: tf.Tensor, row: tf.Tensor, classes: _Classes):
+    self.cp, self.row = cp, row
+    self.cls = classes(cp)
+    self.is_ws = self.cls >= WHITESPACE
+    self.same_prev = tf.equal(_shift(row, -1, -1), row)
+    self.same_next = tf.equal(_shift(row, 1, -1), row)
+
+
+def _special_pieces(chars: _Chars, specials: list[SpecialToken]):
+  """(covered, match_id, special_start): the code points special tokens
+  take (with the whitespace a stripping one absorbs), the token id where
+  a match starts (else -1), and where each special piece starts."""
+  cp, row, is_ws = chars.cp, chars.row, chars.is_ws
+  same_prev, same_next = chars.same_prev, chars.same_next
   covered = tf.zeros_like(same_prev)
   match_id = tf.fill(tf.shape(cp), -1)
   lstrip_at = tf.zeros_like(same_prev)  # a match that strips left starts here
   rstrip_end = tf.zeros_like(same_prev)  # ... that strips right ends here
   for special in specials:
-    chars = [ord(c) for c in special.content]
+    codes = [ord(c) for c in special.content]
     match = tf.ones_like(same_prev)
-    for j, c in enumerate(chars):
+    for j, c in enumerate(codes):
       in_row = tf.equal(_shift(row, j, -1), row)
       match &= in_row & tf.equal(_shift(cp, j, -1), c)
     match_id = tf.where(match, special.token_id, match_id)
-    for j in range(len(chars)):
+    for j in range(len(codes)):
       covered |= _shift(match, -j, False)
     if special.lstrip:
       lstrip_at |= match
     if special.rstrip:
-      rstrip_end |= _shift(match, -(len(chars) - 1), False)
+      rstrip_end |= _shift(match, -(len(codes) - 1), False)
   if any(s.lstrip or s.rstrip for s in specials):
     # Whitespace runs (within a text) next to a stripping match join it.
     ws_run_start = is_ws & ~(same_prev & _shift(is_ws, -1, False))
@@ -201,11 +222,15 @@ def split_pieces(texts: tf.Tensor, specials: list[SpecialToken],
                     absorbed_left) & ~(_shift(absorbed_left, -1, False) &
                                        same_prev))
   covered |= absorbed_left | absorbed_right
+  return covered, match_id, special_start
 
-  # 2. GPT-2's regex over the text between special tokens.
-  regular = ~covered
-  prev_ok = same_prev & _shift(regular, -1, False)
-  next_ok = same_next & _shift(regular, 1, False)
+
+def _regex_piece_starts(chars: _Chars, regular: tf.Tensor) -> tf.Tensor:
+  """Where GPT-2's pre-tokenizer regex starts a piece, for the code points
+  outside special tokens (`regular`)."""
+  cp, cls, is_ws = chars.cp, chars.cls, chars.is_ws
+  prev_ok = chars.same_prev & _shift(regular, -1, False)
+  next_ok = chars.same_next & _shift(regular, 1, False)
   prev_cls = tf.where(prev_ok, _shift(cls, -1, -1), -1)
   next_ws = next_ok & _shift(is_ws, 1, False)
 
@@ -243,10 +268,12 @@ def split_pieces(texts: tf.Tensor, specials: list[SpecialToken],
                 (tf.equal(prev_cls, WHITESPACE) & ~is_ws) |
                 (~tf.equal(prev_cls, SPACE) & ~is_ws &
                  tf.not_equal(prev_cls, cls)))
-  start = tf.where(is_ws, ws_start, word_start & ~inside_contraction)
-  piece_start = tf.where(regular, start, special_start)
+  return tf.where(is_ws, ws_start, word_start & ~inside_contraction)
 
-  # 3. Pieces: ids per code point, then per byte.
+
+def _pieces_of_bytes(texts, row, offsets, piece_start, match_id):
+  """split_pieces' results from where pieces start: piece ids per code
+  point, then per byte."""
   piece_of_char = tf.cumsum(tf.cast(piece_start, tf.int64)) - 1
   num_pieces = tf.reduce_sum(tf.cast(piece_start, tf.int64))
   piece_row = tf.boolean_mask(row, piece_start)
@@ -293,82 +320,6 @@ class BytePairMerger(tf.Module):
             nrows: tf.Tensor) -> tf.RaggedTensor:
     """[nrows, (symbols)] given flat (values, sorted rowids) -> merged."""
     int64 = tf.int64
-    vocab = tf.constant(self.vocab_size, int64)
-
-    def cond(values, *_):
-      return tf.size(values) > 0
-
-    def body(values, local_rows, row_ids, done_values, done_rows, step):
-      # row_ids[local row] = original row; local rows are 0..k-1, dense.
-      num_local = tf.size(row_ids, out_type=int64)
-      pair_local = local_rows[:-1]
-      same = tf.equal(pair_local, local_rows[1:])
-
-      def rank_of(left, right):
-        return self.ranks.lookup(left * vocab + right)
-
-      ranks = tf.where(same, rank_of(values[:-1], values[1:]), _NO_RANK)
-      best_rank = tf.math.unsorted_segment_min(ranks, pair_local, num_local)
-      best = (ranks < _NO_RANK) & tf.equal(ranks,
-                                           tf.gather(best_rank, pair_local))
-      # The lowest rank of each piece, as GPT-2's bpe(): in runs like
-      # a a a of one pair, merge the 1st, 3rd, ... left to right.
-      run_start = best & ~_shift(best, -1, False)
-      offset = (tf.range(tf.size(best, out_type=int64), dtype=int64) -
-                _run_first(run_start))
-      chosen = best & tf.equal(offset % 2, 0)
-      # More merges in the same step where that provably changes nothing:
-      # pairs ranked below both neighbours (C), all of whose ranks are below
-      # T, the lowest rank of every other pair and of every pair that
-      # merging C could create. Merging C' = {p in C: rank < T} at once then
-      # equals merging it in rank order, since nothing ranked below T
-      # exists or appears meanwhile. This turns the loop's steps from one
-      # per rank used into about one per level of merging.
-      local_min = ((ranks < _shift(ranks, -1, _NO_RANK)) &
-                   (ranks < _shift(ranks, 1, _NO_RANK)))
-      merged_id = tf.gather(self.merged, tf.where(ranks < _NO_RANK, ranks, 0))
-      # Ranks of the pairs merging C could create, looked up for C only.
-      where_c = tf.where(local_min)
-
-      def new_rank(ok, left, right):
-        ok = tf.boolean_mask(ok, local_min)
-        return tf.where(ok, rank_of(tf.boolean_mask(left, local_min),
-                                    tf.boolean_mask(right, local_min)),
-                        _NO_RANK)
-
-      new_ranks = tf.scatter_nd(where_c, tf.reduce_min(tf.stack([
-          new_rank(_shift(same, -1, False), _shift(values[:-1], -1, 0),
-                   merged_id),
-          new_rank(_shift(same, 1, False), merged_id,
-                   _shift(values[1:], 1, 0)),
-          new_rank(_shift(local_min, -2, False), _shift(merged_id, -2, 0),
-                   merged_id),
-          new_rank(_shift(local_min, 2, False), merged_id,
-                   _shift(merged_id, 2, 0)),
-      ]), axis=0), tf.shape(ranks, out_type=int64))
-      bound = tf.where(local_min, new_ranks, ranks)
-      limit = tf.math.unsorted_segment_min(bound, pair_local, num_local)
-      chosen |= local_min & (ranks < tf.gather(limit, pair_local))
-      chosen_left = tf.pad(chosen, [[0, 1]])  # per symbol
-      chosen_right = tf.pad(chosen, [[1, 0]])
-      values = tf.where(chosen_left, tf.pad(merged_id, [[0, 1]]), values)
-      keep = ~chosen_right
-      values = tf.boolean_mask(values, keep)
-      local_rows = tf.boolean_mask(local_rows, keep)
-      # Rows with nothing left to merge leave the working set.
-      row_done = tf.equal(best_rank, _NO_RANK)
-      sym_done = tf.gather(row_done, local_rows)
-      done_values = done_values.write(step, tf.boolean_mask(values, sym_done))
-      done_rows = done_rows.write(
-          step, tf.gather(row_ids, tf.boolean_mask(local_rows, sym_done)))
-      active = ~row_done
-      renumber = tf.cumsum(tf.cast(active, int64)) - 1
-      keep = ~sym_done
-      values = tf.boolean_mask(values, keep)
-      local_rows = tf.gather(renumber, tf.boolean_mask(local_rows, keep))
-      row_ids = tf.boolean_mask(row_ids, active)
-      return values, local_rows, row_ids, done_values, done_rows, step + 1
-
     # Rows start dense: renumber the non-empty ones.
     present = tf.math.unsorted_segment_max(
         tf.ones_like(rowids), rowids, nrows) > 0
@@ -381,7 +332,7 @@ class BytePairMerger(tf.Module):
                                 infer_shape=False, element_shape=[None]),
                  tf.constant(0))
     *_, done_values, done_rows, _ = tf.while_loop(
-        cond, body, loop_vars,
+        lambda values, *_: tf.size(values) > 0, self._merge_step, loop_vars,
         shape_invariants=(tf.TensorShape([None]), tf.TensorShape([None]),
                           tf.TensorShape([None]), None, None,
                           tf.TensorShape([])))
@@ -391,6 +342,87 @@ class BytePairMerger(tf.Module):
     return tf.RaggedTensor.from_value_rowids(
         tf.gather(values, order), tf.gather(rows, order), nrows=nrows,
         validate=False)
+
+  def _rank_of(self, left: tf.Tensor, right: tf.Tensor) -> tf.Tensor:
+    return self.ranks.lookup(
+        left * tf.constant(self.vocab_size, tf.int64) + right)
+
+  def _merge_step(self, values, local_rows, row_ids, done_values, done_rows,
+                  step):
+    """One step of the merge loop: each row's lowest-ranked pair merged
+    (and more, where provably the same), then rows with nothing left to
+    merge moved out of the working set."""
+    int64 = tf.int64
+    # row_ids[local row] = original row; local rows are 0..k-1, dense.
+    num_local = tf.size(row_ids, out_type=int64)
+    pair_local = local_rows[:-1]
+    same = tf.equal(pair_local, local_rows[1:])
+    ranks = tf.where(same, self._rank_of(values[:-1], values[1:]), _NO_RANK)
+    best_rank = tf.math.unsorted_segment_min(ranks, pair_local, num_local)
+    best = (ranks < _NO_RANK) & tf.equal(ranks,
+                                         tf.gather(best_rank, pair_local))
+    # The lowest rank of each piece, as GPT-2's bpe(): in runs like
+    # a a a of one pair, merge the 1st, 3rd, ... left to right.
+    run_start = best & ~_shift(best, -1, False)
+    offset = (tf.range(tf.size(best, out_type=int64), dtype=int64) -
+              _run_first(run_start))
+    chosen = best & tf.equal(offset % 2, 0)
+    merged_id = tf.gather(self.merged, tf.where(ranks < _NO_RANK, ranks, 0))
+    chosen |= self._also_merged(values, same, ranks, merged_id, pair_local,
+                                num_local)
+    chosen_left = tf.pad(chosen, [[0, 1]])  # per symbol
+    chosen_right = tf.pad(chosen, [[1, 0]])
+    values = tf.where(chosen_left, tf.pad(merged_id, [[0, 1]]), values)
+    keep = ~chosen_right
+    values = tf.boolean_mask(values, keep)
+    local_rows = tf.boolean_mask(local_rows, keep)
+    # Rows with nothing left to merge leave the working set.
+    row_done = tf.equal(best_rank, _NO_RANK)
+    sym_done = tf.gather(row_done, local_rows)
+    done_values = done_values.write(step, tf.boolean_mask(values, sym_done))
+    done_rows = done_rows.write(
+        step, tf.gather(row_ids, tf.boolean_mask(local_rows, sym_done)))
+    active = ~row_done
+    renumber = tf.cumsum(tf.cast(active, int64)) - 1
+    keep = ~sym_done
+    values = tf.boolean_mask(values, keep)
+    local_rows = tf.gather(renumber, tf.boolean_mask(local_rows, keep))
+    row_ids = tf.boolean_mask(row_ids, active)
+    return values, local_rows, row_ids, done_values, done_rows, step + 1
+
+  def _also_merged(self, values, same, ranks, merged_id, pair_local,
+                   num_local) -> tf.Tensor:
+    """More merges in the same step where that provably changes nothing:
+    pairs ranked below both neighbours (C), all of whose ranks are below
+    T, the lowest rank of every other pair and of every pair that merging
+    C could create. Merging C' = {p in C: rank < T} at once then equals
+    merging it in rank order, since nothing ranked below T exists or
+    appears meanwhile. This turns the loop's steps from one per rank used
+    into about one per level of merging."""
+    local_min = ((ranks < _shift(ranks, -1, _NO_RANK)) &
+                 (ranks < _shift(ranks, 1, _NO_RANK)))
+    # Ranks of the pairs merging C could create, looked up for C only.
+    where_c = tf.where(local_min)
+
+    def new_rank(ok, left, right):
+      ok = tf.boolean_mask(ok, local_min)
+      return tf.where(ok, self._rank_of(tf.boolean_mask(left, local_min),
+                                        tf.boolean_mask(right, local_min)),
+                      _NO_RANK)
+
+    new_ranks = tf.scatter_nd(where_c, tf.reduce_min(tf.stack([
+        new_rank(_shift(same, -1, False), _shift(values[:-1], -1, 0),
+                 merged_id),
+        new_rank(_shift(same, 1, False), merged_id,
+                 _shift(values[1:], 1, 0)),
+        new_rank(_shift(local_min, -2, False), _shift(merged_id, -2, 0),
+                 merged_id),
+        new_rank(_shift(local_min, 2, False), merged_id,
+                 _shift(merged_id, 2, 0)),
+    ]), axis=0), tf.shape(ranks, out_type=tf.int64))
+    bound = tf.where(local_min, new_ranks, ranks)
+    limit = tf.math.unsorted_segment_min(bound, pair_local, num_local)
+    return local_min & (ranks < tf.gather(limit, pair_local))
 
   def bpe(self, byte_values: tf.Tensor, byte_piece: tf.Tensor,
           num_pieces: tf.Tensor) -> tf.RaggedTensor:
