@@ -49,6 +49,7 @@ from pipeline.options import EmbedOptions, over_rejection_limit
 from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import backends
+from transforms import compressed
 from transforms import embed as embed_lib
 from transforms import model_files
 from transforms import read as read_lib
@@ -494,7 +495,7 @@ def input_files(options: EmbedOptions,
   for m in found:
     read_lib.check_compression(m.path)
   return InputFiles(len(found), sum(m.size_in_bytes for m in found),
-                    any(read_lib.is_compressed(m.path) for m in found))
+                    any(compressed.is_compressed(m.path) for m in found))
 
 
 def warn_unreadable(pattern: str, found) -> int:
@@ -645,10 +646,8 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   build_pipeline(p, embed_options, model, where)
   files_left = None if dry_run else cleanup.RunFiles(
       (where.output, where.dead_letters))
-  finished = []
   interrupts.set_finisher(lambda _: _interrupted(
-      files_left, local=local, finished=bool(finished),
-      runner=standard.runner))
+      files_left, local=local, finished=False, runner=standard.runner))
   try:
     if not shown:
       result = p.run()
@@ -670,7 +669,8 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
       files_left.remove_own()
     _error(e, verbose, during_run=True)
     return 1, None, None
-  finished.append(True)
+  interrupts.set_finisher(lambda _: _interrupted(
+      files_left, local=local, finished=True, runner=standard.runner))
   if files_left and local:
     files_left.remove_stale()
   summary = summarize(result, embed_options, time.monotonic() - start, where)

@@ -14,6 +14,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests import corpora
+from transforms import compressed
 from transforms import read as read_lib
 from transforms.elements import (DeadLetter, Document, content_hash,
                                  derived_id)
@@ -222,7 +223,7 @@ def test_every_compression_beam_reads_is_read(tmp_path, suffix):
     files[str(path)] = (
         [(i, t, None, content_hash(t), (), at) for i, t, at in docs], dead)
   _assert_reads(files)
-  assert read_lib.is_compressed(str(path)) and not read_lib.is_compressed(
+  assert compressed.is_compressed(str(path)) and not compressed.is_compressed(
       'c.jsonl')
 
 

@@ -45,8 +45,12 @@ class Truncated(EOFError):
     self.path = path
 
 
-def compression(path: str) -> str:
-  return CompressionTypes.detect_compression_type(path)
+def is_compressed(path: str) -> bool:
+  """Whether Beam decompresses this file as it reads it: its suffix is one
+  of Beam's own (CompressionTypes: .gz, .bz2, .deflate, .zst, .zstd, .xz,
+  .lzma), the one place the suffixes are declared."""
+  return (CompressionTypes.detect_compression_type(path) !=
+          CompressionTypes.UNCOMPRESSED)
 
 
 def open_file(path: str):
@@ -54,9 +58,10 @@ def open_file(path: str):
   forward, or back to the start. A compressed stream that did not end
   reads to its last byte as if it had: check_end says whether it did
   (raising from a read would lose the bytes read with it)."""
-  kind = compression(path)
-  if kind == CompressionTypes.UNCOMPRESSED:
-    return FileSystems.open(path, compression_type=kind)
+  if not is_compressed(path):
+    return FileSystems.open(path,
+                            compression_type=CompressionTypes.UNCOMPRESSED)
+  kind = CompressionTypes.detect_compression_type(path)
   return io.BufferedReader(_Decompressing(path, _DECOMPRESSORS[kind]),
                            buffer_size=_CHUNK)
 

@@ -19,7 +19,6 @@ from typing import Any, Iterable, Optional, Union
 import apache_beam as beam
 from apache_beam.io import filebasedsource
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
@@ -46,19 +45,11 @@ class Fields:
   metadata_fields: tuple = ()
 
 
-def is_compressed(path: str) -> bool:
-  """Whether Beam decompresses this file as it reads it: its suffix is one
-  of Beam's own (CompressionTypes: .gz, .bz2, .deflate, .zst, .zstd, .xz,
-  .lzma), the one place the suffixes are declared."""
-  return (CompressionTypes.detect_compression_type(path) !=
-          CompressionTypes.UNCOMPRESSED)
-
-
 def check_compression(path: str) -> None:
   """Archives are not compressed files: Beam reads no .zip (or .tar), and
   would take its bytes for text."""
   name = path.lower()
-  if is_compressed(name):
+  if compressed.is_compressed(name):
     name = os.path.splitext(name)[0]
   for archive in ('.zip', '.tar', '.tgz', '.7z'):
     if name.endswith(archive):
@@ -79,7 +70,7 @@ def detect_format(pattern: str, declared: str = 'auto') -> str:
     return declared
   check_compression(pattern)
   name = pattern.lower()
-  if is_compressed(name):
+  if compressed.is_compressed(name):
     name = os.path.splitext(name)[0]
   ext = os.path.splitext(name)[1]
   if ext not in _EXTENSIONS:
@@ -323,8 +314,9 @@ def _unmarked_rows(path: str, stream, message: str) -> Iterable[Parsed]:
 
 
 class _RawStream(io.RawIOBase):
-  """Beam opens a compressed file (.csv.gz) as a CompressedFile, which has
-  read() but is no io stream, so TextIOWrapper cannot wrap it directly."""
+  """Any binary stream with read() as a raw io stream, so that a
+  BufferedReader over it gives parse_csv_file peek() (the encoding is read
+  from the first bytes) and TextIOWrapper can wrap it."""
 
   def __init__(self, stream):
     super().__init__()

@@ -160,7 +160,6 @@ class BigQueryBackend(base.Backend):
       yield from_row(dict(row.items()), self.record)
 
 
-
 @beam.ptransform_fn
 def _WriteTable(records, backend: BigQueryBackend):
   s = backend.settings
