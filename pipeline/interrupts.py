@@ -65,6 +65,7 @@ class _State:
     self.verbose = False
     self.finisher: Optional[Callable[[int], str]] = None
     self.unwinding = threading.Event()
+    self.signalled = threading.Event()  # set once received is
     self.lock = threading.Lock()
     self.finished = False
     self.stderr: Optional[int] = None
@@ -95,13 +96,35 @@ def started(verbose: bool) -> None:
   stopped run's other threads say on their way out is not shown."""
   _state.started = True
   _state.verbose = verbose
+  if _state.installed and not verbose:
+    threading.excepthook = _quiet_after_signal(threading.excepthook)
+
+
+# How long a failing thread waits to learn whether a signal is why.
+_SIGNAL_WAIT_SECONDS = 0.5
+
+
+def _quiet_after_signal(original):
+  """A thread's uncaught exception, shown unless a signal stopped the run.
+
+  Why wait: a terminal's Ctrl-C and a group's SIGTERM reach the worker
+  processes as they reach this one. A worker ended by SIGTERM makes Beam's
+  thread that watches it fail ("Worker subprocess exited with return code
+  -15") at once, which can be before the watcher thread has taken the
+  signal. The failing thread waits briefly for it; a real failure is
+  shown after that wait."""
+
+  def hook(args):
+    if not _state.signalled.wait(_SIGNAL_WAIT_SECONDS):
+      original(args)
+
+  return hook
 
 
 def _silence() -> None:
   """After a signal, threads of the stopping run (gRPC servers of worker
   processes, Beam's worker monitors) fail one by one, each with a
   traceback or an error log; the one line says what happened."""
-  threading.excepthook = lambda args: None
   sys.unraisablehook = lambda args: None
   logging.disable(logging.CRITICAL)
 
@@ -158,6 +181,7 @@ def _watch() -> None:
       stop_workers()
       exit_now(exit_status(signum))
     _state.received = signum
+    _state.signalled.set()
     if not _state.verbose:
       _silence()
     if not _state.started:
