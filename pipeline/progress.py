@@ -1,18 +1,25 @@
-"""Live progress of a local run, read from the run's own Beam metrics.
+"""Live progress of a run, read from the run's own Beam metrics.
 
-The job's steps already count what they do (Beam counters: documents read,
-embedded, reused and rejected, tokens, input bytes). On Dataflow these
-counters show in the job's page while it runs. Locally, Beam's in-process
-FnApiRunner only hands them over when the pipeline has finished, but it can
-ask a running bundle for its progress (a ProcessBundleProgressRequest, the
-same request runners use to split work), and the answer carries the
-bundle's counters so far. This module asks every second, adds up the
-latest answer of every bundle, and shows the totals: one line refreshed in
-place on a terminal (rich, which Keras already brings into the lock and
-which draws a live line without garbling log lines printed above it), or a
-plain line every --progress_every seconds when stderr is a file or a pipe.
-The last line is drawn from the finished run's committed counters, the same
-ones the summary reports.
+The job's steps count what they do (transforms/metrics.py: documents read,
+embedded, reused and rejected, tokens, input bytes). While the job runs,
+a progress source gives the counts so far, and this module shows them: one
+line refreshed in place on a terminal (rich, which Keras already brings
+into the lock and which draws a live line without garbling log lines
+printed above it), or a plain line every --progress_every seconds when
+stderr is a file or a pipe. The last line is drawn from the finished run's
+committed counters, the same ones the summary reports.
+
+Where the counts come from depends on the runner, chosen once
+(source_for):
+- FnApiRunner, the job's local default, hands its metrics over only when
+  the pipeline has finished; pipeline/fnapi_progress.py asks its running
+  bundles instead, and is the one module that reaches into the runner.
+- The portable runner with a job service (--job_endpoint): the job
+  service's metrics of the job, through Beam's Job API. Beam's own local
+  job service reports them only once the job ends, so its lines show the
+  time until then.
+- Dataflow: the public PipelineResult.metrics() of the running job.
+Any other runner shows no live line; the summary is the same on all.
 
 Two approximations, both shown as such: a finished bundle counts with its
 last answer until the run ends (the final line is exact), and the ETA
@@ -23,34 +30,20 @@ about their text).
 
 from __future__ import annotations
 
+import abc
 import contextlib
+import logging
 import sys
 import threading
 import time
-import uuid
 from typing import Callable, NamedTuple, Optional
 
 from apache_beam.metrics import monitoring_infos
-from apache_beam.portability.api import beam_fn_api_pb2
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.runners.portability.fn_api_runner import fn_runner
-from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-# What each progress figure adds up: (namespace, counter) pairs, counted by
-# transforms/read.py, dedup.py, embed.py and incremental.py. The summary
-# reads the same figures (pipeline/run.py).
-COUNTS = {
-    'documents_read': (('read', 'documents_read'),),
-    'documents_embedded': (('embed', 'documents_embedded'),),
-    'documents_reused': (('incremental', 'documents_reused'),),
-    'documents_rejected': (('read', 'records_dead_lettered'),
-                           ('dedup', 'documents_dead_lettered'),
-                           ('embed', 'documents_failed')),
-    'tokens': (('embed', 'tokens_embedded'),),
-    'bytes_read': (('read', 'bytes_read'),),
-}
-# Seconds between progress requests to a running bundle.
-REQUEST_EVERY = 1.0
+from transforms import metrics
+
+# Seconds between two samples of the counts.
+SAMPLE_EVERY = 1.0
 
 
 class Sample(NamedTuple):
@@ -63,129 +56,129 @@ class Sample(NamedTuple):
   bytes_read: int
 
 
-def sample_from(counters: dict, seconds: float) -> Sample:
-  """A sample from {(namespace, name): value}."""
-  return Sample(seconds, *(sum(counters.get(key, 0) for key in keys)
-                           for keys in COUNTS.values()))
+def sample_from(values: dict, seconds: float) -> Sample:
+  """A sample from {Metric: value} (metrics.FIGURES say what each figure
+  adds up)."""
+  return Sample(seconds, **metrics.figures(values))
 
 
-def committed(result, namespace: str, name: str) -> int:
-  """A finished run's committed counter, summed over steps and workers."""
-  found = result.metrics().query(
-      MetricsFilter().with_namespace(namespace).with_name(name))['counters']
-  return int(sum(c.committed or 0 for c in found))
+def user_counters(infos) -> dict:
+  """{Metric: value} of the figures' counters among Fn API monitoring
+  infos, summed over the steps that report them."""
+  wanted = {(m.namespace, m.name): m for m in metrics.figure_metrics()}
+  found: dict = {}
+  for info in infos:
+    if (monitoring_infos.is_user_monitoring_info(info) and
+        monitoring_infos.is_counter(info)):
+      metric = wanted.get(monitoring_infos.parse_namespace_and_name(info))
+      if metric is not None:
+        found[metric] = found.get(metric, 0) + (
+            monitoring_infos.extract_counter_value(info))
+  return found
 
 
-def committed_counters(result) -> dict:
-  """A finished run's committed counters of COUNTS."""
-  return {key: committed(result, *key)
-          for keys in COUNTS.values() for key in keys}
+class Source(abc.ABC):
+  """Where the counts of a running job come from."""
+
+  # FnApiRunner's own progress requests, every so many seconds (None: none).
+  request_every: Optional[float] = None
+
+  def attached(self):
+    """A context to run the pipeline in (p.run() and the wait)."""
+    return contextlib.nullcontext()
+
+  def started(self, result) -> None:
+    """The running job's PipelineResult, once p.run() has returned."""
+
+  @abc.abstractmethod
+  def counts(self) -> Optional[dict]:
+    """{Metric: value} so far, or None while the runner reports none."""
 
 
-class Tracker:
-  """The latest counters of every bundle that answered a progress
-  request; thread-safe (each bundle's requests come from its own thread)."""
+class ResultMetrics(Source):
+  """The running job's PipelineResult.metrics(), attempted values (runners
+  whose result is live while the job runs: Dataflow)."""
 
   def __init__(self):
-    self._lock = threading.Lock()
-    self._bundles: dict = {}
-    self.start = time.monotonic()
-    self.samples: list[Sample] = []
+    self._result = None
 
-  def on_progress(self, bundle: str, response) -> None:
-    counters: dict = {}
-    for info in response.monitoring_infos:
-      if (monitoring_infos.is_user_monitoring_info(info) and
-          monitoring_infos.is_counter(info)):
-        key = monitoring_infos.parse_namespace_and_name(info)
-        counters[key] = counters.get(key, 0) + (
-            monitoring_infos.extract_counter_value(info))
-    if not counters:
-      # A bundle asked about after it finished answers with nothing.
-      return
-    with self._lock:
-      # Counters only go up: an answer that arrives late keeps the higher.
-      seen = self._bundles.setdefault(bundle, {})
-      for key, value in counters.items():
-        seen[key] = max(seen.get(key, 0), value)
+  def started(self, result) -> None:
+    self._result = result
 
-  def sample(self) -> Sample:
-    totals: dict = {}
-    with self._lock:
-      for counters in self._bundles.values():
-        for key, value in counters.items():
-          totals[key] = totals.get(key, 0) + value
-    found = sample_from(totals, time.monotonic() - self.start)
-    self.samples.append(found)
-    return found
-
-  def final(self, result) -> Sample:
-    found = sample_from(committed_counters(result),
-                        time.monotonic() - self.start)
-    self.samples.append(found)
-    return found
+  def counts(self) -> Optional[dict]:
+    if self._result is None or self._result.metrics() is None:
+      return None
+    return metrics.totals(self._result.metrics(), metrics.figure_metrics(),
+                          committed=False)
 
 
-def _progress_request(bundle: str):
-  return beam_fn_api_pb2.InstructionRequest(
-      instruction_id=f'progress-{uuid.uuid4().hex}',
-      process_bundle_progress=beam_fn_api_pb2.ProcessBundleProgressRequest(
-          instruction_id=bundle))
+class JobServiceMetrics(Source):
+  """The job service's metrics of the job, through Beam's Job API
+  (beam_job_api.proto, the contract between an SDK and any job service).
+  Asked afresh every time: PortableRunner's PipelineResult.metrics()
+  keeps the first answer, which mid-run would also be the summary's. The
+  job is the one the service did not hold before p.run()."""
 
+  def __init__(self, endpoint: str):
+    # pylint: disable=import-outside-toplevel
+    import grpc
+    from apache_beam.portability.api import beam_job_api_pb2
+    from apache_beam.portability.api import beam_job_api_pb2_grpc
+    self._api = beam_job_api_pb2
+    self._channel = grpc.insecure_channel(endpoint)
+    self._service = beam_job_api_pb2_grpc.JobServiceStub(self._channel)
+    self._job: Optional[str] = None
+    self._before: Optional[set] = None
 
-@contextlib.contextmanager
-def _bundles_report_to(tracker: Tracker):
-  """While the block runs, running bundles' progress goes to `tracker`.
+  def _job_ids(self) -> set:
+    return {job.job_id for job in self._service.GetJobs(
+        self._api.GetJobsRequest(), timeout=10).job_info}
 
-  Worker processes (--direct_running_mode multi_processing) answer
-  FnApiRunner's own progress requests, which it makes when given a request
-  frequency; Beam's ProgressRequester takes a callback, but FnApiRunner
-  creates it without one, so the class is swapped for the block.
-
-  The in-process worker runs a whole bundle inside the call that hands it
-  over (EmbeddedWorkerHandler.push), so FnApiRunner's requests only start
-  once the bundle is done. For it, push is wrapped: a thread asks the same
-  worker for the bundle's progress every REQUEST_EVERY seconds while the
-  bundle runs, as a gRPC worker would be asked."""
-  original = fn_runner.ProgressRequester
-  embedded_push = worker_handlers.EmbeddedWorkerHandler.push
-
-  def push(handler, request):
-    if request.WhichOneof('request') != 'process_bundle':
-      return embedded_push(handler, request)
-    bundle, done = request.instruction_id, threading.Event()
-
-    def poll():
-      while not done.wait(REQUEST_EVERY):
-        response = handler.worker.do_instruction(_progress_request(bundle))
-        if not response.error:
-          tracker.on_progress(bundle, response.process_bundle_progress)
-
-    thread = threading.Thread(target=poll, daemon=True,
-                              name=f'progress-{bundle}')
-    thread.start()
+  @contextlib.contextmanager
+  def attached(self):
+    self._before = self._job_ids()
     try:
-      return embedded_push(handler, request)
+      yield
     finally:
-      done.set()
-      thread.join()
+      self._channel.close()
 
-  class Requester(original):  # pylint: disable=too-few-public-methods
+  def started(self, result) -> None:
+    new = self._job_ids() - (self._before or set())
+    if len(new) == 1:
+      self._job = new.pop()
 
-    def __init__(self, worker_handler, instruction_id, frequency,
-                 callback=None):
-      super().__init__(
-          worker_handler, instruction_id, frequency,
-          callback or (lambda response: tracker.on_progress(instruction_id,
-                                                            response)))
+  def counts(self) -> Optional[dict]:
+    if self._job is None:
+      return None
+    found = self._service.GetJobMetrics(
+        self._api.GetJobMetricsRequest(job_id=self._job), timeout=10).metrics
+    return user_counters([*found.attempted, *found.committed]) or None
 
-  fn_runner.ProgressRequester = Requester
-  worker_handlers.EmbeddedWorkerHandler.push = push
-  try:
-    yield
-  finally:
-    fn_runner.ProgressRequester = original
-    worker_handlers.EmbeddedWorkerHandler.push = embedded_push
+
+def _fnapi_source(options) -> Optional[Source]:
+  from pipeline import fnapi_progress  # pylint: disable=import-outside-toplevel
+  return fnapi_progress.source()
+
+
+def _portable_source(options) -> Optional[Source]:
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PortableOptions
+  endpoint = options.view_as(PortableOptions).job_endpoint
+  return JobServiceMetrics(endpoint) if endpoint and endpoint != (
+      'embed') else None
+
+
+SOURCES: dict[str, Callable] = {
+    'FnApiRunner': _fnapi_source,
+    'PortableRunner': _portable_source,
+    'DataflowRunner': lambda options: ResultMetrics(),
+}
+
+
+def source_for(runner: str, options) -> Optional[Source]:
+  """The progress source of a runner (by its --runner name), or None."""
+  choose = SOURCES.get(runner)
+  return choose(options) if choose else None
 
 
 def _count(n: int) -> str:
@@ -238,39 +231,64 @@ def estimate_remaining(now: Sample, docs_rate: float,
 
 
 class Display:
-  """Shows progress while the block of `track()` runs."""
+  """Shows progress while the block of `track()` runs, from `source`."""
 
-  def __init__(self, *, every: float, total_bytes: Optional[int],
-               stream=None):
+  def __init__(self, source: Source, *, every: float,
+               total_bytes: Optional[int], stream=None):
+    self._source = source
     self._every = every
     self._total_bytes = total_bytes
     self._stream = stream or sys.stderr
     self._stop = threading.Event()
-    self.tracker = Tracker()
+    self._start = time.monotonic()
+    self._failed = False
+    self.samples: list[Sample] = []
 
   def _window_start(self, now: Sample) -> Optional[Sample]:
     """The oldest sample within the last 10 s."""
-    recent = [s for s in self.tracker.samples[:-1]
+    recent = [s for s in self.samples[:-1]
               if now.seconds - s.seconds <= 10.0]
     return recent[0] if recent else None
 
   def _line(self, now: Sample) -> str:
     return line(now, self._window_start(now), total_bytes=self._total_bytes)
 
+  def _counts(self) -> Optional[dict]:
+    """The source's counts; a source that fails is logged once and shows
+    nothing more, and never stops the run."""
+    if self._failed:
+      return None
+    try:
+      return self._source.counts()
+    except Exception as e:  # pylint: disable=broad-except
+      self._failed = True
+      logging.warning('live progress stopped: %s', e)
+      return None
+
+  def _next_line(self) -> str:
+    seconds = time.monotonic() - self._start
+    counts = self._counts()
+    if counts is None:
+      return (f'progress {_duration(seconds)}  running; no counts from the '
+              'runner yet')
+    self.samples.append(sample_from(counts, seconds))
+    return self._line(self.samples[-1])
+
   def _loop(self, show: Callable[[str], None], every: float) -> None:
     """A sample every second (the report plots them), shown every
     `every` seconds."""
     shown = 0.0
-    while not self._stop.wait(REQUEST_EVERY):
-      now = self.tracker.sample()
-      if now.seconds - shown >= every - REQUEST_EVERY / 2:
-        show(self._line(now))
-        shown = now.seconds
+    while not self._stop.wait(SAMPLE_EVERY):
+      text = self._next_line()
+      seconds = time.monotonic() - self._start
+      if seconds - shown >= every - SAMPLE_EVERY / 2:
+        show(text)
+        shown = seconds
 
   @contextlib.contextmanager
   def track(self):
-    """Runs the block with progress shown; call finish() with the result
-    inside it."""
+    """Runs the block with progress shown; call started() with the
+    PipelineResult once p.run() returns, and finish() once it finished."""
     if self._stream.isatty():
       from rich.console import Console  # pylint: disable=import-outside-toplevel
       from rich.live import Live  # pylint: disable=import-outside-toplevel
@@ -288,7 +306,8 @@ class Display:
     self._show = show
     self._thread = threading.Thread(target=self._loop, args=(show, every),
                                     daemon=True, name='progress')
-    with context, _bundles_report_to(self.tracker):
+    with context, self._source.attached():
+      self._start = time.monotonic()
       self._thread.start()
       try:
         yield self
@@ -296,11 +315,21 @@ class Display:
         self._stop.set()
         self._thread.join()
 
+  def started(self, result) -> None:
+    try:
+      self._source.started(result)
+    except Exception as e:  # pylint: disable=broad-except
+      self._failed = True
+      logging.warning('live progress is off: %s', e)
+
   def finish(self, result) -> Sample:
     """The exact last line, from the finished run's committed counters,
     after the last live one."""
     self._stop.set()
     self._thread.join()
-    final = self.tracker.final(result)
+    final = sample_from(
+        metrics.totals(result.metrics(), metrics.figure_metrics()),
+        time.monotonic() - self._start)
+    self.samples.append(final)
     self._show(self._line(final))
     return final

@@ -464,10 +464,10 @@ def no_samples_reason(options) -> str:
     # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import StandardOptions
     runner = options.view_as(StandardOptions).runner
-  if runner == 'DataflowRunner':
-    return 'only local runners report progress, not DataflowRunner'
-  return ('progress is drawn on the default local runner (FnApiRunner) '
-          'only')
+  from pipeline import progress  # pylint: disable=import-outside-toplevel
+  if runner in progress.SOURCES:
+    return f'{runner} reported no counts while the job ran'
+  return f'{runner or "this runner"} gives no live counts'
 
 
 def _plot_throughput(summary: dict, samples: Sequence, reason: str

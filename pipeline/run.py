@@ -32,7 +32,6 @@ import tfmodels  # noqa: F401  pylint: disable=unused-import
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -51,6 +50,7 @@ from tfmodels.embedder import import_hub
 from transforms import backends
 from transforms import compressed
 from transforms import embed as embed_lib
+from transforms import metrics
 from transforms import model_files
 from transforms import read as read_lib
 from transforms import records
@@ -183,104 +183,94 @@ def build_pipeline(p: beam.Pipeline, options: EmbedOptions,
           'dead_letters': dead}
 
 
-_counter = progress.committed
+def _bucket_batches(results) -> dict:
+  found = metrics.by_key(results, metrics.BATCHES_PER_BUCKET)
+  return {str(length): int(sum(counts))
+          for (length,), counts in sorted(found.items())}
 
 
-def _by_prefix(result, prefix: str, kind: str = 'counters') -> dict:
-  """The embed step's per-bucket or per-shape metrics: {suffix: [committed
-  values]}, one value per step and worker that reported the name."""
-  found = result.metrics().query(
-      MetricsFilter().with_namespace('embed'))[kind]
-  out: dict = {}
-  for m in found:
-    if m.key.metric.name.startswith(prefix) and m.committed:
-      out.setdefault(m.key.metric.name[len(prefix):], []).append(m.committed)
-  return out
-
-
-def _bucket_batches(result) -> dict:
-  found = _by_prefix(result, embed_lib.BATCHES_PREFIX)
-  return {str(int(length)): int(sum(counts)) for length, counts in
-          sorted(found.items(), key=lambda kv: int(kv[0]))}
-
-
-def _bucket_padding(result) -> dict:
+def _bucket_padding(results) -> dict:
   """Per bucket, real tokens / computed tokens (rows x length of every
   call, from the shape counters)."""
   computed: dict = {}
-  for shape, counts in _by_prefix(result, embed_lib.SHAPE_PREFIX).items():
-    rows, length = (int(x) for x in shape.split('x'))
+  for (rows, length), counts in metrics.by_key(
+      results, metrics.ENCODER_SHAPES).items():
     computed[length] = computed.get(length, 0) + rows * length * sum(counts)
-  real = _by_prefix(result, embed_lib.TOKENS_PREFIX)
-  return {str(length): round(sum(real.get(f'{length:03d}', [])) / total, 4)
+  real = metrics.by_key(results, metrics.TOKENS_PER_BUCKET)
+  return {str(length): round(sum(real.get((length,), [])) / total, 4)
           for length, total in sorted(computed.items()) if total}
 
 
-def _token_budgets(result) -> dict:
+def _token_budgets(results) -> dict:
   """Per bucket, the budget in force at the end: the lowest any worker
   used (budgets only go down)."""
-  found = _by_prefix(result, embed_lib.BUDGET_PREFIX, 'distributions')
+  found = metrics.by_key(results, metrics.TOKEN_BUDGETS)
   budgets = {length: [d.min for d in ds if d.count]
-             for length, ds in found.items()}
-  return {str(int(length)): int(min(mins)) for length, mins in
-          sorted(budgets.items(), key=lambda kv: int(kv[0])) if mins}
+             for (length,), ds in found.items()}
+  return {str(length): int(min(mins))
+          for length, mins in sorted(budgets.items()) if mins}
 
 
-def _encoder_shapes(result) -> list[str]:
+def _encoder_shapes(results) -> list[str]:
   """The distinct rows x length shapes the encoder was called with."""
-  return sorted(_by_prefix(result, embed_lib.SHAPE_PREFIX),
-                key=lambda s: tuple(int(x) for x in s.split('x'))[::-1])
+  shapes = metrics.by_key(results, metrics.ENCODER_SHAPES)
+  return [f'{rows}x{length}' for rows, length in
+          sorted(shapes, key=lambda shape: shape[::-1])]
 
 
 def summarize(result, options: EmbedOptions, seconds: float,
               where: Optional[Locations] = None) -> dict:
   where = where or locations(options)
-  counts = progress.sample_from(progress.committed_counters(result), seconds)
-  read, embedded = counts.documents_read, counts.documents_embedded
-  reused, rejected = counts.documents_reused, counts.documents_rejected
-  tokens = counts.tokens
-  computed = _counter(result, 'embed', 'tokens_computed')
-  carried = _counter(result, 'incremental', 'records_carried')
+  results = result.metrics()
+  m = metrics
+  found = metrics.totals(results, (
+      *m.figure_metrics(), m.TOKENS_COMPUTED, m.RECORDS_CARRIED,
+      m.DOCUMENTS_REMOVED, m.FILES_TRUNCATED, m.DUPLICATE_IDS,
+      m.DUPLICATE_DOCUMENTS, m.DOCUMENTS_TRUNCATED, m.DOCUMENTS_CHUNKED,
+      m.BATCHES, m.BATCHES_RETRIED, m.BATCHES_SPLIT_OOM,
+      m.ENCODER_MILLISECONDS,
+      m.ROWS_WRITTEN.member(records.EMBEDDINGS.name),
+      m.ROWS_DELETED.member(records.EMBEDDINGS.name)))
+  counts = metrics.figures(found)
+  read, embedded = counts['documents_read'], counts['documents_embedded']
+  reused, rejected = counts['documents_reused'], counts['documents_rejected']
+  tokens, computed = counts['tokens'], found[m.TOKENS_COMPUTED]
+  carried = found[m.RECORDS_CARRIED]
   # An output rewritten whole must have copied every reused record (the
   # previous output is read twice: once to decide, once to carry).
   carried_all = not where.previous or where.output.takes_changes(
       where.previous) or carried == reused
-  shapes = _encoder_shapes(result)
+  shapes = _encoder_shapes(results)
   return {
       'documents_read': read,
       'documents_embedded': embedded,
       'documents_reused': reused,
-      'documents_removed': _counter(result, 'incremental',
-                                    'documents_removed'),
+      'documents_removed': found[m.DOCUMENTS_REMOVED],
       'documents_rejected': rejected,
-      'files_truncated': _counter(result, 'read', 'files_truncated'),
+      'files_truncated': found[m.FILES_TRUNCATED],
       'records_carried': carried,
       'reconciled': read == embedded + reused + rejected and carried_all,
-      'duplicate_ids': _counter(result, 'dedup', 'duplicate_ids'),
-      'duplicate_documents': _counter(result, 'dedup', 'duplicate_documents'),
-      'documents_truncated': _counter(result, 'embed', 'documents_truncated'),
-      'documents_chunked': _counter(result, 'embed', 'documents_chunked'),
+      'duplicate_ids': found[m.DUPLICATE_IDS],
+      'duplicate_documents': found[m.DUPLICATE_DOCUMENTS],
+      'documents_truncated': found[m.DOCUMENTS_TRUNCATED],
+      'documents_chunked': found[m.DOCUMENTS_CHUNKED],
       'tokens': tokens,
       'tokens_computed': computed,
       'padding_efficiency': round(tokens / computed, 4) if computed else None,
-      'batches': _counter(result, 'embed', 'batches'),
-      'batches_retried_one_by_one': _counter(result, 'embed',
-                                             'batches_retried_one_by_one'),
-      'batches_split_oom': _counter(result, 'embed', 'batches_split_oom'),
-      'batches_per_bucket': _bucket_batches(result),
-      'padding_per_bucket': _bucket_padding(result),
+      'batches': found[m.BATCHES],
+      'batches_retried_one_by_one': found[m.BATCHES_RETRIED],
+      'batches_split_oom': found[m.BATCHES_SPLIT_OOM],
+      'batches_per_bucket': _bucket_batches(results),
+      'padding_per_bucket': _bucket_padding(results),
       'encoder_shapes': len(shapes),
       'encoder_shape_list': shapes,
-      'token_budgets': _token_budgets(result),
-      'encoder_seconds': round(
-          _counter(result, 'embed', 'encoder_milliseconds') / 1000, 2),
+      'token_budgets': _token_budgets(results),
+      'encoder_seconds': round(found[m.ENCODER_MILLISECONDS] / 1000, 2),
       'seconds': round(seconds, 2),
       'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
       # PostgreSQL outputs: rows written (upserted) and deleted.
-      'rows_upserted': _counter(result, 'write',
-                                f'rows_written_{records.EMBEDDINGS.name}'),
-      'rows_deleted': _counter(result, 'write',
-                               f'rows_deleted_{records.EMBEDDINGS.name}'),
+      'rows_upserted': found[m.ROWS_WRITTEN.member(records.EMBEDDINGS.name)],
+      'rows_deleted': found[m.ROWS_DELETED.member(records.EMBEDDINGS.name)],
       'output': where.output.shown(),
       'dead_letter': where.dead_letters.shown(),
   }
@@ -634,14 +624,14 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
     print(about_line(options, model, where, files), file=sys.stderr,
           flush=True)
   start = time.monotonic()
-  shown = (standard.runner == DEFAULT_LOCAL_RUNNER and
-           embed_options.progress_every > 0 and not dry_run)
-  display = progress.Display(
-      every=embed_options.progress_every,
-      total_bytes=files.bytes if files and not files.compressed else None)
   local = standard.runner == DEFAULT_LOCAL_RUNNER
+  source = None if dry_run or embed_options.progress_every <= 0 else (
+      progress.source_for(standard.runner, options))
+  display = source and progress.Display(
+      source, every=embed_options.progress_every,
+      total_bytes=files.bytes if files and not files.compressed else None)
   p = beam.Pipeline(runner=worker.local_runner(
-      options, progress.REQUEST_EVERY if shown else None) if local else None,
+      options, source and source.request_every) if local else None,
                     options=options)
   build_pipeline(p, embed_options, model, where)
   files_left = None if dry_run else cleanup.RunFiles(
@@ -649,7 +639,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   interrupts.set_finisher(lambda _: _interrupted(
       files_left, local=local, finished=False, runner=standard.runner))
   try:
-    if not shown:
+    if not display:
       result = p.run()
       if dry_run:
         # Beam's --dry_run builds the whole job and stops before submitting.
@@ -661,6 +651,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
     else:
       with display.track():
         result = p.run()
+        display.started(result)
         result.wait_until_finish()
         display.finish(result)
   except Exception as e:  # pylint: disable=broad-except
@@ -687,7 +678,7 @@ def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
     from pipeline import report  # pylint: disable=import-outside-toplevel
     try:
       report.write(embed_options.report, summary=summary,
-                   options=embed_options, samples=display.tracker.samples)
+                   options=embed_options, samples=display.samples if display else ())
     except Exception as e:  # pylint: disable=broad-except
       # The embeddings are written; the report is not.
       _error(RuntimeError(f'--report {embed_options.report}: '

@@ -76,6 +76,33 @@ def test_quiet_run_prints_what_it_does_progress_and_the_summary(
   assert any(m.group('eta') for m in progress)
 
 
+def test_live_progress_is_off_on_a_beam_version_it_was_not_written_for(
+    tmp_path, capsys, monkeypatch, minilm_export):
+  """The FnApiRunner progress source reads Beam internals of the versions
+  it names; with any other (here: its list swapped for one Beam is not),
+  the run completes with one warning and no progress line."""
+  import apache_beam  # pylint: disable=import-outside-toplevel
+  from pipeline import fnapi_progress  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(fnapi_progress, 'WRITTEN_FOR', ('0.0.1',))
+  docs = corpora.sample_docs(30)
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
+  assert run.main(['--input', corpus.pattern, '--model_dir', minilm_export,
+                   '--output', str(tmp_path / 'out' / 'emb'),
+                   '--progress_every', '1']) == 0
+  captured = capsys.readouterr()
+  lines = captured.err.splitlines()
+  warnings = [line for line in lines if 'live progress is off' in line]
+  assert warnings == [
+      'warning: live progress is off: pipeline/fnapi_progress.py reads '
+      'FnApiRunner internals of Beam 0.0.1, and this is Beam '
+      f'{apache_beam.__version__} (the run and its summary are unaffected)']
+  assert not [line for line in lines if line.startswith('progress ')]
+  summary = json.loads(captured.out.strip().splitlines()[-1])
+  assert summary['documents_embedded'] == len(docs)
+  assert summary['documents_rejected'] == len(corpus.bad_types)
+  assert summary['reconciled'] is True
+
+
 def _error_lines(capsys, argv):
   status = run.main(argv)
   err = capsys.readouterr().err

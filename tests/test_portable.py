@@ -16,6 +16,7 @@ import pytest
 from pipeline import run
 from tests import corpora
 from tests import portable
+from tests import test_console
 
 @pytest.fixture(scope='module')
 def worker_python(tmp_path_factory) -> str:
@@ -53,11 +54,26 @@ def test_portable_runner_with_external_workers_equals_direct(
   assert run.main(common + ['--output', direct]) == 0
   capsys.readouterr()
   portable_out = str(tmp_path / 'portable' / 'emb')
-  assert run.main(common + ['--output', portable_out] +
+  assert run.main(common + ['--output', portable_out, '--progress_every',
+                             '1'] +
                   portable.runner_flags(job_port, pool_port)) == 0
-  summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  captured = capsys.readouterr()
+  summary = json.loads(captured.out.strip().splitlines()[-1])
   assert summary['documents_embedded'] == len(docs)
   assert summary['reconciled'] is True
+  # Progress from the job service's metrics (Beam's Job API): Beam's local
+  # job service has none until the job ends, so the live lines say so; the
+  # last line is the finished job's counts, the summary's.
+  shown = [line for line in captured.err.splitlines()
+           if line.startswith('progress ')]
+  assert len(shown) >= 2, captured.err[-2000:]
+  assert all(test_console.PROGRESS.match(line) or line.endswith(
+      'running; no counts from the runner yet') for line in shown), shown
+  last = test_console.PROGRESS.match(shown[-1])
+  assert last and [int(last.group(g).replace(',', '')) for g in (
+      'read', 'embedded', 'rejected')] == [
+          summary['documents_read'], summary['documents_embedded'],
+          summary['documents_rejected']]
   want = {r['id']: r for r in corpora.read_output(direct)}
   got = {r['id']: r for r in corpora.read_output(portable_out)}
   assert sorted(got) == sorted(d['id'] for d in docs)

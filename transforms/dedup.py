@@ -11,13 +11,12 @@ import re
 from typing import Iterable, Union
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.elements import (DEAD_LETTER, DeadLetter, Document, Results,
                                  route)
 
 ON_DUPLICATE_ID = ('keep', 'first', 'error')
-_NAMESPACE = 'dedup'
 _POSITION = re.compile(r'^(.*?)(?:[@:](\d+))?$', re.DOTALL)
 
 
@@ -58,8 +57,8 @@ class _CountRepeats(beam.DoFn):
 
   def __init__(self):
     super().__init__()
-    self._ids = Metrics.counter(_NAMESPACE, 'duplicate_ids')
-    self._extra = Metrics.counter(_NAMESPACE, 'duplicate_documents')
+    self._ids = metrics.BEAM.counter(metrics.DUPLICATE_IDS)
+    self._extra = metrics.BEAM.counter(metrics.DUPLICATE_DOCUMENTS)
 
   def count(self, n: int) -> None:
     if n > 1:
@@ -76,7 +75,7 @@ class _Resolve(_CountRepeats):
   def __init__(self, policy: str):
     super().__init__()
     self._policy = policy
-    self._dead = Metrics.counter(_NAMESPACE, 'documents_dead_lettered')
+    self._dead = metrics.BEAM.counter(metrics.DEDUP_DEAD_LETTERED)
 
   def process(self, keyed):
     doc_id, docs = keyed

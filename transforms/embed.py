@@ -24,24 +24,18 @@ from typing import Iterable, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from transforms.inference import ModelHandler, RunInference
 
 from tfmodels.budget import is_out_of_memory, token_budget
 from tfmodels.embedder import l2_normalize
 from transforms import batching
+from transforms import metrics
 from transforms import model_files
 from transforms.elements import (DEAD_LETTER, ChunkEmbedding, DeadLetter,
                                  Document, EmbeddedDocument, EncoderBatch,
                                  EncoderRow, Results, route)
 from transforms.spec import EmbeddingSpec
 
-_NAMESPACE = 'embed'
-# Per-bucket and per-shape metric names (the summary reads them back).
-BATCHES_PREFIX = 'batches_len_'
-SHAPE_PREFIX = 'encoder_shape_'
-BUDGET_PREFIX = 'token_budget_len_'
-TOKENS_PREFIX = 'tokens_len_'
 Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 
 
@@ -127,9 +121,9 @@ class TokenizeHandler(ModelHandler):
     self._max_seq_length = spec.max_seq_length
     self._long_documents = spec.long_documents
     self._chunk_stride = spec.chunk_stride
-    self._failed = Metrics.counter(_NAMESPACE, 'documents_failed')
-    self._retried = Metrics.counter(_NAMESPACE, 'batches_retried_one_by_one')
-    self._chunked = Metrics.counter(_NAMESPACE, 'documents_chunked')
+    self._failed = metrics.BEAM.counter(metrics.DOCUMENTS_FAILED)
+    self._retried = metrics.BEAM.counter(metrics.BATCHES_RETRIED)
+    self._chunked = metrics.BEAM.counter(metrics.DOCUMENTS_CHUNKED)
 
   def load_model(self):
     return _load_tokenizer(self._preprocessor)
@@ -179,13 +173,16 @@ class EncodeHandler(ModelHandler):
   for the rest of the process's life; other errors are isolated per
   document. With jit_compile every call of a bucket has the same number of
   rows (padding rows fill it), because XLA compiles once per input shape.
+  What it counts goes to `sink`: Beam's metrics, or a metrics.Tally where
+  the handler runs outside a pipeline (bench/gpu.py).
   """
 
   def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
                max_batch_tokens: Union[int, str] = 8192,
                batch_size: int = 256, large_model: bool = False,
                jit_compile: bool = False, require_gpu: bool = False,
-               accelerator: Optional[str] = None):
+               accelerator: Optional[str] = None,
+               sink: metrics.Sink = metrics.BEAM):
     super().__init__(large_model=large_model)
     self._load_args = (preprocessor, encoder, spec, jit_compile, require_gpu)
     self._max_batch_tokens = max_batch_tokens
@@ -194,16 +191,16 @@ class EncodeHandler(ModelHandler):
     self._jit_compile = jit_compile
     self._accelerator = accelerator
     self._finish = l2_normalize if spec.normalize else (lambda x: x)
-    counter = functools.partial(Metrics.counter, _NAMESPACE)
-    self._documents = counter('documents_embedded')
-    self._tokens = counter('tokens_embedded')
-    self._computed = counter('tokens_computed')
-    self._truncated = counter('documents_truncated')
-    self._failed = counter('documents_failed')
-    self._batches = counter('batches')
-    self._retried = counter('batches_retried_one_by_one')
-    self._split_oom = counter('batches_split_oom')
-    self._encoder_ms = counter('encoder_milliseconds')
+    self._sink = sink
+    self._documents = sink.counter(metrics.DOCUMENTS_EMBEDDED)
+    self._tokens = sink.counter(metrics.TOKENS_EMBEDDED)
+    self._computed = sink.counter(metrics.TOKENS_COMPUTED)
+    self._truncated = sink.counter(metrics.DOCUMENTS_TRUNCATED)
+    self._failed = sink.counter(metrics.DOCUMENTS_FAILED)
+    self._batches = sink.counter(metrics.BATCHES)
+    self._retried = sink.counter(metrics.BATCHES_RETRIED)
+    self._split_oom = sink.counter(metrics.BATCHES_SPLIT_OOM)
+    self._encoder_ms = sink.counter(metrics.ENCODER_MILLISECONDS)
     # Which process-wide budgets this handler shares (see _process_budgets).
     self._budgets_key = json.dumps([self.model_identifier(),
                                     max_batch_tokens, batch_size])
@@ -254,8 +251,7 @@ class EncodeHandler(ModelHandler):
 
   def _encode_batch(self, batch: EncoderBatch, model,
                     budgets: batching.RowBudgets) -> list[Result]:
-    Metrics.counter(_NAMESPACE,
-                    f'{BATCHES_PREFIX}{batch.seq_length:03d}').inc()
+    self._sink.inc(metrics.BATCHES_PER_BUCKET.member(batch.seq_length))
     # Pairs and single texts pack differently: each group on its own.
     results: dict[int, Result] = {}
     for is_pair in (False, True):
@@ -277,9 +273,8 @@ class EncodeHandler(ModelHandler):
       return [result for piece in batching.split_rows(rows, limit)
               for result in self._encode_fitting(piece, model, seq_length,
                                                  budgets)]
-    Metrics.distribution(
-        _NAMESPACE, f'{BUDGET_PREFIX}{seq_length:03d}').update(
-            limit * seq_length)
+    self._sink.update(metrics.TOKEN_BUDGETS.member(seq_length),
+                      limit * seq_length)
     computed = batching.computed_rows(len(rows), limit,
                                       fixed=self._jit_compile)
     try:
@@ -306,8 +301,7 @@ class EncodeHandler(ModelHandler):
     if rows[0].ids_b is not None:
       segments.append([r.ids_b for r in rows])
     # One rows x length shape per call: the summary counts the distinct ones.
-    Metrics.counter(_NAMESPACE,
-                    f'{SHAPE_PREFIX}{rows_to}x{seq_length}').inc()
+    self._sink.inc(metrics.ENCODER_SHAPES.member(rows_to, seq_length))
     self._batches.inc()
     start = time.perf_counter()
     embeddings, num_tokens = model.encode(segments, seq_length, rows_to)
@@ -315,8 +309,8 @@ class EncodeHandler(ModelHandler):
     self._computed.inc(rows_to * seq_length)
     self._tokens.inc(int(num_tokens.sum()))
     # Real tokens per bucket; with the shapes, the bucket's padding.
-    Metrics.counter(_NAMESPACE, f'{TOKENS_PREFIX}{seq_length:03d}').inc(
-        int(num_tokens.sum()))
+    self._sink.inc(metrics.TOKENS_PER_BUCKET.member(seq_length),
+                   int(num_tokens.sum()))
     out = []
     for row, embedding, tokens in zip(rows, embeddings, num_tokens):
       if row.num_chunks > 1:
@@ -380,8 +374,8 @@ class _CombineChunks(beam.DoFn):
     super().__init__()
     self._normalize = normalize
     self._counters = {
-        'documents': Metrics.counter(_NAMESPACE, 'documents_embedded'),
-        'failed': Metrics.counter(_NAMESPACE, 'documents_failed')}
+        'documents': metrics.BEAM.counter(metrics.DOCUMENTS_EMBEDDED),
+        'failed': metrics.BEAM.counter(metrics.DOCUMENTS_FAILED)}
 
   def process(self, keyed):
     _, chunks = keyed

@@ -28,13 +28,12 @@ import json
 from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.backends import Backend
 from transforms.dedup import resolve_duplicates
 from transforms.elements import Document
 
-_NAMESPACE = 'incremental'
 # The previous record's fields the decision reads (with the metadata
 # fields); the rest, the vector above all, is read only to carry records.
 LIGHT_FIELDS = ('id', 'content_hash', 'model_fingerprint')
@@ -102,9 +101,9 @@ class _Decide(beam.DoFn):
   def __init__(self, fingerprint: str):
     super().__init__()
     self._fingerprint = fingerprint
-    self._reused = Metrics.counter(_NAMESPACE, 'documents_reused')
-    self._to_embed = Metrics.counter(_NAMESPACE, 'documents_to_embed')
-    self._removed = Metrics.counter(_NAMESPACE, 'documents_removed')
+    self._reused = metrics.BEAM.counter(metrics.DOCUMENTS_REUSED)
+    self._to_embed = metrics.BEAM.counter(metrics.DOCUMENTS_TO_EMBED)
+    self._removed = metrics.BEAM.counter(metrics.DOCUMENTS_REMOVED)
 
   def process(self, keyed):
     doc_id, grouped = keyed
@@ -212,7 +211,7 @@ class _Unchanged(beam.DoFn):
 
   def __init__(self):
     super().__init__()
-    self._carried = Metrics.counter(_NAMESPACE, 'records_carried')
+    self._carried = metrics.BEAM.counter(metrics.RECORDS_CARRIED)
 
   def process(self, keyed, dropped):
     doc_id, record = keyed
