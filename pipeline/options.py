@@ -191,7 +191,8 @@ class EmbedOptions(PipelineOptions):
         '--progress_every', type=float, default=10.0,
         help='Seconds between progress lines when stderr is not a terminal '
         '(on a terminal one line is refreshed about every second); 0 turns '
-        'progress off. Local runners only. Default: 10.')
+        'progress off. Live counts come from FnApiRunner (the default), a '
+        'job service (PortableRunner --job_endpoint) or Dataflow. Default: 10.')
     shown.add_argument(
         '--report', default=None,
         help='Write a static HTML run report here (local path): token '

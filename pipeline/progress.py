@@ -97,19 +97,28 @@ class Source(abc.ABC):
 
 class ResultMetrics(Source):
   """The running job's PipelineResult.metrics(), attempted values (runners
-  whose result is live while the job runs: Dataflow)."""
+  whose result is live while the job runs: Dataflow). Asked every
+  `every` seconds at most: each answer is a call to the service's API,
+  whose counters move every few tens of seconds anyway."""
 
-  def __init__(self):
+  def __init__(self, every: float = 15.0):
     self._result = None
+    self._every = every
+    self._asked = -every
+    self._counts: Optional[dict] = None
 
   def started(self, result) -> None:
     self._result = result
 
   def counts(self) -> Optional[dict]:
-    if self._result is None or self._result.metrics() is None:
-      return None
-    return metrics.totals(self._result.metrics(), metrics.figure_metrics(),
-                          committed=False)
+    if self._result is None or time.monotonic() - self._asked < self._every:
+      return self._counts
+    self._asked = time.monotonic()
+    found = self._result.metrics()
+    if found is not None:
+      self._counts = metrics.totals(found, metrics.figure_metrics(),
+                                    committed=False)
+    return self._counts
 
 
 class JobServiceMetrics(Source):

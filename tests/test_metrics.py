@@ -10,6 +10,7 @@ import re
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from pipeline import progress
 from tests import corpora
 from transforms import metrics
 
@@ -70,6 +71,11 @@ def test_totals_and_keys_read_back_what_a_pipeline_counted():
                                                          (2, 16): 4}
   budgets = metrics.by_key(result.metrics(), metrics.TOKEN_BUDGETS)
   assert min(d.min for d in budgets[(16,)]) == 100
+  # The source Dataflow runs use: the result's metrics, attempted values.
+  source = progress.ResultMetrics(every=0)
+  assert source.counts() is None
+  source.started(result)
+  assert progress.sample_from(source.counts(), 1.0).documents_read == 5
 
 
 def test_no_step_names_a_metric_outside_transforms_metrics():

@@ -11,6 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipeline.options import EmbedOptions
 from pipeline.run import build_pipeline
 from tests import corpora
+from transforms import metrics as job_metrics
 
 
 def _loads_and_batches(tmp_path, minilm_model, *extra):
@@ -36,10 +37,10 @@ def _loads_and_batches(tmp_path, minilm_model, *extra):
       loads[step] = loads.get(step, 0) + d.committed.count
   assert set(loads) == {'Tokenize', 'Encode'}, loads
   loads = max(loads.values())
-  batches = sum(c.committed for c in metrics['counters']
-                if c.key.metric.name == 'batches')
-  embedded = sum(c.committed for c in metrics['counters']
-                 if c.key.metric.name == 'documents_embedded')
+  found = job_metrics.totals(result.metrics(), (
+      job_metrics.BATCHES, job_metrics.DOCUMENTS_EMBEDDED))
+  batches = found[job_metrics.BATCHES]
+  embedded = found[job_metrics.DOCUMENTS_EMBEDDED]
   records = {r['id']: r for r in corpora.read_output(
       str(tmp_path / 'out' / 'emb'))}
   return loads, batches, embedded, records
