@@ -339,7 +339,7 @@ class EncodeHandler(ModelHandler):
 
 
 def combine_chunks(chunks: Iterable[ChunkEmbedding], finish,
-                   counters: Optional[dict] = None
+                   sink: metrics.Sink = metrics.BEAM
                    ) -> Union[EmbeddedDocument, DeadLetter]:
   """One document from its chunks: the chunks' pooled embeddings averaged,
   weighted by their token counts (for mean pooling, the mean over all the
@@ -350,16 +350,14 @@ def combine_chunks(chunks: Iterable[ChunkEmbedding], finish,
     raise RuntimeError(f'chunks of {chunks[0].key} went missing')
   failed = [c for c in chunks if c.error]
   if failed:
-    if counters:
-      counters['failed'].inc()
+    sink.inc(metrics.DOCUMENTS_FAILED)
     error_type, message = failed[0].error
     return _dead(doc, error_type, f'chunk {failed[0].chunk} of '
                  f'{len(chunks)}: {message}')
   weights = np.array([c.num_tokens for c in chunks], np.float64)
   stacked = np.stack([c.embedding for c in chunks]).astype(np.float64)
   embedding = (weights[:, np.newaxis] * stacked).sum(0) / weights.sum()
-  if counters:
-    counters['documents'].inc()
+  sink.inc(metrics.DOCUMENTS_EMBEDDED)
   return EmbeddedDocument(
       id=doc.id, embedding=finish(embedding[np.newaxis].astype(np.float32))[0],
       num_tokens=int(weights.sum()), truncated=False,
@@ -373,14 +371,11 @@ class _CombineChunks(beam.DoFn):
   def __init__(self, normalize: bool):
     super().__init__()
     self._normalize = normalize
-    self._counters = {
-        'documents': metrics.BEAM.counter(metrics.DOCUMENTS_EMBEDDED),
-        'failed': metrics.BEAM.counter(metrics.DOCUMENTS_FAILED)}
 
   def process(self, keyed):
     _, chunks = keyed
     finish = l2_normalize if self._normalize else (lambda x: x)
-    yield route(combine_chunks(chunks, finish, self._counters))
+    yield route(combine_chunks(chunks, finish))
 
 
 def _rows_or_dead(result):
