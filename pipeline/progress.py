@@ -161,7 +161,9 @@ class JobServiceMetrics(Source):
       return None
     found = self._service.GetJobMetrics(
         self._api.GetJobMetricsRequest(job_id=self._job), timeout=10).metrics
-    return user_counters([*found.attempted, *found.committed]) or None
+    # A running job's counts are attempted ones; a service that fills only
+    # committed (Beam's local job service, once the job ends) gives those.
+    return user_counters(found.attempted or found.committed) or None
 
 
 def _fnapi_source(options) -> Optional[Source]:
