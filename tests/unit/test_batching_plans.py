@@ -105,22 +105,18 @@ def test_row_budgets_start_from_the_initial_budget_in_whole_rows():
   assert batching.RowBudgets(lambda length: 50).rows(128) == 1
 
 
-def test_row_budgets_lowered_after_out_of_memory():
+def test_row_budgets_lowered_in_whole_rows_and_never_raised_again():
+  """Beyond tests/test_budgets.py (halving, capping longer buckets): a cap
+  that does not divide a length gives whole rows, a later failure at more
+  rows than allowed does not raise the budget, and it stops at one row."""
   budgets = batching.RowBudgets(lambda length: 8192)
-  assert budgets.rows(64) == 128 and budgets.rows(256) == 32
-  # 64 rows x 128 ran out of memory: half the rows at 128 ...
   assert budgets.lower(128, 64) == 32
-  assert budgets.tokens(128) == 4096
-  # ... and longer buckets capped at the same tokens; shorter ones not.
-  assert budgets.tokens(256) == 4096 and budgets.rows(256) == 16
   # 4096 tokens at 160 are 25 whole rows.
   assert budgets.rows(160) == 25 and budgets.tokens(160) == 25 * 160
-  assert budgets.rows(64) == 128
-  # A later failure with more rows than allowed does not raise it again.
-  assert budgets.lower(128, 64) == 32
+  assert budgets.lower(128, 64) == 32  # a late report of the same failure
   assert budgets.lower(128, 32) == 16
-  assert budgets.lower(128, 1) == 1
-  assert budgets.rows(512) == 1
+  assert budgets.lower(128, 1) == 1 and budgets.lower(128, 1) == 1
+  assert budgets.rows(512) == 1 and budgets.rows(120) == 68
 
 
 def test_plan_batches_ties_keep_input_order():
