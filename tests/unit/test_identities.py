@@ -52,18 +52,12 @@ def test_equal_specs_have_equal_fingerprints():
     dict(max_seq_length=129), dict(normalize=True),
     dict(long_documents='chunk'), dict(chunk_stride=32),
     dict(precision='bf16'), dict(precision='fp16')])
-def test_every_field_that_decides_an_embedding_changes_it(change):
+def test_every_choice_that_decides_an_embedding_changes_it(change):
+  """Each value a person can choose (tests/test_model_identity.py changes
+  each field once)."""
   base = EmbeddingSpec('export:abc')
   assert dataclasses.replace(base, **change).fingerprint() != (
       base.fingerprint())
-
-
-def test_every_field_is_in_the_fingerprint():
-  """A field added to the spec must change the fingerprint too (the test
-  above lists each by hand)."""
-  names = {f.name for f in dataclasses.fields(EmbeddingSpec)}
-  assert names == {'model', 'pooling', 'max_seq_length', 'normalize',
-                   'long_documents', 'chunk_stride', 'precision'}
 
 
 @pytest.mark.parametrize('kwargs,message', [

@@ -264,3 +264,33 @@ def test_a_failing_source_is_logged_once_and_the_run_goes_on(monkeypatch,
   lines = stream.getvalue().splitlines()
   assert ' 10 read, 10 embedded' in lines[1]
   assert all('running; no counts' in l for l in lines[2:])
+
+
+def test_result_metrics_asks_the_result_at_most_every_so_often():
+  source = progress.ResultMetrics(every=3600)
+  assert source.counts() is None  # not started: nothing to ask
+  result = _FinishedRun({'s': [_counter(metrics.DOCUMENTS_READ, 4)]})
+  source.started(result)
+  first = source.counts()
+  assert first[metrics.DOCUMENTS_READ] == 4
+  assert set(first) == set(metrics.figure_metrics())
+  # The job moves on, but within `every` the last answer stands.
+  result._metrics = fn_runner.FnApiMetrics(  # pylint: disable=protected-access
+      {'s': [_counter(metrics.DOCUMENTS_READ, 9)]})
+  assert source.counts()[metrics.DOCUMENTS_READ] == 4
+  eager = progress.ResultMetrics(every=0)
+  eager.started(result)
+  assert eager.counts()[metrics.DOCUMENTS_READ] == 9
+
+
+def test_source_for_each_runner():
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  none = PipelineOptions([])
+  assert isinstance(progress.source_for('DataflowRunner', none),
+                    progress.ResultMetrics)
+  assert progress.source_for('DirectRunner', none) is None
+  assert progress.source_for('SomeOtherRunner', none) is None
+  # PortableRunner without a job service, or with the in-process one.
+  assert progress.source_for('PortableRunner', none) is None
+  assert progress.source_for('PortableRunner', PipelineOptions(
+      ['--job_endpoint', 'embed'])) is None
