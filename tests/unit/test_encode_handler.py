@@ -1,4 +1,4 @@
-"""transforms/embed.py's EncodeHandler without a model: a batch cut into
+"""transforms/embed.py's handlers without a model. EncodeHandler: a batch cut into
 calls that fit the bucket's budget, out-of-memory back-off (halving and
 lowering the budget for later calls), one bad document isolated, pairs and
 single texts packed apart but returned in row order, and what it counts.
@@ -9,6 +9,9 @@ of memory above a token count with TensorFlow's real ResourceExhaustedError;
 the handler, RowBudgets and the metrics Tally are the project's own.
 tests/test_budgets.py proves the same back-off end to end on a real
 SavedModel; this proves the handler's bookkeeping in well under a second.
+TokenizeHandler: a document's rows (chunked with the default stride of
+half a window), pairs never chunked, and a text the tokenizer fails on
+isolated as a dead letter.
 """
 
 from __future__ import annotations
@@ -213,3 +216,72 @@ def test_model_identifier_follows_the_model_and_its_settings():
   others = {ident(model='m2'), ident(pooling='cls'), ident(pre='p2'),
             ident(enc='e2'), ident(jit_compile=True), ident(require_gpu=True)}
   assert base not in others and len(others) == 6
+
+
+class StandInTokenizer:
+  """Tokenizer's contract: one id per word; 2 special tokens for a single
+  text, 3 for a pair; fails on a text holding 'BOOM'."""
+
+  def __init__(self):
+    self.calls = []
+
+  def num_special(self, num_segments):
+    return {1: 2, 2: 3}[num_segments]
+
+  def tokenize(self, texts):
+    self.calls.append(list(texts))
+    if any('BOOM' in t for t in texts):
+      raise UnicodeError('cannot tokenize BOOM')
+    return [np.arange(len(t.split()), dtype=np.int32) for t in texts]
+
+
+def _tokenize(docs, long_documents='chunk', chunk_stride=None):
+  spec = EmbeddingSpec('m', max_seq_length=16, long_documents=long_documents,
+                       chunk_stride=chunk_stride)
+  handler = embed.TokenizeHandler(spec, 'pre', batch_size=32)
+  tokenizer = StandInTokenizer()
+  return handler.run_inference(docs, tokenizer), tokenizer
+
+
+def test_tokenize_gives_each_document_its_rows():
+  words = ' '.join(['w'] * 40)
+  docs = [Document('short', 'a b c', None, 's1'),
+          Document('long', words, None, 's2'),
+          Document('pair', words, 'x y', 's3')]
+  out, tokenizer = _tokenize(docs)
+  short, long_rows, pair = out
+  assert [(r.length, r.truncated, r.num_chunks) for r in short] == [
+      (5, False, 1)]
+  # Window 14 (16 less 2 special), default stride 7: starts 0, 7, 14, 21
+  # and the last window ends at the 40th token.
+  assert [(int(r.ids[0]), len(r.ids)) for r in long_rows] == [
+      (0, 14), (7, 14), (14, 14), (21, 14), (26, 14)]
+  assert {r.num_chunks for r in long_rows} == {5}
+  assert [(r.length, r.truncated, len(r.ids_b)) for r in pair] == [
+      (16, True, 2)]
+  # The second texts of pairs are tokenized in a call of their own.
+  assert tokenizer.calls == [[d.text for d in docs], ['x y']]
+
+
+def test_tokenize_stride_and_truncation_follow_the_spec():
+  words = ' '.join(['w'] * 40)
+  doc = Document('long', words, None, 's')
+  [rows], _ = _tokenize([doc], chunk_stride=13)
+  assert [int(r.ids[0]) for r in rows] == [0, 13, 26]
+  [rows], _ = _tokenize([doc], long_documents='truncate')
+  assert [(r.length, r.truncated, r.num_chunks) for r in rows] == [
+      (16, True, 1)]
+
+
+def test_a_text_the_tokenizer_fails_on_is_a_dead_letter():
+  docs = [Document('ok', 'a b', None, 's1'),
+          Document('bad', 'x BOOM', 'y', 's2@10'),
+          Document('ok2', 'c', None, 's3')]
+  out, tokenizer = _tokenize(docs)
+  assert [len(out[0]), len(out[2])] == [1, 1]
+  assert out[1] == DeadLetter(source='s2@10', raw='x BOOM\ty',
+                              error_type='embed_error:UnicodeError',
+                              message='cannot tokenize BOOM', stage='embed')
+  # The batch, then each document alone.
+  assert tokenizer.calls[0] == ['a b', 'x BOOM', 'c']
+  assert ['x BOOM'] in tokenizer.calls[1:]
