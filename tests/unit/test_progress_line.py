@@ -294,3 +294,76 @@ def test_source_for_each_runner():
   assert progress.source_for('PortableRunner', none) is None
   assert progress.source_for('PortableRunner', PipelineOptions(
       ['--job_endpoint', 'embed'])) is None
+
+
+class _JobService:
+  """Answers of a job service through Beam's Job API messages (the gRPC
+  stub's two calls that JobServiceMetrics makes)."""
+
+  def __init__(self, jobs, attempted=(), committed=()):
+    from apache_beam.portability.api import beam_job_api_pb2  # pylint: disable=import-outside-toplevel
+    self.api, self.jobs = beam_job_api_pb2, list(jobs)
+    self.attempted, self.committed = list(attempted), list(committed)
+    self.asked = []
+
+  def GetJobs(self, request, timeout):  # pylint: disable=invalid-name
+    del request, timeout
+    return self.api.GetJobsResponse(job_info=[
+        self.api.JobInfo(job_id=j) for j in self.jobs])
+
+  def GetJobMetrics(self, request, timeout):  # pylint: disable=invalid-name
+    del timeout
+    self.asked.append(request.job_id)
+    return self.api.GetJobMetricsResponse(
+        metrics=self.api.MetricResults(attempted=self.attempted,
+                                       committed=self.committed))
+
+
+def _job_service_source(service):
+  source = progress.JobServiceMetrics('localhost:1')  # never connects
+  source._service = service  # pylint: disable=protected-access
+  return source
+
+
+def test_job_service_metrics_of_the_job_started_by_this_run():
+  service = _JobService(['earlier'], attempted=[
+      _counter(metrics.DOCUMENTS_READ, 5, 'a'),
+      _counter(metrics.DOCUMENTS_READ, 2, 'b'),
+      _counter(metrics.DOCUMENTS_EMBEDDED, 3)])
+  source = _job_service_source(service)
+  with source.attached():
+    assert source.counts() is None  # no job yet
+    service.jobs.append('this-run')
+    source.started(result=None)
+    assert source.counts() == {metrics.DOCUMENTS_READ: 7,
+                               metrics.DOCUMENTS_EMBEDDED: 3}
+  assert service.asked == ['this-run']
+  service.attempted = []
+  assert source.counts() is None  # no counts yet: None, not zeros
+
+
+def test_job_service_metrics_of_an_unclear_job_are_none():
+  service = _JobService(['earlier'], attempted=[
+      _counter(metrics.DOCUMENTS_READ, 5)])
+  source = _job_service_source(service)
+  with source.attached():
+    service.jobs += ['mine', 'someone-elses']
+    source.started(result=None)
+    assert source.counts() is None and not service.asked
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'JobServiceMetrics.counts() sums the attempted and the committed lists '
+    '(pipeline/progress.py: user_counters([*found.attempted, '
+    '*found.committed])), which Beam\'s PortableMetrics reads as two views '
+    'of one counter: a job service that fills both shows every count '
+    "doubled (Beam's own local job service fills only committed, so its "
+    'runs do not show it)'))
+def test_job_service_metrics_count_attempted_and_committed_once():
+  service = _JobService([], attempted=[_counter(metrics.DOCUMENTS_READ, 5)],
+                        committed=[_counter(metrics.DOCUMENTS_READ, 5)])
+  source = _job_service_source(service)
+  with source.attached():
+    service.jobs.append('this-run')
+    source.started(result=None)
+    assert source.counts() == {metrics.DOCUMENTS_READ: 5}
