@@ -1,5 +1,5 @@
-"""transforms/embed.py's handlers without a model. EncodeHandler: a batch cut into
-calls that fit the bucket's budget, out-of-memory back-off (halving and
+"""transforms/embed.py's handlers without a model. EncodeHandler: a batch
+cut into calls that fit the bucket's budget, out-of-memory back-off (halving and
 lowering the budget for later calls), one bad document isolated, pairs and
 single texts packed apart but returned in row order, and what it counts.
 

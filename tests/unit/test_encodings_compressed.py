@@ -25,7 +25,7 @@ from transforms import encodings
 
 pytestmark = pytest.mark.unit
 
-# --- encodings ------------------------------------------------------------------
+# --- encodings ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize('codec,name,bom', [
@@ -79,7 +79,8 @@ def test_unmarked_wide_text_is_named(codec, expected):
 
 @pytest.mark.parametrize('head', [
     b'id,text\n1,hello\n',  # no NUL at all
-    'Ελληνικά κείμενα'.encode('utf-16-le'),  # wide, but not ASCII: no sign
+    # Wide, but not ASCII: no sign.
+    'Ελληνικά κείμενα'.encode('utf-16-le'),
     b'\0',  # too short to tell
     b'ab\0cd\0ef\0gh\0ij\0',  # a few NULs, no pattern
 ])
@@ -139,7 +140,7 @@ def test_a_line_that_does_not_decode_is_a_bad_line():
   assert len(found) == 4
 
 
-# --- compressed -----------------------------------------------------------------
+# --- compressed --------------------------------------------------------------
 
 LINES = b''.join(b'{"id": %d, "text": "document number %d"}\n' % (i, i)
                  for i in range(3000))

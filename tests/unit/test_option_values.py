@@ -100,7 +100,8 @@ def test_defaults():
   assert parsed.max_batch_tokens == 'auto'
   assert (parsed.normalize, parsed.verbose, parsed.require_gpu) == (
       False, False, False)
-  assert parsed.metadata_fields == ()  # argparse runs a str default through type
+  # argparse runs a str default through its type.
+  assert parsed.metadata_fields == ()
   assert (parsed.pooling, parsed.max_seq_length, parsed.long_documents,
           parsed.precision, parsed.batch_size, parsed.sort_window,
           parsed.progress_every) == ('mean', 128, 'truncate', 'fp32', 256,
