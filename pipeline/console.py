@@ -160,4 +160,10 @@ def _last_error_line(text: str) -> str:
                      flags=re.M)
   if found:
     return found[-1].strip()
+  # Exceptions named otherwise (google.api_core's NotFound, Forbidden): the
+  # last unindented line after the last traceback header.
+  _, header, tail = text.rpartition('Traceback (most recent call last):')
+  last = [line for line in tail.splitlines() if line[:1].isalpha()]
+  if header and last:
+    return re.sub(r'^(?:\w+\.)+(?=\w+: )', '', last[-1]).strip()
   return text.strip().splitlines()[0] if text.strip() else ''

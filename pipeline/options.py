@@ -60,7 +60,8 @@ def _limit(text: str) -> tuple[float, bool]:
 def rejection_limit(text: str) -> str:
   """--max_rejected as given, once checked: a count or a percentage."""
   value, share = _limit(text)
-  if value < 0 or (share and value > 100):
+  # `not value >= 0` also refuses nan, which no count is ever more than.
+  if not value >= 0 or (share and value > 100):
     raise argparse.ArgumentTypeError(
         f'{text!r} is neither a count (10) nor a percentage (0.5%)')
   return text

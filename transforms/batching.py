@@ -82,7 +82,8 @@ def computed_rows(n: int, limit: int, *, fixed: bool) -> int:
 def split_rows(rows: Sequence, limit: int) -> list[Sequence]:
   """Consecutive pieces of at most `limit` rows (rows are length-sorted, so
   each piece stays as tight as the batch was)."""
-  return [rows[i:i + limit] for i in range(0, len(rows), max(1, limit))]
+  step = max(1, limit)
+  return [rows[i:i + step] for i in range(0, len(rows), step)]
 
 
 class RowBudgets:
@@ -153,7 +154,12 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
 def chunk_windows(num_tokens: int, window: int,
                   stride: int) -> list[tuple[int, int]]:
   """Overlapping [start, end) windows of at most `window` tokens, `stride`
-  apart, the last one ending at the document's end."""
+  apart, the last one ending at the document's end. A stride longer than
+  the window would leave tokens in no window."""
+  if stride > window:
+    raise ValueError(f'a chunk stride of {stride} tokens is more than the '
+                     f'window of {window}: tokens between windows would not '
+                     'be embedded')
   if num_tokens <= window:
     return [(0, num_tokens)]
   starts = list(range(0, num_tokens - window, stride)) + [num_tokens - window]

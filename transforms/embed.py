@@ -346,7 +346,8 @@ def combine_chunks(chunks: Iterable[ChunkEmbedding], finish,
   chunks' tokens), then finished (normalised) like any embedding."""
   chunks = sorted(chunks, key=lambda c: c.chunk)
   doc = chunks[0].doc
-  if len(chunks) != chunks[0].num_chunks or doc is None:
+  if [c.chunk for c in chunks] != list(range(chunks[0].num_chunks)) or (
+      doc is None):
     raise RuntimeError(f'chunks of {chunks[0].key} went missing')
   failed = [c for c in chunks if c.error]
   if failed:

@@ -53,6 +53,13 @@ class EmbeddingSpec:
       raise ValueError('max_seq_length must be at least 8')
     if self.chunk_stride is not None and self.chunk_stride < 1:
       raise ValueError('chunk_stride must be positive')
+    if self.chunk_stride is not None and (
+        self.chunk_stride > self.max_seq_length - 2):
+      # The widest window: a single text's two special tokens aside.
+      raise ValueError(f'chunk_stride {self.chunk_stride} is more than a '
+                       f'chunk window ({self.max_seq_length - 2} tokens at '
+                       f'max_seq_length {self.max_seq_length}): tokens '
+                       'between windows would not be embedded')
 
   def fingerprint(self) -> str:
     """Written into every output record as model_fingerprint."""

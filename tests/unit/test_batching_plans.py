@@ -18,6 +18,7 @@ import pytest
 
 from transforms import batching
 from transforms.elements import Document
+from transforms.spec import EmbeddingSpec
 
 pytestmark = pytest.mark.unit
 
@@ -80,11 +81,6 @@ def test_split_rows_keeps_every_row_in_order(n, limit):
   assert len(pieces) == -(-n // limit)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'split_rows(rows, 0) steps by max(1, limit) but slices rows[i:i + 0]: '
-    'every piece is empty and every row is lost (transforms/batching.py '
-    'split_rows); RowBudgets never gives 0, but the guard suggests it was '
-    'meant to hold'))
 def test_split_rows_with_a_limit_of_zero_keeps_the_rows():
   assert [r for p in batching.split_rows([1, 2, 3], 0) for r in p] == [1, 2,
                                                                        3]
@@ -166,16 +162,18 @@ def test_chunk_windows_of_a_window_and_one():
   assert batching.chunk_windows(127, 126, 63) == [(0, 126), (1, 127)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'a --chunk_stride longer than the window leaves tokens in no window: '
-    'chunk_windows(300, 100, 150) -> (0,100) (150,250) (200,300), tokens '
-    '100-149 are not embedded; neither EmbeddingSpec nor the options '
-    'bound chunk_stride by the window'))
-def test_chunk_windows_cover_every_token_when_stride_exceeds_window():
-  covered = set()
-  for start, end in batching.chunk_windows(300, 100, 150):
-    covered.update(range(start, end))
-  assert covered == set(range(300))
+def test_a_stride_longer_than_the_window_is_refused():
+  """chunk_windows(300, 100, 150) would give (0,100) (150,250) (200,300):
+  tokens 100-149 in no window. The spec refuses such a stride at launch,
+  and chunk_windows as a last guard."""
+  with pytest.raises(ValueError, match='more than the window of 100'):
+    batching.chunk_windows(300, 100, 150)
+  assert batching.chunk_windows(300, 100, 100)[-1] == (200, 300)
+  with pytest.raises(ValueError, match='more than a chunk window'):
+    EmbeddingSpec(model='m', max_seq_length=128, long_documents='chunk',
+                  chunk_stride=127)
+  assert EmbeddingSpec(model='m', max_seq_length=128,
+                       long_documents='chunk', chunk_stride=126)
 
 
 def test_rows_for_document_at_the_exact_fit_is_one_untruncated_row():

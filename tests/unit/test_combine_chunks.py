@@ -89,10 +89,6 @@ def test_a_missing_chunk_is_an_error(keep):
   assert tally.values == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'combine_chunks checks only the number of chunks: a chunk that arrives '
-    'twice hides a missing one, and the document is averaged without it '
-    '(transforms/embed.py, `len(chunks) != chunks[0].num_chunks`)'))
 def test_a_repeated_chunk_does_not_hide_a_missing_one():
   a, b, _ = _chunks([5, 5, 5])
   with pytest.raises(RuntimeError):

@@ -150,11 +150,6 @@ def test_last_error_line(text, expected):
   assert console._last_error_line(text) == expected  # pylint: disable=protected-access
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "console._last_error_line only knows exception names containing Error "
-    "or Exception: a worker traceback ending in google.api_core's NotFound "
-    "or Forbidden (GCS, BigQuery) becomes 'Traceback (most recent call "
-    "last):', losing the reason"))
 def test_worker_traceback_ending_in_a_google_api_error():
   text = ('Traceback (most recent call last):\n  File "x.py", line 1, in f\n'
           '    bucket.blob(name).download()\n'

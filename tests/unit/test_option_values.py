@@ -44,10 +44,6 @@ def test_rejection_limit_rejects_the_rest(text):
                                'percentage (0.5%)')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rejection_limit accepts 'nan%' (float('nan') is neither < 0 nor > "
-    "100), and over_rejection_limit then never fails a run: x > nan is "
-    'False (pipeline/options.py _limit / rejection_limit)'))
 def test_rejection_limit_rejects_nan():
   with pytest.raises(argparse.ArgumentTypeError):
     options.rejection_limit('nan%')

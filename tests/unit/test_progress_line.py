@@ -352,13 +352,6 @@ def test_job_service_metrics_of_an_unclear_job_are_none():
     assert source.counts() is None and not service.asked
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'JobServiceMetrics.counts() sums the attempted and the committed lists '
-    '(pipeline/progress.py: user_counters([*found.attempted, '
-    '*found.committed])), which Beam\'s PortableMetrics reads as two views '
-    'of one counter: a job service that fills both shows every count '
-    "doubled (Beam's own local job service fills only committed, so its "
-    'runs do not show it)'))
 def test_job_service_metrics_count_attempted_and_committed_once():
   service = _JobService([], attempted=[_counter(metrics.DOCUMENTS_READ, 5)],
                         committed=[_counter(metrics.DOCUMENTS_READ, 5)])
