@@ -62,7 +62,11 @@ def asks_verbose(argv: Sequence[str]) -> bool:
   return bool(known.verbose)
 
 
-def _collect_stray(parser) -> None:
+def _collect_stray(parser: argparse.ArgumentParser) -> None:
+  """get_all_options' hook for extra arguments: words no flag takes are
+  collected, and a bad value raises (argparse's exit_on_error) instead of
+  printing Beam's whole usage and exiting."""
+  parser.exit_on_error = False
   parser.add_argument(_STRAY, nargs='*')
 
 
@@ -85,8 +89,11 @@ def check_flags(argv: Sequence[str]) -> None:
   known = set(PipelineOptions([]).get_all_options())
   # Unknown flags are kept under their own names; words no flag takes are
   # collected in _STRAY.
-  given = options.get_all_options(retain_unknown_options=True,
-                                  add_extra_args_fn=_collect_stray)
+  try:
+    given = options.get_all_options(retain_unknown_options=True,
+                                    add_extra_args_fn=_collect_stray)
+  except argparse.ArgumentError as e:  # a Beam flag's value
+    raise ValueError(str(e)) from e
   unknown = set(given) - known - {_STRAY}
   for arg in argv:
     if arg.startswith('-') and (_dest(arg) in unknown or not (

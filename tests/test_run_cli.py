@@ -80,6 +80,35 @@ def test_clear_errors_for_bad_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('args,message', [
+    (['--max_seq_lenght', '5'],
+     'unknown flag --max_seq_lenght; did you mean --max_seq_length?'),
+    (['--max-seq-lenght=5'],
+     'unknown flag --max-seq-lenght; did you mean --max_seq_length?'),
+    (['--streeming'], 'unknown flag --streeming; did you mean --streaming?'),
+    (['--zzzzqq'], "unknown flag --zzzzqq; python -m pipeline.run --help "
+     "lists the job's flags"),
+    (['-f', 'x'], 'unknown flag -f;'),
+    (['foo'], "unexpected argument 'foo': flags take the form"),
+    (['--streaming', 'foo'], "unexpected argument 'foo'"),
+    (['--pooling', 'max'], "argument --pooling: invalid choice: 'max'"),
+    (['--direct_num_workers', 'abc'],
+     "argument --direct_num_workers: invalid int value: 'abc'"),
+    (['--direct_running_mode', 'many'],
+     "argument --direct_running_mode: invalid choice: 'many'"),
+])
+def test_every_flag_is_known_and_well_formed(args, message):
+  """Job and Beam flags alike, before anything runs; Beam's own flags
+  with their values pass."""
+  from pipeline.flags import check_flags
+  common = ['--input', 'a.jsonl', '--output', 'o']
+  check_flags(common + ['--runner', 'DataflowRunner', '--experiments', 'a',
+                        '--experiments=b', '--dry_run', 'True',
+                        '--direct_num_workers', '2', '--save_main_session'])
+  with pytest.raises(ValueError, match=re.escape(message)):
+    check_flags(common + args)
+
+
+@pytest.mark.parametrize('args,message', [
     (['--output', 'o'], 'exactly one of --input and --input_query'),
     (['--input', 'a.jsonl'], '--output is required'),
     (['--input', 'a.jsonl', '--input_query', 'SELECT 1', '--output', 'o'],
