@@ -45,7 +45,6 @@ def resolve_model(options: EmbedOptions) -> presets.ResolvedModel:
                          ).with_identity()
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Locations:
   """The job's backends, chosen once from the flags."""
@@ -203,7 +202,7 @@ class InputFiles(NamedTuple):
   compressed: bool
 
 
-def input_files(options: EmbedOptions,
+def input_files(options: EmbedOptions, *,
                 where: Locations) -> Optional[InputFiles]:
   """The files --input names (None for BigQuery): none is an error here,
   at launch, rather than an empty run. Files of this job's own output and
@@ -319,9 +318,12 @@ def about_line(plan: Plan) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """A job as the launch decided it. Read-only: nothing after plan_from
-  changes it or its options (the options travel to remote workers as
-  given; what was decided from them travels in the transforms)."""
+  """A job as the launch decided it. Frozen, and neither plan_from nor
+  build_pipeline changes its options: what was decided from them (the
+  precision, the model, the backends) travels in the transforms, so the
+  workers never need options rewritten by the launcher. (Running the job
+  is another matter: Beam's runners and worker.local_runner adjust the
+  options they are handed.)"""
   # The flags as given (--precision may still say auto): treat as read-only.
   options: PipelineOptions
   # The model to load, its identity read.
@@ -377,7 +379,7 @@ def plan_from(options: PipelineOptions, *,
     raise ValueError(f'--max_seq_length {embed.max_seq_length} is more than '
                      f'{model.name} takes ({model.max_seq_length})')
   where = check_io_flags(embed)
-  files = input_files(embed, where)
+  files = input_files(embed, where=where)
   check_report_path(embed)
   if runner != 'DataflowRunner':
     fetch_hub_models(model)
