@@ -38,11 +38,9 @@ from transforms.backends import files as file_backends
 from transforms.spec import EmbeddingSpec
 
 def resolve_model(options: EmbedOptions) -> presets.ResolvedModel:
-  """The model the flags name, with its identity read (once: reading it
-  hashes the SavedModels' files)."""
+  """The model the flags name (plan_from reads its identity, once)."""
   return presets.resolve(options.model, options.preprocessor, options.encoder,
-                         options.model_cache_dir, options.model_dir
-                         ).with_identity()
+                         options.model_cache_dir, options.model_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,6 +371,7 @@ def plan_from(options: PipelineOptions, *,
   runner = options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER
   check_batching_flags(embed)
   check_accelerator_flags(options)
+  # The identity, read once here: it hashes the SavedModels' files.
   model = (model or resolve_model(embed)).with_identity()
   precision = resolve_precision(options, model)
   if model.max_seq_length and embed.max_seq_length > model.max_seq_length:
