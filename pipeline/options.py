@@ -120,7 +120,7 @@ class EmbedOptions(PipelineOptions):
         'the run). Counted in every case.')
     # Not required=True: Beam parses every PipelineOptions subclass for any
     # pipeline in the process, so a required flag here would break other
-    # pipelines (run.check_io_flags requires it for this job).
+    # pipelines (launch.check_io_flags requires it for this job).
     io.add_argument(
         '--output', default=None,
         help='Output prefix (local or gs://); shards are written as '

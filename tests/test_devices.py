@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import launch
 from pipeline import run
+from pipeline.options import EmbedOptions
+from transforms.spec import EmbeddingSpec
 from tests import corpora
 from tfmodels import devices
 
@@ -56,35 +59,40 @@ def test_precision_auto_on_dataflow_asks_for_bf16_only_with_a_gpu(
   from pipeline import presets  # pylint: disable=import-outside-toplevel
   export = presets.from_export_dir(minilm_export)
   dataflow = ('--runner', 'DataflowRunner')
-  assert run.resolve_precision(_options(*dataflow), export) == 'fp32'
-  assert run.resolve_precision(_options(
+  assert launch.resolve_precision(_options(*dataflow), export) == 'fp32'
+  assert launch.resolve_precision(_options(
       *dataflow, '--encoder_accelerator',
       'type:nvidia-l4;count:1;install-nvidia-driver'), export) == 'bf16'
-  assert run.resolve_precision(_options(
+  assert launch.resolve_precision(_options(
       *dataflow, '--dataflow_service_options',
       'worker_accelerator=type:nvidia-l4;count:1'), export) == 'bf16'
   # An encoder from elsewhere has only its float32 call.
   other = presets.ResolvedModel('other', 'p', 'e', untrained_pooler=False)
-  assert run.resolve_precision(_options(
+  assert launch.resolve_precision(_options(
       *dataflow, '--encoder_accelerator', 'type:nvidia-l4;count:1'),
                                other) == 'fp32'
   # Explicit values are kept as given.
   explicit = _options(*dataflow)
-  explicit.view_as(run.EmbedOptions).precision = 'fp16'
-  assert run.resolve_precision(explicit, export) == 'fp16'
+  explicit.view_as(EmbedOptions).precision = 'fp16'
+  assert launch.resolve_precision(explicit, export) == 'fp16'
 
 
-def test_precision_auto_runs_what_this_machine_has(tmp_path, minilm_export):
-  """A local run: the summary names the precision that ran, read here from
-  /proc/cpuinfo independently of tfmodels.devices."""
+def _auto_here() -> str:
+  """What --precision auto means on this machine, read from /proc/cpuinfo
+  independently of tfmodels.devices."""
   flags = set()
   with open('/proc/cpuinfo', encoding='utf-8') as f:
     for line in f:
       if line.startswith('flags'):
         flags = set(line.split(':')[1].split())
         break
-  expected = 'bf16' if (_gpus() or flags & {'amx_bf16', 'avx512_bf16'}) else (
+  return 'bf16' if (_gpus() or flags & {'amx_bf16', 'avx512_bf16'}) else (
       'fp32')
+
+
+def test_precision_auto_runs_what_this_machine_has(tmp_path, minilm_export):
+  """A local run: the summary names the precision that ran."""
+  expected = _auto_here()
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
                                corpora.sample_docs(4), bad=False)
   out = str(tmp_path / 'out' / 'emb')
@@ -92,9 +100,41 @@ def test_precision_auto_runs_what_this_machine_has(tmp_path, minilm_export):
                                    '--model_dir', minilm_export,
                                    '--precision', 'auto'])
   assert status == 0 and summary['precision'] == expected
-  spec = run.EmbeddingSpec  # the fingerprint says what ran
+  spec = EmbeddingSpec  # the fingerprint says what ran
   from pipeline import presets  # pylint: disable=import-outside-toplevel
   model = presets.from_export_dir(minilm_export)
   records = corpora.read_output(out)
   assert {r['model_fingerprint'] for r in records} == {
       spec(model=model.identity, precision=expected).fingerprint()}
+
+
+def test_a_plan_made_in_code_runs_with_precision_auto(tmp_path,
+                                                      minilm_export):
+  """A test or a notebook: a Plan from options made in code, --precision
+  auto among them, then build_pipeline and run. The plan decides the
+  precision; the options keep saying auto."""
+  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.testing.test_pipeline import TestPipeline
+
+  from pipeline.graph import build_pipeline
+  expected = _auto_here()
+  docs = corpora.sample_docs(5)
+  corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs, bad=False)
+  out = str(tmp_path / 'out' / 'emb')
+  options = PipelineOptions(['--input', corpus.pattern, '--output', out,
+                             '--model_dir', minilm_export,
+                             '--precision', 'auto'])
+  plan = launch.plan_from(options)
+  assert plan.precision == expected and plan.spec.precision == expected
+  assert plan.files.count == 1 and plan.local
+  with TestPipeline(runner='FnApiRunner', options=options) as p:
+    build_pipeline(p, plan)
+  assert options.view_as(EmbedOptions).precision == 'auto'
+  records = corpora.read_output(out)
+  assert sorted(r['id'] for r in records) == sorted(d['id'] for d in docs)
+  assert {r['model'] for r in records} == {plan.model.name}
+  assert {r['model_fingerprint'] for r in records} == {
+      EmbeddingSpec(model=plan.model.identity,
+                    precision=expected).fingerprint()}
+  assert not corpora.read_dead_letters(out + '_dead_letter')

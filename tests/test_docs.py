@@ -66,7 +66,7 @@ def test_the_documented_generator_command(tmp_path):
 
 
 def test_flags_md_lists_every_flag():
-  from pipeline.run import help_parser  # pylint: disable=import-outside-toplevel
+  from pipeline.flags import help_parser  # pylint: disable=import-outside-toplevel
   text = _read(FLAGS_MD)
   parser = help_parser()
   for action in parser._actions:  # pylint: disable=protected-access

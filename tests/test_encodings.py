@@ -15,8 +15,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipeline.options import EmbedOptions
-from pipeline.run import build_pipeline
+from pipeline.graph import build_pipeline
+from pipeline.launch import plan_from
 from tests import corpora
 from transforms import encodings
 from transforms import read as read_lib
@@ -88,7 +88,7 @@ def _corpus(fmt: str, part: int, scratch) -> str:
 def _run(pattern: str, out: str, model, *args) -> None:
   options = PipelineOptions(['--input', pattern, '--output', out, *args])
   with TestPipeline(runner='FnApiRunner', options=options) as p:
-    build_pipeline(p, options.view_as(EmbedOptions), model)
+    build_pipeline(p, plan_from(options, model=model))
 
 
 def _records(out: str) -> dict:

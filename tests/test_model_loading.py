@@ -8,8 +8,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipeline.options import EmbedOptions
-from pipeline.run import build_pipeline
+from pipeline.graph import build_pipeline
+from pipeline.launch import plan_from
 from tests import corpora
 from transforms import metrics as job_metrics
 
@@ -24,7 +24,7 @@ def _loads_and_batches(tmp_path, minilm_model, *extra):
       '--output', str(tmp_path / 'out' / 'emb'), '--batch_size', '4',
       *extra])
   p = TestPipeline(runner='FnApiRunner', options=options, blocking=False)
-  build_pipeline(p, options.view_as(EmbedOptions), minilm_model)
+  build_pipeline(p, plan_from(options, model=minilm_model))
   result = p.run()
   result.wait_until_finish()
   metrics = result.metrics().query(MetricsFilter())

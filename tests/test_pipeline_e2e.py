@@ -10,8 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.options import EmbedOptions
-from pipeline.run import build_pipeline
+from pipeline.graph import build_pipeline
+from pipeline.launch import plan_from
 from tests import corpora
 from tfmodels.embedder import EmbeddingModel
 from transforms.elements import content_hash
@@ -23,7 +23,7 @@ def _options(*args) -> PipelineOptions:
 
 def _run(options: PipelineOptions, model, check=None):
   with TestPipeline(runner='FnApiRunner', options=options) as p:
-    pcolls = build_pipeline(p, options.view_as(EmbedOptions), model)
+    pcolls = build_pipeline(p, plan_from(options, model=model))
     if check:
       check(pcolls)
 

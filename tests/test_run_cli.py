@@ -80,6 +80,35 @@ def test_clear_errors_for_bad_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('args,message', [
+    (['--max_seq_lenght', '5'],
+     'unknown flag --max_seq_lenght; did you mean --max_seq_length?'),
+    (['--max-seq-lenght=5'],
+     'unknown flag --max-seq-lenght; did you mean --max_seq_length?'),
+    (['--streeming'], 'unknown flag --streeming; did you mean --streaming?'),
+    (['--zzzzqq'], "unknown flag --zzzzqq; python -m pipeline.run --help "
+     "lists the job's flags"),
+    (['-f', 'x'], 'unknown flag -f;'),
+    (['foo'], "unexpected argument 'foo': flags take the form"),
+    (['--streaming', 'foo'], "unexpected argument 'foo'"),
+    (['--pooling', 'max'], "argument --pooling: invalid choice: 'max'"),
+    (['--direct_num_workers', 'abc'],
+     "argument --direct_num_workers: invalid int value: 'abc'"),
+    (['--direct_running_mode', 'many'],
+     "argument --direct_running_mode: invalid choice: 'many'"),
+])
+def test_every_flag_is_known_and_well_formed(args, message):
+  """Job and Beam flags alike, before anything runs; Beam's own flags
+  with their values pass."""
+  from pipeline.flags import check_flags
+  common = ['--input', 'a.jsonl', '--output', 'o']
+  check_flags(common + ['--runner', 'DataflowRunner', '--experiments', 'a',
+                        '--experiments=b', '--dry_run', 'True',
+                        '--direct_num_workers', '2', '--save_main_session'])
+  with pytest.raises(ValueError, match=re.escape(message)):
+    check_flags(common + args)
+
+
+@pytest.mark.parametrize('args,message', [
     (['--output', 'o'], 'exactly one of --input and --input_query'),
     (['--input', 'a.jsonl'], '--output is required'),
     (['--input', 'a.jsonl', '--input_query', 'SELECT 1', '--output', 'o'],
@@ -109,7 +138,7 @@ def test_io_flag_errors_are_specific(args, message):
   from apache_beam.options.pipeline_options import PipelineOptions
 
   from pipeline.options import EmbedOptions
-  from pipeline.run import check_io_flags
+  from pipeline.launch import check_io_flags
   options = PipelineOptions(args)
   with pytest.raises(ValueError, match=re.escape(message)):
     check_io_flags(options.view_as(EmbedOptions))
@@ -214,19 +243,20 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
 
 
 def test_failure_reasons():
-  from pipeline import run  # pylint: disable=import-outside-toplevel
+  from pipeline import summary  # pylint: disable=import-outside-toplevel
   good = {'documents_read': 10, 'documents_embedded': 6,
           'documents_reused': 2, 'documents_rejected': 2,
           'records_carried': 2, 'reconciled': True, 'dead_letter': 'D'}
-  assert run.failure(good, None) is None
-  assert run.failure(good, '2') is None and run.failure(good, '20%') is None
-  assert 'more than --max_rejected 1' in run.failure(good, '1')
-  assert 'more than --max_rejected 19.9%' in run.failure(good, '19.9%')
+  assert summary.failure(good, None) is None
+  assert summary.failure(good, '2') is None
+  assert summary.failure(good, '20%') is None
+  assert 'more than --max_rejected 1' in summary.failure(good, '1')
+  assert 'more than --max_rejected 19.9%' in summary.failure(good, '19.9%')
   nothing = dict(good, documents_embedded=0, documents_reused=0,
                  documents_rejected=10)
-  assert run.failure(nothing, None).startswith('no document was embedded')
+  assert summary.failure(nothing, None).startswith('no document was embedded')
   # An empty corpus is not a failure here (the launcher refuses no files).
   empty = dict(nothing, documents_read=0, documents_rejected=0)
-  assert run.failure(empty, None) is None
+  assert summary.failure(empty, None) is None
   unreconciled = dict(good, reconciled=False)
-  assert 'do not reconcile' in run.failure(unreconciled, None)
+  assert 'do not reconcile' in summary.failure(unreconciled, None)

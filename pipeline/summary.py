@@ -1,0 +1,129 @@
+"""The run's summary: the last line the command prints, from Beam's
+committed metrics (declared in transforms/metrics.py), and whether a
+finished run failed for a scheduler."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from pipeline.options import over_rejection_limit
+from transforms import metrics
+from transforms import records
+
+if TYPE_CHECKING:
+  from pipeline.launch import Locations
+
+
+def _bucket_batches(results) -> dict:
+  found = metrics.by_key(results, metrics.BATCHES_PER_BUCKET)
+  return {str(length): int(sum(counts))
+          for (length,), counts in sorted(found.items())}
+
+
+def _bucket_padding(results) -> dict:
+  """Per bucket, real tokens / computed tokens (rows x length of every
+  call, from the shape counters)."""
+  computed: dict = {}
+  for (rows, length), counts in metrics.by_key(
+      results, metrics.ENCODER_SHAPES).items():
+    computed[length] = computed.get(length, 0) + rows * length * sum(counts)
+  real = metrics.by_key(results, metrics.TOKENS_PER_BUCKET)
+  return {str(length): round(sum(real.get((length,), [])) / total, 4)
+          for length, total in sorted(computed.items()) if total}
+
+
+def _token_budgets(results) -> dict:
+  """Per bucket, the budget in force at the end: the lowest any worker
+  used (budgets only go down)."""
+  found = metrics.by_key(results, metrics.TOKEN_BUDGETS)
+  budgets = {length: [d.min for d in ds if d.count]
+             for (length,), ds in found.items()}
+  return {str(length): int(min(mins))
+          for length, mins in sorted(budgets.items()) if mins}
+
+
+def _encoder_shapes(results) -> list[str]:
+  """The distinct rows x length shapes the encoder was called with."""
+  shapes = metrics.by_key(results, metrics.ENCODER_SHAPES)
+  return [f'{rows}x{length}' for rows, length in
+          sorted(shapes, key=lambda shape: shape[::-1])]
+
+
+def summarize(result, *, where: Locations, seconds: float) -> dict:
+  """The summary of a finished run: counts, rates and the run's places
+  (`where`, the plan's Locations)."""
+  results = result.metrics()
+  m = metrics
+  found = metrics.totals(results, (
+      *m.figure_metrics(), m.TOKENS_COMPUTED, m.RECORDS_CARRIED,
+      m.DOCUMENTS_REMOVED, m.FILES_TRUNCATED, m.DUPLICATE_IDS,
+      m.DUPLICATE_DOCUMENTS, m.DOCUMENTS_TRUNCATED, m.DOCUMENTS_CHUNKED,
+      m.BATCHES, m.BATCHES_RETRIED, m.BATCHES_SPLIT_OOM,
+      m.ENCODER_MILLISECONDS,
+      m.ROWS_WRITTEN.member(records.EMBEDDINGS.name),
+      m.ROWS_DELETED.member(records.EMBEDDINGS.name)))
+  counts = metrics.figures(found)
+  read, embedded = counts['documents_read'], counts['documents_embedded']
+  reused, rejected = counts['documents_reused'], counts['documents_rejected']
+  tokens, computed = counts['tokens'], found[m.TOKENS_COMPUTED]
+  carried = found[m.RECORDS_CARRIED]
+  # An output rewritten whole must have copied every reused record (the
+  # previous output is read twice: once to decide, once to carry).
+  carried_all = not where.previous or where.output.takes_changes(
+      where.previous) or carried == reused
+  shapes = _encoder_shapes(results)
+  return {
+      'documents_read': read,
+      'documents_embedded': embedded,
+      'documents_reused': reused,
+      'documents_removed': found[m.DOCUMENTS_REMOVED],
+      'documents_rejected': rejected,
+      'files_truncated': found[m.FILES_TRUNCATED],
+      'records_carried': carried,
+      'reconciled': read == embedded + reused + rejected and carried_all,
+      'duplicate_ids': found[m.DUPLICATE_IDS],
+      'duplicate_documents': found[m.DUPLICATE_DOCUMENTS],
+      'documents_truncated': found[m.DOCUMENTS_TRUNCATED],
+      'documents_chunked': found[m.DOCUMENTS_CHUNKED],
+      'tokens': tokens,
+      'tokens_computed': computed,
+      'padding_efficiency': round(tokens / computed, 4) if computed else None,
+      'batches': found[m.BATCHES],
+      'batches_retried_one_by_one': found[m.BATCHES_RETRIED],
+      'batches_split_oom': found[m.BATCHES_SPLIT_OOM],
+      'batches_per_bucket': _bucket_batches(results),
+      'padding_per_bucket': _bucket_padding(results),
+      'encoder_shapes': len(shapes),
+      'encoder_shape_list': shapes,
+      'token_budgets': _token_budgets(results),
+      'encoder_seconds': round(found[m.ENCODER_MILLISECONDS] / 1000, 2),
+      'seconds': round(seconds, 2),
+      'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
+      # PostgreSQL outputs: rows written (upserted) and deleted.
+      'rows_upserted': found[m.ROWS_WRITTEN.member(records.EMBEDDINGS.name)],
+      'rows_deleted': found[m.ROWS_DELETED.member(records.EMBEDDINGS.name)],
+      'output': where.output.shown(),
+      'dead_letter': where.dead_letters.shown(),
+  }
+
+
+def failure(summary: dict, max_rejected: Optional[str]) -> Optional[str]:
+  """Why a finished run fails for a scheduler (exit status 1), or None:
+  counts that do not reconcile, a run that read documents but embedded
+  and reused none, or more rejections than --max_rejected allows."""
+  read, rejected = summary['documents_read'], summary['documents_rejected']
+  done = summary['documents_embedded'] + summary['documents_reused']
+  letters = f'dead letters in {summary["dead_letter"]}'
+  if not summary['reconciled']:
+    return (f'{read:,} documents read, but {done:,} embedded or reused and '
+            f'{rejected:,} rejected (records carried: '
+            f'{summary["records_carried"]:,}): the counts do not reconcile')
+  if read and not done:
+    return (f'no document was embedded or reused: all {read:,} documents '
+            f'read were rejected; {letters}')
+  if max_rejected is None or not rejected or not over_rejection_limit(
+      max_rejected, rejected, read):
+    return None
+  return (f'{rejected:,} of {read:,} documents rejected '
+          f'({100 * rejected / read:.3g}%), more than --max_rejected '
+          f'{max_rejected}; {letters}')
