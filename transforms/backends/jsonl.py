@@ -6,14 +6,13 @@ text, vectors as arrays of numbers.
 
 from __future__ import annotations
 
-import json
-
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 import numpy as np
 
 from transforms import records as records_lib
 from transforms.backends import files
+from transforms.codecs import jsonl as codec
 
 
 def to_json(record: dict, layout: records_lib.Record) -> str:
@@ -25,11 +24,11 @@ def to_json(record: dict, layout: records_lib.Record) -> str:
     elif field.kind == records_lib.VECTOR and value is not None:
       value = np.asarray(value, np.float64).tolist()
     out[field.name] = value
-  return json.dumps(out, ensure_ascii=False)
+  return codec.encode_object(out)
 
 
 def from_json(line: str, layout: records_lib.Record) -> dict:
-  record = json.loads(line)
+  record = codec.decode_object(line)
   for field in layout.fields:
     value = record.get(field.name)
     if value is None:
@@ -43,7 +42,7 @@ def from_json(line: str, layout: records_lib.Record) -> dict:
 
 class JsonlBackend(files.FileBackend):
   format = 'jsonl'
-  suffix = '.jsonl'
+  suffix = codec.SUFFIX
 
   def sink(self) -> files.RecordSink:
     return _JsonlSink(self)
