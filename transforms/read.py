@@ -49,7 +49,10 @@ class ReadDocuments(beam.PTransform):
     self._counted = counted
 
   def expand(self, pbegin):
-    parsed = pbegin | self._source.format.capitalize() >> self._source
+    # Expanded in place, not applied as a step of its own: the steps keep
+    # their names (Read/ReadLines, ...), which errors and the runner's
+    # monitoring show.
+    parsed = self._source.expand(pbegin)
     if not self._counted:
       return Results(parsed | 'Documents' >> beam.Filter(
           lambda e: not isinstance(e, DeadLetter)))

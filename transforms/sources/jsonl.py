@@ -22,6 +22,7 @@ def parse_json_line(line, source: str, fields: base.Fields) -> base.Parsed:
 class JsonlSource(lines.LinesParsed):
   format = 'jsonl'
   suffixes = (codec.SUFFIX, '.ndjson', '.json')
+  step = 'ParseJson'
 
   def line_parser(self) -> tuple:
     return parse_json_line, (self._fields,)

@@ -144,6 +144,8 @@ class LinesParsed(base.Source):
   """A newline-delimited format: each line, with its location, through
   the function line_parser names."""
 
+  step: str  # the parse step's label
+
   def line_parser(self) -> tuple:
     """(parse, extra arguments): parse(line, location, *extra) -> Parsed.
     A plain function, so that the step pickles no transform."""
@@ -154,6 +156,6 @@ class LinesParsed(base.Source):
     return (pbegin
             | 'ReadLines' >> beam.io.Read(
                 LinesSource(self._pattern, self._counted, self._skip))
-            | 'Parse' >> beam.MapTuple(
+            | self.step >> beam.MapTuple(
                 lambda path, at, line: parse(
                     line, line_location(path, at), *extra)))

@@ -26,6 +26,7 @@ class ParquetSource(base.Source):
   suffixes = (codec.SUFFIX,)
 
   def expand(self, pbegin):
+    fields = self._fields
     return (pbegin
             | 'ParquetFiles' >> beam.Create([self._pattern])
             | 'Match' >> fileio.MatchAll()
@@ -35,5 +36,4 @@ class ParquetSource(base.Source):
             | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(
                 with_filename=True)
             | 'ParseParquet' >> beam.FlatMapTuple(
-                lambda path, table, fields: _table_rows(table, path, fields),
-                self._fields))
+                lambda path, table: _table_rows(table, path, fields)))

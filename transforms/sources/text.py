@@ -22,6 +22,7 @@ def parse_text_line(line, source: str) -> base.Parsed:
 class TextSource(lines.LinesParsed):
   format = 'text'
   suffixes = ('.txt', '.text')
+  step = 'ParseText'
 
   def line_parser(self) -> tuple:
     return parse_text_line, ()
