@@ -160,6 +160,18 @@ class Kind:
       return pa.timestamp('us', tz='UTC')
     return getattr(pa, self.arrow)()
 
+  def arrow_array(self, values: list, dim: Optional[int] = None):
+    """A column of values (None where null) as a pyarrow array of
+    arrow_type(dim); vectors as a fixed-size list of float32."""
+    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    typ = self.arrow_type(dim)
+    if self.arrow != 'vector':
+      return pa.array(values, typ)
+    flat = (np.concatenate([np.asarray(v, np.float32) for v in values])
+            if values else np.zeros(0, np.float32))
+    return (pa.FixedSizeListArray.from_arrays(flat, dim) if dim else
+            pa.array([], typ))
+
   def sql_type(self, dim: Optional[int] = None) -> str:
     return self.sql.format(dim=dim) if dim else self.sql.split('(')[0]
 
@@ -366,17 +378,8 @@ def to_arrow(record: Record, rows: Sequence[dict], dim: Optional[int] = None):
   schema = pa.schema([pa.field(f.name, f.kind.arrow_type(dim),
                                nullable=not f.required)
                       for f in record.fields])
-  columns = []
-  for f in record.fields:
-    values = [row.get(f.name) for row in rows]
-    if f.kind == VECTOR:
-      flat = (np.concatenate([np.asarray(v, np.float32) for v in values])
-              if values else np.zeros(0, np.float32))
-      typ = f.kind.arrow_type(dim)
-      columns.append(pa.FixedSizeListArray.from_arrays(flat, dim)
-                     if dim else pa.array([], typ))
-    else:
-      columns.append(pa.array(values, f.kind.arrow_type(dim)))
+  columns = [f.kind.arrow_array([row.get(f.name) for row in rows], dim)
+             for f in record.fields]
   return pa.Table.from_arrays(columns, schema=schema)
 
 
