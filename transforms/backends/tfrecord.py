@@ -8,7 +8,6 @@ is left out of that Example.
 from __future__ import annotations
 
 import functools
-import struct
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -81,11 +80,9 @@ class TFRecordBackend(files.FileBackend):
 
   def field_names(self, path: str) -> set:
     with FileSystems.open(path) as f:
-      header = f.read(12)
-      if not header:
-        return set(self.record.names)  # an empty shard: nothing to check
-      (length,) = struct.unpack('<Q', header[:8])
-      raw = f.read(length)
+      raw = codec.first_frame(f)
+    if raw is None:
+      return set(self.record.names)  # an empty shard: nothing to check
     return {name for name, value in
             from_example_bytes(raw, self.record).items() if value is not None}
 

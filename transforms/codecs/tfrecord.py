@@ -5,7 +5,7 @@ Examples read back, one at a time or as tfx-bsl's Arrow record batches."""
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from typing import Iterable, Optional
 
 import google_crc32c
 import numpy as np
@@ -102,7 +102,20 @@ def stream_frames(f) -> Iterable[bytes]:
     header = f.read(12)
     if len(header) < 12:
       return
-    (length,) = struct.unpack('<Q', header[:8])
-    yield f.read(length)
-    f.read(4)
+    yield _data(f, header)
+
+
+def first_frame(f) -> Optional[bytes]:
+  """The first record of an open TFRecord file (None for an empty file)."""
+  header = f.read(12)
+  return _data(f, header) if header else None
+
+
+def _data(f, header: bytes) -> bytes:
+  """A record's data after its header (length and the length's
+  checksum), and past the data's checksum."""
+  (length,) = struct.unpack('<Q', header[:8])
+  data = f.read(length)
+  f.read(4)
+  return data
 
