@@ -49,11 +49,6 @@ def _utf8(text: str) -> bytes:
   return text.encode('utf-8')
 
 
-def _first(values):
-  """A one-value tf.Example feature's value (None if it holds none)."""
-  return values[0] if values else None
-
-
 def _first_text(values) -> Optional[str]:
   return values[0].decode('utf-8') if values else None
 
