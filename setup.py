@@ -22,7 +22,8 @@ setuptools.setup(
     version='0.1.0',
     description='Apache Beam batch text-embedding pipeline with TF Hub '
     'BERT-style encoders',
-    packages=['pipeline', 'transforms', 'transforms.backends', 'tfmodels'],
+    packages=['pipeline', 'transforms', 'transforms.backends',
+              'transforms.codecs', 'transforms.sources', 'tfmodels'],
     python_requires='>=3.11,<3.12',
     install_requires=_requirements(),
 )

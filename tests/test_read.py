@@ -227,6 +227,24 @@ def test_every_compression_beam_reads_is_read(tmp_path, suffix):
       'c.jsonl')
 
 
+def test_each_format_has_one_source_chosen_once():
+  """Every --input_format has one source (transforms/sources/), which
+  declares the suffixes that detection reads; no suffix names two."""
+  from transforms import sources  # pylint: disable=import-outside-toplevel
+  seen = {}
+  for fmt in read_lib.FORMATS:
+    source = sources.source_for(f'corpus.{fmt}', fmt)
+    assert source.format == fmt
+    for suffix in source.suffixes:
+      assert suffix not in seen, (suffix, seen)
+      seen[suffix] = fmt
+      assert read_lib.detect_format('c' + suffix + '.gz') == fmt
+  assert sources.source_for(None, query='SELECT 1').format == 'bigquery'
+  assert sources.source_for('bq://p.d.t').format == 'bigquery'
+  with pytest.raises(ValueError, match='--input_format'):
+    read_lib.detect_format('corpus.dat')
+
+
 @pytest.mark.parametrize('name', ['c.jsonl.zip', 'corpus.zip', 'c.tar.gz'])
 def test_archives_are_refused_by_name(name):
   with pytest.raises(ValueError, match='archives are not read; extract'):

@@ -290,6 +290,7 @@ def _synthetic_output(prefix: str, n: int, dim: int = 1024) -> None:
   import datetime  # pylint: disable=import-outside-toplevel
   from transforms import records  # pylint: disable=import-outside-toplevel
   from transforms.backends import tfrecord  # pylint: disable=import-outside-toplevel
+  from transforms.codecs import tfrecord as codec  # pylint: disable=import-outside-toplevel
   layout = records.EMBEDDINGS.with_metadata(('lang',))
   rng = np.random.default_rng(n)
   stamp = datetime.datetime(2026, 12, 5, tzinfo=datetime.timezone.utc)
@@ -297,7 +298,7 @@ def _synthetic_output(prefix: str, n: int, dim: int = 1024) -> None:
   for s in range(shards):
     with open(f'{prefix}-{s:05d}-of-{shards:05d}.tfrecord', 'wb') as f:
       for i in range(s, n, shards):
-        f.write(tfrecord.frame(tfrecord.to_example_bytes({
+        f.write(codec.frame(tfrecord.to_example_bytes({
             'id': f'doc-{i}', 'embedding': rng.standard_normal(dim, 'f4'),
             'model': 'm', 'pooling': 'mean', 'num_tokens': 5 + i % 100,
             'truncated': i % 10 == 0, 'num_chunks': 1,

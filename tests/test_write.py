@@ -49,6 +49,7 @@ def test_example_bytes_equal_tensorflows_message():
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from transforms import records  # pylint: disable=import-outside-toplevel
   from transforms.backends import tfrecord  # pylint: disable=import-outside-toplevel
+  from transforms.codecs import tfrecord as codec  # pylint: disable=import-outside-toplevel
   layout = records.EMBEDDINGS.with_metadata(['source', 'empty'])
   rng = np.random.default_rng(0)
   for dim, num_tokens, text in ((384, 300, 'plain'), (1, 0, ''),
@@ -70,4 +71,4 @@ def test_example_bytes_equal_tensorflows_message():
     assert back['id'] == record['id'] and back['empty'] is None
     np.testing.assert_array_equal(back['embedding'], record['embedding'])
   # Negative integers take protobuf's ten-byte form.
-  assert tfrecord._varint(-1) == b'\xff' * 9 + b'\x01'  # pylint: disable=protected-access
+  assert codec._varint(-1) == b'\xff' * 9 + b'\x01'  # pylint: disable=protected-access

@@ -22,6 +22,8 @@ import threading
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import paths
+
 _LOCK = threading.Lock()
 
 
@@ -63,7 +65,8 @@ def _local_copy(handle: str) -> str:
 def loadable(handle: str) -> str:
   """A handle TensorFlow can load: the handle itself, or a local copy of it
   made once per process."""
-  if is_url(handle) or '://' not in handle or handle.startswith('file://'):
+  if (is_url(handle) or not paths.has_scheme(handle) or
+      handle.startswith('file://')):
     return handle
   with _LOCK:
     return _local_copy(handle)

@@ -17,22 +17,133 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import NamedTuple, Optional, Sequence
+import math
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from transforms import bigquery
 from transforms.elements import MAX_RAW_CHARS, DeadLetter, EmbeddedDocument
+
+
+def utc(moment: datetime.datetime) -> datetime.datetime:
+  return moment.astimezone(datetime.timezone.utc)
+
+
+def parse_time(text: str) -> datetime.datetime:
+  """ISO 8601 or BigQuery's '... UTC' text form, as a UTC datetime."""
+  text = text.strip()
+  if text.endswith(' UTC'):
+    text = text[:-4] + '+00:00'
+  moment = datetime.datetime.fromisoformat(text)
+  if moment.tzinfo is None:
+    moment = moment.replace(tzinfo=datetime.timezone.utc)
+  return utc(moment)
+
+
+def _same(value):
+  return value
+
+
+def _utf8(text: str) -> bytes:
+  return text.encode('utf-8')
+
+
+def _first_text(values) -> Optional[str]:
+  return values[0].decode('utf-8') if values else None
+
+
+def _first_int(values) -> Optional[int]:
+  return int(values[0]) if values else None
+
+
+def _first_bool(values) -> Optional[bool]:
+  return bool(values[0]) if values else None
+
+
+def _first_time(values) -> Optional[datetime.datetime]:
+  return parse_time(values[0].decode('utf-8')) if values else None
+
+
+def _iso(moment: datetime.datetime) -> str:
+  return moment.isoformat()
+
+
+def _iso_utf8(moment: datetime.datetime) -> bytes:
+  return moment.isoformat().encode('utf-8')
+
+
+def _float32(values) -> np.ndarray:
+  return np.asarray(values, np.float32)
+
+
+def _floats(vector) -> list:
+  """Python floats (float32 values widened to float64 print exactly)."""
+  return np.asarray(vector, np.float64).tolist()
+
+
+class NonFinite(ValueError):
+  """A vector holds NaN or infinity, which BigQuery cannot store."""
+
+
+def _finite_floats(vector) -> list:
+  values = _floats(vector)
+  if not all(math.isfinite(v) for v in values):
+    raise NonFinite('has non-finite values')
+  return values
+
+
+def _bigquery_time(value) -> datetime.datetime:
+  """TIMESTAMP as Beam's reader (datetime) or a query's JSON (text) gives
+  it."""
+  return parse_time(value) if isinstance(value, str) else utc(value)
+
+
+def vector_text(values) -> str:
+  """pgvector's text form. float32 values widened to float64 print
+  exactly, and the server parses them back to the same float32."""
+  return '[' + ','.join(map(repr, _floats(values))) + ']'
+
+
+def parse_vector(text: str) -> np.ndarray:
+  return np.array(text[1:-1].split(','), np.float32) if text != '[]' else (
+      np.zeros(0, np.float32))
+
+
+def _sql_vector(value):
+  """pgvector's column as psycopg gives it: text, unless an adapter took
+  it."""
+  return parse_vector(value) if isinstance(value, str) else value
+
+
+def _conversion():
+  return dataclasses.field(default=_same, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
   """What one kind of value is in each backend. `arrow` and `sql` take the
-  vector dimension (ignored by scalar kinds)."""
+  vector dimension (ignored by scalar kinds).
+
+  The conversions, declared here once for every backend, take a value that
+  is not None: to_X from the canonical Python value (str, int, bool, a
+  UTC datetime, a float32 numpy vector) to backend X's form, from_X back.
+  tf.Example's are of the one value of the feature's list (to) and of the
+  list's values (from, None for an empty list)."""
   name: str
   example: str  # tf.train.Feature list: bytes_list, int64_list, float_list
   bigquery: str
   arrow: str  # a pyarrow type factory name, see arrow_type()
   sql: str
+  repeated: bool = False  # BigQuery REPEATED
+  to_json: Callable = _conversion()
+  from_json: Callable = _conversion()
+  to_bigquery: Callable = _conversion()
+  from_bigquery: Callable = _conversion()
+  to_sql: Callable = _conversion()
+  from_sql: Callable = _conversion()
+  to_example: Callable = _conversion()
+  from_example: Callable = _conversion()
 
   def arrow_type(self, dim: Optional[int] = None):
     import pyarrow as pa  # pylint: disable=import-outside-toplevel
@@ -44,18 +155,41 @@ class Kind:
       return pa.timestamp('us', tz='UTC')
     return getattr(pa, self.arrow)()
 
+  def arrow_array(self, values: list, dim: Optional[int] = None):
+    """A column of values (None where null) as a pyarrow array of
+    arrow_type(dim); vectors as a fixed-size list of float32."""
+    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    typ = self.arrow_type(dim)
+    if self.arrow != 'vector':
+      return pa.array(values, typ)
+    flat = (np.concatenate([np.asarray(v, np.float32) for v in values])
+            if values else np.zeros(0, np.float32))
+    return (pa.FixedSizeListArray.from_arrays(flat, dim) if dim else
+            pa.array([], typ))
+
   def sql_type(self, dim: Optional[int] = None) -> str:
     return self.sql.format(dim=dim) if dim else self.sql.split('(')[0]
 
 
-STRING = Kind('string', 'bytes_list', 'STRING', 'string', 'text')
-INT = Kind('int', 'int64_list', 'INT64', 'int64', 'bigint')
-BOOL = Kind('bool', 'int64_list', 'BOOL', 'bool_', 'boolean')
-# In tf.Example (bytes) as ISO 8601 text.
+STRING = Kind('string', 'bytes_list', 'STRING', 'string', 'text',
+              to_example=_utf8, from_example=_first_text)
+INT = Kind('int', 'int64_list', 'INT64', 'int64', 'bigint',
+           to_example=int, from_example=_first_int)
+BOOL = Kind('bool', 'int64_list', 'BOOL', 'bool_', 'boolean',
+            to_example=int, from_example=_first_bool)
+# In tf.Example (bytes) and JSON as ISO 8601 text, in BigQuery's rows as
+# its own text form.
 TIMESTAMP = Kind('timestamp', 'bytes_list', 'TIMESTAMP', 'timestamp',
-                 'timestamptz')
+                 'timestamptz', to_json=_iso, from_json=parse_time,
+                 to_bigquery=bigquery.timestamp,
+                 from_bigquery=_bigquery_time, from_sql=utc,
+                 to_example=_iso_utf8, from_example=_first_time)
 # float32 values: exact in BigQuery's FLOAT64 and in pgvector's vector.
-VECTOR = Kind('vector', 'float_list', 'FLOAT64', 'vector', 'vector({dim})')
+VECTOR = Kind('vector', 'float_list', 'FLOAT64', 'vector', 'vector({dim})',
+              repeated=True, to_json=_floats, from_json=_float32,
+              to_bigquery=_finite_floats, from_bigquery=_float32,
+              to_sql=vector_text, from_sql=_sql_vector,
+              from_example=_float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +240,7 @@ class Record:
     for f in self.fields:
       lines.append(
           f'| `{f.name}` | {f.kind.example} | {f.kind.bigquery}'
-          f'{" REPEATED" if f.kind == VECTOR else ""} | '
+          f'{" REPEATED" if f.kind.repeated else ""} | '
           f'{_arrow_name(f.kind)} | {f.kind.sql.replace("{dim}", "DIM")}'
           f'{" PRIMARY KEY" if f.name == self.key else ""} | {f.doc} |')
     return '\n'.join(lines)
@@ -202,19 +336,27 @@ def storable(text: Optional[str]) -> Optional[str]:
       '\0', '\\x00')
 
 
-def utc(moment: datetime.datetime) -> datetime.datetime:
-  return moment.astimezone(datetime.timezone.utc)
+def to_backend(record: dict, layout: Record, conversion: str) -> dict:
+  """The layout's fields of a record dict, in order, each value that is not
+  None through its kind's `conversion` (to_json, to_bigquery, to_sql)."""
+  out = {}
+  for f in layout.fields:
+    value = record.get(f.name)
+    out[f.name] = (None if value is None else
+                   getattr(f.kind, conversion)(value))
+  return out
 
 
-def parse_time(text: str) -> datetime.datetime:
-  """ISO 8601 or BigQuery's '... UTC' text form, as a UTC datetime."""
-  text = text.strip()
-  if text.endswith(' UTC'):
-    text = text[:-4] + '+00:00'
-  moment = datetime.datetime.fromisoformat(text)
-  if moment.tzinfo is None:
-    moment = moment.replace(tzinfo=datetime.timezone.utc)
-  return utc(moment)
+def from_backend(row: dict, layout: Record, conversion: str) -> dict:
+  """A row read back as a record dict: each declared field's value that is
+  not None through its kind's `conversion` (from_json, from_bigquery,
+  from_sql); other fields (metadata) as they are."""
+  out = dict(row)
+  for f in layout.fields:
+    value = out.get(f.name)
+    if value is not None:
+      out[f.name] = getattr(f.kind, conversion)(value)
+  return out
 
 
 def layout_of(layout: Record, rows: Sequence[dict]) -> Record:
@@ -231,17 +373,8 @@ def to_arrow(record: Record, rows: Sequence[dict], dim: Optional[int] = None):
   schema = pa.schema([pa.field(f.name, f.kind.arrow_type(dim),
                                nullable=not f.required)
                       for f in record.fields])
-  columns = []
-  for f in record.fields:
-    values = [row.get(f.name) for row in rows]
-    if f.kind == VECTOR:
-      flat = (np.concatenate([np.asarray(v, np.float32) for v in values])
-              if values else np.zeros(0, np.float32))
-      typ = f.kind.arrow_type(dim)
-      columns.append(pa.FixedSizeListArray.from_arrays(flat, dim)
-                     if dim else pa.array([], typ))
-    else:
-      columns.append(pa.array(values, f.kind.arrow_type(dim)))
+  columns = [f.kind.arrow_array([row.get(f.name) for row in rows], dim)
+             for f in record.fields]
   return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -17,14 +17,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 import uuid
 from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-import numpy as np
 
 from transforms import bigquery as tables
 from transforms import failpoints
@@ -39,48 +37,33 @@ DELETE = '_delete'
 STAGING_TTL = datetime.timedelta(days=2)
 
 
+def _mode(field: records_lib.Field) -> str:
+  return ('REPEATED' if field.kind.repeated else
+          'REQUIRED' if field.required else 'NULLABLE')
+
+
 def schema(layout: records_lib.Record) -> dict:
-  fields = []
-  for f in layout.fields:
-    mode = ('REPEATED' if f.kind == records_lib.VECTOR else
-            'REQUIRED' if f.required else 'NULLABLE')
-    fields.append({'name': f.name, 'type': f.kind.bigquery, 'mode': mode})
-  return {'fields': fields}
+  return {'fields': [{'name': f.name, 'type': f.kind.bigquery,
+                      'mode': _mode(f)} for f in layout.fields]}
 
 
 def to_row(record: dict, layout: records_lib.Record) -> dict:
-  """A JSON-ready row. numpy floats are not JSON-serialisable, so vectors
-  become Python floats (float32 values are exact in FLOAT64); non-finite
-  values cannot be stored and fail loudly here."""
-  row = {}
-  for f in layout.fields:
-    value = record.get(f.name)
-    if value is not None and f.kind == records_lib.VECTOR:
-      value = np.asarray(value, np.float64).tolist()
-      if not all(math.isfinite(v) for v in value):
-        raise ValueError(f'{f.name} of {record.get("id")!r} has non-finite '
-                         'values')
-    elif value is not None and f.kind == records_lib.TIMESTAMP:
-      value = tables.timestamp(value)
-    row[f.name] = value
-  return row
+  """A JSON-ready row (records.Kind.to_bigquery). numpy floats are not
+  JSON-serialisable, so vectors become Python floats (float32 values are
+  exact in FLOAT64); non-finite values cannot be stored and fail loudly
+  here."""
+  try:
+    return records_lib.to_backend(record, layout, 'to_bigquery')
+  except records_lib.NonFinite:
+    name = layout.vector
+    raise ValueError(f'{name} of {record.get("id")!r} has non-finite '
+                     'values') from None
 
 
 def from_row(row: dict, layout: records_lib.Record) -> dict:
   """A row as Beam's and Google's readers give it (TIMESTAMP as datetime,
   REPEATED as a list) as a record dict."""
-  record = dict(row)
-  for f in layout.fields:
-    value = record.get(f.name)
-    if value is None:
-      continue
-    if f.kind == records_lib.VECTOR:
-      record[f.name] = np.asarray(value, np.float32)
-    elif f.kind == records_lib.TIMESTAMP and isinstance(value, str):
-      record[f.name] = records_lib.parse_time(value)
-    elif f.kind == records_lib.TIMESTAMP:
-      record[f.name] = records_lib.utc(value)
-  return record
+  return records_lib.from_backend(row, layout, 'from_bigquery')
 
 
 class BigQueryBackend(base.Backend):
@@ -195,7 +178,7 @@ def staging_schema(layout: records_lib.Record) -> list:
   from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
   fields = [bigquery.SchemaField(
       f.name, f.kind.bigquery,
-      mode='REPEATED' if f.kind == records_lib.VECTOR else 'NULLABLE')
+      mode='REPEATED' if f.kind.repeated else 'NULLABLE')
             for f in layout.fields]
   return fields + [bigquery.SchemaField(DELETE, 'BOOL', mode='REQUIRED')]
 

@@ -38,13 +38,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
 from transforms import failpoints
+from transforms import paths
 from transforms.backends import base
 
 _NAMESPACE = 'write'
 
 
 def _normal(path: str) -> str:
-  return path if '://' in path else os.path.abspath(path)
+  return path if paths.has_scheme(path) else os.path.abspath(path)
 
 
 def remove_stale_shards(written: Sequence[str], prefix: str,
@@ -112,7 +113,7 @@ def temp_folders(prefix: str) -> list[str]:
 def temp_folders_under(start: str) -> list[str]:
   """The folders whose names start with `start` (FOLDER/NAME-), local or
   on Cloud Storage."""
-  if '://' not in start:  # Beam's local match finds files, not folders
+  if not paths.has_scheme(start):  # Beam's local match finds files, not folders
     return sorted(glob.glob(glob.escape(start) + '*'))
   try:
     # Beam's `*` stops at `/`; the objects are in the folders.
@@ -128,7 +129,7 @@ def remove_folders(folders) -> None:
   """Deletes folders and what they hold, local or on Cloud Storage (where
   a folder is the objects under NAME/)."""
   if folders:
-    FileSystems.delete([f if '://' not in f else f.rstrip('/') + '/'
+    FileSystems.delete([f.rstrip('/') + '/' if paths.has_scheme(f) else f
                         for f in folders])
 
 

@@ -6,44 +6,27 @@ text, vectors as arrays of numbers.
 
 from __future__ import annotations
 
-import json
-
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-import numpy as np
 
 from transforms import records as records_lib
 from transforms.backends import files
+from transforms.codecs import jsonl as codec
 
 
 def to_json(record: dict, layout: records_lib.Record) -> str:
-  out = {}
-  for field in layout.fields:
-    value = record.get(field.name)
-    if field.kind == records_lib.TIMESTAMP and value is not None:
-      value = value.isoformat()
-    elif field.kind == records_lib.VECTOR and value is not None:
-      value = np.asarray(value, np.float64).tolist()
-    out[field.name] = value
-  return json.dumps(out, ensure_ascii=False)
+  return codec.encode_object(records_lib.to_backend(record, layout,
+                                                    'to_json'))
 
 
 def from_json(line: str, layout: records_lib.Record) -> dict:
-  record = json.loads(line)
-  for field in layout.fields:
-    value = record.get(field.name)
-    if value is None:
-      continue
-    if field.kind == records_lib.TIMESTAMP:
-      record[field.name] = records_lib.parse_time(value)
-    elif field.kind == records_lib.VECTOR:
-      record[field.name] = np.asarray(value, np.float32)
-  return record
+  return records_lib.from_backend(codec.decode_object(line), layout,
+                                  'from_json')
 
 
 class JsonlBackend(files.FileBackend):
   format = 'jsonl'
-  suffix = '.jsonl'
+  suffix = codec.SUFFIX
 
   def sink(self) -> files.RecordSink:
     return _JsonlSink(self)

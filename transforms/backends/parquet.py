@@ -9,26 +9,20 @@ WriteToParquet needs the schema when the graph is built).
 
 from __future__ import annotations
 
-import io
-
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from transforms import records as records_lib
 from transforms.backends import files
-
-# Rows per Parquet row group written at a time (and read at a time).
-_ROWS_PER_WRITE = 1024
+from transforms.codecs import parquet as codec
 
 
 class _Shard:
-  """One open shard: its file, the rows not yet written, and the writer
-  (made on the first flush, when the vector's size is known)."""
+  """One open shard: the rows not yet written, and its writer (whose
+  schema is made on the first flush, when the vector's size is known)."""
 
   def __init__(self, handle):
-    self.handle = handle
+    self.writer = codec.TableWriter(handle)
     self.rows: list = []
-    self.writer = None
 
 
 class _ParquetSink(files.RecordSink):
@@ -40,32 +34,22 @@ class _ParquetSink(files.RecordSink):
 
   def write_record(self, file_handle, value):
     file_handle.rows.append(value)
-    if len(file_handle.rows) >= _ROWS_PER_WRITE:
+    if len(file_handle.rows) >= codec.ROWS_PER_BATCH:
       self._flush(file_handle)
 
   def _flush(self, shard: _Shard) -> None:
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-    table = records_lib.to_arrow(self.layout, shard.rows)
-    if shard.writer is None:
-      shard.writer = pq.ParquetWriter(shard.handle, table.schema)
-    shard.writer.write_table(table)
+    shard.writer.write(records_lib.to_arrow(self.layout, shard.rows))
     shard.rows = []
 
   def close(self, file_handle):
-    if file_handle.rows or file_handle.writer is None:
+    if file_handle.rows or not file_handle.writer.started:
       self._flush(file_handle)
     file_handle.writer.close()
-    file_handle.handle.close()
-
-
-def read_table(path: str, columns=None):
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  return pq.read_table(io.BytesIO(files.read_bytes(path)), columns=columns)
 
 
 class ParquetBackend(files.FileBackend):
   format = 'parquet'
-  suffix = '.parquet'
+  suffix = codec.SUFFIX
 
   def dead_letter_location(self) -> tuple[str, str]:
     return f'{self.uri}_dead_letter', 'parquet'
@@ -77,9 +61,7 @@ class ParquetBackend(files.FileBackend):
     return _ReadParquet(self, names)
 
   def field_names(self, path: str) -> set:
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-    with FileSystems.open(path) as f:  # reads the footer only
-      return set(pq.read_schema(f).names)
+    return set(codec.read_schema(path).names)
 
   def scan(self, names=None):
     for path in files.shards(self.uri, self.suffix):
@@ -87,7 +69,7 @@ class ParquetBackend(files.FileBackend):
 
   def load(self):
     import pyarrow as pa  # pylint: disable=import-outside-toplevel
-    tables = [read_table(p) for p in files.shards(self.uri, self.suffix)]
+    tables = [codec.read_table(p) for p in files.shards(self.uri, self.suffix)]
     if not tables:
       return records_lib.to_arrow(self.record, [])
     return pa.concat_tables(tables, promote_options='permissive')
@@ -97,18 +79,10 @@ def read_rows(path: str, names=None):
   """A shard's records, one row group batch at a time (memory does not
   grow with the shard). Asked-for fields that the shard lacks (a metadata
   field an earlier run did not write) are None."""
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  with FileSystems.open(path) as f:
-    shard = pq.ParquetFile(f)
-    have = set(shard.schema_arrow.names)
-    columns = [n for n in names if n in have] if names else None
-    missing = [n for n in names if n not in have] if names else []
-    for batch in shard.iter_batches(batch_size=_ROWS_PER_WRITE,
-                                    columns=columns):
-      for row in records_lib.from_arrow(pa.Table.from_batches([batch])):
-        row.update(dict.fromkeys(missing))
-        yield row
+  for table, missing in codec.iter_tables(path, names):
+    for row in records_lib.from_arrow(table):
+      row.update(dict.fromkeys(missing))
+      yield row
 
 
 @beam.ptransform_fn

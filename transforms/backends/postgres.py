@@ -25,7 +25,6 @@ import urllib.parse
 from typing import Optional, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms import records as records_lib
@@ -62,18 +61,6 @@ def redact(uri: str) -> str:
     return uri
   netloc = parts.netloc.replace(f':{parts.password}@', ':***@', 1)
   return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def vector_text(values) -> str:
-  """pgvector's text form. float32 values widened to float64 print
-  exactly, and the server parses them back to the same float32."""
-  return '[' + ','.join(map(repr, np.asarray(values, np.float64).tolist())
-                        ) + ']'
-
-
-def parse_vector(text: str) -> np.ndarray:
-  return np.array(text[1:-1].split(','), np.float32) if text != '[]' else (
-      np.zeros(0, np.float32))
 
 
 def connect(conninfo: str, what: str):
@@ -136,22 +123,12 @@ class _Table:
         statement, sql.Identifier(self.layout.key), updates)
 
   def params(self, record: dict) -> tuple:
-    out = []
-    for f in self.layout.fields:
-      value = record.get(f.name)
-      if value is not None and f.kind == records_lib.VECTOR:
-        value = vector_text(value)
-      out.append(value)
-    return tuple(out)
+    return tuple(records_lib.to_backend(record, self.layout,
+                                        'to_sql').values())
 
   def record(self, row: Sequence, names: Sequence[str]) -> dict:
-    out = dict(zip(names, row))
-    for name, value in out.items():
-      if isinstance(value, str) and name == self.layout.vector:
-        out[name] = parse_vector(value)
-      elif value is not None and name == self.stamp:
-        out[name] = records_lib.utc(value)
-    return out
+    return records_lib.from_backend(dict(zip(names, row)), self.layout,
+                                    'from_sql')
 
   def dimension(self, conn) -> Optional[int]:
     """The vector column's declared size, or None (no table, no size)."""

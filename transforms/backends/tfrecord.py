@@ -8,51 +8,21 @@ is left out of that Example.
 from __future__ import annotations
 
 import functools
-import struct
-from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-import google_crc32c
-import numpy as np
 
 from transforms import records as records_lib
 from transforms.backends import files
-
-
-def _varint(value: int) -> bytes:
-  value &= (1 << 64) - 1  # int64 two's complement, as protobuf writes it
-  out = bytearray()
-  while value > 0x7F:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-def _length_delimited(field_number: int, payload: bytes) -> bytes:
-  return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _feature_bytes(kind: str, value) -> bytes:
-  """A tf.train.Feature holding one value (or one float vector): the list
-  message (field 1 of BytesList / FloatList / Int64List, numbers packed)
-  inside the Feature's oneof (bytes_list 1, float_list 2, int64_list 3)."""
-  if kind == 'float_list':
-    values = np.asarray(value, '<f4').tobytes()
-    return _length_delimited(2, _length_delimited(1, values))
-  if kind == 'int64_list':
-    return _length_delimited(3, _length_delimited(1, _varint(int(value))))
-  return _length_delimited(1, _length_delimited(1, value))
+from transforms.codecs import tfrecord as codec
 
 
 @functools.lru_cache(maxsize=16)
 def _plan(layout: records_lib.Record) -> tuple:
-  """Per field: (name, its map-entry key already encoded, list kind, is a
-  timestamp), worked out once per layout."""
-  return tuple((f.name, _length_delimited(1, f.name.encode('utf-8')),
-                f.kind.example, f.kind.name == records_lib.TIMESTAMP.name)
-               for f in layout.fields)
+  """Per field: (name, its map-entry key already encoded, list kind, the
+  kind's conversion to the feature's value), worked out once per layout."""
+  return tuple((f.name, codec.map_key(f.name), f.kind.example,
+                f.kind.to_example) for f in layout.fields)
 
 
 def to_example_bytes(record: dict, layout: records_lib.Record) -> bytes:
@@ -62,16 +32,11 @@ def to_example_bytes(record: dict, layout: records_lib.Record) -> bytes:
   profiled), this 45 us. tests/test_write.py checks it against
   TensorFlow's own message."""
   entries = []
-  for name, key, kind, is_time in _plan(layout):
+  for name, key, kind, convert in _plan(layout):
     value = record.get(name)
-    if value is None:
-      continue
-    if kind == 'bytes_list':
-      value = (value.isoformat() if is_time else value).encode('utf-8')
-    # Features.feature is a map<string, Feature>: entries of key 1, value 2.
-    entries.append(_length_delimited(
-        1, key + _length_delimited(2, _feature_bytes(kind, value))))
-  return _length_delimited(1, b''.join(entries))
+    if value is not None:
+      entries.append((key, codec.feature_bytes(kind, convert(value))))
+  return codec.example_bytes(entries)
 
 
 def from_example_bytes(raw: bytes, layout: records_lib.Record,
@@ -79,8 +44,7 @@ def from_example_bytes(raw: bytes, layout: records_lib.Record,
   """An Example as a record dict: declared fields by their kind (absent
   ones None); with `names`, only those; otherwise undeclared bytes features
   too, as metadata text."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  feature = tf.train.Example.FromString(raw).features.feature
+  feature = codec.features(raw)
   out = {}
   for field in layout.fields:
     if names is not None and field.name not in names:
@@ -93,37 +57,15 @@ def from_example_bytes(raw: bytes, layout: records_lib.Record,
 
 
 def _value(feature, kind: records_lib.Kind):
+  """A feature's value by its kind (records.Kind.from_example)."""
   if feature is None:
     return None
-  if kind.example == 'float_list':
-    return np.array(feature.float_list.value, np.float32)
-  if kind.example == 'int64_list':
-    values = feature.int64_list.value
-    if not values:
-      return None
-    return bool(values[0]) if kind == records_lib.BOOL else int(values[0])
-  values = feature.bytes_list.value
-  if not values:
-    return None
-  text = values[0].decode('utf-8')
-  return records_lib.parse_time(text) if kind == records_lib.TIMESTAMP else (
-      text)
-
-
-def stream_frames(f) -> Iterable[bytes]:
-  """The records of an open TFRecord file, read one at a time."""
-  while True:
-    header = f.read(12)
-    if len(header) < 12:
-      return
-    (length,) = struct.unpack('<Q', header[:8])
-    yield f.read(length)
-    f.read(4)
+  return kind.from_example(getattr(feature, kind.example).value)
 
 
 class TFRecordBackend(files.FileBackend):
   format = 'tfrecord'
-  suffix = '.tfrecord'
+  suffix = codec.SUFFIX
 
   def sink(self) -> files.RecordSink:
     return _TFRecordSink(self)
@@ -138,32 +80,17 @@ class TFRecordBackend(files.FileBackend):
 
   def field_names(self, path: str) -> set:
     with FileSystems.open(path) as f:
-      header = f.read(12)
-      if not header:
-        return set(self.record.names)  # an empty shard: nothing to check
-      (length,) = struct.unpack('<Q', header[:8])
-      raw = f.read(length)
+      raw = codec.first_frame(f)
+    if raw is None:
+      return set(self.record.names)  # an empty shard: nothing to check
     return {name for name, value in
             from_example_bytes(raw, self.record).items() if value is not None}
 
   def scan(self, names=None):
     for path in files.shards(self.uri, self.suffix):
       with FileSystems.open(path) as f:
-        for raw in stream_frames(f):
+        for raw in codec.stream_frames(f):
           yield from_example_bytes(raw, self.record, names)
-
-
-def _masked_crc(data: bytes) -> int:
-  """TFRecord's checksum: CRC-32C, rotated and offset ("masked")."""
-  crc = google_crc32c.value(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame(data: bytes) -> bytes:
-  """One TFRecord: length, its checksum, the data, its checksum."""
-  length = struct.pack('<Q', len(data))
-  return (length + struct.pack('<I', _masked_crc(length)) + data +
-          struct.pack('<I', _masked_crc(data)))
 
 
 class _TFRecordSink(files.RecordSink):
@@ -174,15 +101,14 @@ class _TFRecordSink(files.RecordSink):
   def write_record(self, file_handle, value):
     data = value.data if isinstance(value, records_lib.Encoded) else (
         to_example_bytes(value, self.layout))
-    file_handle.write(frame(data))
+    file_handle.write(codec.frame(data))
 
 
 def id_and_encoded(raw: bytes, layout: records_lib.Record):
   """(id, Encoded) of a serialized Example in `layout`: copied as it is
   when it holds only the layout's features (what this job writes), else
   re-encoded with just those (an earlier run's extra metadata fields)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  feature = tf.train.Example.FromString(raw).features.feature
+  feature = codec.features(raw)
   doc_id = feature['id'].bytes_list.value[0].decode('utf-8')
   if not set(feature.keys()) <= set(layout.names):
     raw = to_example_bytes(from_example_bytes(raw, layout, layout.names),
