@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms import sources
+from transforms import metrics
 from transforms.elements import DEAD_LETTER, DeadLetter, Results, route
-from transforms.sources import base
 # The names the job, the benchmarks and the tests use.
 from transforms.sources import (FORMATS, Fields,  # pylint: disable=unused-import
                                 check_compression, detect_format)
@@ -27,8 +26,8 @@ from transforms.sources.jsonl import parse_json_line  # pylint: disable=unused-i
 from transforms.sources.lines import LinesSource, line_location  # pylint: disable=unused-import
 from transforms.sources.text import parse_text_line  # pylint: disable=unused-import
 
-_read_counter = Metrics.counter(base.NAMESPACE, 'documents_read')
-_bad_counter = Metrics.counter(base.NAMESPACE, 'records_dead_lettered')
+_read_counter = metrics.BEAM.counter(metrics.DOCUMENTS_READ)
+_bad_counter = metrics.BEAM.counter(metrics.READ_DEAD_LETTERED)
 
 
 class ReadDocuments(beam.PTransform):

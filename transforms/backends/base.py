@@ -146,12 +146,6 @@ class Backend(abc.ABC):
     report reads a bounded sample this way)."""
 
 
-def rows_counter(what: str, record: records_lib.Record) -> str:
-  """rows_written_embeddings, rows_deleted_dead_letters, ...: what tables
-  that take changes count (the summary reads the embeddings' ones)."""
-  return f'rows_{what}_{record.name}'
-
-
 def with_carried(changes: dict, carried: Optional[beam.PTransform]):
   """The new records, and the carried ones when there are any."""
   records = changes['records']

@@ -22,15 +22,14 @@ from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from transforms import bigquery as tables
 from transforms import failpoints
+from transforms import metrics
 from transforms import records as records_lib
 from transforms.backends import base
 from transforms.backends import files as file_backends
 
-_NAMESPACE = 'write'
 # The staging table's extra column: the row is an id to delete.
 DELETE = '_delete'
 # A staging table left by a run killed before its clean-up expires.
@@ -238,10 +237,9 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
           'deleted': int(counts['deleted'] or 0)}
   logging.info('Merged %d upserts and %d deletes into %s', done['upserted'],
                done['deleted'], backend.shown())
-  Metrics.counter(_NAMESPACE, base.rows_counter('written', layout)).inc(
-      done['upserted'])
-  Metrics.counter(_NAMESPACE, base.rows_counter('deleted', layout)).inc(
-      done['deleted'])
+  metrics.BEAM.inc(metrics.ROWS_WRITTEN.member(layout.name),
+                   done['upserted'])
+  metrics.BEAM.inc(metrics.ROWS_DELETED.member(layout.name), done['deleted'])
   return done
 
 

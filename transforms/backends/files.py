@@ -34,14 +34,13 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 
 from transforms import failpoints
+from transforms import metrics
 from transforms import paths
 from transforms.backends import base
 
-_NAMESPACE = 'write'
 
 
 def _normal(path: str) -> str:
@@ -64,7 +63,7 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
     logging.warning('Removing %d shard(s) of an earlier run under %s: %s',
                     len(stale), prefix, stale[:5])
     FileSystems.delete(stale)
-    Metrics.counter(_NAMESPACE, 'stale_shards_removed').inc(len(stale))
+    metrics.BEAM.inc(metrics.STALE_SHARDS_REMOVED, len(stale))
   return len(stale)
 
 

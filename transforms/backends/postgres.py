@@ -25,15 +25,14 @@ import urllib.parse
 from typing import Optional, Sequence
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms import records as records_lib
 from transforms import failpoints
+from transforms import metrics
 from transforms.backends import base
 
 SCHEMES = ('postgresql://', 'postgres://')
 INDEXES = ('hnsw',)
-_NAMESPACE = 'write'
 _TABLE = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$')
 # Rows per INSERT transaction and ids per DELETE.
 BATCH_ROWS = 500
@@ -233,10 +232,10 @@ class _Writer(beam.DoFn):
     self._backend = backend
     self._conn = None
     self._ready = False
-    self._written = Metrics.counter(
-        _NAMESPACE, base.rows_counter('written', backend.record))
-    self._deleted = Metrics.counter(
-        _NAMESPACE, base.rows_counter('deleted', backend.record))
+    self._written = metrics.BEAM.counter(
+        metrics.ROWS_WRITTEN.member(backend.record.name))
+    self._deleted = metrics.BEAM.counter(
+        metrics.ROWS_DELETED.member(backend.record.name))
 
   def setup(self):
     b = self._backend
@@ -326,8 +325,8 @@ def finish(written: int, backend: PostgresBackend, delta: bool) -> int:
   if deleted:
     logging.info('Deleted %d rows of earlier runs from %s', deleted,
                  backend.shown())
-    Metrics.counter(_NAMESPACE, base.rows_counter(
-        'deleted', backend.record)).inc(deleted)
+    metrics.BEAM.inc(metrics.ROWS_DELETED.member(backend.record.name),
+                     deleted)
   del written
   return deleted
 

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from transforms import metrics
 from transforms.elements import DeadLetter, Document, derived_id
-
-NAMESPACE = 'read'
 
 Parsed = Union[Document, DeadLetter]
 
@@ -184,4 +182,4 @@ def metadata_value(value: Any) -> Optional[str]:
 # Input bytes read so far (text and JSONL as each line is read, CSV as
 # each file is done): with the input's size, progress estimates the time
 # left (pipeline/progress.py).
-bytes_counter = Metrics.counter(NAMESPACE, 'bytes_read')
+bytes_counter = metrics.BEAM.counter(metrics.BYTES_READ)

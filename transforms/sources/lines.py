@@ -9,13 +9,12 @@ from typing import Union
 
 import apache_beam as beam
 from apache_beam.io import filebasedsource
-from apache_beam.metrics import Metrics
 
-from transforms import compressed, encodings
+from transforms import compressed, encodings, metrics
 from transforms.elements import DeadLetter
 from transforms.sources import base
 
-_truncated_counter = Metrics.counter(base.NAMESPACE, 'files_truncated')
+_truncated_counter = metrics.BEAM.counter(metrics.FILES_TRUNCATED)
 
 
 class LinesSource(filebasedsource.FileBasedSource):
