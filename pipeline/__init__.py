@@ -1,1 +1,1 @@
-"""The embedding job: options, model presets, graph construction, entry points."""
+"""The embedding job: options, model presets, the launch, entry points."""

@@ -100,7 +100,8 @@ _OUTPUT_ERROR = re.compile(r'\bOutputError: (.*)$')
 # the code that reads and writes files: transforms/ (the job's sources and
 # sinks) and Beam's io package. Other libraries' `path` can be a URL path.
 _FILE_LOCALS = ('file_name', 'path', 'file_path')
-_FILE_CODE = (f'{os.sep}transforms{os.sep}', f'{os.sep}apache_beam{os.sep}io{os.sep}')
+_FILE_CODE = (f'{os.sep}transforms{os.sep}',
+              f'{os.sep}apache_beam{os.sep}io{os.sep}')
 
 
 def run_error_line(exc: BaseException) -> str:

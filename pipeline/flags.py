@@ -48,7 +48,7 @@ def help_parser() -> argparse.ArgumentParser:
       '--temp_location, --direct_num_workers, --direct_running_mode, ...) are '
       f'accepted too. Without --runner the job runs locally on '
       f'{DEFAULT_LOCAL_RUNNER}. The last line printed is a JSON summary.')
-  EmbedOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  EmbedOptions._add_argparse_args(parser)
   return parser
 
 

@@ -79,7 +79,6 @@ class BundleProgress(progress.Source):
 
   @contextlib.contextmanager
   def attached(self):
-    # pylint: disable=import-outside-toplevel
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.fn_api_runner import worker_handlers
     original = fn_runner.ProgressRequester
@@ -95,7 +94,6 @@ class BundleProgress(progress.Source):
 
 
 def _progress_request(bundle: str):
-  # pylint: disable=import-outside-toplevel
   from apache_beam.portability.api import beam_fn_api_pb2
   return beam_fn_api_pb2.InstructionRequest(
       instruction_id=f'progress-{uuid.uuid4().hex}',
@@ -119,7 +117,7 @@ def _push(embedded_push, bundles: _Bundles):
           response = handler.worker.do_instruction(_progress_request(bundle))
           if not response.error:
             bundles.on_progress(bundle, response.process_bundle_progress)
-      except Exception:  # pylint: disable=broad-except
+      except Exception:
         logging.debug('progress request to bundle %s failed', bundle,
                       exc_info=True)
 
@@ -138,7 +136,7 @@ def _push(embedded_push, bundles: _Bundles):
 def _requester(original, bundles: _Bundles):
   """Beam's ProgressRequester, given the callback FnApiRunner omits."""
 
-  class Requester(original):  # pylint: disable=too-few-public-methods
+  class Requester(original):
 
     def __init__(self, worker_handler, instruction_id, frequency,
                  callback=None):

@@ -161,9 +161,9 @@ def exit_now(status: int) -> None:
   for stream in (sys.stdout, sys.stderr):
     try:
       stream.flush()
-    except Exception:  # pylint: disable=broad-except
+    except Exception:  # noqa: BLE001
       pass
-  os._exit(status)  # pylint: disable=protected-access
+  os._exit(status)
 
 
 def _raise_in_main(signum, frame):
@@ -211,7 +211,7 @@ def _finish(signum: int) -> None:
     if _state.finisher is not None:
       try:
         what = _state.finisher(signum)
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:  # noqa: BLE001
         what = f'cleaning up failed: {e}'
     _say(f'interrupted ({signal.Signals(signum).name}); {what}')
 
@@ -220,7 +220,7 @@ def _say(text: str) -> None:
   line = f'{PROG}: {text}\n'.encode('utf-8', 'replace')
   try:
     sys.stderr.flush()
-  except Exception:  # pylint: disable=broad-except
+  except Exception:  # noqa: BLE001
     pass
   os.write(_state.stderr if _state.stderr is not None else 2, line)
 
@@ -265,7 +265,7 @@ def _parent_map() -> dict:
       fields = stat[stat.rfind(b')') + 2:].split()
       parents[int(name)] = int(fields[1])
     return parents
-  import subprocess  # pylint: disable=import-outside-toplevel
+  import subprocess
   try:
     out = subprocess.run(['ps', '-A', '-o', 'pid=,ppid='], check=True,
                          capture_output=True, text=True).stdout

@@ -103,7 +103,7 @@ def fetch_hub_models(model: presets.ResolvedModel) -> None:
     if model_files.is_url(handle):
       try:
         import_hub().resolve(handle)
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:
         raise RuntimeError(
             f'cannot fetch model {handle}: {e}. Offline, use --model '
             'minilm-l6 or --preprocessor/--encoder with local folders.'
@@ -211,7 +211,7 @@ def input_files(options: EmbedOptions, *,
     return None
   try:
     found = FileSystems.match([options.input])[0].metadata_list
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise ValueError(f'--input {options.input}: cannot list files: '
                      f'{file_backends.cause(e)}') from e
   if not found:
@@ -280,7 +280,7 @@ def check_report_path(options: EmbedOptions) -> None:
   file_backends.probe_writable(options.report, 'the report')
   # matplotlib is imported only when a report is asked for, and here, so
   # that an environment without it fails before the run.
-  from pipeline import report  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  from pipeline import report  # noqa: F401
 
 
 def _size(n: int) -> str:

@@ -174,7 +174,6 @@ def from_export_dir(model_dir: str,
 
 def ensure_exported(name: str, cache_dir: str) -> str:
   """Returns the folder of an exported preset, exporting it if absent."""
-  # pylint: disable=import-outside-toplevel
   from tfmodels import export
   out = os.path.join(cache_dir, name)
   manifest = os.path.join(out, export.MANIFEST)

@@ -129,7 +129,6 @@ class JobServiceMetrics(Source):
   job is the one the service did not hold before p.run()."""
 
   def __init__(self, endpoint: str):
-    # pylint: disable=import-outside-toplevel
     import grpc
     from apache_beam.portability.api import beam_job_api_pb2
     from apache_beam.portability.api import beam_job_api_pb2_grpc
@@ -167,12 +166,11 @@ class JobServiceMetrics(Source):
 
 
 def _fnapi_source(options) -> Optional[Source]:
-  from pipeline import fnapi_progress  # pylint: disable=import-outside-toplevel
+  from pipeline import fnapi_progress
   return fnapi_progress.source()
 
 
 def _portable_source(options) -> Optional[Source]:
-  # pylint: disable=import-outside-toplevel
   from apache_beam.options.pipeline_options import PortableOptions
   endpoint = options.view_as(PortableOptions).job_endpoint
   return JobServiceMetrics(endpoint) if endpoint and endpoint != (
@@ -271,7 +269,7 @@ class Display:
       return None
     try:
       return self._source.counts()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       self._failed = True
       logging.warning('live progress stopped: %s', e)
       return None
@@ -301,9 +299,9 @@ class Display:
     """Runs the block with progress shown; call started() with the
     PipelineResult once p.run() returns, and finish() once it finished."""
     if self._stream.isatty():
-      from rich.console import Console  # pylint: disable=import-outside-toplevel
-      from rich.live import Live  # pylint: disable=import-outside-toplevel
-      from rich.text import Text  # pylint: disable=import-outside-toplevel
+      from rich.console import Console
+      from rich.live import Live
+      from rich.text import Text
       live = Live(Text(''), console=Console(file=self._stream),
                   refresh_per_second=4, transient=False)
       # One line, cut at the terminal's width rather than wrapped.
@@ -329,7 +327,7 @@ class Display:
   def started(self, result) -> None:
     try:
       self._source.started(result)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       self._failed = True
       logging.warning('live progress is off: %s', e)
 

@@ -153,7 +153,7 @@ def load_run(options) -> RunData:
     letters = read.backend(uri, fmt, dead_letters=True)
     error_types.update(str(r.get('error_type'))
                        for r in letters.scan(['error_type']))
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001
     problem = f'could not read the dead letters at {uri}: {e}'
   return RunData(token_counts=dict(tally.token_counts),
                  truncated=tally.truncated, total=tally.total,
@@ -228,7 +228,6 @@ def _short(text: str, width: int = 28) -> str:
 
 def _figure(width: float = 6.0, height: float = 3.8):
   """A Figure on the Agg canvas, with layout that keeps labels apart."""
-  # pylint: disable=import-outside-toplevel
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   fig = Figure(figsize=(width, height), dpi=DPI, layout='constrained')
@@ -394,12 +393,12 @@ def figure_embedding_map(points: np.ndarray, share: np.ndarray,
 
 def _integer_ticks(axis) -> None:
   """Counts are whole numbers: no 0.2-batch ticks on small runs."""
-  from matplotlib.ticker import MaxNLocator  # pylint: disable=import-outside-toplevel
+  from matplotlib.ticker import MaxNLocator
   axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _palette() -> list:
-  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  from matplotlib import colormaps
   return list(colormaps['tab10'].colors)
 
 
@@ -461,10 +460,9 @@ def no_samples_reason(options) -> str:
     return 'progress was off (--progress_every 0)'
   runner = None
   if hasattr(options, 'view_as'):
-    # pylint: disable=import-outside-toplevel
     from apache_beam.options.pipeline_options import StandardOptions
     runner = options.view_as(StandardOptions).runner
-  from pipeline import progress  # pylint: disable=import-outside-toplevel
+  from pipeline import progress
   if runner in progress.SOURCES:
     return f'{runner} reported no counts while the job ran'
   return f'{runner or "this runner"} gives no live counts'

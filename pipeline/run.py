@@ -23,9 +23,8 @@ if __name__ == '__main__':
 
 # TensorFlow's process defaults (tfmodels/__init__.py), before anything
 # imports TensorFlow.
-import tfmodels  # noqa: F401  pylint: disable=unused-import
+import tfmodels  # noqa: F401
 
-# pylint: disable=wrong-import-position
 
 import apache_beam as beam
 
@@ -100,7 +99,7 @@ def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
         display.started(result)
         result.wait_until_finish()
         display.finish(result)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001
     interrupts.reraise()
     if files_left and local:
       files_left.remove_own()
@@ -123,12 +122,12 @@ def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
   """After the run: the report, then whether the night failed for a
   scheduler (failure)."""
   if embed_options.report:
-    from pipeline import report  # pylint: disable=import-outside-toplevel
+    from pipeline import report
     try:
       report.write(embed_options.report, summary=summary,
                    options=embed_options,
                    samples=display.samples if display else ())
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       # The embeddings are written; the report is not.
       _error(RuntimeError(f'--report {embed_options.report}: '
                           f'{console.run_error_line(e)}'), verbose)
@@ -171,7 +170,7 @@ def main(argv=None) -> int:
   interrupts.started(verbose)
   try:
     status, summary, _ = launch(argv)
-  except BaseException as e:  # pylint: disable=broad-except
+  except BaseException as e:
     if interrupts.received() is None:
       raise
     if verbose:

@@ -22,10 +22,9 @@ import sys
 if __name__ == '__main__':
   signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-# pylint: disable=wrong-import-position
-from apache_beam.options.pipeline_options import DirectOptions  # noqa: E402
-from apache_beam.runners.portability.fn_api_runner import fn_runner  # noqa: E402
-from apache_beam.transforms import environments  # noqa: E402
+from apache_beam.options.pipeline_options import DirectOptions
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.transforms import environments
 
 COMMAND = f'{sys.executable} -m pipeline.worker'
 
@@ -58,7 +57,6 @@ def local_runner(options, progress_request_frequency=None):
 
 
 def main() -> None:
-  # pylint: disable=import-outside-toplevel
   from apache_beam.runners.worker import sdk_worker_main
   sdk_worker_main.main(sys.argv)
 

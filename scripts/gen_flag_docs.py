@@ -27,13 +27,13 @@ MAIN_TABLE = re.compile(
 
 
 def parser() -> argparse.ArgumentParser:
-  from pipeline.flags import help_parser  # pylint: disable=import-outside-toplevel
+  from pipeline.flags import help_parser
   return help_parser()
 
 
 def _actions(group) -> list:
   """The group's flags, --help left out."""
-  return [a for a in group._group_actions  # pylint: disable=protected-access
+  return [a for a in group._group_actions
           if a.option_strings and a.dest != 'help']
 
 
@@ -47,7 +47,7 @@ def _cell(text: str) -> str:
 
 
 def _help(p: argparse.ArgumentParser, action) -> str:
-  return _cell(p._get_formatter()._expand_help(action))  # pylint: disable=protected-access
+  return _cell(p._get_formatter()._expand_help(action))
 
 
 def _default(action) -> str:
@@ -98,7 +98,7 @@ def flags_md() -> str:
       'Templates and schedulers pass. "—" in the default column: not set '
       '(the help text says what happens then).',
   ]
-  for group in p._action_groups:  # pylint: disable=protected-access
+  for group in p._action_groups:
     actions = _actions(group)
     if not actions:
       continue
@@ -114,7 +114,7 @@ def main_table(names: list[str]) -> str:
   """The README's short table: the named flags, first sentence of each
   help text."""
   p = parser()
-  by_name = {a.option_strings[0]: a for a in p._actions  # pylint: disable=protected-access
+  by_name = {a.option_strings[0]: a for a in p._actions
              if a.option_strings}
   missing = [n for n in names if n not in by_name]
   if missing:

@@ -17,12 +17,11 @@ OUT = os.path.join(ROOT, 'flex', 'metadata.json')
 
 
 def metadata() -> dict:
-  # pylint: disable=import-outside-toplevel
   from pipeline.options import LOCAL_ONLY, EmbedOptions
   parser = argparse.ArgumentParser()
-  EmbedOptions._add_argparse_args(parser)  # pylint: disable=protected-access
+  EmbedOptions._add_argparse_args(parser)
   parameters = []
-  for action in parser._actions:  # pylint: disable=protected-access
+  for action in parser._actions:
     if not action.option_strings or action.dest == 'help':
       continue
     name = action.option_strings[0].lstrip('-')

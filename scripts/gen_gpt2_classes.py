@@ -13,7 +13,7 @@ tests/test_bpe_parity.py checks it again against the installed `tokenizers`.
 import sys
 
 sys.path.insert(0, '.')
-from tests.hf_reference import gpt2_class_of  # pylint: disable=wrong-import-position
+from tests.hf_reference import gpt2_class_of
 
 
 def main():

@@ -11,7 +11,7 @@ import pytest
 # whether oneDNN runs in a test process depends on which test file imported
 # TensorFlow first, and a bf16 run in-process differs at bf16's rounding
 # from the same run on workers (which inherit the setting).
-import tfmodels  # noqa: F401,E402  pylint: disable=unused-import,wrong-import-position
+import tfmodels
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 

@@ -105,8 +105,8 @@ def read_output(prefix: str, output_format: str = 'auto') -> list[dict]:
   """The pipeline's records (local or gs://, any backend) through
   pipeline.read: the declared fields but the run's timestamp, metadata
   fields under 'metadata', embeddings as lists."""
-  from pipeline import read  # pylint: disable=import-outside-toplevel
-  from transforms.records import EMBEDDINGS  # pylint: disable=import-outside-toplevel
+  from pipeline import read
+  from transforms.records import EMBEDDINGS
   out = []
   for row in read.load(prefix, output_format).table.to_pylist():
     record = {k: v for k, v in row.items()
@@ -118,7 +118,7 @@ def read_output(prefix: str, output_format: str = 'auto') -> list[dict]:
 
 
 def read_dead_letters(prefix: str) -> list[dict]:
-  from pipeline import read  # pylint: disable=import-outside-toplevel
+  from pipeline import read
   return read.load(prefix, dead_letters=True).table.to_pylist()
 
 
@@ -126,7 +126,7 @@ def assert_same_records(got: dict, want: dict, atol: float = 1e-5) -> None:
   """Two runs' records by id: the same ids and non-embedding fields, and
   embeddings within `atol` (the batch-mix tolerance: other runs batch the
   documents differently)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
   assert sorted(got) == sorted(want)
   for doc_id, record in got.items():
     assert {k: v for k, v in record.items() if k != 'embedding'} == {
@@ -139,7 +139,7 @@ def assert_equal_to_direct_call(records: list[dict], texts: dict,
                                 model) -> None:
   """The pipeline's records hold the numbers a direct EmbeddingModel call
   gives for the same texts (batching may differ)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
   by_id = {r['id']: r for r in records}
   ids = sorted(by_id)
   direct = model.embed([texts[i] for i in ids])
@@ -152,7 +152,7 @@ def assert_equal_to_direct_call(records: list[dict], texts: dict,
 def read_split(pattern: str, bundle_size: int) -> list:
   """(path, offset, line) from transforms.read.LinesSource, split into
   ranges of bundle_size bytes and each range read as a worker would."""
-  from transforms import read as read_lib  # pylint: disable=import-outside-toplevel
+  from transforms import read as read_lib
   source = read_lib.LinesSource(pattern)
   out = []
   for bundle in source.split(desired_bundle_size=bundle_size):

@@ -101,7 +101,7 @@ class Emulators:
   def _spawn(self, args, name: str, env=None) -> tuple:
     log = os.path.join(self.workdir, f'{name}.log')
     proc = subprocess.Popen(
-        args, cwd=self.workdir, env=env, stdout=open(log, 'wb'),  # pylint: disable=consider-using-with
+        args, cwd=self.workdir, env=env, stdout=open(log, 'wb'),
         stderr=subprocess.STDOUT, start_new_session=True)
     self.procs.append(proc)
     return proc, log
@@ -129,7 +129,7 @@ class Emulators:
           f'{gcs}/storage/v1/b?project={PROJECT}', method='POST',
           data=json.dumps({'name': bucket}).encode(),
           headers={'Content-Type': 'application/json'})
-      urllib.request.urlopen(request, timeout=10).close()  # pylint: disable=consider-using-with
+      urllib.request.urlopen(request, timeout=10).close()
     creds = os.path.join(self.workdir, 'credentials.json')
     with open(creds, 'w', encoding='utf-8') as f:
       json.dump({'type': 'authorized_user',
@@ -203,7 +203,7 @@ WORKER_SITE = os.path.join(ROOT, 'tests', 'worker_site')
 
 def _worker_site():
   """tests/worker_site/sitecustomize.py as a module (it is not a package)."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
+  import importlib.util
   spec = importlib.util.spec_from_file_location(
       'bq_emulator_patches', os.path.join(WORKER_SITE, 'sitecustomize.py'))
   module = importlib.util.module_from_spec(spec)
@@ -232,7 +232,6 @@ def worker_env(emulators: Emulators) -> dict:
 def upload_folder(local: str, remote: str) -> list[str]:
   """Copies a local folder to remote (gs://...) through Beam's FileSystems,
   as `gsutil cp -r` would; returns the object paths."""
-  # pylint: disable=import-outside-toplevel
   from apache_beam.io.filesystems import FileSystems
   written = []
   for folder, _, files in os.walk(local):
@@ -246,7 +245,7 @@ def upload_folder(local: str, remote: str) -> list[str]:
 
 
 def upload_bytes(data: bytes, remote: str) -> None:
-  from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+  from apache_beam.io.filesystems import FileSystems
   with FileSystems.create(remote) as out:
     out.write(data)
 
@@ -258,7 +257,7 @@ def running(bigquery: bool = False, datasets=()):
   yields (Emulators, a google.cloud.bigquery Client or None)."""
   why = available()
   if why:
-    import pytest  # pylint: disable=import-outside-toplevel
+    import pytest
     pytest.fail(why)
   emu = Emulators(bigquery=bigquery).start()
   try:
@@ -268,7 +267,7 @@ def running(bigquery: bool = False, datasets=()):
         return
       undo = patch_beam_bigquery(emu)
       try:
-        from google.cloud import bigquery as bq  # pylint: disable=import-outside-toplevel
+        from google.cloud import bigquery as bq
         client = bq.Client(project=PROJECT)
         for dataset in datasets:
           client.create_dataset(dataset)

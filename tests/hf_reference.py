@@ -15,7 +15,7 @@ from tests import corpora
 
 @functools.lru_cache(maxsize=None)
 def _byte_level():
-  from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
+  from tokenizers import pre_tokenizers
   return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
 
 
@@ -49,7 +49,7 @@ def train_byte_bpe(out_dir: str, vocab_size: int = 2000) -> None:
   """A small byte-level BPE trained with `tokenizers` the way RoBERTa's was
   (full byte alphabet, RoBERTa's special tokens first): vocab.json and
   merges.txt in out_dir."""
-  from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # pylint: disable=import-outside-toplevel
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers
   tokenizer = Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.train_from_iterator(corpus_texts(), trainers.BpeTrainer(
@@ -85,8 +85,8 @@ def make_random_roberta(out_dir: str, seed: int = 0, num_layers: int = 3,
   instead, laid out like roberta-large's checkpoint ("roberta." prefixes,
   an lm_head, no pooler).
   """
-  import torch  # pylint: disable=import-outside-toplevel
-  from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel  # pylint: disable=import-outside-toplevel
+  import torch
+  from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel
   with open(os.path.join(out_dir, 'vocab.json'), encoding='utf-8') as f:
     vocab_size = len(json.load(f))
   torch.manual_seed(seed)
@@ -109,13 +109,13 @@ def make_random_roberta(out_dir: str, seed: int = 0, num_layers: int = 3,
 def roberta_tokenizer(model_dir: str):
   """Hugging Face's RoBERTa tokenizer for a folder. from_pretrained is the
   reliable path: transformers 5.x ignores vocab_file/merges_file arguments."""
-  from transformers import RobertaTokenizerFast  # pylint: disable=import-outside-toplevel
+  from transformers import RobertaTokenizerFast
   return RobertaTokenizerFast.from_pretrained(model_dir)
 
 
 def token_ids(preprocessor, texts) -> list[list[int]]:
   """A preprocessor's `tokenize` as flat id lists, one per text."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   return preprocessor.tokenize(tf.constant(texts)).merge_dims(-2,
                                                               -1).to_list()
 
@@ -123,7 +123,7 @@ def token_ids(preprocessor, texts) -> list[list[int]]:
 def assert_packed_equal(ours: dict, ref) -> None:
   """bert_pack_inputs' output against a Hugging Face tokenizer's encoding
   (with token type ids requested)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  import numpy as np
   np.testing.assert_array_equal(ours['input_word_ids'].numpy(),
                                 ref['input_ids'])
   np.testing.assert_array_equal(ours['input_type_ids'].numpy(),

@@ -80,7 +80,7 @@ def _install(dist: str) -> str:
     subprocess.run(['python3.11', '-m', 'venv', VENV], check=True)
     subprocess.run(pip + ['-c', os.path.join(ROOT, 'requirements.txt'),
                           sdist], check=True, capture_output=True)
-    open(stamp, 'w').close()  # pylint: disable=consider-using-with
+    open(stamp, 'w').close()
   subprocess.run(pip + ['--force-reinstall', '--no-deps', sdist],
                  check=True, capture_output=True)
   return python
@@ -94,9 +94,9 @@ def services(worker: str, work: str, extra_env: dict | None = None):
   procs = []
   try:
     log = os.path.join(work, 'job_service.log')
-    procs.append(subprocess.Popen(  # pylint: disable=consider-using-with
+    procs.append(subprocess.Popen(
         [sys.executable, '-c', _JOB_SERVICE, str(job_port)], cwd=work,
-        stdout=open(log, 'wb'), stderr=subprocess.STDOUT))  # pylint: disable=consider-using-with
+        stdout=open(log, 'wb'), stderr=subprocess.STDOUT))
     emulators.wait_ready(lambda: emulators.tcp_open(job_port), procs[-1],
                          'job service', log)
     env = dict(os.environ, PATH=os.path.dirname(worker) + os.pathsep +
@@ -106,9 +106,9 @@ def services(worker: str, work: str, extra_env: dict | None = None):
     log = os.path.join(work, 'worker_pool.log')
     # cwd outside the repository: `python -c` workers put their cwd on
     # sys.path, and must import the installed package, not the checkout.
-    procs.append(subprocess.Popen(  # pylint: disable=consider-using-with
+    procs.append(subprocess.Popen(
         [worker, '-c', _POOL, str(pool_port)], cwd=work, env=env,
-        stdout=open(log, 'wb'), stderr=subprocess.STDOUT))  # pylint: disable=consider-using-with
+        stdout=open(log, 'wb'), stderr=subprocess.STDOUT))
     emulators.wait_ready(lambda: emulators.tcp_open(pool_port), procs[-1],
                          'worker pool', log)
     yield job_port, pool_port, log, [p.pid for p in procs]

@@ -58,7 +58,7 @@ class Server:
             f'&table={table}')
 
   def connect(self):
-    import psycopg  # pylint: disable=import-outside-toplevel
+    import psycopg
     return psycopg.connect(f'postgresql://postgres@/postgres?host='
                            f'{self.socket_dir}', autocommit=True)
 
@@ -71,7 +71,7 @@ class Server:
 def running():
   why = emulators.available()
   if why or not os.path.exists(PYTHON):
-    import pytest  # pylint: disable=import-outside-toplevel
+    import pytest
     pytest.fail(why or f'{PYTHON} is missing')
   server = Server().start()
   try:

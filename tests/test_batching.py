@@ -110,7 +110,7 @@ def test_bucket_batches_hold_partial_batches_until_bundle_end(window):
   during = []
   for row in rows:
     during.extend(dofn.process(row))
-    assert len(dofn._rows) <= held_bound  # pylint: disable=protected-access
+    assert len(dofn._rows) <= held_bound
   final = [wv.value for wv in dofn.finish_bundle()]
   seen = [id(r) for b in during + final for r in b.rows]
   assert sorted(seen) == sorted(id(r) for r in rows)  # each row once

@@ -15,7 +15,7 @@ from tests import corpora
 
 ROOT = corpora.ROOT
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
-import nightly  # noqa: E402  pylint: disable=wrong-import-position
+import nightly  # noqa: E402
 
 
 def test_the_days_differ_as_stated(tmp_path):

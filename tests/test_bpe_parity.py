@@ -194,12 +194,13 @@ def test_single_text_packing_equals_hugging_face(roberta_preprocessor,
   hf_reference.assert_packed_equal(ours, ref)
   # Calling the model itself packs at its default seq_length, 128.
   if seq_length == 128:
-    hf_reference.assert_packed_equal(roberta_preprocessor(tf.constant(texts)), ref)
+    hf_reference.assert_packed_equal(
+        roberta_preprocessor(tf.constant(texts)), ref)
 
 
 def _hf_outputs(model_dir, ids, mask):
-  import torch  # pylint: disable=import-outside-toplevel
-  from transformers import RobertaModel  # pylint: disable=import-outside-toplevel
+  import torch
+  from transformers import RobertaModel
   model = RobertaModel.from_pretrained(model_dir).eval()
   with torch.no_grad():
     out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
@@ -208,7 +209,7 @@ def _hf_outputs(model_dir, ids, mask):
 
 
 def _encoder(roberta_export):
-  from tfmodels.embedder import import_hub  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import import_hub
   return import_hub().load(os.path.join(roberta_export, 'encoder'))
 
 
@@ -260,8 +261,8 @@ def test_encoder_position_ids_follow_pad_ids_like_hugging_face(
 
 def test_export_manifest_and_bad_folders(roberta_export, roberta_hf_dir,
                                          tmp_path):
-  from pipeline import export_model  # pylint: disable=import-outside-toplevel
-  from tfmodels import export  # pylint: disable=import-outside-toplevel
+  from pipeline import export_model
+  from tfmodels import export
   manifest = export.read_manifest(roberta_export)
   assert manifest['tokenizer'] == 'byte-level-bpe'
   assert manifest['model_type'] == 'roberta'
@@ -314,13 +315,14 @@ def test_real_gpt2_merges_token_strings_equal_hugging_face(tmp_path):
   assert not bad, _explain(tokenizer, bad)
   # Real merges at work: ' international' is one token, not 14 bytes.
   assert tokenizer.convert_ids_to_tokens(
-      hf_reference.token_ids(preprocessor, [' international'])[0]) == ['Ġinternational']
+      hf_reference.token_ids(preprocessor, [' international'])[0]) == [
+          'Ġinternational']
 
 
 def test_special_tokens_as_plain_text_option(roberta_hf_dir):
   """special_tokens_in_text='text' equals Hugging Face's
   split_special_tokens=True: "</s>" in a document is just characters."""
-  from transformers import RobertaTokenizerFast  # pylint: disable=import-outside-toplevel
+  from transformers import RobertaTokenizerFast
   tokenizer = RobertaTokenizerFast.from_pretrained(roberta_hf_dir,
                                                    split_special_tokens=True)
   vocab = hf.read_bpe_vocab(roberta_hf_dir)
@@ -339,8 +341,8 @@ def test_checkpoint_laid_out_like_roberta_large(roberta_hf_dir, tmp_path):
   prefixes, an lm_head to ignore and no pooler. The export matches Hugging
   Face's RobertaModel on sequence_output, gets a seeded (reproducible)
   random pooler, and says so in export.json and to the pipeline."""
-  from pipeline import presets  # pylint: disable=import-outside-toplevel
-  from tfmodels import export  # pylint: disable=import-outside-toplevel
+  from pipeline import presets
+  from tfmodels import export
   hf_dir = tmp_path / 'hf'
   hf_dir.mkdir()
   for name in ('vocab.json', 'merges.txt'):

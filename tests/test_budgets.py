@@ -1,5 +1,6 @@
 """GPU-worker behaviour that a CPU can prove: out-of-memory back-off, bounded
-XLA shapes, and the `--max_batch_tokens auto` rule (docs/performance.md, "GPUs").
+XLA shapes, and the `--max_batch_tokens auto` rule (docs/performance.md,
+"GPUs").
 
 The out-of-memory encoder is a real SavedModel: the MiniLM encoder wrapped
 so that a call on more than `limit` padded tokens allocates a tensor far
@@ -149,7 +150,7 @@ def test_a_row_that_never_fits_is_a_dead_letter(tmp_path, minilm_model):
   # The 6 rows, padded to 8 (padded_batch_rows), failed at 8 x 16 = 128
   # tokens; 4 x 16 is the limit now (two calls, 4 and 2 rows, fit in 96
   # tokens); the long bucket came down to one row and then gave up.
-  budgets = handler._budgets(model)  # pylint: disable=protected-access
+  budgets = handler._budgets(model)
   assert budgets.rows(16) == 4 and budgets.rows(128) == 1
   reference = EmbeddingModel.load(minilm_model.preprocessor,
                                   minilm_model.encoder, max_seq_length=128)

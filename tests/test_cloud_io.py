@@ -258,7 +258,7 @@ def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
 def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
                                         minilm_export):
   docs, _, want, _ = local_run
-  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  from google.cloud import bigquery
   table = f'{emulators.PROJECT}.{DATASET}.docs'
   cloud.create_table(bigquery.Table(table, schema=[
       bigquery.SchemaField('id', 'STRING'),
@@ -300,7 +300,8 @@ def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
   assert sorted(r['id'] for r in got) == subset
   for record in got:
     # A subset is batched with other companions (other row counts, so
-    # other oneDNN kernels): equal within the batch-mix tolerance (docs/testing.md:
+    # other oneDNN kernels): equal within the batch-mix tolerance
+    # (docs/testing.md:
     # 1e-5), not bit for bit.
     np.testing.assert_allclose(record['embedding'],
                                want[record['id']]['embedding'],

@@ -55,7 +55,8 @@ def test_quiet_run_prints_what_it_does_progress_and_the_summary(
       f'{out}-*.tfrecord')
   # Nothing else but progress: no TensorFlow or Beam start-up lines.
   progress = [PROGRESS.match(line) for line in lines[1:]]
-  assert all(progress), [l for l, m in zip(lines[1:], progress) if not m]
+  assert all(progress), [line for line, m in zip(lines[1:], progress)
+                         if not m]
   counts = [tuple(_number(m.group(g)) for g in ('read', 'embedded',
                                                  'rejected'))
             for m in progress]
@@ -81,8 +82,8 @@ def test_live_progress_is_off_on_a_beam_version_it_was_not_written_for(
   """The FnApiRunner progress source reads Beam internals of the versions
   it names; with any other (here: its list swapped for one Beam is not),
   the run completes with one warning and no progress line."""
-  import apache_beam  # pylint: disable=import-outside-toplevel
-  from pipeline import fnapi_progress  # pylint: disable=import-outside-toplevel
+  import apache_beam
+  from pipeline import fnapi_progress
   monkeypatch.setattr(fnapi_progress, 'WRITTEN_FOR', ('0.0.1',))
   docs = corpora.sample_docs(30)
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
@@ -128,7 +129,8 @@ def _tfrecord_corpus(prefix: str) -> str:
     'unwritable output', 'unwritable report', 'report is a folder',
     'colour field not in the output',
     'input matches nothing', 'zip input', 'zip among the inputs',
-    'bad rejection limit', 'previous missing', 'previous not an output', 'model folder missing',
+    'bad rejection limit', 'previous missing', 'previous not an output',
+    'model folder missing',
     'model folder incomplete', 'bad choice'])
 def test_each_launch_error_is_one_line_with_status_2(case, common, tmp_path,
                                                       capsys, minilm_export):
@@ -240,7 +242,7 @@ def test_an_error_during_the_run_is_one_line_naming_the_file(
 def test_quiet_logging_shows_the_jobs_warnings_once_each(capsys):
   """A warning that every batch or worker repeats is shown once; INFO
   chatter of the job's steps and of libraries is not shown."""
-  from pipeline import console  # pylint: disable=import-outside-toplevel
+  from pipeline import console
   console.configure(verbose=False)
   for _ in range(3):
     logging.getLogger('transforms.embed').warning(
@@ -256,7 +258,7 @@ def test_quiet_logging_shows_the_jobs_warnings_once_each(capsys):
 def test_quiet_run_says_when_it_converts_a_preset(tmp_path, capsys):
   """The first run with a preset converts it (about 20 s here) before the
   line saying what the run will do: a quiet run says so."""
-  from pipeline import console, presets  # pylint: disable=import-outside-toplevel
+  from pipeline import console, presets
   console.configure(verbose=False)
   out = presets.ensure_exported('minilm-l6', str(tmp_path))
   assert capsys.readouterr().err.splitlines() == [
@@ -306,7 +308,7 @@ def test_the_jobs_own_files_are_never_its_input(tmp_path, capsys, caplog,
 
 
 def test_own_files_are_the_shards_and_temporary_folders_of_the_outputs():
-  from transforms.backends import files  # pylint: disable=import-outside-toplevel
+  from transforms.backends import files
   own = files.OwnFiles(('/d/emb', '/d/emb_dead_letter', 'gs://b/x/emb'))
   for path in ('/d/emb-00000-of-00001.tfrecord',
                '/d/emb-00003-of-00010.parquet',

@@ -84,7 +84,7 @@ def test_every_bad_jsonl_record_is_dead_lettered(tmp_path, capsys,
   for name, lines_good, bad in (('a.jsonl', good[:20], bad_a),
                                 ('b.jsonl', good[20:], bad_b)):
     lines = list(lines_good)
-    for i, (line, error) in enumerate(bad):
+    for i, (line, _error) in enumerate(bad):
       lines.insert(2 * i + 1, line)
     data, offsets = b'', []
     for line in lines:

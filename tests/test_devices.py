@@ -49,14 +49,14 @@ def test_auto_precision_follows_the_hardware():
 
 
 def _options(*flags):
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions
   return PipelineOptions(['--input', 'x.jsonl', '--output', 'out/emb',
                           '--precision', 'auto', *flags])
 
 
 def test_precision_auto_on_dataflow_asks_for_bf16_only_with_a_gpu(
     minilm_export):
-  from pipeline import presets  # pylint: disable=import-outside-toplevel
+  from pipeline import presets
   export = presets.from_export_dir(minilm_export)
   dataflow = ('--runner', 'DataflowRunner')
   assert launch.resolve_precision(_options(*dataflow), export) == 'fp32'
@@ -101,7 +101,7 @@ def test_precision_auto_runs_what_this_machine_has(tmp_path, minilm_export):
                                    '--precision', 'auto'])
   assert status == 0 and summary['precision'] == expected
   spec = EmbeddingSpec  # the fingerprint says what ran
-  from pipeline import presets  # pylint: disable=import-outside-toplevel
+  from pipeline import presets
   model = presets.from_export_dir(minilm_export)
   records = corpora.read_output(out)
   assert {r['model_fingerprint'] for r in records} == {
@@ -113,7 +113,6 @@ def test_a_plan_made_in_code_runs_with_precision_auto(tmp_path,
   """A test or a notebook: a Plan from options made in code, --precision
   auto among them, then build_pipeline and run. The plan decides the
   precision; the options keep saying auto."""
-  # pylint: disable=import-outside-toplevel
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.testing.test_pipeline import TestPipeline
 

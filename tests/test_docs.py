@@ -66,15 +66,15 @@ def test_the_documented_generator_command(tmp_path):
 
 
 def test_flags_md_lists_every_flag():
-  from pipeline.flags import help_parser  # pylint: disable=import-outside-toplevel
+  from pipeline.flags import help_parser
   text = _read(FLAGS_MD)
   parser = help_parser()
-  for action in parser._actions:  # pylint: disable=protected-access
+  for action in parser._actions:
     if action.option_strings and action.dest != 'help':
       assert f'| `{action.option_strings[0]}` |' in text, action.dest
-  for group in parser._action_groups:  # pylint: disable=protected-access
+  for group in parser._action_groups:
     if any(a.option_strings and a.dest != 'help'
-           for a in group._group_actions):  # pylint: disable=protected-access
+           for a in group._group_actions):
       assert f'\n## {group.title[0].upper()}{group.title[1:]}\n' in text
 
 

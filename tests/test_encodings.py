@@ -44,7 +44,8 @@ def test_lines_of_a_marked_file_are_its_utf8_copys(tmp_path, codec, bom,
   utf8.write_bytes(text.encode('utf-8'))
   wide = tmp_path / ('wide.txt' + suffix)
   wide.write_bytes(_encode(text, codec, bom, suffix))
-  want = [(o, line) for _, o, line in corpora.read_split(str(utf8), bundle_size)]
+  want = [(o, line)
+          for _, o, line in corpora.read_split(str(utf8), bundle_size)]
   assert len(want) == 7
   assert [(o, line) for _, o, line in corpora.read_split(str(wide), bundle_size)
           ] == want

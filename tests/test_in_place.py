@@ -159,7 +159,7 @@ def test_a_bigquery_night_killed_before_its_merge(tmp_path, minilm_export,
     assert sorted((r['id'], r['content_hash'])
                   for r in corpora.read_output(table)) == day1_rows
     changes = 'gs://bucket/tmp/beam-text-embed-changes/**'
-    from apache_beam.io.filesystems import FileSystems  # pylint: disable=import-outside-toplevel
+    from apache_beam.io.filesystems import FileSystems
     assert FileSystems.match([changes])[0].metadata_list  # staged, left
     capsys.readouterr()
     assert run.main(nightly) == 0

@@ -79,7 +79,8 @@ def _interrupt(tmp_path, model, moment, signum, *, to_group: bool,
   err_path = tmp_path / 'stderr'
   with open(err_path, 'wb') as err_file:
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'pipeline.run', *model, '--input', corpus.pattern, '--output', f'{out}/emb',
+        [sys.executable, '-m', 'pipeline.run', *model, '--input',
+         corpus.pattern, '--output', f'{out}/emb',
          '--progress_every', '1', *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=err_file,
         start_new_session=True,  # its own group, as a terminal's job

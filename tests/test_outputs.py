@@ -75,9 +75,9 @@ def test_parquet_output(reference, capsys, minilm_export):
   corpora.assert_same_records(_by_id(out), reference['want1'], atol=1e-6)
 
   # Readable in one line by pyarrow, pandas and DuckDB, typed as declared.
-  import pandas as pd  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pandas as pd
+  import pyarrow.parquet as pq
+  import pyarrow as pa
   table = pq.read_table(glob.glob(out + '-[0-9]*-of-*.parquet')[0])
   vector = table.schema.field('embedding').type
   assert pa.types.is_fixed_size_list(vector) and vector.list_size == 384

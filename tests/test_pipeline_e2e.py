@@ -139,7 +139,7 @@ def test_globs_over_many_files(tmp_path, minilm_model):
 
 def test_long_documents_chunked_and_combined(tmp_path, minilm_model):
   """--long_documents chunk: overlapping windows, averaged by tokens."""
-  from transforms import batching  # pylint: disable=import-outside-toplevel
+  from transforms import batching
   docs = corpora.sample_docs(4)
   docs[1]['text'] = ' '.join(d['text'] for d in corpora.sample_docs(40))
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs, bad=False)

@@ -47,6 +47,6 @@ def test_jit_compile_equals_fp32(minilm_model, texts, fp32):
 
 def test_lower_precision_needs_an_encoder_exported_here():
   with pytest.raises(ValueError, match='exported by this project'):
-    embedder._encoder_function(object(), 'bf16', False)  # pylint: disable=protected-access
+    embedder._encoder_function(object(), 'bf16', False)
   with pytest.raises(ValueError, match='precision must be one of'):
-    embedder._encoder_function(object(), 'int8', False)  # pylint: disable=protected-access
+    embedder._encoder_function(object(), 'int8', False)

@@ -40,8 +40,8 @@ def test_lines_source_gives_each_line_once_with_its_byte_offset(
     assert offset == 0 or data[offset - 1:offset] == b'\n'
   gz = tmp_path / 'c.txt.gz'
   gz.write_bytes(gzip.compress(data))
-  assert [(o, line) for _, o, line in corpora.read_split(str(gz), bundle_size)] == [
-      (o, line) for _, o, line in got]
+  assert [(o, line) for _, o, line in corpora.read_split(
+      str(gz), bundle_size)] == [(o, line) for _, o, line in got]
 
 
 def test_metadata_fields_pass_through_as_text():
@@ -192,14 +192,14 @@ def test_lines_source_drops_a_bom_only_at_offset_0(tmp_path, bundle_size):
                      (BOM + BOM, [(0, BOM)]),
                      (b'\xef\xbb', [(0, b'\xef\xbb')])):
     path.write_bytes(data)  # a BOM-only file is empty, as without the BOM
-    assert [(o, line) for _, o, line in corpora.read_split(str(path), bundle_size)
-            ] == want, data
+    assert [(o, line) for _, o, line in corpora.read_split(
+        str(path), bundle_size)] == want, data
 
 
 def _compress(data: bytes, suffix: str) -> bytes:
-  import bz2  # pylint: disable=import-outside-toplevel
-  import lzma  # pylint: disable=import-outside-toplevel
-  import zstandard  # pylint: disable=import-outside-toplevel
+  import bz2
+  import lzma
+  import zstandard
   return {'.gz': gzip.compress, '.bz2': bz2.compress, '.xz': lzma.compress,
           '.zst': zstandard.ZstdCompressor().compress}[suffix](data)
 
@@ -230,7 +230,7 @@ def test_every_compression_beam_reads_is_read(tmp_path, suffix):
 def test_each_format_has_one_source_chosen_once():
   """Every --input_format has one source (transforms/sources/), which
   declares the suffixes that detection reads; no suffix names two."""
-  from transforms import sources  # pylint: disable=import-outside-toplevel
+  from transforms import sources
   seen = {}
   for fmt in read_lib.FORMATS:
     source = sources.source_for(f'corpus.{fmt}', fmt)

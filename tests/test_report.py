@@ -287,10 +287,10 @@ print(json.dumps({
 def _synthetic_output(prefix: str, n: int, dim: int = 1024) -> None:
   """An output of n records as the job writes them (TFRecord shards),
   without running the job."""
-  import datetime  # pylint: disable=import-outside-toplevel
-  from transforms import records  # pylint: disable=import-outside-toplevel
-  from transforms.backends import tfrecord  # pylint: disable=import-outside-toplevel
-  from transforms.codecs import tfrecord as codec  # pylint: disable=import-outside-toplevel
+  import datetime
+  from transforms import records
+  from transforms.backends import tfrecord
+  from transforms.codecs import tfrecord as codec
   layout = records.EMBEDDINGS.with_metadata(('lang',))
   rng = np.random.default_rng(n)
   stamp = datetime.datetime(2026, 12, 5, tzinfo=datetime.timezone.utc)

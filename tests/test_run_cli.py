@@ -69,7 +69,7 @@ def test_clear_errors_for_bad_flags(tmp_path, capsys):
   assert proc.returncode == 2
   assert '--input_format' in proc.stderr
   # The same path in this process (main() is what the command runs).
-  from pipeline import run  # pylint: disable=import-outside-toplevel
+  from pipeline import run
   for flags, message in (
       (['--preprocessor', 'x'],
        '--preprocessor and --encoder must be given together'),
@@ -160,7 +160,7 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
                                             capsys):
   """A BPE (RoBERTa) export goes through the same pipeline as WordPiece ones:
   --model_dir, the summary, the records, numbers equal to a direct call."""
-  from tfmodels.embedder import EmbeddingModel  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import EmbeddingModel
   docs = corpora.sample_docs(20)
   docs[3]['text'] = 'Literal <mask> and </s> inside, tabs\tand\u3000spaces.'
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
@@ -180,7 +180,7 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
   # The export's own limit (514 positions, pad id 1: 512 tokens) is checked.
   # These stop before any worker starts: main() in this process, which is
   # what the command runs.
-  from pipeline import run  # pylint: disable=import-outside-toplevel
+  from pipeline import run
   for flags, message in (
       (['--model_dir', roberta_export, '--max_seq_length', '513'],
        ['more than', '(512)']),
@@ -194,7 +194,7 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
 
 
 def _summary_of(capsys, argv) -> tuple:
-  from pipeline import run  # pylint: disable=import-outside-toplevel
+  from pipeline import run
   status = run.main(argv)
   captured = capsys.readouterr()
   lines = captured.out.strip().splitlines()
@@ -243,7 +243,7 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
 
 
 def test_failure_reasons():
-  from pipeline import summary  # pylint: disable=import-outside-toplevel
+  from pipeline import summary
   good = {'documents_read': 10, 'documents_embedded': 6,
           'documents_reused': 2, 'documents_rejected': 2,
           'records_carried': 2, 'reconciled': True, 'dead_letter': 'D'}

@@ -89,7 +89,8 @@ def _run(example: str, export: dict) -> dict:
   proc = subprocess.run([sys.executable, '-c', script], env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULTS ')][-1]
+  line = [out for out in proc.stdout.splitlines()
+          if out.startswith('RESULTS ')][-1]
   return json.loads(line[len('RESULTS '):])
 
 

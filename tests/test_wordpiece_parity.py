@@ -87,8 +87,8 @@ def test_embeddings_match_sentence_transformers(minilm_model, minilm_hf_dir,
 
 def test_special_tokens_as_plain_text_option(minilm_hf_dir):
   """The WordPiece counterpart of special_tokens_in_text='text'."""
-  from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
-  from tfmodels import hf, wordpiece  # pylint: disable=import-outside-toplevel
+  from transformers import AutoTokenizer
+  from tfmodels import hf, wordpiece
   tokenizer = AutoTokenizer.from_pretrained(minilm_hf_dir,
                                             split_special_tokens=True)
   root = wordpiece.build_wordpiece_preprocessor(

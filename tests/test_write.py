@@ -23,8 +23,8 @@ def test_remove_stale_shards_keeps_this_runs_and_other_outputs(tmp_path):
 
 def _tf_example(record: dict, layout) -> bytes:
   """The same record built with TensorFlow's own message classes."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import numpy as np
+  import tensorflow as tf
   features = {}
   for field in layout.fields:
     value = record.get(field.name)
@@ -44,12 +44,12 @@ def _tf_example(record: dict, layout) -> bytes:
 
 
 def test_example_bytes_equal_tensorflows_message():
-  import datetime  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from transforms import records  # pylint: disable=import-outside-toplevel
-  from transforms.backends import tfrecord  # pylint: disable=import-outside-toplevel
-  from transforms.codecs import tfrecord as codec  # pylint: disable=import-outside-toplevel
+  import datetime
+  import numpy as np
+  import tensorflow as tf
+  from transforms import records
+  from transforms.backends import tfrecord
+  from transforms.codecs import tfrecord as codec
   layout = records.EMBEDDINGS.with_metadata(['source', 'empty'])
   rng = np.random.default_rng(0)
   for dim, num_tokens, text in ((384, 300, 'plain'), (1, 0, ''),
@@ -71,4 +71,4 @@ def test_example_bytes_equal_tensorflows_message():
     assert back['id'] == record['id'] and back['empty'] is None
     np.testing.assert_array_equal(back['embedding'], record['embedding'])
   # Negative integers take protobuf's ten-byte form.
-  assert codec._varint(-1) == b'\xff' * 9 + b'\x01'  # pylint: disable=protected-access
+  assert codec._varint(-1) == b'\xff' * 9 + b'\x01'

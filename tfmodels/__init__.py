@@ -58,8 +58,8 @@ def import_quietly() -> None:
   if _os.environ.get(QUIET_ENV) != '1' or 'tensorflow' in _sys.modules:
     return
   with _stderr_held():
-    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    import tensorflow_text  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow  # noqa: F401
+    import tensorflow_text  # noqa: F401
 
 
 def quiet_startup() -> None:

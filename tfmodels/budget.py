@@ -95,7 +95,7 @@ def token_budget(*, shape: Optional[ModelShape], device: Device,
 def is_out_of_memory(exc: BaseException) -> bool:
   """TensorFlow's out-of-memory error, also when re-raised by another
   process (a shared large_model copy): by type, else by TF's message."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   if isinstance(exc, tf.errors.ResourceExhaustedError):
     return True
   text = str(exc)
@@ -121,7 +121,7 @@ def _nvidia_smi_memory() -> Optional[int]:
 def find_device() -> Device:
   """The first GPU TensorFlow sees, with its memory (nvidia-smi, else a table
   of device names), or the CPU."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   gpus = tf.config.list_physical_devices('GPU')
   if not gpus:
     return Device(name='cpu')

@@ -13,8 +13,9 @@ Three steps, as in `tokenizers`:
    reads them by default (its added-token matching, including `lstrip` /
    `rstrip` where the tokenizer.json sets them). The text between them is
    split on its own.
-2. Pre-tokenizing with GPT-2's regex
-   `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`.
+2. Pre-tokenizing with GPT-2's regex, these two alternations joined by `|`:
+   `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+`
+   and `\\s+(?!\\S)|\\s+`.
    TF's regex engine (RE2) cannot run it: no look-ahead, an ASCII-only `\\s`,
    older Unicode tables, and tf_text.regex_split stops at NUL. The regex is
    simple enough that where its pieces start follows from each character's

@@ -17,7 +17,7 @@ def configure_gpus(require_gpu: bool = False) -> list[str]:
   With require_gpu, no visible GPU is an error instead of a silent and
   much slower CPU run.
   """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   gpus = tf.config.list_physical_devices('GPU')
   for gpu in gpus:
     try:

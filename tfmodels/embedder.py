@@ -27,7 +27,7 @@ class EmbedOutput:
 
 def pool(sequence_output, pooled_output, mask, pooling: str):
   """Pooling in TF ops: [batch, seq, dim] -> [batch, dim]."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   if pooling == 'mean':
     m = tf.cast(mask, tf.float32)[..., tf.newaxis]
     return (tf.reduce_sum(sequence_output * m, axis=1) /
@@ -47,7 +47,6 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def import_hub():
   """tensorflow_hub, without its pkg_resources deprecation warning (0.16
   imports pkg_resources, hence setuptools<81)."""
-  # pylint: disable=import-outside-toplevel
   import warnings
   with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -62,7 +61,7 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
   """The encoder call to use. Lower precisions exist only in encoders this
   project exported (their call_bf16/call_fp16); any encoder can be run
   through XLA."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   if precision not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got '
                      f'{precision!r}')
@@ -74,7 +73,7 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
         '(python -m pipeline.export_model, or re-export an older one); this '
         'encoder has only its float32 call')
   if jit_compile:
-    return tf.function(lambda inputs: fn(inputs), jit_compile=True)  # pylint: disable=unnecessary-lambda
+    return tf.function(lambda inputs: fn(inputs), jit_compile=True)
   return fn
 
 
@@ -84,7 +83,7 @@ def _load_preprocessor(handle: str):
   encoder (whose bert_pack_inputs packs its inputs) in one process share
   it; the object is read-only."""
   # Registers tf_text's ops, which the preprocessor's graph uses.
-  import tensorflow_text  # pylint: disable=import-outside-toplevel,unused-import
+  import tensorflow_text  # noqa: F401
   logging.info('Loading preprocessor %s', handle)
   return import_hub().load(handle)
 
@@ -106,7 +105,7 @@ class Tokenizer:
   """
 
   def __init__(self, preprocessor):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     self._tf = tf
     self.preprocessor = preprocessor
     # How many special tokens packing adds, learnt from the preprocessor
@@ -158,7 +157,7 @@ class EmbeddingModel:
                normalize: bool = False, max_seq_length: int = 128,
                precision: str = 'fp32', jit_compile: bool = False,
                tokenizer: Optional[Tokenizer] = None):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     if pooling not in POOLINGS:
       raise ValueError(f'pooling must be one of {POOLINGS}, got {pooling!r}')
     if max_seq_length < 8:
@@ -207,7 +206,8 @@ class EmbeddingModel:
     """Token ids of each text (no special tokens), as int32 arrays."""
     return self._tokenizer.tokenize(texts)
 
-  @functools.lru_cache(maxsize=1)
+  # One model per process: a cache of one (shared by the class) suffices.
+  @functools.lru_cache(maxsize=1)  # noqa: B019
   def shape(self) -> ModelShape:
     """Sizes that decide the encoder's memory, from the encoder itself: its
     variables, and one call on 8 tokens for the hidden size and the number of
@@ -225,7 +225,7 @@ class EmbeddingModel:
                       num_heads=max(1, hidden // 64),
                       intermediate_size=4 * hidden, parameters=parameters)
 
-  @functools.lru_cache(maxsize=1)
+  @functools.lru_cache(maxsize=1)  # noqa: B019
   def device(self) -> Device:
     """Where this process runs the encoder (a GPU and its memory, or the
     CPU): the process that holds the model, also when it is shared."""

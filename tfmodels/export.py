@@ -109,7 +109,8 @@ def export_roberta_from_hf(hf_dir: str, out_dir: str,
 def _match_specials(special_tokens_in_text: str) -> bool:
   if special_tokens_in_text not in SPECIAL_TOKENS_IN_TEXT:
     raise ValueError(f'special_tokens_in_text must be one of '
-                     f'{SPECIAL_TOKENS_IN_TEXT}, got {special_tokens_in_text!r}')
+                     f'{SPECIAL_TOKENS_IN_TEXT}, got '
+                     f'{special_tokens_in_text!r}')
   return special_tokens_in_text == 'special'
 
 

@@ -32,12 +32,12 @@ def read_config(model_dir: str) -> dict:
 def read_weights(model_dir: str) -> dict[str, np.ndarray]:
   safetensors_path = os.path.join(model_dir, 'model.safetensors')
   if os.path.exists(safetensors_path):
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    from safetensors.numpy import load_file
     return load_file(safetensors_path)
   bin_path = os.path.join(model_dir, 'pytorch_model.bin')
   if os.path.exists(bin_path):
     try:
-      import torch  # pylint: disable=import-outside-toplevel
+      import torch
     except ImportError as e:
       raise ModelFilesError(
           f'{bin_path} is a PyTorch pickle and needs torch to read; install '

@@ -31,7 +31,6 @@ FINGERPRINT_FILE = 'fingerprint.pb'
 def singleprint(fingerprint_pb: bytes, with_checksum: bool = False) -> str:
   """The content hashes of one SavedModel, from its fingerprint.pb bytes;
   with_checksum adds the hash of its saved_model.pb."""
-  # pylint: disable=import-outside-toplevel
   from tensorflow.core.protobuf import fingerprint_pb2
   f = fingerprint_pb2.FingerprintDef.FromString(fingerprint_pb)
   if not f.graph_def_program_hash:

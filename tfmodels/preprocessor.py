@@ -1,8 +1,9 @@
 """The TF Hub preprocessor object layout shared by the WordPiece and BPE
 exports: Model Garden's `export_tfhub_lib` interface, i.e. calling the model on
-a batch of strings gives encoder inputs at the default seq_length; `.tokenize`
-gives [batch, (words), (pieces)] int32 ids; `.tokenize.get_special_tokens_dict()`
-and `.bert_pack_inputs(segments, seq_length=N)` with seq_length overridable
+a batch of strings gives encoder inputs at the default seq_length;
+`.tokenize` gives [batch, (words), (pieces)] int32 ids;
+`.tokenize.get_special_tokens_dict()` and
+`.bert_pack_inputs(segments, seq_length=N)` with seq_length overridable
 after loading.
 """
 

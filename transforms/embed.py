@@ -42,7 +42,7 @@ Result = Union[EmbeddedDocument, ChunkEmbedding, DeadLetter]
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer(preprocessor: str):
   """One tokenizer per worker process, whatever the bundles."""
-  from tfmodels.embedder import Tokenizer  # pylint: disable=import-outside-toplevel
+  from tfmodels.embedder import Tokenizer
   tokenizer = Tokenizer.load(model_files.loadable(preprocessor))
   logging.info('Tokenizer %s loaded in process %d', preprocessor, os.getpid())
   return tokenizer
@@ -53,7 +53,6 @@ def _load_encoder(preprocessor: str, encoder: str, spec: EmbeddingSpec,
                   jit_compile: bool, require_gpu: bool):
   """The encoder (with the preprocessor, whose bert_pack_inputs packs its
   inputs), configured from the spec."""
-  # pylint: disable=import-outside-toplevel
   from tfmodels.devices import configure_gpus
   from tfmodels.embedder import EmbeddingModel
   configure_gpus(require_gpu)
@@ -82,7 +81,7 @@ def _retry_one_by_one(items: Sequence, run, fail, retried_counter,
   memory: retrying one by one would be the slowest way to recover)."""
   try:
     return run(items)
-  except Exception as exc:  # pylint: disable=broad-except
+  except Exception as exc:
     if passes(exc):
       raise
     if len(items) == 1:
@@ -282,7 +281,7 @@ class EncodeHandler(ModelHandler):
           rows, functools.partial(self._encode_rows, model=model,
                                   seq_length=seq_length, rows_to=computed),
           self._fail, self._retried, passes=is_out_of_memory)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
       if not is_out_of_memory(exc):
         raise
       if computed == 1:

@@ -39,8 +39,7 @@ if _BASE not in sys.modules and _MANAGER not in sys.modules:
   _stub.ModelManager = _NoModelManager
   sys.modules[_MANAGER] = _stub
 
-# pylint: disable=wrong-import-position
-from apache_beam.ml.inference.base import ModelHandler  # noqa: E402
-from apache_beam.ml.inference.base import RunInference  # noqa: E402
+from apache_beam.ml.inference.base import ModelHandler
+from apache_beam.ml.inference.base import RunInference
 
 __all__ = ['ModelHandler', 'RunInference']

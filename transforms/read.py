@@ -18,13 +18,13 @@ from transforms import sources
 from transforms import metrics
 from transforms.elements import DEAD_LETTER, DeadLetter, Results, route
 # The names the job, the benchmarks and the tests use.
-from transforms.sources import (FORMATS, Fields,  # pylint: disable=unused-import
+from transforms.sources import (FORMATS, Fields,  # noqa: F401
                                 check_compression, detect_format)
-from transforms.sources.base import Parsed, record_to_document  # pylint: disable=unused-import
-from transforms.sources.csv import parse_csv_file  # pylint: disable=unused-import
-from transforms.sources.jsonl import parse_json_line  # pylint: disable=unused-import
-from transforms.sources.lines import LinesSource, line_location  # pylint: disable=unused-import
-from transforms.sources.text import parse_text_line  # pylint: disable=unused-import
+from transforms.sources.base import Parsed, record_to_document  # noqa: F401
+from transforms.sources.csv import parse_csv_file  # noqa: F401
+from transforms.sources.jsonl import parse_json_line  # noqa: F401
+from transforms.sources.lines import LinesSource, line_location  # noqa: F401
+from transforms.sources.text import parse_text_line  # noqa: F401
 
 _read_counter = metrics.BEAM.counter(metrics.DOCUMENTS_READ)
 _bad_counter = metrics.BEAM.counter(metrics.READ_DEAD_LETTERED)

@@ -146,7 +146,7 @@ class Kind:
   from_example: Callable = _conversion()
 
   def arrow_type(self, dim: Optional[int] = None):
-    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    import pyarrow as pa
     if self.arrow == 'vector':
       # Fixed size where the dimension is known; an empty output has none.
       return (pa.list_(pa.float32(), dim) if dim else
@@ -158,7 +158,7 @@ class Kind:
   def arrow_array(self, values: list, dim: Optional[int] = None):
     """A column of values (None where null) as a pyarrow array of
     arrow_type(dim); vectors as a fixed-size list of float32."""
-    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    import pyarrow as pa
     typ = self.arrow_type(dim)
     if self.arrow != 'vector':
       return pa.array(values, typ)
@@ -367,7 +367,7 @@ def layout_of(layout: Record, rows: Sequence[dict]) -> Record:
 
 def to_arrow(record: Record, rows: Sequence[dict], dim: Optional[int] = None):
   """Record dicts as a pyarrow Table of the declared types."""
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow as pa
   if dim is None and rows and record.vector:
     dim = len(rows[0][record.vector])
   schema = pa.schema([pa.field(f.name, f.kind.arrow_type(dim),

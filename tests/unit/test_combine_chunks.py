@@ -149,7 +149,7 @@ class _Fails:
 def test_retry_one_by_one_isolates_the_bad_items():
   run, tally = _Fails(bad={2, 4}), metrics.Tally()
   retried = tally.counter(metrics.BATCHES_RETRIED)
-  out = embed._retry_one_by_one(  # pylint: disable=protected-access
+  out = embed._retry_one_by_one(
       [1, 2, 3, 4], run, lambda item, exc: f'dead:{item}:{exc}', retried)
   assert out == ['ok:1', 'dead:2:bad: [2]', 'ok:3', 'dead:4:bad: [4]']
   assert run.calls == [[1, 2, 3, 4], [1], [2], [3], [4]]
@@ -158,7 +158,7 @@ def test_retry_one_by_one_isolates_the_bad_items():
 
 def test_retry_one_by_one_passes_a_good_batch_through_once():
   run, tally = _Fails(), metrics.Tally()
-  out = embed._retry_one_by_one(  # pylint: disable=protected-access
+  out = embed._retry_one_by_one(
       ['a', 'b'], run, None, tally.counter(metrics.BATCHES_RETRIED))
   assert out == ['ok:a', 'ok:b'] and run.calls == [['a', 'b']]
   assert tally.values == {}
@@ -166,7 +166,7 @@ def test_retry_one_by_one_passes_a_good_batch_through_once():
 
 def test_retry_one_by_one_of_a_single_item_fails_it_without_a_retry():
   run, tally = _Fails(bad={'x'}), metrics.Tally()
-  out = embed._retry_one_by_one(  # pylint: disable=protected-access
+  out = embed._retry_one_by_one(
       ['x'], run, lambda item, exc: type(exc).__name__,
       tally.counter(metrics.BATCHES_RETRIED))
   assert out == ['ValueError'] and tally.values == {}
@@ -175,7 +175,7 @@ def test_retry_one_by_one_of_a_single_item_fails_it_without_a_retry():
 def test_retry_one_by_one_raises_what_passes_accepts():
   run = _Fails(bad={1}, error=MemoryError)
   with pytest.raises(MemoryError):
-    embed._retry_one_by_one(  # pylint: disable=protected-access
+    embed._retry_one_by_one(
         [0, 1, 2], run, lambda item, exc: 'dead',
         metrics.Tally().counter(metrics.BATCHES_RETRIED),
         passes=lambda exc: isinstance(exc, MemoryError))

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 def _raised(exc: BaseException) -> BaseException:
   try:
     raise exc
-  except BaseException as e:  # pylint: disable=broad-except
+  except BaseException as e:  # noqa: BLE001
     return e
 
 
@@ -96,7 +96,7 @@ def _open_and_fail(path: str, step: str, message: str):
   file (the path is a local of transforms/ and apache_beam/io/ frames)."""
   try:
     compressed.open_file(path)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise ValueError(f"{message} [while running '{step}']") from e
   raise AssertionError(f'{path} opened')
 
@@ -147,7 +147,7 @@ def test_a_cycle_of_causes_ends():
     ('', ''),
 ])
 def test_last_error_line(text, expected):
-  assert console._last_error_line(text) == expected  # pylint: disable=protected-access
+  assert console._last_error_line(text) == expected
 
 
 def test_worker_traceback_ending_in_a_google_api_error():
@@ -163,8 +163,8 @@ def _quiet_logger(name: str):
   StringIO."""
   stream = io.StringIO()
   handler = logging.StreamHandler(stream)
-  handler.setFormatter(console._PlainFormatter())  # pylint: disable=protected-access
-  handler.addFilter(console._OncePerMessage())  # pylint: disable=protected-access
+  handler.setFormatter(console._PlainFormatter())
+  handler.addFilter(console._OncePerMessage())
   logger = logging.getLogger(name)
   logger.handlers[:] = [handler]
   logger.propagate = False

@@ -39,7 +39,7 @@ class StandIn:
     self.max_tokens, self.bad_id, self.calls = max_tokens, bad_id, []
 
   def encode(self, segments, seq_length, rows_to):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
     rows = len(segments[0])
     assert rows <= rows_to
     self.calls.append((rows, rows_to, seq_length))
@@ -84,7 +84,7 @@ def test_rows_come_back_in_order_with_pairs_packed_apart():
   rows = [_row(5, 100), _row(5, 200, pair=True), _row(6, 300),
           _row(4, 400, pair=True)]
   model = StandIn()
-  out = _handler(tally)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(tally)._encode_batch(
       EncoderBatch(16, tuple(rows), 256), model, _budgets(4096))
   assert [o.id for o in out] == ['doc-100', 'doc-200', 'doc-300', 'doc-400']
   assert all(isinstance(o, EmbeddedDocument) for o in out)
@@ -105,7 +105,7 @@ def test_rows_come_back_in_order_with_pairs_packed_apart():
 
 
 def test_normalize_finishes_whole_documents():
-  out = _handler(metrics.Tally(), normalize=True)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(metrics.Tally(), normalize=True)._encode_batch(
       EncoderBatch(8, (_row(3, 4),), 256), StandIn(), _budgets(4096))
   np.testing.assert_allclose(out[0].embedding, np.array([4, 3, 1]) /
                              np.sqrt(26), rtol=1e-6)
@@ -116,7 +116,7 @@ def test_a_batch_is_cut_to_the_budget_in_force():
   rows = tuple(_row(10, i) for i in range(1, 21))
   model = StandIn()
   # 64 tokens at length 16: 4 rows per call.
-  out = _handler(tally)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(tally)._encode_batch(
       EncoderBatch(16, rows, 20), model, _budgets(64))
   assert [o.id for o in out] == [f'doc-{i}' for i in range(1, 21)]
   assert model.calls == [(4, 4, 16)] * 5
@@ -129,7 +129,7 @@ def test_out_of_memory_halves_the_call_and_lowers_the_budget():
   rows = tuple(_row(100, i) for i in range(1, 21))
   model = StandIn(max_tokens=1024)
   budgets = _budgets(4096)  # 32 rows at 128
-  out = _handler(tally)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(tally)._encode_batch(
       EncoderBatch(128, rows, 32), model, budgets)
   assert [o.id for o in out] == [f'doc-{i}' for i in range(1, 21)]
   assert all(isinstance(o, EmbeddedDocument) for o in out)
@@ -151,7 +151,7 @@ def test_a_row_that_never_fits_is_a_dead_letter_and_its_batch_goes_on():
   tally = metrics.Tally()
   rows = (_row(3, 1), _row(3, 2))
   model = StandIn(max_tokens=100)  # not even one row of 128
-  out = _handler(tally)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(tally)._encode_batch(
       EncoderBatch(128, rows, 32), model, _budgets(4096))
   assert [type(o) for o in out] == [DeadLetter, DeadLetter]
   assert out[0].error_type == 'embed_error:ResourceExhaustedError'
@@ -164,7 +164,7 @@ def test_a_row_that_never_fits_is_a_dead_letter_and_its_batch_goes_on():
 def test_one_bad_document_is_isolated():
   tally = metrics.Tally()
   rows = (_row(3, 1), _row(3, 50), _row(3, 100))
-  out = _handler(tally)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(tally)._encode_batch(
       EncoderBatch(8, rows, 256), StandIn(bad_id=51), _budgets(4096))
   assert [type(o) for o in out] == [EmbeddedDocument, DeadLetter,
                                     EmbeddedDocument]
@@ -179,7 +179,7 @@ def test_chunks_become_chunk_embeddings_and_a_failed_chunk_waits():
   tally = metrics.Tally()
   rows = (_row(6, 1, chunk=0, num_chunks=2, key='k1'),
           _row(6, 60, chunk=1, num_chunks=2, key='k1'))
-  out = _handler(tally)._encode_batch(  # pylint: disable=protected-access
+  out = _handler(tally)._encode_batch(
       EncoderBatch(8, rows, 256), StandIn(bad_id=61), _budgets(4096))
   assert [type(o) for o in out] == [ChunkEmbedding, ChunkEmbedding]
   assert out[0].doc is rows[0].doc and out[1].doc is None
@@ -194,11 +194,11 @@ def test_chunks_become_chunk_embeddings_and_a_failed_chunk_waits():
 def test_jit_compile_calls_always_have_the_full_rows():
   model = StandIn()
   rows = tuple(_row(3, i) for i in range(1, 8))
-  _handler(metrics.Tally(), jit_compile=True)._encode_batch(  # pylint: disable=protected-access
+  _handler(metrics.Tally(), jit_compile=True)._encode_batch(
       EncoderBatch(8, rows, 4), model, _budgets(32))
   assert model.calls == [(4, 4, 8), (3, 4, 8)]
   model = StandIn()
-  _handler(metrics.Tally())._encode_batch(  # pylint: disable=protected-access
+  _handler(metrics.Tally())._encode_batch(
       EncoderBatch(8, rows, 4), model, _budgets(32))
   assert model.calls == [(4, 4, 8), (3, 3, 8)]
 

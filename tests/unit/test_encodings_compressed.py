@@ -110,13 +110,13 @@ def test_wide_lines_round_trip_to_utf8(codec, chunk):
   lines = ['first', 'caf\u00e9\r', '', '\u0a01\u0100 \U0001f600', 'last']
   text = '\n'.join(lines)
   found = _wide(text, codec, chunk)
-  assert [w.line for w in found] == [l.rstrip('\r').encode('utf-8')
-                                     for l in lines]
+  assert [w.line for w in found] == [line.rstrip('\r').encode('utf-8')
+                                     for line in lines]
   assert [w.raw_size for w in found] == [
-      len((l + '\n').encode(codec)) for l in lines[:-1]] + [
+      len((line + '\n').encode(codec)) for line in lines[:-1]] + [
           len(lines[-1].encode(codec))]
   assert [w.utf8_size for w in found] == [
-      len((l + '\n').encode('utf-8')) for l in lines[:-1]] + [
+      len((line + '\n').encode('utf-8')) for line in lines[:-1]] + [
           len(lines[-1].encode('utf-8'))]
   assert sum(w.raw_size for w in found) == len(text.encode(codec))
 

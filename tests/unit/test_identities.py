@@ -87,7 +87,7 @@ def test_model_kwargs():
 
 
 def _fingerprint_pb(**hashes) -> bytes:
-  from tensorflow.core.protobuf import fingerprint_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow.core.protobuf import fingerprint_pb2
   return fingerprint_pb2.FingerprintDef(**hashes).SerializeToString()
 
 

@@ -67,12 +67,12 @@ def test_token_budget_rejects(value):
     ('true', True), ('True', True), ('1', True), ('YES', True),
     ('false', False), ('0', False), ('No', False)])
 def test_bool(value, expected):
-  assert options._bool(value) is expected  # pylint: disable=protected-access
+  assert options._bool(value) is expected
 
 
 def test_bool_rejects_other_words():
   with pytest.raises(ValueError, match="expected true or false, got 'on'"):
-    options._bool('on')  # pylint: disable=protected-access
+    options._bool('on')
 
 
 def _parsed(*argv):

@@ -33,7 +33,7 @@ ROBERTA = packing.PackingStyle(start_id=0, end_id=2, pad_id=1,
 
 
 def _hugging_face(style: packing.PackingStyle, seq_length: int):
-  from tokenizers import Tokenizer, models, pre_tokenizers, processors  # pylint: disable=import-outside-toplevel
+  from tokenizers import Tokenizer, models, pre_tokenizers, processors
   start, end, pad = '<start>', '<end>', '<pad>'
   vocab = {'<unk>': 99, start: style.start_id, end: style.end_id,
            pad: style.pad_id, **{f'w{i}': 100 + i for i in range(WORDS)}}
@@ -63,7 +63,7 @@ def _text(ids) -> str:
 @pytest.mark.parametrize('style', [BERT, ROBERTA], ids=['bert', 'roberta'])
 @pytest.mark.parametrize('seq_length', [8, 13, 16])
 def test_pairs_pack_like_hugging_face_longest_first(style, seq_length):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   lengths = [0, 1, 2, 3, 5, 6, 7, 12, 20]
   pairs = list(itertools.product(lengths, lengths))
   a = [_words(n, 0) for n, _ in pairs]
@@ -83,7 +83,7 @@ def test_pairs_pack_like_hugging_face_longest_first(style, seq_length):
 
 @pytest.mark.parametrize('style', [BERT, ROBERTA], ids=['bert', 'roberta'])
 def test_single_texts_pack_like_hugging_face(style):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   texts = [_words(n, n) for n in (0, 1, 5, 6, 7, 30)]
   # Token rows, and words of pieces as the preprocessors' tokenize gives.
   for segments in ([tf.ragged.constant(texts, tf.int32,
@@ -100,14 +100,14 @@ def test_single_texts_pack_like_hugging_face(style):
 
 def _words_of_pieces(texts):
   """[batch, (words), (pieces)]: each text cut into words of two pieces."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   words = [[t[j:j + 2] for j in range(0, len(t), 2)] for t in texts]
   return tf.ragged.constant(words, tf.int32, ragged_rank=2,
                             row_splits_dtype=tf.int64)
 
 
 def test_pack_segments_takes_one_or_two():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   seg = tf.ragged.constant([[5]], tf.int32, row_splits_dtype=tf.int64)
   with pytest.raises(ValueError, match='takes 1 or 2 segments, got 3'):
     packing.pack_segments([seg] * 3, 8, BERT)
@@ -117,7 +117,7 @@ def test_pack_segments_takes_one_or_two():
 
 @pytest.mark.parametrize('pooling', POOLINGS)
 def test_pool_against_numpy(pooling):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   rng = np.random.default_rng(0)
   sequence = rng.normal(size=(3, 5, 4)).astype(np.float32)
   pooled = rng.normal(size=(3, 4)).astype(np.float32)
@@ -136,7 +136,7 @@ def test_pool_against_numpy(pooling):
 
 
 def test_mean_pooling_ignores_padding():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   rng = np.random.default_rng(1)
   real = rng.normal(size=(1, 3, 4)).astype(np.float32)
   padded = np.concatenate(
@@ -157,7 +157,7 @@ class ResourceExhaustedError(Exception):
 
 
 def test_is_out_of_memory():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   assert budget.is_out_of_memory(
       tf.errors.ResourceExhaustedError(None, None, 'anything'))
   assert budget.is_out_of_memory(ResourceExhaustedError('x'))

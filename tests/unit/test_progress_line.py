@@ -35,7 +35,7 @@ pytestmark = pytest.mark.unit
     (2 * 86400 + 5, '48:00:05'),
 ])
 def test_duration(seconds, expected):
-  assert progress._duration(seconds) == expected  # pylint: disable=protected-access
+  assert progress._duration(seconds) == expected
 
 
 def test_line_with_rates_over_the_window_and_an_eta():
@@ -134,7 +134,7 @@ def _answer(**counts):
 
 
 def test_bundles_keep_each_counters_highest_answer_and_add_bundles():
-  bundles = fnapi_progress._Bundles()  # pylint: disable=protected-access
+  bundles = fnapi_progress._Bundles()
   assert bundles.totals() == {}
   bundles.on_progress('b1', _answer(DOCUMENTS_READ=10, DOCUMENTS_EMBEDDED=4))
   bundles.on_progress('b2', _answer(DOCUMENTS_READ=3))
@@ -148,7 +148,7 @@ def test_bundles_keep_each_counters_highest_answer_and_add_bundles():
 
 
 def test_bundles_answered_from_many_threads():
-  bundles = fnapi_progress._Bundles()  # pylint: disable=protected-access
+  bundles = fnapi_progress._Bundles()
 
   def answer(bundle):
     for n in range(1, 51):
@@ -174,7 +174,7 @@ def test_source_on_another_beam_version_is_none_with_one_warning(
 
 
 def test_source_on_the_beam_version_it_was_written_for(monkeypatch, caplog):
-  from apache_beam import version  # pylint: disable=import-outside-toplevel
+  from apache_beam import version
   monkeypatch.setattr(fnapi_progress, 'WRITTEN_FOR', (version.__version__,))
   with caplog.at_level(logging.WARNING):
     found = fnapi_progress.source()
@@ -230,8 +230,8 @@ def test_display_prints_lines_and_the_exact_final_one(monkeypatch):
   assert lines[0].startswith('progress ')
   assert lines[0].endswith('  running; no counts from the runner yet')
   live = lines[1:-1]
-  assert live and all(' embedded, 0 rejected  ' in l for l in live)
-  reads = [int(l.split()[2].replace(',', '')) for l in live]
+  assert live and all(' embedded, 0 rejected  ' in text for text in live)
+  reads = [int(text.split()[2].replace(',', '')) for text in live]
   assert reads == sorted(reads) and reads[0] == 10
   assert final[1:] == (42, 41, 0, 1, 300, 0)
   assert display.samples[-1] == final
@@ -263,7 +263,7 @@ def test_a_failing_source_is_logged_once_and_the_run_goes_on(monkeypatch,
   assert source.asked == 3  # never asked again after it failed
   lines = stream.getvalue().splitlines()
   assert ' 10 read, 10 embedded' in lines[1]
-  assert all('running; no counts' in l for l in lines[2:])
+  assert all('running; no counts' in text for text in lines[2:])
 
 
 def test_result_metrics_asks_the_result_at_most_every_so_often():
@@ -275,7 +275,7 @@ def test_result_metrics_asks_the_result_at_most_every_so_often():
   assert first[metrics.DOCUMENTS_READ] == 4
   assert set(first) == set(metrics.figure_metrics())
   # The job moves on, but within `every` the last answer stands.
-  result._metrics = fn_runner.FnApiMetrics(  # pylint: disable=protected-access
+  result._metrics = fn_runner.FnApiMetrics(
       {'s': [_counter(metrics.DOCUMENTS_READ, 9)]})
   assert source.counts()[metrics.DOCUMENTS_READ] == 4
   eager = progress.ResultMetrics(every=0)
@@ -284,7 +284,7 @@ def test_result_metrics_asks_the_result_at_most_every_so_often():
 
 
 def test_source_for_each_runner():
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions
   none = PipelineOptions([])
   assert isinstance(progress.source_for('DataflowRunner', none),
                     progress.ResultMetrics)
@@ -301,17 +301,17 @@ class _JobService:
   stub's two calls that JobServiceMetrics makes)."""
 
   def __init__(self, jobs, attempted=(), committed=()):
-    from apache_beam.portability.api import beam_job_api_pb2  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_job_api_pb2
     self.api, self.jobs = beam_job_api_pb2, list(jobs)
     self.attempted, self.committed = list(attempted), list(committed)
     self.asked = []
 
-  def GetJobs(self, request, timeout):  # pylint: disable=invalid-name
+  def GetJobs(self, request, timeout):
     del request, timeout
     return self.api.GetJobsResponse(job_info=[
         self.api.JobInfo(job_id=j) for j in self.jobs])
 
-  def GetJobMetrics(self, request, timeout):  # pylint: disable=invalid-name
+  def GetJobMetrics(self, request, timeout):
     del timeout
     self.asked.append(request.job_id)
     return self.api.GetJobMetricsResponse(
@@ -321,7 +321,7 @@ class _JobService:
 
 def _job_service_source(service):
   source = progress.JobServiceMetrics('localhost:1')  # never connects
-  source._service = service  # pylint: disable=protected-access
+  source._service = service
   return source
 
 

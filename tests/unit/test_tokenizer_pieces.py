@@ -64,11 +64,11 @@ def _specials(*contents):
 
 
 def test_check_specials():
-  bytebpe._check_specials(_specials(*bytebpe.ROBERTA_SPECIAL_TOKENS))  # pylint: disable=protected-access
+  bytebpe._check_specials(_specials(*bytebpe.ROBERTA_SPECIAL_TOKENS))
   with pytest.raises(ValueError, match="'<s>' lies inside '<s>x'"):
-    bytebpe._check_specials(_specials('<s>', '<s>x'))  # pylint: disable=protected-access
+    bytebpe._check_specials(_specials('<s>', '<s>x'))
   with pytest.raises(ValueError, match="'ab' and 'bc' can overlap"):
-    bytebpe._check_specials(_specials('ab', 'bc'))  # pylint: disable=protected-access
+    bytebpe._check_specials(_specials('ab', 'bc'))
 
 
 def test_read_added_tokens(tmp_path):
@@ -128,11 +128,11 @@ def _reference(text: str, specials: list[str]) -> list[tuple[bytes, int]]:
 
 
 def test_split_pieces_cuts_where_gpt2s_regex_does():
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   specials = list(bytebpe.ROBERTA_SPECIAL_TOKENS)
   piece_row, piece_special, byte_piece, byte_values, byte_strings = (
       bytebpe.split_pieces(tf.constant(TEXTS), _specials(*specials),
-                           bytebpe._Classes()))  # pylint: disable=protected-access
+                           bytebpe._Classes()))
   piece_row, piece_special = piece_row.numpy(), piece_special.numpy()
   byte_piece, byte_values = byte_piece.numpy(), byte_values.numpy()
   assert b''.join(byte_strings.numpy()) == bytes(byte_values.tolist())
@@ -157,8 +157,8 @@ def test_re2_escape(literal, escaped):
 
 def test_special_ids():
   vocab = ['[PAD]', 'a', '[UNK]', '[CLS]', '[SEP]', 'b', '[MASK]']
-  assert wordpiece._special_ids(vocab) == {  # pylint: disable=protected-access
+  assert wordpiece._special_ids(vocab) == {
       'vocab_size': 7, 'start_of_sequence_id': 3, 'end_of_segment_id': 4,
       'padding_id': 0, 'mask_id': 6}
   with pytest.raises(ValueError, match=r"lacks special tokens \['\[MASK\]'\]"):
-    wordpiece._special_ids(vocab[:-1])  # pylint: disable=protected-access
+    wordpiece._special_ids(vocab[:-1])

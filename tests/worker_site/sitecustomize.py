@@ -37,7 +37,6 @@ def patch_beam_bigquery(rest_url, grpc_endpoint):
   4. Query reads ask for a destination table, which the emulator ignores:
      such jobs become CREATE TABLE <destination> AS <query>.
   """
-  # pylint: disable=import-outside-toplevel,protected-access
   import grpc
   from apache_beam.io.gcp import bigquery as beam_bigquery
   from apache_beam.io.gcp import bigquery_tools

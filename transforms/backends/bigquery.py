@@ -132,7 +132,7 @@ class BigQueryBackend(base.Backend):
     file_backends.remove_folders(paths)
 
   def scan(self, names=None):
-    from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+    from google.cloud import bigquery
     spec = tables.table_spec(self.uri)
     columns = ', '.join(f'`{n}`' for n in names) if names else '*'
     client = bigquery.Client(project=spec.split(':')[0])
@@ -174,7 +174,7 @@ def _ReadTable(pbegin, backend: BigQueryBackend, names):
 def staging_schema(layout: records_lib.Record) -> list:
   """The staging table: every field nullable (a row to delete has only its
   id), the vector repeated, and the DELETE flag."""
-  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  from google.cloud import bigquery
   fields = [bigquery.SchemaField(
       f.name, f.kind.bigquery,
       mode='REPEATED' if f.kind.repeated else 'NULLABLE')
@@ -212,7 +212,7 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
   one MERGE into the table; drops the staging table and the files whatever
   happens. Returns {'upserted': n, 'deleted': n} (also counted as the
   summary's rows_upserted / rows_deleted)."""
-  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  from google.cloud import bigquery
   spec = tables.table_spec(backend.uri)
   project = spec.split(':')[0]
   target = spec.replace(':', '.')
@@ -225,7 +225,7 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
            for meta in result.metadata_list] if files else []
   try:
     counts = _merge(client, table, found, staging, target, layout)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise base.OutputError(
         f'merging the changes into {backend.shown()} failed (nothing was '
         f'applied): {str(e).splitlines()[0] if str(e) else e!r}') from e
@@ -247,7 +247,7 @@ def _merge(client, table, found, staging: str, target: str,
            layout: records_lib.Record):
   """The load into the staging table and the MERGE: the upsert and delete
   counts (from the staging table, before the MERGE)."""
-  from google.cloud import bigquery  # pylint: disable=import-outside-toplevel
+  from google.cloud import bigquery
   # A retried step finds its own staging table: replaced, not added to.
   client.create_table(table, exists_ok=True)
   sources = [m.path for m in found if m.size_in_bytes]

@@ -176,11 +176,11 @@ def probe_writable(prefix: str, what: str) -> None:
   probe = f'{prefix}-write-probe-{uuid.uuid4().hex[:8]}'
   try:
     FileSystems.create(probe).close()
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise ValueError(f'cannot write {what} {prefix}: {cause(e)}') from e
   try:
     FileSystems.delete([probe])
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001
     # Writable is what matters (a bucket with a retention policy keeps
     # objects); say what was left behind.
     logging.warning('could not remove the write probe %s: %s', probe,
@@ -225,7 +225,7 @@ class FileBackend(base.Backend):
                        'for a first run')
     try:
       names = self.field_names(found[0])
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       raise ValueError(f'--previous {self.uri}: cannot read {found[0]}: '
                        f'{cause(e)}') from e
     missing = [f.name for f in self.record.fields

@@ -68,7 +68,7 @@ class ParquetBackend(files.FileBackend):
       yield from read_rows(path, list(names) if names else None)
 
   def load(self):
-    import pyarrow as pa  # pylint: disable=import-outside-toplevel
+    import pyarrow as pa
     tables = [codec.read_table(p) for p in files.shards(self.uri, self.suffix)]
     if not tables:
       return records_lib.to_arrow(self.record, [])

@@ -63,7 +63,7 @@ def redact(uri: str) -> str:
 
 
 def connect(conninfo: str, what: str):
-  import psycopg  # pylint: disable=import-outside-toplevel
+  import psycopg
   try:
     return psycopg.connect(conninfo, connect_timeout=10)
   except psycopg.Error as e:
@@ -81,7 +81,7 @@ class _Table:
   """SQL for one table of one record layout."""
 
   def __init__(self, name: str, layout: records_lib.Record):
-    from psycopg import sql  # pylint: disable=import-outside-toplevel
+    from psycopg import sql
     self.sql = sql
     self.layout = layout
     self.name = name
@@ -243,7 +243,7 @@ class _Writer(beam.DoFn):
     self._conn = connect(b.conninfo, b.uri)
 
   def process(self, batch, action: str):
-    import psycopg  # pylint: disable=import-outside-toplevel
+    import psycopg
     try:
       with self._conn.transaction():
         if action == 'delete':

@@ -22,7 +22,7 @@ def table_rows(table, columns: Sequence[Optional[str]]) -> list:
 
 def read_table(path: str, columns=None):
   """A whole file as one Arrow table (read into memory first)."""
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq
   with FileSystems.open(path) as f:
     data = f.read()
   return pq.read_table(io.BytesIO(data), columns=columns)
@@ -30,7 +30,7 @@ def read_table(path: str, columns=None):
 
 def read_schema(path: str):
   """A file's Arrow schema (its footer only is read)."""
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq
   with FileSystems.open(path) as f:
     return pq.read_schema(f)
 
@@ -39,8 +39,8 @@ def iter_tables(path: str, names=None) -> Iterable[tuple]:
   """(Arrow table, names missing from the file) one row group batch at a
   time, memory not growing with the file: with `names`, only those columns
   that the file has."""
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  import pyarrow as pa
+  import pyarrow.parquet as pq
   with FileSystems.open(path) as f:
     shard = pq.ParquetFile(f)
     have = set(shard.schema_arrow.names)
@@ -60,7 +60,7 @@ class TableWriter:
     self._writer = None
 
   def write(self, table) -> None:
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq
     if self._writer is None:
       self._writer = pq.ParquetWriter(self.handle, table.schema)
     self._writer.write_table(table)

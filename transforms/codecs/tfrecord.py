@@ -60,7 +60,7 @@ def example_bytes(entries: Iterable[tuple]) -> bytes:
 
 def features(raw: bytes):
   """A serialized Example's feature map (name -> tf.train.Feature)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   return tf.train.Example.FromString(raw).features.feature
 
 

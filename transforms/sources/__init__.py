@@ -83,4 +83,5 @@ def source_for(pattern: Optional[str], input_format: str = 'auto',
     raise ValueError('give exactly one of --input and --input_query')
   fmt = BigQuerySource.format if query else detect_format(pattern,
                                                           input_format)
-  return _BY_FORMAT[fmt](pattern, fields, counted=counted, skip=skip, query=query)
+  return _BY_FORMAT[fmt](pattern, fields, counted=counted, skip=skip,
+                         query=query)

@@ -39,7 +39,7 @@ def _tfxio_source(pattern):
   """tfx-bsl's TFXIO reader: decodes TFRecords of tf.Example into Arrow
   record batches in C++, much faster than parsing protos in Python. No
   schema is given, so id features may be bytes or int64."""
-  from tfx_bsl.public import tfxio  # pylint: disable=import-outside-toplevel
+  from tfx_bsl.public import tfxio
   return tfxio.TFExampleRecord(pattern).BeamSource()
 
 
