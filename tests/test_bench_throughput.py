@@ -30,10 +30,12 @@ def test_smoke_runs_every_case_and_prints_the_ratios():
   for key in RATIOS:
     assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
   assert 0 < summary['padding_efficiency'] <= 1
-  # Peak memory of the scaled-up run against the 1x run: a growth, which
-  # can be 0 (or below) on a corpus this small, but both runs reported.
+  # Peak memory of the run on twice the corpus against the 1x run: flat
+  # (the full benchmark measured 1.5% at 10x; a process's peak varies by a
+  # few percent from run to run). Memory that grew with the corpus would
+  # break this bound long before 10x.
   assert isinstance(summary['rss_growth'], float)
-  assert summary['rss_growth'] > -1
+  assert -0.15 < summary['rss_growth'] < 0.15, summary['rss_growth']
   cases = summary['cases']
   assert set(CASES) <= set(cases)
   docs = cases['pipeline']['documents']

@@ -1,4 +1,5 @@
-"""--require_gpu on a machine without a GPU (this project's CI machines)."""
+"""--require_gpu with and without a GPU (this project's CI machines have
+none; a machine with one runs the GPU branch), and --precision auto."""
 
 from __future__ import annotations
 
@@ -19,14 +20,20 @@ def _gpus():
 
 def test_require_gpu_fails_fast_with_the_reason(tmp_path, capsys,
                                                 minilm_export):
-  if _gpus():
-    pytest.skip('this machine has a GPU')
-  assert devices.configure_gpus(require_gpu=False) == []
-  with pytest.raises(devices.NoGpuError, match='sees no GPU'):
-    devices.configure_gpus(require_gpu=True)
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'),
                                corpora.sample_docs(3), bad=False)
   out = tmp_path / 'out' / 'emb'
+  if _gpus():
+    # The GPU branch: the check passes and the run embeds on the GPU.
+    assert devices.configure_gpus(require_gpu=True) == [
+        gpu.name for gpu in _gpus()]
+    assert run.main(['--input', corpus.pattern, '--output', str(out),
+                     '--model_dir', minilm_export, '--require_gpu']) == 0
+    assert f' on {len(_gpus())} GPU(s), ' in capsys.readouterr().err
+    return
+  assert devices.configure_gpus(require_gpu=False) == []
+  with pytest.raises(devices.NoGpuError, match='sees no GPU'):
+    devices.configure_gpus(require_gpu=True)
   assert run.main(['--input', corpus.pattern, '--output', str(out),
                    '--model_dir', minilm_export, '--require_gpu']) == 2
   err = capsys.readouterr().err
