@@ -34,6 +34,28 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = 1
 
 
+# The tiers besides unit (tests/unit/, marked there), by file: docs/testing.md
+# gives each tier's time. A file not named here is `pipeline`: it runs the
+# job (in-process or as a command) on local files.
+TIERS = {
+    'services': ('test_cloud_io.py', 'test_in_place.py', 'test_outputs.py',
+                 'test_totality.py', 'test_readme_commands.py',
+                 'test_dataflow_graph.py', 'test_model_identity.py',
+                 'test_run_cli.py'),
+    'portable': ('test_portable.py', 'test_rehearsal.py'),
+    'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
+              'test_bench_throughput.py'),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  by_file = {name: tier for tier, names in TIERS.items() for name in names}
+  for item in items:
+    if item.get_closest_marker('unit'):
+      continue
+    item.add_marker(by_file.get(item.path.name, 'pipeline'))
+
+
 @pytest.fixture(autouse=True)
 def _job_console_settings_stay_in_the_test(monkeypatch):
   """pipeline.run.main() sets quiet-run variables for the process and the
