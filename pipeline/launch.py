@@ -32,6 +32,7 @@ from tfmodels.embedder import import_hub
 from transforms import backends
 from transforms import compressed
 from transforms import model_files
+from transforms import paths
 from transforms import read as read_lib
 from transforms import records
 from transforms.backends import files as file_backends
@@ -240,7 +241,7 @@ def warn_unreadable(pattern: str, found) -> int:
   Beam's listing leaves out because they cannot be read (a dangling
   link), or that this process may not read: never a silent skip. Remote
   files that vanish or fail to open later fail the run, naming them."""
-  if '://' in pattern:
+  if paths.has_scheme(pattern):
     return 0
   listed = {os.path.abspath(m.path) for m in found}
   count = 0
@@ -274,7 +275,7 @@ def check_report_path(options: EmbedOptions) -> None:
                      'those)')
   if not options.report:
     return
-  if '://' in options.report or os.path.isdir(options.report):
+  if paths.has_scheme(options.report) or os.path.isdir(options.report):
     raise ValueError(f'--report {options.report}: give the path of an HTML '
                      'file (a local path; the report is one file)')
   file_backends.probe_writable(options.report, 'the report')

@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline import read
 from transforms import backends
+from transforms import paths
 
 # At most this many embeddings in the PCA map: enough to see clusters, few
 # enough that the scatter stays readable and the PNG small.
@@ -682,7 +683,7 @@ def write(path: str, *, summary: dict, options, samples: Sequence) -> None:
   `summary` is the run's summary dict, `options` its EmbedOptions and
   `samples` the progress samples taken during the run (objects with
   .seconds and .documents_embedded; may be empty)."""
-  if '://' in path:
+  if paths.has_scheme(path):
     raise ValueError(f'--report takes a local file path, got {path!r}')
   data = load_run(options)
   figures, missing = plots(data, summary, options, list(samples))
