@@ -147,7 +147,7 @@ def test_from_json_refuses_a_line_that_is_not_an_object():
             'urlunsplit drops the empty authority: postgresql:///db (the '
             'socket form the module docstring names) comes back as '
             'postgresql:/db, which libpq refuses (invalid connection '
-            'option) (transforms/backends/postgres.py:55)'))),
+            'option) (transforms/backends/postgres.py:53)'))),
     ('postgresql://h/db?table=t&port=5433&connect_timeout=5',
      'postgresql://h/db?port=5433&connect_timeout=5', 't'),
 ])
@@ -199,7 +199,7 @@ def test_redact_hides_a_password_query_parameter():
     'split_uri() re-encodes the query with urlencode (quote_plus): a space '
     'becomes "+", which libpq does not decode (only %XX), so e.g. '
     'options=-c%20search_path%3Dx reaches the server as "-c+search_path=x" '
-    '(transforms/backends/postgres.py:52-53)'))
+    '(transforms/backends/postgres.py:51-52)'))
 def test_split_uri_keeps_spaces_in_parameters_as_libpq_reads_them():
   rest, _ = postgres.split_uri(
       'postgresql://u@h/db?options=-c%20search_path%3Dx&table=t')
