@@ -140,14 +140,8 @@ def test_from_json_refuses_a_line_that_is_not_an_object():
      'postgresql://u@h:5432/db', 'emb'),
     ('postgres://u:pw@h/db?sslmode=require&table=s.emb',
      'postgres://u:pw@h/db?sslmode=require', 's.emb'),
-    pytest.param(
-        'postgresql:///db?host=/var/run/postgresql&table=_t1',
-        'postgresql:///db?host=/var/run/postgresql', '_t1',
-        marks=pytest.mark.xfail(strict=True, reason=(
-            'urlunsplit drops the empty authority: postgresql:///db (the '
-            'socket form the module docstring names) comes back as '
-            'postgresql:/db, which libpq refuses (invalid connection '
-            'option) (transforms/backends/postgres.py:53)'))),
+    ('postgresql:///db?host=/var/run/postgresql&table=_t1',
+     'postgresql:///db?host=/var/run/postgresql', '_t1'),
     ('postgresql://h/db?table=t&port=5433&connect_timeout=5',
      'postgresql://h/db?port=5433&connect_timeout=5', 't'),
 ])
@@ -186,20 +180,11 @@ def test_redact_hides_the_password(uri, want):
   assert postgres.redact(uri) == want
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'redact() only hides the password of the URI\'s user info; libpq also '
-    'takes ?password=..., which is shown as it is '
-    '(transforms/backends/postgres.py:56-62)'))
 def test_redact_hides_a_password_query_parameter():
   got = postgres.redact('postgresql://u@h/db?password=s3cret&table=t')
   assert 's3cret' not in got
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'split_uri() re-encodes the query with urlencode (quote_plus): a space '
-    'becomes "+", which libpq does not decode (only %XX), so e.g. '
-    'options=-c%20search_path%3Dx reaches the server as "-c+search_path=x" '
-    '(transforms/backends/postgres.py:51-52)'))
 def test_split_uri_keeps_spaces_in_parameters_as_libpq_reads_them():
   rest, _ = postgres.split_uri(
       'postgresql://u@h/db?options=-c%20search_path%3Dx&table=t')

@@ -48,18 +48,31 @@ def split_uri(uri: str) -> tuple[str, str]:
         f'{redact(uri)} does not name one table: add ?table=NAME (letters, '
         'digits and _, optionally SCHEMA.NAME), e.g. postgresql://USER@HOST:'
         'PORT/DATABASE?table=embeddings')
+  # %XX for what needs quoting (libpq decodes only that, not '+'), and the
+  # authority kept even when empty (postgresql:///db, a Unix socket).
   rest = urllib.parse.urlencode([(k, v) for k, v in query if k != 'table'],
-                                safe='/:')
-  return urllib.parse.urlunsplit(parts._replace(query=rest)), tables[0]
+                                safe='/:', quote_via=urllib.parse.quote)
+  return _unsplit(parts._replace(query=rest)), tables[0]
+
+
+def _unsplit(parts) -> str:
+  """urlunsplit, keeping '//' before an empty authority."""
+  text = f'{parts.scheme}://{parts.netloc}{parts.path}'
+  return text + (f'?{parts.query}' if parts.query else '') + (
+      f'#{parts.fragment}' if parts.fragment else '')
 
 
 def redact(uri: str) -> str:
-  """The URI without a password, for messages and logs."""
+  """The URI without a password (in its user info or a ?password=
+  parameter, both of which libpq takes), for messages and logs."""
   parts = urllib.parse.urlsplit(uri)
-  if parts.password is None:
+  if parts.password is not None:
+    parts = parts._replace(netloc=parts.netloc.replace(
+        f':{parts.password}@', ':***@', 1))
+  query = re.sub(r'(^|&)password=[^&]*', r'\1password=***', parts.query)
+  if query == urllib.parse.urlsplit(uri).query and parts.password is None:
     return uri
-  netloc = parts.netloc.replace(f':{parts.password}@', ':***@', 1)
-  return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+  return _unsplit(parts._replace(query=query))
 
 
 def connect(conninfo: str, what: str):
