@@ -231,3 +231,31 @@ def test_tiny_encoder_packed_equals_unpacked(style):
         np.testing.assert_allclose(out[name][r, k].numpy(), want, atol=1e-5,
                                    err_msg=f'{name} row {r} segment {k}')
     assert not out['num_tokens'][r, len(row):].numpy().any()
+
+
+def test_exports_before_the_packed_calls_are_redone_on_first_use(
+    tmp_path, monkeypatch):
+  """Format 5 added the packed calls: a cached preset of format 4 is
+  exported again (the exporter stubbed here), a current one is kept."""
+  import json
+  import os
+
+  from pipeline import presets
+  from tfmodels import export
+  assert export.FORMAT == 'tfhub-bert-pair/5'
+  calls = []
+
+  def exporter(hf_dir, out):
+    calls.append(out)
+    with open(os.path.join(out, export.MANIFEST), 'w', encoding='utf-8') as f:
+      json.dump({'format': export.FORMAT}, f)
+
+  monkeypatch.setattr(export, 'export_bert_from_hf', exporter)
+  out = tmp_path / 'minilm-l6'
+  out.mkdir()
+  (out / export.MANIFEST).write_text(
+      json.dumps({'format': 'tfhub-bert-pair/4'}), encoding='utf-8')
+  assert presets.ensure_exported('minilm-l6', str(tmp_path)) == str(out)
+  assert calls == [str(out)]
+  assert presets.ensure_exported('minilm-l6', str(tmp_path)) == str(out)
+  assert calls == [str(out)]
