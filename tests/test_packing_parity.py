@@ -252,7 +252,7 @@ def test_sample_corpus(pair):
 
 def test_hugging_face_reference(pair):
   """The packed call against Hugging Face's model on each document alone,
-  an independent reference (tests/test_bpe_parity.py's tolerance)."""
+  an independent reference (measured: 1.7e-6 at most)."""
   import torch
   from transformers import AutoModel
   texts = SPECIAL_TEXTS[pair.kind] + textgen.varied_sentences()[:10]
@@ -273,8 +273,10 @@ def test_hugging_face_reference(pair):
       worst[p] = max(worst[p], float(np.abs(packed[p][i] - ref[p]).max()))
   print(f'{pair.kind} packed vs Hugging Face: max abs diff',
         {p: f'{d:.2e}' for p, d in worst.items()})
+  if not export.read_manifest(pair.folder)['pooler_trained']:
+    del worst['pooled']  # both models' poolers are random, and differ
   for p, d in worst.items():
-    assert d < 1e-4, (p, d)
+    assert d <= TOLERANCE, (p, d)
 
 
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
@@ -284,7 +286,8 @@ def test_lower_precisions(pair, precision):
   texts = textgen.varied_sentences()
   docs = _docs(pair, texts, seq_length=60)
   rows = first_fit([len(d.ids) for d in docs], 64)
-  tolerance = {'bf16': 0.1, 'fp16': 0.01}[precision]
+  # Measured on minilm-l6 (AMX CPU): 1e-2 (bf16), 1.3e-3 (fp16).
+  tolerance = {'bf16': 4e-2, 'fp16': 5e-3}[precision]
   diffs = assert_packed_equals_alone(pair, docs, rows, 64, 'many per row',
                                      precision, tolerance)
   # It ran in that precision: not float32's results.
