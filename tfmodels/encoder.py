@@ -300,7 +300,7 @@ def _encode_packed_in(encoder: TransformerEncoder, dtype, inputs):
 
 def packed_attribute(precision: str) -> str:
   """The encoder SavedModel's packed call for a precision: `packed` (fp32),
-  `packed_bf16`, `packed_fp16`."""
+  `packed_bf16`, `packed_fp16` (embedder.packed_function finds them)."""
   return 'packed' if precision == 'fp32' else f'packed_{precision}'
 
 
