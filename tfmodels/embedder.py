@@ -77,6 +77,23 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
   return fn
 
 
+def packed_function(encoder, precision: str = 'fp32'):
+  """The encoder's packed call in a precision: rows holding several
+  documents (TransformerEncoder.encode_packed; docs/models.md, "Packed
+  rows"). Only encoders exported by this project since export format 5
+  have it."""
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got '
+                     f'{precision!r}')
+  name = 'packed' if precision == 'fp32' else f'packed_{precision}'
+  fn = getattr(encoder, name, None)
+  if fn is None:
+    raise ValueError(
+        'packed rows need an encoder exported by this project since export '
+        'format 5 (python -m pipeline.export_model; re-export an older one)')
+  return fn
+
+
 @functools.lru_cache(maxsize=4)
 def _load_preprocessor(handle: str):
   """One loaded copy per process and handle: a tokenizing step and an

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from tfmodels import packing
+
 INPUT_KEYS = ('input_word_ids', 'input_mask', 'input_type_ids')
+# The packed call's inputs (TransformerEncoder.encode_packed).
+PACKED_INPUT_KEYS = ('input_word_ids', 'segment_ids', 'input_type_ids')
 
 
 @dataclass(frozen=True)
@@ -169,38 +173,96 @@ class TransformerEncoder(tf.Module):
     time goes, Eigen's bf16 GELU is slower than fp32, and keeping the bias
     add in float32 stops TF from fusing matmul+bias+GELU into one op whose
     bf16 kernel skips AMX."""
-    cfg = self.config
     ids = tf.cast(inputs['input_word_ids'], tf.int32)
     mask = tf.cast(inputs['input_mask'], tf.float32)
     types = tf.cast(inputs['input_type_ids'], tf.int32)
+    # Additive mask over keys, [batch, 1, 1, seq].
+    bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * tf.float32.min
+    outputs = self._transformer(ids, self._position_ids(ids), types, bias,
+                                compute_dtype)
+    x = outputs[-1]
+    pooled = self._pooler(x[:, 0, :], compute_dtype)
+    return {
+        'pooled_output': pooled,
+        'sequence_output': x,
+        'encoder_outputs': outputs[1:],
+        'default': pooled,
+    }
+
+  def encode_packed(self, inputs: dict, compute_dtype=tf.float32) -> dict:
+    """The forward pass over packed rows: several documents per row.
+
+    inputs: int32 [rows, length] `input_word_ids`, `segment_ids` (1..k
+    numbers the documents of a row, each a contiguous stretch of tokens with
+    its own special tokens; 0 is padding) and `input_type_ids` (as the
+    document's unpacked row has them: 0/1 for a BERT pair). Positions
+    restart in each segment as they start in an unpacked row (RoBERTa's
+    from pad id + 1) and attention stays inside each segment, so every
+    segment's outputs are those of its document encoded alone.
+
+    Returns, for S = the largest segment id in the batch, segment k of a
+    row at index k - 1: `mean`, `cls` (the segment's first token) and
+    `pooled` (the pooler on it), each [rows, S, hidden] float32;
+    `num_tokens` [rows, S] int32 (0 for a segment id absent from its row,
+    whose vectors are then meaningless: zeros, and the pooler of zeros);
+    `sequence_output` [rows, length, hidden].
+    """
+    cfg = self.config
+    ids = tf.cast(inputs['input_word_ids'], tf.int32)
+    segments = tf.cast(inputs['segment_ids'], tf.int32)
+    types = tf.cast(inputs['input_type_ids'], tf.int32)
+    positions = packing.segment_position_ids(ids, segments, cfg.position_style,
+                                             cfg.pad_token_id)
+    bias = packing.segment_attention_bias(segments)
+    x = self._transformer(ids, positions, types, bias, compute_dtype)[-1]
+    pooled = packing.pool_segments(x, segments)
+    first = pooled['first']
+    shape = tf.shape(first)
+    pooler = tf.reshape(
+        self._pooler(tf.reshape(first, [-1, cfg.hidden_size]), compute_dtype),
+        shape)
+    return {'mean': pooled['mean'], 'cls': first, 'pooled': pooler,
+            'num_tokens': pooled['num_tokens'], 'sequence_output': x}
+
+  def _matmul(self, a, b, compute_dtype, **kwargs):
+    if compute_dtype != tf.float32:
+      return tf.cast(tf.matmul(tf.cast(a, compute_dtype),
+                               tf.cast(b, compute_dtype), **kwargs),
+                     tf.float32)
+    return tf.matmul(a, b, **kwargs)
+
+  def _dense(self, t, params, compute_dtype):
+    kernel, b = params
+    return tf.nn.bias_add(self._matmul(t, kernel, compute_dtype), b)
+
+  def _pooler(self, first_tokens, compute_dtype):
+    return tf.tanh(self._dense(first_tokens, self.pooler, compute_dtype))
+
+  def _transformer(self, ids, position_ids, types, bias, compute_dtype):
+    """Embeddings and every layer: [embeddings, layer 1, ..., layer n] as
+    [batch, seq, hidden]. bias is the additive attention mask, broadcast
+    to [batch, heads, queries, keys]."""
+    cfg = self.config
     batch, seq_length = tf.shape(ids)[0], tf.shape(ids)[1]
     heads, head_size = cfg.num_heads, cfg.hidden_size // cfg.num_heads
 
     x = (tf.gather(self.word_embeddings, ids) +
-         tf.gather(self.position_embeddings, self._position_ids(ids)) +
+         tf.gather(self.position_embeddings, position_ids) +
          tf.gather(self.type_embeddings, types))
     x = self._layer_norm(x, self.embedding_ln)
+    embeddings = x
     # Tokens as rows of one 2-D matrix between the attention blocks: every
     # projection is then a plain MatMul + BiasAdd, which TensorFlow's oneDNN
     # kernels run 11-14% faster than the batched [batch, seq, H] x [H, H]
     # product (measured on an AVX2 CPU, docs/performance.md).
     x = tf.reshape(x, [-1, cfg.hidden_size])
-    # Additive mask over keys, [batch, 1, 1, seq].
-    bias = (1.0 - mask[:, tf.newaxis, tf.newaxis, :]) * tf.float32.min
     scale = 1.0 / math.sqrt(head_size)
 
-    low = compute_dtype != tf.float32
-
     def matmul(a, b, **kwargs):
-      if low:
-        return tf.cast(tf.matmul(tf.cast(a, compute_dtype),
-                                 tf.cast(b, compute_dtype), **kwargs),
-                       tf.float32)
-      return tf.matmul(a, b, **kwargs)
+      return self._matmul(a, b, compute_dtype, **kwargs)
 
     def dense(t, params):
-      kernel, b = params
-      return tf.nn.bias_add(matmul(t, kernel), b)
+      return self._dense(t, params, compute_dtype)
 
     def split_heads(t):
       t = tf.reshape(t, [batch, seq_length, heads, head_size])
@@ -209,7 +271,7 @@ class TransformerEncoder(tf.Module):
     def unflatten(t):
       return tf.reshape(t, [batch, seq_length, cfg.hidden_size])
 
-    outputs = []
+    outputs = [embeddings]
     for layer in self.layers:
       q = split_heads(dense(x, layer['q']))
       k = split_heads(dense(x, layer['k']))
@@ -222,14 +284,7 @@ class TransformerEncoder(tf.Module):
       h = self._act(dense(x, layer['i']))
       x = self._layer_norm(dense(h, layer['out']) + x, layer['ln2'])
       outputs.append(unflatten(x))
-    x = outputs[-1] if outputs else unflatten(x)
-    pooled = tf.tanh(dense(x[:, 0, :], self.pooler))
-    return {
-        'pooled_output': pooled,
-        'sequence_output': x,
-        'encoder_outputs': outputs,
-        'default': pooled,
-    }
+    return outputs
 
 
 PRECISIONS = {'fp32': tf.float32, 'bf16': tf.bfloat16, 'fp16': tf.float16}
@@ -237,6 +292,16 @@ PRECISIONS = {'fp32': tf.float32, 'bf16': tf.bfloat16, 'fp16': tf.float16}
 
 def _encode_in(encoder: TransformerEncoder, dtype, inputs):
   return encoder.encode(inputs, compute_dtype=dtype)
+
+
+def _encode_packed_in(encoder: TransformerEncoder, dtype, inputs):
+  return encoder.encode_packed(inputs, compute_dtype=dtype)
+
+
+def packed_attribute(precision: str) -> str:
+  """The encoder SavedModel's packed call for a precision: `packed` (fp32),
+  `packed_bf16`, `packed_fp16` (embedder.packed_function finds them)."""
+  return 'packed' if precision == 'fp32' else f'packed_{precision}'
 
 
 def build_encoder_savedmodel(encoder: TransformerEncoder):
@@ -272,6 +337,16 @@ def build_encoder_savedmodel(encoder: TransformerEncoder):
                        input_signature=[spec])
       fn.get_concrete_function()
       setattr(root, f'call_{name}', fn)
+
+  # Packed rows (TransformerEncoder.encode_packed), in every precision;
+  # beside, not instead of, the TF Hub interface above.
+  packed_spec = {k: tf.TensorSpec([None, None], tf.int32, name=k)
+                 for k in PACKED_INPUT_KEYS}
+  for name, dtype in PRECISIONS.items():
+    fn = tf.function(functools.partial(_encode_packed_in, encoder, dtype),
+                     input_signature=[packed_spec])
+    fn.get_concrete_function()
+    setattr(root, packed_attribute(name), fn)
 
   root.__call__ = call
   root.serve = serve

@@ -137,3 +137,108 @@ def _prefix_mask(rows: tf.RaggedTensor, keep: tf.Tensor) -> tf.RaggedTensor:
   positions = tf.ragged.range(rows.row_lengths(), row_splits_dtype=tf.int64)
   keep = tf.cast(keep, tf.int64)
   return positions < tf.expand_dims(keep, 1)
+
+
+# Several documents per row ("packed rows"), for the encoder's `packed` call:
+# a row of `segment_ids` numbers each token's document, 1..k, 0 for padding.
+# A document's tokens must be contiguous in its row; documents in a row may
+# be numbered in any order, and padding may sit anywhere.
+
+
+def _run_starts(segment_ids: tf.Tensor) -> tf.Tensor:
+  """[rows * length] flat index of the first token of each token's run (a
+  maximal stretch of equal segment ids within a row).
+
+  Built from segment sums rather than tf.where, so that the shapes stay
+  those of the input (XLA-compatible)."""
+  shape = tf.shape(segment_ids)
+  rows, length = shape[0], shape[1]
+  changes = tf.not_equal(segment_ids[:, 1:], segment_ids[:, :-1])
+  is_start = tf.concat([tf.ones([rows, tf.minimum(length, 1)], tf.bool),
+                        changes], axis=1)
+  # Runs numbered within a row (0..length-1), then across rows.
+  run = tf.cumsum(tf.cast(is_start, tf.int32), axis=1) - 1
+  run = tf.reshape(run + tf.range(rows)[:, tf.newaxis] * length, [-1])
+  index = tf.range(rows * length)
+  first = tf.math.unsorted_segment_min(index, run, rows * length)
+  return tf.gather(first, run)
+
+
+def segment_cumsum(values: tf.Tensor, segment_ids: tf.Tensor) -> tf.Tensor:
+  """Inclusive running sum of int values [rows, length] that restarts at the
+  first token of every segment (and of every run of padding)."""
+  values = tf.cast(values, tf.int32)
+  total = tf.reshape(tf.cumsum(values, axis=1, exclusive=True), [-1])
+  before = tf.reshape(tf.gather(total, _run_starts(segment_ids)),
+                      tf.shape(values))
+  return tf.cumsum(values, axis=1) - before
+
+
+def segment_position_ids(ids: tf.Tensor, segment_ids: tf.Tensor,
+                         position_style: str, pad_id: int) -> tf.Tensor:
+  """Position ids [rows, length] that restart in every segment exactly as
+  they start in an unpacked row holding that segment alone.
+
+  'absolute' (BERT): 0, 1, 2... from the segment's first token.
+  'roberta': Hugging Face's RobertaModel counts non-pad tokens from
+  pad_id + 1 and gives pad tokens pad_id; here the count restarts in each
+  segment. Padding (segment id 0) gets 0, or pad_id for 'roberta'.
+  """
+  ids = tf.cast(ids, tf.int32)
+  segment_ids = tf.cast(segment_ids, tf.int32)
+  real = segment_ids > 0
+  if position_style == 'roberta':
+    not_pad = tf.cast(tf.not_equal(ids, pad_id), tf.int32)
+    positions = segment_cumsum(not_pad, segment_ids) * not_pad + pad_id
+    return tf.where(real, positions, pad_id)
+  if position_style != 'absolute':
+    raise ValueError(f'unknown position_style {position_style!r}')
+  positions = segment_cumsum(tf.ones_like(ids), segment_ids) - 1
+  return tf.where(real, positions, 0)
+
+
+def segment_attention_bias(segment_ids: tf.Tensor) -> tf.Tensor:
+  """Additive attention mask [rows, 1, length, length], block-diagonal: 0
+  where query and key are in the same segment, float32's lowest elsewhere
+  and on every key that is padding (as the unpacked mask is on padding)."""
+  segment_ids = tf.cast(segment_ids, tf.int32)
+  keys = segment_ids[:, tf.newaxis, :]
+  same = tf.logical_and(tf.equal(segment_ids[:, :, tf.newaxis], keys),
+                        keys > 0)
+  bias = tf.where(same, tf.constant(0.0), tf.constant(tf.float32.min))
+  return bias[:, tf.newaxis, :, :]
+
+
+def pool_segments(sequence: tf.Tensor, segment_ids: tf.Tensor) -> dict:
+  """Per-segment mean and first token of sequence [rows, length, hidden].
+
+  Returns dict with, for S = the largest segment id in the batch:
+    'mean': [rows, S, hidden] float32, the average over the segment's
+      tokens (zeros for a segment id absent from its row);
+    'first': [rows, S, hidden], the segment's first token (zeros if absent);
+    'num_tokens': [rows, S] int32, tokens of each segment (0 if absent).
+  Segment k of a row is at index k - 1.
+  """
+  segment_ids = tf.cast(segment_ids, tf.int32)
+  shape = tf.shape(sequence)
+  rows, length, hidden = shape[0], shape[1], shape[2]
+  num = tf.maximum(tf.reduce_max(segment_ids), 0)
+  # Slot 0 of each row takes its padding and is dropped at the end.
+  slots = rows * (num + 1)
+  slot = tf.reshape(segment_ids + tf.range(rows)[:, tf.newaxis] * (num + 1),
+                    [-1])
+  tokens = tf.reshape(sequence, [-1, hidden])
+  sums = tf.math.unsorted_segment_sum(tokens, slot, slots)
+  counts = tf.math.unsorted_segment_sum(tf.ones_like(slot), slot, slots)
+  first = tf.math.unsorted_segment_min(tf.range(rows * length), slot, slots)
+  # An absent segment takes a row of zeros appended after the tokens.
+  with_zeros = tf.concat([tokens, tf.zeros([1, hidden], tokens.dtype)], 0)
+  first = tf.gather(with_zeros, tf.where(counts > 0, first, rows * length))
+  mean = sums / tf.cast(tf.maximum(counts, 1), sums.dtype)[:, tf.newaxis]
+
+  def per_segment(t, *inner):
+    return tf.reshape(t, tf.stack([rows, num + 1, *inner]))[:, 1:]
+
+  return {'mean': per_segment(mean, hidden),
+          'first': per_segment(first, hidden),
+          'num_tokens': per_segment(counts)}
