@@ -18,6 +18,7 @@ Steps count through a `Sink`: Beam's metrics by default, or an in-memory
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import string
 from typing import Iterable, Optional
@@ -35,9 +36,6 @@ class Metric:
   name: str
   meaning: str
   kind: str = COUNTER
-
-  def filter(self) -> MetricsFilter:
-    return MetricsFilter().with_namespace(self.namespace).with_name(self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +60,27 @@ class Family:
   def key_of(self, name: str) -> Optional[tuple]:
     """The key of a member's name: numbers, but for fields marked !s
     (strings); None for another metric's name."""
-    numeric = {}
-    regex = ''
-    for text, field, _, conversion in string.Formatter().parse(
-        self.pattern):
-      regex += re.escape(text)
-      if field:
-        numeric[field] = conversion != 's'
-        regex += (rf'(?P<{field}>\d+)' if numeric[field] else
-                  rf'(?P<{field}>.+)')
-    found = re.fullmatch(regex, name)
+    regex, numeric = _parser(self.pattern)
+    found = regex.fullmatch(name)
     if not found:
       return None
     return tuple(int(found[f]) if numeric[f] else found[f]
                  for f in self.fields)
+
+
+@functools.lru_cache(maxsize=None)
+def _parser(pattern: str) -> tuple:
+  """A family pattern's regex and which of its fields are numbers, built
+  once per pattern (summaries and tallies parse many names)."""
+  numeric = {}
+  regex = ''
+  for text, field, _, conversion in string.Formatter().parse(pattern):
+    regex += re.escape(text)
+    if field:
+      numeric[field] = conversion != 's'
+      regex += (rf'(?P<{field}>\d+)' if numeric[field] else
+                rf'(?P<{field}>.+)')
+  return re.compile(regex), numeric
 
 
 # --- transforms/read.py ------------------------------------------------------
@@ -220,8 +225,9 @@ class Tally(Sink):
 
   def keyed(self, family: Family) -> dict:
     """{key: value} of a family's members."""
-    return {family.key_of(m.name): v for m, v in self.values.items()
-            if m.namespace == family.namespace and family.key_of(m.name)}
+    keys = {m: family.key_of(m.name) for m in self.values
+            if m.namespace == family.namespace}
+    return {key: self.values[m] for m, key in keys.items() if key}
 
 
 # --- reading a run's metrics -------------------------------------------------
