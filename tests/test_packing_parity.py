@@ -173,7 +173,7 @@ def test_the_export_has_packed_calls(pair):
   assert export.read_manifest(pair.folder)['format'] == export.FORMAT
   for precision in embedder.PRECISIONS:
     assert callable(embedder.packed_function(pair.encoder, precision))
-  with pytest.raises(ValueError, match='since export format 5'):
+  with pytest.raises(ValueError, match='since export format 6'):
     embedder.packed_function(object())
 
 

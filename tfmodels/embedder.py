@@ -77,11 +77,19 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
   return fn
 
 
-def packed_function(encoder, precision: str = 'fp32'):
+def has_packed_call(encoder) -> bool:
+  """Whether the encoder can take packed rows (see packed_function)."""
+  return all(getattr(encoder, name, None) is not None
+             for name in ('packed', 'packed_bf16', 'packed_fp16'))
+
+
+def packed_function(encoder, precision: str = 'fp32',
+                    jit_compile: bool = False):
   """The encoder's packed call in a precision: rows holding several
   documents (TransformerEncoder.encode_packed; docs/models.md, "Packed
-  rows"). Only encoders exported by this project since export format 5
-  have it."""
+  rows"). Only encoders exported by this project since export format 6
+  have it. Its output shapes follow its input's, so under XLA it compiles
+  once per rows x length."""
   if precision not in PRECISIONS:
     raise ValueError(f'precision must be one of {PRECISIONS}, got '
                      f'{precision!r}')
@@ -90,7 +98,10 @@ def packed_function(encoder, precision: str = 'fp32'):
   if fn is None:
     raise ValueError(
         'packed rows need an encoder exported by this project since export '
-        'format 5 (python -m pipeline.export_model; re-export an older one)')
+        'format 6 (python -m pipeline.export_model; re-export an older one)')
+  if jit_compile:
+    import tensorflow as tf
+    return tf.function(lambda inputs: fn(inputs), jit_compile=True)
   return fn
 
 
@@ -173,6 +184,7 @@ class EmbeddingModel:
   def __init__(self, preprocessor, encoder, pooling: str = 'mean',
                normalize: bool = False, max_seq_length: int = 128,
                precision: str = 'fp32', jit_compile: bool = False,
+               packing: bool = False,
                tokenizer: Optional[Tokenizer] = None):
     import tensorflow as tf
     if pooling not in POOLINGS:
@@ -207,6 +219,9 @@ class EmbeddingModel:
         n: tf.function(packed_encode, input_signature=[
             tf.TensorSpec([], tf.int32)] + [int_vector, length_vector] * n)
         for n in (1, 2)}
+    self._rows_encode = (
+        self._rows_function(packed_function(encoder, precision, jit_compile))
+        if packing else None)
     self._tokenizer = tokenizer or Tokenizer(preprocessor)
 
   @classmethod
@@ -274,6 +289,99 @@ class EmbeddingModel:
         tf.constant(seq_length, tf.int32), *flat)
     return (embeddings.numpy()[:n].astype(np.float32),
             num_tokens.numpy()[:n])
+
+  def _rows_function(self, packed_fn):
+    """Documents -> packed rows -> encoder -> each document's pooled
+    vector, as one graph. Every document is first laid out exactly as its
+    own unpacked row (bert_pack_inputs at max_seq_length, which truncates
+    as an unpacked row is truncated), then its real tokens are copied into
+    its encoder row after the documents before it."""
+    tf = self._tf
+    preprocessor, pooling = self.preprocessor, self.pooling
+    max_seq_length = self.max_seq_length
+    ints = tf.TensorSpec([None], tf.int32)
+    lengths = tf.TensorSpec([None], tf.int64)
+
+    def ragged(values, row_lengths):
+      return tf.RaggedTensor.from_row_lengths(values, row_lengths)
+
+    def dense(values, row_lengths, rows, width):
+      return ragged(values, row_lengths).to_tensor(
+          default_value=0, shape=tf.stack([rows, width]))
+
+    def encode_rows(row_length, rows, singles, single_lengths, firsts,
+                    first_lengths, seconds, second_lengths, order, doc_row):
+      unpacked = [
+          preprocessor.bert_pack_inputs([ragged(singles, single_lengths)],
+                                        seq_length=max_seq_length),
+          preprocessor.bert_pack_inputs(
+              [ragged(firsts, first_lengths), ragged(seconds, second_lengths)],
+              seq_length=max_seq_length)]
+      # Singles then pairs -> the documents in row order.
+      layout = {k: tf.gather(tf.concat([u[k] for u in unpacked], 0), order)
+                for k in ('input_word_ids', 'input_mask', 'input_type_ids')}
+      real = layout['input_mask'] > 0
+      tokens = tf.reduce_sum(tf.cast(real, tf.int64), axis=1)
+      # A document's number in its row: 1 + the documents before it there.
+      first_of_row = tf.math.unsorted_segment_min(
+          tf.range(tf.size(doc_row)), doc_row, rows)
+      slot = tf.range(tf.size(doc_row)) - tf.gather(first_of_row, doc_row) + 1
+      row_tokens = tf.math.unsorted_segment_sum(tokens, doc_row, rows)
+      packed = {
+          'input_word_ids': dense(tf.boolean_mask(layout['input_word_ids'],
+                                                  real),
+                                  row_tokens, rows, row_length),
+          'input_type_ids': dense(tf.boolean_mask(layout['input_type_ids'],
+                                                  real),
+                                  row_tokens, rows, row_length),
+          'segment_ids': dense(tf.repeat(slot, tokens), row_tokens, rows,
+                               row_length)}
+      outputs = packed_fn(packed)
+      where = tf.stack([doc_row, slot - 1], axis=1)
+      return (tf.gather_nd(outputs[pooling], where),
+              tf.cast(tf.gather_nd(outputs['num_tokens'], where), tf.int64))
+
+    return tf.function(encode_rows, input_signature=[
+        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+        ints, lengths, ints, lengths, ints, lengths, ints, ints])
+
+  def encode_rows(self, rows: Sequence[Sequence[tuple]], row_length: int,
+                  num_rows: Optional[int] = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Packed rows: several documents per encoder row (docs/models.md,
+    "Packed rows"); the model must have been built with packing=True.
+
+    rows: per encoder row, its documents, each (ids, ids_b or None) without
+    special tokens; each document, with its special tokens and truncated to
+    max_seq_length, must fit its row with the documents before it. With
+    num_rows, that many rows are computed (the extra ones padding): see
+    encode's `rows`.
+
+    Returns (embeddings [documents, dim] float32, real tokens per document
+    [documents]), documents in the order given, each equal within float
+    rounding to what encode gives it alone.
+    """
+    if self._rows_encode is None:
+      raise ValueError('encode_rows needs EmbeddingModel(packing=True)')
+    tf = self._tf
+    docs = [(r, doc) for r, row in enumerate(rows) for doc in row]
+    singles = [i for i, (_, (_, b)) in enumerate(docs) if b is None]
+    pairs = [i for i, (_, (_, b)) in enumerate(docs) if b is not None]
+
+    def flat(arrays):
+      arrays = list(arrays)
+      return (np.concatenate([np.zeros(0, np.int32)] + arrays).astype(
+          np.int32), np.array([len(a) for a in arrays], np.int64))
+
+    order = np.argsort(np.array(singles + pairs, np.int64)).astype(np.int32)
+    embeddings, num_tokens = self._rows_encode(
+        tf.constant(row_length, tf.int32),
+        tf.constant(max(num_rows or 0, len(rows)), tf.int32),
+        *flat(docs[i][1][0] for i in singles),
+        *flat(docs[i][1][0] for i in pairs),
+        *flat(docs[i][1][1] for i in pairs),
+        tf.constant(order), tf.constant([r for r, _ in docs], tf.int32))
+    return embeddings.numpy().astype(np.float32), num_tokens.numpy()
 
   def finish(self, embeddings: np.ndarray) -> np.ndarray:
     """The last step, after any combining of chunks: L2 normalisation."""

@@ -200,8 +200,9 @@ class TransformerEncoder(tf.Module):
     from pad id + 1) and attention stays inside each segment, so every
     segment's outputs are those of its document encoded alone.
 
-    Returns, for S = the largest segment id in the batch, segment k of a
-    row at index k - 1: `mean`, `cls` (the segment's first token) and
+    Returns, for S = length (the most documents a row can hold: a shape,
+    not a value, so that XLA compiles once per input shape), segment k of
+    a row at index k - 1: `mean`, `cls` (the segment's first token) and
     `pooled` (the pooler on it), each [rows, S, hidden] float32;
     `num_tokens` [rows, S] int32 (0 for a segment id absent from its row,
     whose vectors are then meaningless: zeros, and the pooler of zeros);

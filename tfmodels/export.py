@@ -20,8 +20,9 @@ ENCODER_DIR = 'encoder'
 MANIFEST = 'export.json'
 # Bumped when exports gain something older ones lack (2: call_bf16/fp16;
 # 3: the content digest in export.json; 4: 2-D projections, faster on CPUs;
-# 5: the encoder's packed calls, several documents per row).
-FORMAT = 'tfhub-bert-pair/5'
+# 5: the encoder's packed calls, several documents per row; 6: packed calls
+# whose output shapes follow the input's, so that XLA compiles them once).
+FORMAT = 'tfhub-bert-pair/6'
 
 
 def _make_readable(top: str) -> None:

@@ -212,7 +212,9 @@ def segment_attention_bias(segment_ids: tf.Tensor) -> tf.Tensor:
 def pool_segments(sequence: tf.Tensor, segment_ids: tf.Tensor) -> dict:
   """Per-segment mean and first token of sequence [rows, length, hidden].
 
-  Returns dict with, for S = the largest segment id in the batch:
+  Returns dict with, for S = length (the most documents a row can hold; a
+  number from the input's shape, not its values, so that XLA compiles once
+  per input shape, not once per arrangement of documents):
     'mean': [rows, S, hidden] float32, the average over the segment's
       tokens (zeros for a segment id absent from its row);
     'first': [rows, S, hidden], the segment's first token (zeros if absent);
@@ -222,7 +224,11 @@ def pool_segments(sequence: tf.Tensor, segment_ids: tf.Tensor) -> dict:
   segment_ids = tf.cast(segment_ids, tf.int32)
   shape = tf.shape(sequence)
   rows, length, hidden = shape[0], shape[1], shape[2]
-  num = tf.maximum(tf.reduce_max(segment_ids), 0)
+  num = length
+  # Ids outside 1..length (no valid row has them) count as padding rather
+  # than spill into the next row's slots.
+  segment_ids = tf.where((segment_ids > 0) & (segment_ids <= num),
+                         segment_ids, 0)
   # Slot 0 of each row takes its padding and is dropped at the end.
   slots = rows * (num + 1)
   slot = tf.reshape(segment_ids + tf.range(rows)[:, tf.newaxis] * (num + 1),
