@@ -71,13 +71,16 @@ def weight_bytes(shape: ModelShape, precision: str) -> int:
 
 
 def token_budget(*, shape: Optional[ModelShape], device: Device,
-                 precision: str, seq_length: int, max_rows: int) -> int:
+                 precision: str, seq_length: int, max_rows: int,
+                 packed: bool = False) -> int:
   """Padded tokens per call for one length bucket, a whole number of rows.
 
   On a CPU: CPU_TOKEN_BUDGET. On a GPU: (85% of its memory - 1 GiB - the
   weights) / (bytes per activation value x (8 H + 2 I + 2 heads x L) x 2),
-  at least one row and at most max_rows rows. It assumes the encoder has the
-  GPU to itself (--large_model, or one SDK process per GPU).
+  at least one row and at most max_rows rows. Packed rows add their
+  attention mask, L float32 values per token (and as much again while it is
+  built), whatever the precision. It assumes the encoder has the GPU to
+  itself (--large_model, or one SDK process per GPU).
   """
   if not device.is_gpu:
     budget = CPU_TOKEN_BUDGET
@@ -87,6 +90,8 @@ def token_budget(*, shape: Optional[ModelShape], device: Device,
     per_token = activation_bytes(precision) * _SAFETY * (
         8 * shape.hidden_size + 2 * shape.intermediate_size +
         2 * shape.num_heads * seq_length)
+    if packed:
+      per_token += 4 * _SAFETY * 2 * seq_length
     budget = int(max(usable, 0) // per_token)
   rows = max(1, min(max_rows, budget // seq_length))
   return rows * seq_length

@@ -151,6 +151,53 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
   return batches
 
 
+# Row lengths of packed batches below max_seq_length (which is always one).
+# Attention costs each token of a row in proportion to the row's length, so
+# short documents go to short rows; a few lengths keep XLA's shapes few.
+PACKED_ROW_LENGTHS = (128, 256, 512)
+
+
+def packed_row_lengths(max_seq_length: int) -> list[int]:
+  return [r for r in PACKED_ROW_LENGTHS if r < max_seq_length] + [
+      max_seq_length]
+
+
+def pack_rows(lengths: Sequence[int],
+              row_lengths: Sequence[int]) -> list[tuple[int, list[int]]]:
+  """Documents (their lengths, each at most the longest row length) packed
+  several to a row: (row length, indices) per row.
+
+  Best fit, longest first: each document goes to the open row it leaves
+  least room in, else opens a row of the shortest row length that holds it.
+  Documents are never split. A row ends at the shortest row length that
+  holds what it got. Rows come out grouped by length, shortest first, each
+  group in the order its rows were opened, and each row's documents in the
+  order they went in; ties in length keep input order, so the plan is
+  deterministic.
+  """
+  order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+  rows: list[list[int]] = []
+  used: list[int] = []
+  # (room left, row) of rows that may still take a document, sorted.
+  room: list[tuple[int, int]] = []
+  smallest = min(lengths, default=0)
+  for i in order:
+    n = lengths[i]
+    k = bisect.bisect_left(room, (n, -1))
+    if k < len(room):
+      left, r = room.pop(k)
+    else:
+      r, left = len(rows), bucket_length(n, row_lengths)
+      rows.append([])
+      used.append(0)
+    rows[r].append(i)
+    used[r] += n
+    if left - n >= smallest:
+      bisect.insort(room, (left - n, r))
+  packed = [(bucket_length(u, row_lengths), r) for u, r in zip(used, rows)]
+  return sorted(packed, key=lambda p: p[0])
+
+
 def chunk_windows(num_tokens: int, window: int,
                   stride: int) -> list[tuple[int, int]]:
   """Overlapping [start, end) windows of at most `window` tokens, `stride`
@@ -192,21 +239,22 @@ def rows_for_document(doc: Document, ids: np.ndarray,
           for i, (start, end) in enumerate(spans)]
 
 
-class BucketBatches(beam.DoFn):
-  """EncoderRow -> EncoderBatch, through a bounded sort window per bundle.
+class _WindowBatches(beam.DoFn):
+  """EncoderRow -> EncoderBatch, through a bounded window per bundle.
 
   Each time `window` new rows have arrived, the full batches among the rows
-  held are emitted; a bucket's last, partial batch waits for the next window
-  to fill it. Partial batches are emitted only when the bundle ends, so
-  their row counts (each a distinct input shape, with state that TensorFlow
-  keeps per shape) do not multiply with the corpus size. Rows held stay
-  below `window` plus one full batch per bucket.
+  held are emitted; what would make a partial batch waits for the next
+  window to fill it. Partial batches are emitted only when the bundle ends,
+  so their row counts (each a distinct input shape, with state that
+  TensorFlow keeps per shape) do not multiply with the corpus size. Rows
+  held stay below `window` plus one full batch per length. Subclasses
+  plan: _plan(rows, final) -> (batches, rows to hold).
   """
 
   def __init__(self, max_seq_length: int, max_batch_tokens: int,
                max_batch_size: int, window: int):
     super().__init__()
-    self._boundaries = bucket_boundaries(max_seq_length)
+    self._max_seq_length = max_seq_length
     self._max_batch_tokens = max_batch_tokens
     self._max_batch_size = max_batch_size
     self._window = window
@@ -228,16 +276,63 @@ class BucketBatches(beam.DoFn):
       yield WindowedValue(batch, GlobalWindow().max_timestamp(),
                           [GlobalWindow()])
 
-  def _flush(self, final: bool) -> Iterable[EncoderBatch]:
-    rows, self._rows, self._new_rows = self._rows, [], 0
+  def _flush(self, final: bool) -> list[EncoderBatch]:
+    batches, self._rows = self._plan(self._rows, final)
+    self._new_rows = 0
+    return batches
+
+  def _full_rows(self, seq_length: int) -> int:
+    return batch_limit(seq_length, self._max_batch_tokens,
+                       self._max_batch_size)
+
+  def _plan(self, rows: list[EncoderRow], final: bool
+            ) -> tuple[list[EncoderBatch], list[EncoderRow]]:
+    raise NotImplementedError
+
+
+class BucketBatches(_WindowBatches):
+  """Rows sorted by length, each padded to its bucket's length
+  (bucket_boundaries), batches cut under the token budget."""
+
+  def _plan(self, rows, final):
+    batches, held = [], []
     for seq_length, indices in plan_batches(
-        [r.length for r in rows], self._boundaries, self._max_batch_tokens,
-        self._max_batch_size):
-      full_rows = batch_limit(seq_length, self._max_batch_tokens,
-                              self._max_batch_size)
+        [r.length for r in rows], bucket_boundaries(self._max_seq_length),
+        self._max_batch_tokens, self._max_batch_size):
+      full_rows = self._full_rows(seq_length)
       if not final and len(indices) < full_rows:
-        self._rows.extend(rows[i] for i in indices)
+        held.extend(rows[i] for i in indices)
         continue
-      yield EncoderBatch(seq_length=seq_length,
-                         rows=tuple(rows[i] for i in indices),
-                         full_rows=full_rows)
+      batches.append(EncoderBatch(seq_length=seq_length,
+                                  rows=tuple(rows[i] for i in indices),
+                                  full_rows=full_rows))
+    return batches, held
+
+
+class PackedBatches(_WindowBatches):
+  """Documents packed several to a row (pack_rows) of a few row lengths
+  (packed_row_lengths), batches of whole rows cut under the token budget;
+  for encoders with the packed call (docs/models.md, "Packed rows")."""
+
+  def _plan(self, rows, final):
+    batches, held = [], []
+    by_length: dict[int, list[list[int]]] = {}
+    for row_length, indices in pack_rows(
+        [r.length for r in rows],
+        packed_row_lengths(self._max_seq_length)):
+      by_length.setdefault(row_length, []).append(indices)
+    for row_length, packed in by_length.items():
+      full_rows = self._full_rows(row_length)
+      for batch in split_rows(packed, full_rows):
+        if not final and len(batch) < full_rows:
+          held.extend(rows[i] for unit in batch for i in unit)
+          continue
+        batches.append(EncoderBatch(
+            seq_length=row_length,
+            rows=tuple(rows[i] for unit in batch for i in unit),
+            full_rows=full_rows,
+            row_of=tuple(u for u, unit in enumerate(batch) for _ in unit)))
+    return batches, held
+
+
+BATCHERS = {False: BucketBatches, True: PackedBatches}

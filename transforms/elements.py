@@ -55,16 +55,29 @@ class EncoderRow(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class EncoderBatch:
-  """Rows of one length bucket, packed together at seq_length: one element,
-  one encoder call (RunInference takes it pre-batched)."""
+  """Rows of one length bucket, padded together to seq_length, or with
+  row_of, documents packed several to an encoder row of seq_length tokens:
+  one element, one encoder call (RunInference takes it pre-batched)."""
   seq_length: int
-  rows: tuple
+  rows: tuple  # of EncoderRow; packed: row by row, in each row's order
   # Rows of a full batch of this length under the planning budget (the
   # encode step may cut a batch smaller, to its device's budget).
   full_rows: int
+  # Packed batches: the encoder row of each of rows (0, 0, 1, 2, 2, ...).
+  row_of: Optional[tuple] = None
 
   def __len__(self) -> int:
     return len(self.rows)
+
+  def units(self) -> list[tuple]:
+    """What the encoder computes as one row each: every EncoderRow alone,
+    or the EncoderRows packed into one row together."""
+    if self.row_of is None:
+      return [(row,) for row in self.rows]
+    units: dict[int, list] = {}
+    for row, unit in zip(self.rows, self.row_of):
+      units.setdefault(unit, []).append(row)
+    return [tuple(units[u]) for u in sorted(units)]
 
 
 class ChunkEmbedding(NamedTuple):

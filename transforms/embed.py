@@ -50,7 +50,7 @@ def _load_tokenizer(preprocessor: str):
 
 @functools.lru_cache(maxsize=4)
 def _load_encoder(preprocessor: str, encoder: str, spec: EmbeddingSpec,
-                  jit_compile: bool, require_gpu: bool):
+                  jit_compile: bool, require_gpu: bool, packing: bool):
   """The encoder (with the preprocessor, whose bert_pack_inputs packs its
   inputs), configured from the spec."""
   from tfmodels.devices import configure_gpus
@@ -58,7 +58,7 @@ def _load_encoder(preprocessor: str, encoder: str, spec: EmbeddingSpec,
   configure_gpus(require_gpu)
   model = EmbeddingModel.load(
       model_files.loadable(preprocessor), model_files.loadable(encoder),
-      jit_compile=jit_compile, **spec.model_kwargs())
+      jit_compile=jit_compile, packing=packing, **spec.model_kwargs())
   logging.info('Encoder %s loaded in process %d', encoder, os.getpid())
   return model
 
@@ -105,6 +105,50 @@ def _process_budgets(key: str, make) -> batching.RowBudgets:
     if key not in _BUDGETS:
       _BUDGETS[key] = make()
     return _BUDGETS[key]
+
+
+class Bucketed:
+  """Each EncoderRow alone in an encoder row, padded to its bucket's
+  length (batching.BucketBatches): for any encoder with the TF Hub BERT
+  interface. Single texts and pairs go in separate calls, because
+  bert_pack_inputs packs one kind at a time."""
+  name = 'bucketed'
+  packing = False
+
+  @staticmethod
+  def groups(units: Sequence[tuple]) -> list[list[tuple]]:
+    return [g for g in ([u for u in units if u[0].ids_b is None],
+                        [u for u in units if u[0].ids_b is not None]) if g]
+
+  @staticmethod
+  def encode(model, units: Sequence[tuple], seq_length: int,
+             rows_to: int) -> tuple[np.ndarray, np.ndarray]:
+    segments = [[u[0].ids for u in units]]
+    if units[0][0].ids_b is not None:
+      segments.append([u[0].ids_b for u in units])
+    return model.encode(segments, seq_length, rows_to)
+
+
+class Packed:
+  """Documents packed several to an encoder row (batching.PackedBatches),
+  through the encoder's packed call: each gets the vector it gets alone,
+  with almost no padding computed. Singles and pairs share rows."""
+  name = 'packed'
+  packing = True
+
+  @staticmethod
+  def groups(units: Sequence[tuple]) -> list[list[tuple]]:
+    return [list(units)]
+
+  @staticmethod
+  def encode(model, units: Sequence[tuple], seq_length: int,
+             rows_to: int) -> tuple[np.ndarray, np.ndarray]:
+    return model.encode_rows([[(r.ids, r.ids_b) for r in u] for u in units],
+                             seq_length, rows_to)
+
+
+# --packing, once it is decided (on or off): how rows reach the encoder.
+LAYOUTS = {False: Bucketed, True: Packed}
 
 
 class TokenizeHandler(ModelHandler):
@@ -180,10 +224,12 @@ class EncodeHandler(ModelHandler):
                max_batch_tokens: Union[int, str] = 8192,
                batch_size: int = 256, large_model: bool = False,
                jit_compile: bool = False, require_gpu: bool = False,
-               accelerator: Optional[str] = None,
+               accelerator: Optional[str] = None, packing: bool = False,
                sink: metrics.Sink = metrics.BEAM):
     super().__init__(large_model=large_model)
-    self._load_args = (preprocessor, encoder, spec, jit_compile, require_gpu)
+    self._layout = LAYOUTS[packing]
+    self._load_args = (preprocessor, encoder, spec, jit_compile, require_gpu,
+                       packing)
     self._max_batch_tokens = max_batch_tokens
     self._batch_size = batch_size
     self._precision = spec.precision
@@ -246,85 +292,97 @@ class EncodeHandler(ModelHandler):
     logging.info('max_batch_tokens auto: %s on %s', shape, device)
     return batching.RowBudgets(lambda length: token_budget(
         shape=shape, device=device, precision=self._precision,
-        seq_length=length, max_rows=self._batch_size))
+        seq_length=length, max_rows=self._batch_size,
+        packed=self._layout.packing))
 
   def _encode_batch(self, batch: EncoderBatch, model,
                     budgets: batching.RowBudgets) -> list[Result]:
     self._sink.inc(metrics.BATCHES_PER_BUCKET.member(batch.seq_length))
-    # Pairs and single texts pack differently: each group on its own.
     results: dict[int, Result] = {}
-    for is_pair in (False, True):
-      group = [i for i, r in enumerate(batch.rows)
-               if (r.ids_b is not None) == is_pair]
-      if group:
-        encoded = self._encode_fitting(
-            [batch.rows[i] for i in group], model, batch.seq_length, budgets)
-        results.update(zip(group, encoded))
-    return [results[i] for i in range(len(batch.rows))]
+    for group in self._layout.groups(batch.units()):
+      encoded = self._encode_fitting(group, model, batch.seq_length, budgets)
+      rows = [row for unit in group for row in unit]
+      results.update(zip(map(id, rows), encoded))
+    return [results[id(row)] for row in batch.rows]
 
-  def _encode_fitting(self, rows: Sequence[EncoderRow], model,
-                      seq_length: int,
+  def _encode_fitting(self, units: Sequence[tuple], model, seq_length: int,
                       budgets: batching.RowBudgets) -> list[Result]:
-    """Rows in calls of at most the bucket's budget; on out of memory, the
-    budget lowered and the rows split again."""
+    """Encoder rows (units: the EncoderRows of one row) in calls of at most
+    the bucket's budget; on out of memory, the budget lowered and the rows
+    split again (a packed row never: its documents stay together). Results
+    come row by row, in each row's order."""
     limit = budgets.rows(seq_length)
-    if len(rows) > limit:
-      return [result for piece in batching.split_rows(rows, limit)
+    if len(units) > limit:
+      return [result for piece in batching.split_rows(units, limit)
               for result in self._encode_fitting(piece, model, seq_length,
                                                  budgets)]
     self._sink.update(metrics.TOKEN_BUDGETS.member(seq_length),
                       limit * seq_length)
-    computed = batching.computed_rows(len(rows), limit,
+    computed = batching.computed_rows(len(units), limit,
                                       fixed=self._jit_compile)
+    run = functools.partial(self._encode_units, model=model,
+                            seq_length=seq_length, rows_to=computed)
+
+    def fail(unit: tuple, exc: Exception) -> list[Result]:
+      # A packed row that fails: each of its documents alone, so that one
+      # bad document does not take the others down.
+      if len(unit) == 1:
+        return [self._fail(unit[0], exc)]
+      return [r for results in _retry_one_by_one(
+          [(row,) for row in unit], run, fail, self._retried,
+          passes=is_out_of_memory) for r in results]
+
     try:
-      return _retry_one_by_one(
-          rows, functools.partial(self._encode_rows, model=model,
-                                  seq_length=seq_length, rows_to=computed),
-          self._fail, self._retried, passes=is_out_of_memory)
+      per_unit = _retry_one_by_one(units, run, fail, self._retried,
+                                   passes=is_out_of_memory)
+      return [result for results in per_unit for result in results]
     except Exception as exc:
       if not is_out_of_memory(exc):
         raise
       if computed == 1:
-        # One row alone does not fit: that document cannot be embedded here.
-        return [self._fail(row, exc) for row in rows]
+        # One row alone does not fit: its documents cannot be embedded here.
+        return [self._fail(row, exc) for unit in units for row in unit]
       self._split_oom.inc()
       lowered = budgets.lower(seq_length, computed)
       logging.warning('Out of memory encoding %d x %d tokens; %d rows per '
                       'call at this length from now on', computed,
                       seq_length, lowered)
-      return self._encode_fitting(rows, model, seq_length, budgets)
+      return self._encode_fitting(units, model, seq_length, budgets)
 
-  def _encode_rows(self, rows: Sequence[EncoderRow], model, seq_length: int,
-                   rows_to: int) -> list[Result]:
-    segments = [[r.ids for r in rows]]
-    if rows[0].ids_b is not None:
-      segments.append([r.ids_b for r in rows])
+  def _encode_units(self, units: Sequence[tuple], model, seq_length: int,
+                    rows_to: int) -> list[list[Result]]:
+    """One encoder call: per unit, its rows' results."""
     # One rows x length shape per call: the summary counts the distinct ones.
     self._sink.inc(metrics.ENCODER_SHAPES.member(rows_to, seq_length))
     self._batches.inc()
     start = time.perf_counter()
-    embeddings, num_tokens = model.encode(segments, seq_length, rows_to)
+    embeddings, num_tokens = self._layout.encode(model, units, seq_length,
+                                                 rows_to)
     self._encoder_ms.inc(int(1000 * (time.perf_counter() - start)))
     self._computed.inc(rows_to * seq_length)
     self._tokens.inc(int(num_tokens.sum()))
     # Real tokens per bucket; with the shapes, the bucket's padding.
     self._sink.inc(metrics.TOKENS_PER_BUCKET.member(seq_length),
                    int(num_tokens.sum()))
-    out = []
-    for row, embedding, tokens in zip(rows, embeddings, num_tokens):
-      if row.num_chunks > 1:
-        out.append(ChunkEmbedding(
-            key=row.key, chunk=row.chunk, num_chunks=row.num_chunks,
-            doc=row.doc if row.chunk == 0 else None, embedding=embedding,
-            num_tokens=int(tokens)))
-        continue
-      self._documents.inc()
-      self._truncated.inc(int(row.truncated))
-      out.append(EmbeddedDocument(
-          id=row.doc.id, embedding=self._finish(embedding[np.newaxis])[0],
-          num_tokens=int(tokens), truncated=row.truncated,
-          content_hash=row.doc.content_hash, metadata=row.doc.metadata))
-    return out
+    rows = [row for unit in units for row in unit]
+    out = iter([self._result(row, embedding, int(tokens))
+                for row, embedding, tokens in zip(rows, embeddings,
+                                                  num_tokens)])
+    return [[next(out) for _ in unit] for unit in units]
+
+  def _result(self, row: EncoderRow, embedding: np.ndarray,
+              tokens: int) -> Result:
+    if row.num_chunks > 1:
+      return ChunkEmbedding(
+          key=row.key, chunk=row.chunk, num_chunks=row.num_chunks,
+          doc=row.doc if row.chunk == 0 else None, embedding=embedding,
+          num_tokens=tokens)
+    self._documents.inc()
+    self._truncated.inc(int(row.truncated))
+    return EmbeddedDocument(
+        id=row.doc.id, embedding=self._finish(embedding[np.newaxis])[0],
+        num_tokens=tokens, truncated=row.truncated,
+        content_hash=row.doc.content_hash, metadata=row.doc.metadata)
 
   def _fail(self, row: EncoderRow, exc: Exception) -> Result:
     if row.num_chunks > 1:
@@ -400,7 +458,8 @@ class EmbedDocuments(beam.PTransform):
                batch_size: int = 256, sort_window: int = 4096,
                large_model: bool = False,
                jit_compile: bool = False, require_gpu: bool = False,
-               encoder_accelerator: Optional[str] = None):
+               encoder_accelerator: Optional[str] = None,
+               packing: bool = False):
     super().__init__()
     self._tokenize = TokenizeHandler(spec, preprocessor,
                                      batch_size=batch_size)
@@ -408,8 +467,8 @@ class EmbedDocuments(beam.PTransform):
         spec, preprocessor, encoder, max_batch_tokens=max_batch_tokens,
         batch_size=batch_size, large_model=large_model,
         jit_compile=jit_compile, require_gpu=require_gpu,
-        accelerator=encoder_accelerator)
-    self._batcher = batching.BucketBatches(
+        accelerator=encoder_accelerator, packing=packing)
+    self._batcher = batching.BATCHERS[packing](
         spec.max_seq_length,
         batching.planning_budget(max_batch_tokens, batch_size,
                                  spec.max_seq_length),

@@ -128,8 +128,11 @@ def test_pool_segments_against_numpy():
   sequence = rng.normal(size=segments.shape + (5,)).astype(np.float32)
   got = {k: v.numpy() for k, v in packing.pool_segments(
       tf.constant(sequence), tf.constant(segments)).items()}
-  num = segments.max()
+  # One slot per token of a row (the most documents it can hold): a shape
+  # that XLA knows before it sees the segment ids.
+  num = segments.shape[1]
   assert got['mean'].shape == got['first'].shape == (len(segments), num, 5)
+  assert segments.max() < num
   for r in range(len(segments)):
     for k in range(1, num + 1):
       where = np.flatnonzero(segments[r] == k)
@@ -145,12 +148,20 @@ def test_pool_segments_against_numpy():
                                     sequence[r, where[0]])
 
 
+def test_segment_ids_beyond_the_row_count_as_padding():
+  import tensorflow as tf
+  segments = np.array([[1, 1, 9, 9, 0]], np.int32)
+  sequence = np.arange(15, dtype=np.float32).reshape(1, 5, 3)
+  out = packing.pool_segments(tf.constant(sequence), tf.constant(segments))
+  np.testing.assert_array_equal(out['num_tokens'].numpy()[0], [2, 0, 0, 0, 0])
+
+
 def test_empty_batches_keep_their_shapes():
   import tensorflow as tf
   for rows, length in ((0, 5), (2, 0)):
     seg = tf.zeros([rows, length], tf.int32)
     out = packing.pool_segments(tf.zeros([rows, length, 3]), seg)
-    assert out['mean'].shape == (rows, 0, 3)
+    assert out['mean'].shape == (rows, length, 3)
     assert packing.segment_position_ids(seg, seg, 'roberta', 1).shape == (
         rows, length)
 
@@ -215,7 +226,7 @@ def test_tiny_encoder_packed_equals_unpacked(style):
       at += len(tokens)
   out = encoder.encode_packed({'input_word_ids': ids, 'segment_ids': segments,
                                'input_type_ids': types})
-  assert out['mean'].shape == (len(rows), 3, 16)
+  assert out['mean'].shape == (len(rows), length, 16)  # a slot per token
   for r, row in enumerate(rows):
     for k, d in enumerate(row):
       tokens, kinds = docs[d]
@@ -235,14 +246,15 @@ def test_tiny_encoder_packed_equals_unpacked(style):
 
 def test_exports_before_the_packed_calls_are_redone_on_first_use(
     tmp_path, monkeypatch):
-  """Format 5 added the packed calls: a cached preset of format 4 is
-  exported again (the exporter stubbed here), a current one is kept."""
+  """Format 5 added the packed calls and 6 made them compile once under
+  XLA: a cached preset of format 5 is exported again (the exporter stubbed
+  here), a current one is kept."""
   import json
   import os
 
   from pipeline import presets
   from tfmodels import export
-  assert export.FORMAT == 'tfhub-bert-pair/5'
+  assert export.FORMAT == 'tfhub-bert-pair/6'
   calls = []
 
   def exporter(hf_dir, out):
@@ -254,7 +266,7 @@ def test_exports_before_the_packed_calls_are_redone_on_first_use(
   out = tmp_path / 'minilm-l6'
   out.mkdir()
   (out / export.MANIFEST).write_text(
-      json.dumps({'format': 'tfhub-bert-pair/4'}), encoding='utf-8')
+      json.dumps({'format': 'tfhub-bert-pair/5'}), encoding='utf-8')
   assert presets.ensure_exported('minilm-l6', str(tmp_path)) == str(out)
   assert calls == [str(out)]
   assert presets.ensure_exported('minilm-l6', str(tmp_path)) == str(out)
