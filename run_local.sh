@@ -27,7 +27,7 @@ summary=$(tail -n 1 "$out_dir/summary.log")
 import json, sys
 s = json.loads(sys.argv[1])
 rows = [('model', s['model']), ('documents read', s['documents_read']),
-        ('precision', s['precision']),
+        ('precision', s['precision']), ('packing', s['packing']),
         ('embedded', s['documents_embedded']),
         ('rejected (dead letters)', s['documents_rejected']),
         ('truncated', s['documents_truncated']), ('tokens', s['tokens']),

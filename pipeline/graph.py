@@ -50,7 +50,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> dict:
       batch_size=options.batch_size, sort_window=options.sort_window,
       large_model=options.large_model, jit_compile=options.jit_compile,
       require_gpu=options.require_gpu,
-      encoder_accelerator=options.encoder_accelerator)
+      encoder_accelerator=options.encoder_accelerator, packing=plan.packing)
   changes['embedded'] = embedded.main
   dead = ((*read.dead_letters, *docs.dead_letters, *embedded.dead_letters)
           | 'AllDeadLetters' >> beam.Flatten(pipeline=p))

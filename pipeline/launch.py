@@ -157,6 +157,18 @@ def resolve_precision(options: PipelineOptions,
   return auto_precision(gpu=bool(configure_gpus()))
 
 
+def resolve_packing(options: EmbedOptions,
+                    model: presets.ResolvedModel) -> bool:
+  """--packing as it will run: packed rows need the encoder's packed
+  calls (tfmodels/export.py, PACKED_ROWS_SINCE)."""
+  if options.packing == 'on' and not model.packed_rows:
+    raise ValueError(
+        f'--packing on needs an encoder with packed calls, exported by this '
+        f'project at format 6 or later; {model.name} has none (re-export it '
+        'with python -m pipeline.export_model, or use --packing auto)')
+  return options.packing != 'off' and model.packed_rows
+
+
 def check_batching_flags(options: EmbedOptions) -> None:
   if options.max_seq_length < 8:
     raise ValueError('--max_seq_length must be at least 8')
@@ -329,6 +341,8 @@ class Plan:
   model: presets.ResolvedModel
   # --precision as it will run (auto decided).
   precision: str
+  # --packing as it will run: documents packed several to an encoder row.
+  packing: bool
   # --runner, or the default local runner.
   runner: str
   where: Locations
@@ -375,6 +389,7 @@ def plan_from(options: PipelineOptions, *,
   # The identity, read once here: it hashes the SavedModels' files.
   model = (model or resolve_model(embed)).with_identity()
   precision = resolve_precision(options, model)
+  packing = resolve_packing(embed, model)
   if model.max_seq_length and embed.max_seq_length > model.max_seq_length:
     raise ValueError(f'--max_seq_length {embed.max_seq_length} is more than '
                      f'{model.name} takes ({model.max_seq_length})')
@@ -388,7 +403,7 @@ def plan_from(options: PipelineOptions, *,
       # On Dataflow the check runs on each worker, at model load.
       configure_gpus(require_gpu=True)
   return Plan(options=options, model=model, precision=precision,
-              runner=runner, where=where, files=files,
+              packing=packing, runner=runner, where=where, files=files,
               spec=embedding_spec(embed, model=model, precision=precision))
 
 

@@ -61,6 +61,9 @@ class ResolvedModel:
   # Whether the encoder has this project's bf16/fp16 calls (exports do;
   # encoders from elsewhere are taken to have only float32).
   low_precision: bool = False
+  # Whether the encoder has the packed calls that --packing uses (exports
+  # of format 6 on; see tfmodels/export.py).
+  packed_rows: bool = False
   # What the pair is by content (EmbeddingSpec.model); None until
   # with_identity() has read it.
   identity: Optional[str] = None
@@ -161,12 +164,14 @@ def from_export_dir(model_dir: str,
   encoder = FileSystems.join(model_dir, 'encoder')
   for handle in (preprocessor, encoder):
     check_saved_model(handle)
+  from tfmodels import export
   return ResolvedModel(
       name or model_dir.rsplit('/', 1)[-1],
       preprocessor, encoder,
       untrained_pooler=not manifest.get('pooler_trained', True),
       max_seq_length=manifest.get('max_seq_length'),
       low_precision=True,
+      packed_rows=export.format_number(manifest) >= export.PACKED_ROWS_SINCE,
       # Exports record their digest; older ones are read from their files.
       identity=manifest.get('digest') or handle_pair_identity(preprocessor,
                                                               encoder))

@@ -655,6 +655,7 @@ def _meta(summary: dict, options, now: datetime.datetime) -> list:
   return [('input', _source(options)),
           ('output', str(summary.get('output', options.output))),
           ('precision', str(summary.get('precision', '?'))),
+          ('packing', str(summary.get('packing', '?'))),
           ('written', now.strftime('%Y-%m-%d %H:%M:%S UTC'))]
 
 

@@ -113,6 +113,7 @@ def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
                                   seconds=time.monotonic() - start)
   summary['model'] = plan.model.name
   summary['precision'] = plan.precision
+  summary['packing'] = 'packed rows' if plan.packing else 'length buckets'
   return _conclude(summary, result, embed_options, display, verbose)
 
 

@@ -23,6 +23,17 @@ MANIFEST = 'export.json'
 # 5: the encoder's packed calls, several documents per row; 6: packed calls
 # whose output shapes follow the input's, so that XLA compiles them once).
 FORMAT = 'tfhub-bert-pair/6'
+# The first format whose encoders take packed rows at one XLA shape per
+# rows x length.
+PACKED_ROWS_SINCE = 6
+
+
+def format_number(manifest: dict) -> int:
+  """N of an export.json's 'tfhub-bert-pair/N' (0 when absent)."""
+  try:
+    return int(str(manifest.get('format', '')).rsplit('/', 1)[1])
+  except (IndexError, ValueError):
+    return 0
 
 
 def _make_readable(top: str) -> None:

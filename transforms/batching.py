@@ -23,6 +23,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.elements import Document, EncoderBatch, EncoderRow
 
 LONG_DOCUMENTS = ('truncate', 'chunk')
+# --packing: several documents per encoder row where the encoder can take
+# them (auto), always (on: an error where it cannot), or never.
+PACKING = ('auto', 'on', 'off')
 
 
 def bucket_boundaries(max_seq_length: int) -> list[int]:
@@ -154,7 +157,7 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
 # Row lengths of packed batches below max_seq_length (which is always one).
 # Attention costs each token of a row in proportion to the row's length, so
 # short documents go to short rows; a few lengths keep XLA's shapes few.
-PACKED_ROW_LENGTHS = (128, 256, 512)
+PACKED_ROW_LENGTHS = (32, 64, 128, 256, 512)
 
 
 def packed_row_lengths(max_seq_length: int) -> list[int]:
