@@ -284,6 +284,11 @@ class _WindowBatches(beam.DoFn):
     self._new_rows = 0
     return batches
 
+  def plan(self, rows: Sequence[EncoderRow]) -> list[EncoderBatch]:
+    """Every row in batches, as a bundle's last flush plans them: what
+    this batcher emits for rows that fit one window (bench/gpu.py)."""
+    return self._plan(list(rows), final=True)[0]
+
   def _full_rows(self, seq_length: int) -> int:
     return batch_limit(seq_length, self._max_batch_tokens,
                        self._max_batch_size)
