@@ -2,11 +2,17 @@
 instead, measured side by side in one run on one machine with the
 `minilm-l6` model (all-MiniLM-L6-v2) at max_seq_length 128:
 
-  bare          the same tokenizer, token-budget batches and encoder calls
-                in a plain Python loop (no Beam): the ceiling;
+  bare          the same tokenizer, packed batches and encoder calls in a
+                plain Python loop (no Beam): the ceiling;
   pipeline      this project's job end to end (`python -m pipeline.run`:
-                read JSONL, embed, write TFRecord) on the local runner;
-  pipeline_bf16 the same with --precision bf16;
+                read JSONL, embed, write TFRecord) on the local runner,
+                as it runs by default: packed rows;
+  pipeline_bucketed     the same with --packing off (length buckets);
+  pipeline_bf16 the same as pipeline with --precision bf16;
+  pipeline_xla / pipeline_xla_bucketed
+                with --jit_compile (XLA, what a GPU runs), packed and not:
+                XLA compiles one program per shape, so a batch is computed
+                at its full row count and padding counts for more;
   st            sentence-transformers `encode` (batch 32, fp32) on the same
                 texts and model, embeddings saved with numpy;
   st_bf16       the same inside torch.autocast('cpu', torch.bfloat16);
@@ -30,10 +36,13 @@ of them alike; the table shows each case's median and its spread (max - min
 over the rounds). Ratios are of medians: pipeline against sentence-
 transformers on whole-process wall time, fp32 against fp32 and bf16
 against bf16 (`_inner`: on their inner times); against bare, MLTransform
-and fixed128 on inner time. After the rounds the pipeline runs once at 1x and
-once at --scale x the corpus, for memory (rss_growth). The corpus is
+and fixed128 on inner time; packed against bucketed on inner time and on
+encoder time (the summary's encoder_seconds), with and without XLA. After
+the rounds the pipeline runs once at 1x and once at --scale x the corpus,
+for memory (rss_growth). The corpus is
 ../shared/corpora/stdlib_docstrings.jsonl (or the repository's copy),
-replicated --main_scale times with new ids. The last line is one JSON object.
+replicated --main_scale times with new ids. The last line is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -127,17 +136,20 @@ def case_bare(corpus: str, model_dir: str) -> dict:
   start = time.perf_counter()
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
                               os.path.join(model_dir, 'encoder'),
-                              max_seq_length=MAX_SEQ_LENGTH)
+                              max_seq_length=MAX_SEQ_LENGTH, packing=True)
   # The pipeline's own batcher (--sort_window 4096, --max_batch_tokens 8192,
-  # --batch_size 256), called directly: the same batches, without Beam.
-  batcher = batching.BucketBatches(MAX_SEQ_LENGTH, 8192, 256, 4096)
+  # --batch_size 256, packed rows), called directly: the same batches,
+  # without Beam.
+  batcher = batching.PackedBatches(MAX_SEQ_LENGTH, 8192, 256, 4096)
   tokens = computed = 0
 
   def encode(batch):
     nonlocal tokens, computed
-    rows_to = batching.padded_batch_rows(len(batch.rows), batch.full_rows)
-    _, num_tokens = model.encode([[r.ids for r in batch.rows]],
-                                 batch.seq_length, rows_to)
+    units = batch.units()
+    rows_to = batching.padded_batch_rows(len(units), batch.full_rows)
+    _, num_tokens = model.encode_rows(
+        [[(r.ids, None) for r in unit] for unit in units], batch.seq_length,
+        rows_to)
     tokens += int(num_tokens.sum())
     computed += rows_to * batch.seq_length
 
@@ -262,9 +274,15 @@ def run_child(args) -> dict:
 
 # --- the parent: one fresh process per case and round ----------------------
 
-CASES = ('bare', 'pipeline', 'pipeline_bf16', 'st', 'st_bf16', 'mltransform',
-         'fixed128')
-PIPELINE_FLAGS = {'pipeline': [], 'pipeline_bf16': ['--precision', 'bf16']}
+CASES = ('bare', 'pipeline', 'pipeline_bucketed', 'pipeline_bf16',
+         'pipeline_xla', 'pipeline_xla_bucketed', 'st', 'st_bf16',
+         'mltransform', 'fixed128')
+PIPELINE_FLAGS = {'pipeline': [],
+                  'pipeline_bucketed': ['--packing', 'off'],
+                  'pipeline_bf16': ['--precision', 'bf16'],
+                  'pipeline_xla': ['--jit_compile'],
+                  'pipeline_xla_bucketed': ['--jit_compile', '--packing',
+                                            'off']}
 
 
 def case_command(case: str, corpus: str, cache: str, out_dir: str) -> list:
@@ -307,9 +325,13 @@ def run_case(case: str, corpus: str, cache: str) -> dict:
     raw = json.loads(f.read().strip().splitlines()[-1])
   if case in PIPELINE_FLAGS:
     assert raw['reconciled'], raw
+    shapes = raw['encoder_shape_list']
     raw = {'documents': raw['documents_embedded'], 'inner': raw['seconds'],
            'tokens': raw['tokens'], 'padded_tokens': raw['tokens_computed'],
-           'encoder': raw['encoder_seconds']}
+           'encoder': raw['encoder_seconds'], 'packing': raw['packing'],
+           'encoder_shapes': len(shapes),
+           # Distinct row lengths among the shapes ('64x128': 128).
+           'row_lengths': len({s.split('x')[1] for s in shapes})}
   raw.update(wall=wall, peak_rss_mb=usage.ru_maxrss / 1024)
   return raw
 
@@ -340,6 +362,8 @@ def aggregate(runs: list[dict]) -> dict:
   }
   if 'encoder' in first:
     out['encoder_s'] = round(_median([r['encoder'] for r in runs]), 2)
+    out.update({k: first[k] for k in ('packing', 'encoder_shapes',
+                                      'row_lengths')})
   return out
 
 
@@ -360,18 +384,30 @@ def ratios(results: dict) -> dict:
       'ratio_vs_bare': ratio('pipeline', 'bare', 'inner_s'),
       'ratio_vs_mltransform': ratio('pipeline', 'mltransform', 'inner_s'),
       'ratio_vs_fixed128': ratio('pipeline', 'fixed128', 'inner_s'),
+      'ratio_packed_vs_bucketed': ratio('pipeline', 'pipeline_bucketed',
+                                        'inner_s'),
+      'ratio_packed_vs_bucketed_encoder': ratio(
+          'pipeline', 'pipeline_bucketed', 'encoder_s'),
+      'ratio_xla_packed_vs_bucketed': ratio(
+          'pipeline_xla', 'pipeline_xla_bucketed', 'inner_s'),
+      'ratio_xla_packed_vs_bucketed_encoder': ratio(
+          'pipeline_xla', 'pipeline_xla_bucketed', 'encoder_s'),
   }
 
 
 def print_table(results: dict) -> None:
-  print(f'{"case":<16}{"wall s":>9}{"±":>6}{"inner s":>9}{"±":>6}'
-        f'{"docs/s":>9}{"tokens/s":>10}{"padding":>9}{"RSS MB":>8}')
+  print(f'{"case":<22}{"wall s":>9}{"±":>6}{"inner s":>9}{"±":>6}'
+        f'{"encoder s":>10}{"docs/s":>9}{"tokens/s":>10}{"padding":>9}'
+        f'{"shapes":>7}{"RSS MB":>8}')
   for name, r in results.items():
-    print(f'{name:<16}{r["wall_s"]:>9.1f}{r["wall_spread_s"]:>6.1f}'
-          f'{r["inner_s"]:>9.1f}{r["inner_spread_s"]:>6.1f}'
+    encoder = f'{r["encoder_s"]:.1f}' if 'encoder_s' in r else '-'
+    shapes = str(r.get('encoder_shapes', '-'))
+    print(f'{name:<22}{r["wall_s"]:>9.1f}{r["wall_spread_s"]:>6.1f}'
+          f'{r["inner_s"]:>9.1f}{r["inner_spread_s"]:>6.1f}{encoder:>10}'
           f'{r["documents_per_second"]:>9.1f}'
           f'{r["real_tokens_per_second"]:>10.0f}'
-          f'{r["padding_efficiency"]:>9.3f}{r["peak_rss_mb"]:>8.0f}')
+          f'{r["padding_efficiency"]:>9.3f}{shapes:>7}'
+          f'{r["peak_rss_mb"]:>8.0f}')
 
 
 def main() -> None:
@@ -439,13 +475,21 @@ def main() -> None:
     summary['rss_growth'] = round(
         memory[args.scale]['peak_rss_mb'] /
         memory[base_scale]['peak_rss_mb'] - 1, 3)
-  summary['padding_efficiency'] = results.get('pipeline', {}).get(
-      'padding_efficiency')
+  for case, key in (('pipeline', 'padding_efficiency'),
+                    ('pipeline_bucketed', 'padding_efficiency_bucketed'),
+                    ('pipeline_xla', 'padding_efficiency_xla'),
+                    ('pipeline_xla_bucketed',
+                     'padding_efficiency_xla_bucketed')):
+    summary[key] = results.get(case, {}).get('padding_efficiency')
+  if 'pipeline_xla' in results:
+    xla = results['pipeline_xla']
+    summary['xla_shapes'] = xla['encoder_shapes']
+    summary['xla_row_lengths'] = xla['row_lengths']
   print()
   print_table(results)
   print()
   for key, value in summary.items():
-    print(f'{key:<32}{value}')
+    print(f'{key:<40}{value}')
   print(json.dumps({**summary, 'cases': results}))
 
 

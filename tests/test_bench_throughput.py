@@ -1,6 +1,7 @@
 """`bench/throughput.py --smoke` as docs/performance.md says to run it: every
-case (the pipeline in fp32 and bf16, the bare loop, sentence-transformers in
-fp32 and bf16, MLTransform, fixed128) in its own process, checked from the
+case (the pipeline packed and bucketed, in bf16, under XLA packed and
+bucketed, the bare loop, sentence-transformers in fp32 and bf16,
+MLTransform, fixed128) in its own process, checked from the
 last line (one JSON object). Figures are not asserted: a smoke corpus is
 all start-up, and timing belongs to the full run."""
 
@@ -13,10 +14,13 @@ import sys
 
 from tests import corpora
 
-CASES = ('bare', 'pipeline', 'pipeline_bf16', 'st', 'st_bf16', 'mltransform',
-         'fixed128')
+CASES = ('bare', 'pipeline', 'pipeline_bucketed', 'pipeline_bf16',
+         'pipeline_xla', 'pipeline_xla_bucketed', 'st', 'st_bf16',
+         'mltransform', 'fixed128')
 RATIOS = ('ratio_bf16_vs_st_bf16', 'ratio_fp32_vs_st_fp32', 'ratio_vs_bare',
-          'ratio_vs_mltransform', 'padding_efficiency')
+          'ratio_vs_mltransform', 'padding_efficiency',
+          'ratio_packed_vs_bucketed', 'ratio_packed_vs_bucketed_encoder',
+          'ratio_xla_packed_vs_bucketed', 'padding_efficiency_xla')
 
 
 def test_smoke_runs_every_case_and_prints_the_ratios():
@@ -49,14 +53,27 @@ def test_smoke_runs_every_case_and_prints_the_ratios():
   # Bucketed batching pads less than padding everything to 128.
   assert (cases['pipeline']['padding_efficiency'] >
           cases['fixed128']['padding_efficiency'])
-  # The same texts give the same real tokens whatever the precision.
-  assert cases['pipeline']['tokens'] == cases['pipeline_bf16']['tokens']
-  assert cases['pipeline']['tokens'] == cases['bare']['tokens']
+  # The same texts give the same real tokens whatever the precision, the
+  # packing or XLA.
+  for name in ('pipeline_bf16', 'bare', 'pipeline_bucketed', 'pipeline_xla',
+               'pipeline_xla_bucketed'):
+    assert cases['pipeline']['tokens'] == cases[name]['tokens'], name
+  # The default runs packed rows, --packing off length buckets.
+  assert cases['pipeline']['packing'] == 'packed rows'
+  assert cases['pipeline_bucketed']['packing'] == 'length buckets'
+  assert cases['pipeline_xla']['packing'] == 'packed rows'
+  # Under XLA, one shape per row length, and packed rows pad less than
+  # buckets computed at their full row counts.
+  assert summary['xla_shapes'] == summary['xla_row_lengths']
+  assert (cases['pipeline_xla']['encoder_shapes'] <
+          cases['pipeline_xla_bucketed']['encoder_shapes'])
+  assert (summary['padding_efficiency_xla'] >
+          summary['padding_efficiency_xla_bucketed'])
   # The memory runs: the larger corpus has twice the documents.
   assert cases['pipeline_0.04x']['documents'] == 2 * cases[
       'pipeline_0.02x']['documents']
   # The table: a header and one line per case.
   header = next(i for i, line in enumerate(lines)
                 if line.startswith('case '))
-  assert [line.split()[0] for line in lines[header + 1:header + 10]] == [
+  assert [line.split()[0] for line in lines[header + 1:header + 13]] == [
       *CASES, 'pipeline_0.02x', 'pipeline_0.04x']

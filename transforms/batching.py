@@ -201,6 +201,33 @@ def pack_rows(lengths: Sequence[int],
   return sorted(packed, key=lambda p: p[0])
 
 
+def merge_tails(packed: Sequence[tuple[int, list[int]]],
+                lengths: Sequence[int], row_lengths: Sequence[int],
+                full_rows: Callable[[int], int]
+                ) -> list[tuple[int, list[int]]]:
+  """pack_rows' rows with each row length's last, partial batch moved up:
+  its rows are packed whole (best fit, fullest first) into rows of the next
+  row length, and so on up to the longest, so that at most one batch in all
+  is partial. Under XLA every batch is computed at its full row count, and
+  a partial batch per row length cost 0.74-0.78 padding efficiency in the
+  short row lengths of the sample corpus (0.912 overall, measured)."""
+  groups: dict[int, list[list[int]]] = {}
+  for row_length, indices in packed:
+    groups.setdefault(row_length, []).append(indices)
+  out, carried = [], []
+  for k, row_length in enumerate(row_lengths):
+    rows = groups.get(row_length, [])
+    if carried:
+      used = [sum(lengths[i] for i in row) for row in carried]
+      for _, merged in pack_rows(used, [row_length]):
+        rows.append([i for r in merged for i in carried[r]])
+    tail = len(rows) % full_rows(row_length)
+    last = k == len(row_lengths) - 1
+    carried = rows[len(rows) - tail:] if tail and not last else []
+    out += [(row_length, row) for row in rows[:len(rows) - len(carried)]]
+  return out
+
+
 def chunk_windows(num_tokens: int, window: int,
                   stride: int) -> list[tuple[int, int]]:
   """Overlapping [start, end) windows of at most `window` tokens, `stride`
@@ -324,10 +351,13 @@ class PackedBatches(_WindowBatches):
 
   def _plan(self, rows, final):
     batches, held = [], []
+    lengths = [r.length for r in rows]
+    row_lengths = packed_row_lengths(self._max_seq_length)
+    packed = pack_rows(lengths, row_lengths)
+    if final:
+      packed = merge_tails(packed, lengths, row_lengths, self._full_rows)
     by_length: dict[int, list[list[int]]] = {}
-    for row_length, indices in pack_rows(
-        [r.length for r in rows],
-        packed_row_lengths(self._max_seq_length)):
+    for row_length, indices in packed:
       by_length.setdefault(row_length, []).append(indices)
     for row_length, packed in by_length.items():
       full_rows = self._full_rows(row_length)
