@@ -1,15 +1,15 @@
 """Embedding Documents with Beam's RunInference and a TF Hub model pair.
 
 Four steps: tokenize (the preprocessor's `tokenize`, batched), regroup the
-token rows into length buckets under a token budget (transforms/batching.py),
-encode each bucket batch packed at its own length (`bert_pack_inputs` +
-encoder), and combine the chunks of long documents. Tokenizing needs only the
+token rows under a token budget (transforms/batching.py): several documents
+packed into each encoder row where the encoder has packed calls, else length
+buckets; encode each batch (`bert_pack_inputs` + the encoder, or its packed
+call), and combine the chunks of long documents. Tokenizing needs only the
 preprocessor, which is small and CPU-bound: every worker process loads its
 own. The encoder is loaded once per worker process, or with `large_model`
 once per worker, shared by its SDK processes under one model identifier.
 Beam's own TensorflowHubTextEmbeddings instead rebuilds its preprocessor on
-every batch and pads everything to one length.
-"""
+every batch and pads everything to one length. """
 
 from __future__ import annotations
 
@@ -207,18 +207,20 @@ class TokenizeHandler(ModelHandler):
 class EncodeHandler(ModelHandler):
   """EncoderBatch -> EmbeddedDocument | ChunkEmbedding | DeadLetter per row.
 
-  Batches are planned upstream (BucketBatches), so RunInference takes this
-  handler `.with_no_batching()`: one element is one batch. The handler cuts
-  a batch into encoder calls that fit the token budget in force for its
-  length bucket: max_batch_tokens, or with 'auto' an estimate from the
-  device and the model (tfmodels/budget.py). When the device runs out of
-  memory anyway, the call is split in halves and the bucket's budget lowered
-  for the rest of the process's life; other errors are isolated per
-  document. With jit_compile every call of a bucket has the same number of
-  rows (padding rows fill it), because XLA compiles once per input shape.
-  What it counts goes to `sink`: Beam's metrics, or a metrics.Tally where
-  the handler runs outside a pipeline (bench/gpu.py).
-  """
+  Batches are planned upstream (BucketBatches or PackedBatches), so
+  RunInference takes this handler `.with_no_batching()`: one element is one
+  batch. How rows reach the encoder is the layout (Bucketed or Packed),
+  chosen once from `packing`; everything else is shared. The handler cuts a
+  batch into encoder calls of whole encoder rows (a packed row keeps its
+  documents together) that fit the token budget in force for its length:
+  max_batch_tokens, or with 'auto' an estimate from the device and the model
+  (tfmodels/budget.py). When the device runs out of memory anyway, the call
+  is split in halves and the bucket's budget lowered for the rest of the
+  process's life; other errors are isolated per document. With jit_compile
+  every call of a bucket has the same number of rows (padding rows fill it),
+  because XLA compiles once per input shape. What it counts goes to `sink`:
+  Beam's metrics, or a metrics.Tally where the handler runs outside a
+  pipeline (bench/gpu.py). """
 
   def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
                max_batch_tokens: Union[int, str] = 8192,
