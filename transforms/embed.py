@@ -9,7 +9,8 @@ preprocessor, which is small and CPU-bound: every worker process loads its
 own. The encoder is loaded once per worker process, or with `large_model`
 once per worker, shared by its SDK processes under one model identifier.
 Beam's own TensorflowHubTextEmbeddings instead rebuilds its preprocessor on
-every batch and pads everything to one length. """
+every batch and pads everything to one length.
+"""
 
 from __future__ import annotations
 
