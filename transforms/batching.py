@@ -165,6 +165,11 @@ def packed_row_lengths(max_seq_length: int) -> list[int]:
       max_seq_length]
 
 
+def packed_row_length(tokens: int, max_seq_length: int) -> int:
+  """The shortest packed row length that holds this many tokens."""
+  return bucket_length(tokens, packed_row_lengths(max_seq_length))
+
+
 def pack_rows(lengths: Sequence[int],
               row_lengths: Sequence[int]) -> list[tuple[int, list[int]]]:
   """Documents (their lengths, each at most the longest row length) packed

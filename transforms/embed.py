@@ -231,6 +231,7 @@ class EncodeHandler(ModelHandler):
                sink: metrics.Sink = metrics.BEAM):
     super().__init__(large_model=large_model)
     self._layout = LAYOUTS[packing]
+    self._max_seq_length = spec.max_seq_length
     self._load_args = (preprocessor, encoder, spec, jit_compile, require_gpu,
                        packing)
     self._max_batch_tokens = max_batch_tokens
@@ -343,14 +344,30 @@ class EncodeHandler(ModelHandler):
       if not is_out_of_memory(exc):
         raise
       if computed == 1:
-        # One row alone does not fit: its documents cannot be embedded here.
-        return [self._fail(row, exc) for unit in units for row in unit]
+        return self._split_row(units[0], exc, model, budgets)
       self._split_oom.inc()
       lowered = budgets.lower(seq_length, computed)
       logging.warning('Out of memory encoding %d x %d tokens; %d rows per '
                       'call at this length from now on', computed,
                       seq_length, lowered)
       return self._encode_fitting(units, model, seq_length, budgets)
+
+  def _split_row(self, unit: tuple, exc: Exception, model,
+                 budgets: batching.RowBudgets) -> list[Result]:
+    """One encoder row alone does not fit. A row of one document: that
+    document cannot be embedded here. A packed row: its documents in two
+    rows, whole, each at the shortest row length that holds it (shorter
+    rows take less memory), and so on down to one document."""
+    if len(unit) == 1:
+      return [self._fail(unit[0], exc)]
+    self._split_oom.inc()
+    halves = (unit[:len(unit) // 2], unit[len(unit) // 2:])
+    logging.warning('Out of memory encoding one packed row of %d documents; '
+                    'splitting it in two', len(unit))
+    return [result for half in halves for result in self._encode_fitting(
+        [half], model, batching.packed_row_length(
+            sum(row.length for row in half), self._max_seq_length),
+        budgets)]
 
   def _encode_units(self, units: Sequence[tuple], model, seq_length: int,
                     rows_to: int) -> list[list[Result]]:

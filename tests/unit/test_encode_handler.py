@@ -203,6 +203,120 @@ def test_jit_compile_calls_always_have_the_full_rows():
   assert model.calls == [(4, 4, 8), (3, 3, 8)]
 
 
+class PackedStandIn(StandIn):
+  """encode_rows() as EmbeddingModel's: documents row by row, [n, 3]
+  embeddings (first id, ids, segments) and each document's real tokens;
+  out of memory above a token count, and a bad id breaks its call."""
+
+  def encode_rows(self, rows, row_length, num_rows=None):
+    import tensorflow as tf
+    rows_to = num_rows or len(rows)
+    assert len(rows) <= rows_to
+    self.calls.append((tuple(len(r) for r in rows), rows_to, row_length))
+    if self.max_tokens and rows_to * row_length > self.max_tokens:
+      raise tf.errors.ResourceExhaustedError(
+          None, None, f'OOM when allocating tensor of {rows_to}x{row_length}')
+    docs = [doc for row in rows for doc in row]
+    for row in rows:
+      used = sum(len(a) + SPECIAL + (0 if b is None else len(b) + 1)
+                 for a, b in row)
+      assert used <= row_length, (used, row_length)
+    if any(self.bad_id in a for a, _ in docs):
+      raise ValueError(f'token {self.bad_id} breaks the encoder')
+    embeddings = np.array([[a[0], len(a), 1 if b is None else 2]
+                           for a, b in docs], np.float32)
+    tokens = np.array([len(a) + SPECIAL + (0 if b is None else len(b) + 1)
+                       for a, b in docs], np.int64)
+    return embeddings, tokens
+
+
+def _packed_handler(tally, jit_compile=False, max_seq_length=128):
+  spec = EmbeddingSpec('stand-in', max_seq_length=max_seq_length)
+  return embed.EncodeHandler(spec, 'pre', 'enc', max_batch_tokens=4096,
+                             jit_compile=jit_compile, packing=True,
+                             sink=tally)
+
+
+def _packed_batch(row_length, rows, full_rows=32):
+  """rows: per encoder row, its EncoderRows."""
+  return EncoderBatch(row_length, tuple(r for row in rows for r in row),
+                      full_rows,
+                      row_of=tuple(u for u, row in enumerate(rows)
+                                   for _ in row))
+
+
+def test_packed_rows_share_one_call_singles_and_pairs_together():
+  tally = metrics.Tally()
+  rows = [[_row(5, 100), _row(5, 200, pair=True)], [_row(6, 300)]]
+  model = PackedStandIn()
+  out = _packed_handler(tally)._encode_batch(
+      _packed_batch(32, rows), model, _budgets(4096))
+  assert [o.id for o in out] == ['doc-100', 'doc-200', 'doc-300']
+  assert model.calls == [((2, 1), 2, 32)]
+  np.testing.assert_array_equal(out[1].embedding, [200, 5, 2])
+  assert [o.num_tokens for o in out] == [7, 11, 8]
+  assert tally.keyed(metrics.ENCODER_SHAPES) == {(2, 32): 1}
+  assert tally.values[metrics.TOKENS_COMPUTED] == 2 * 32
+  assert tally.values[metrics.TOKENS_EMBEDDED] == 26
+
+
+def test_packed_out_of_memory_splits_by_whole_rows_then_by_documents():
+  tally = metrics.Tally()
+  # Four rows of 128, two documents each (60 + 60 tokens with specials).
+  rows = [[_row(58, 10 * r), _row(58, 10 * r + 5)] for r in range(1, 5)]
+  # Two rows of 128 do not fit, nor does one (150 tokens); a row of 64
+  # does.
+  model = PackedStandIn(max_tokens=100)
+  budgets = _budgets(4096)
+  out = _packed_handler(tally)._encode_batch(
+      _packed_batch(128, rows), model, budgets)
+  # Nothing lost, nothing dead: every document embedded, in order.
+  assert [o.id for o in out] == [r.doc.id for row in rows for r in row]
+  assert all(isinstance(o, EmbeddedDocument) for o in out)
+  # Whole rows first (4, 2, then 1 row of 128), then each row's two
+  # documents apart, each in a row of 64.
+  assert model.calls[:3] == [((2, 2, 2, 2), 4, 128), ((2, 2), 2, 128),
+                             ((2,), 1, 128)]
+  assert ((1,), 1, 64) in model.calls
+  assert not [c for c in model.calls if c[2] == 128 and c[0] == (1,)]
+  assert tally.values[metrics.DOCUMENTS_EMBEDDED] == 8
+
+
+def test_a_document_that_never_fits_alone_is_a_dead_letter_row_mates_go_on():
+  tally = metrics.Tally()
+  rows = [[_row(100, 1), _row(20, 500)]]
+  # The 102-token document needs a row of 128 (over the limit); its
+  # row-mate fits in a row of 32.
+  model = PackedStandIn(max_tokens=100)
+  out = _packed_handler(tally)._encode_batch(
+      _packed_batch(128, rows), model, _budgets(4096))
+  assert [type(o) for o in out] == [DeadLetter, EmbeddedDocument]
+  assert out[0].error_type == 'embed_error:ResourceExhaustedError'
+  assert tally.values[metrics.DOCUMENTS_FAILED] == 1
+  assert tally.values[metrics.DOCUMENTS_EMBEDDED] == 1
+
+
+def test_a_bad_document_in_a_packed_row_is_isolated_from_its_row_mates():
+  tally = metrics.Tally()
+  rows = [[_row(3, 1), _row(3, 50), _row(3, 100)], [_row(3, 200)]]
+  model = PackedStandIn(bad_id=51)
+  out = _packed_handler(tally)._encode_batch(
+      _packed_batch(16, rows), model, _budgets(4096))
+  assert [type(o) for o in out] == [EmbeddedDocument, DeadLetter,
+                                    EmbeddedDocument, EmbeddedDocument]
+  assert out[1].message == 'token 51 breaks the encoder'
+  assert tally.values[metrics.DOCUMENTS_FAILED] == 1
+  assert tally.values[metrics.DOCUMENTS_EMBEDDED] == 3
+
+
+def test_packed_jit_compile_calls_always_have_the_full_rows():
+  model = PackedStandIn()
+  rows = [[_row(3, i)] for i in range(1, 8)]
+  _packed_handler(metrics.Tally(), jit_compile=True)._encode_batch(
+      _packed_batch(8, rows, 4), model, _budgets(32))
+  assert [c[1:] for c in model.calls] == [(4, 8), (4, 8)]
+
+
 def test_model_identifier_follows_the_model_and_its_settings():
   def ident(**kwargs):
     spec = EmbeddingSpec(kwargs.pop('model', 'm'),
