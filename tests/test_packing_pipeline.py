@@ -171,7 +171,7 @@ def test_jit_compile_one_shape_per_row_length(tmp_path, minilm_flags):
   corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'),
                                corpora.sample_docs(60, start=100), bad=False)
   common = ['--input', corpus.pattern, *minilm_flags,
-            '--max_seq_length', '64']
+            '--max_seq_length', '64', '--max_batch_tokens', '2048']
   xla, got = _launch(*common, '--jit_compile', '--packing', 'on',
                      '--output', str(tmp_path / 'xla' / 'emb'))
   plain, want = _launch(*common, '--packing', 'off',
