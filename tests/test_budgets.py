@@ -20,7 +20,7 @@ from pipeline import run
 from tests import corpora
 from tfmodels import budget
 from tfmodels.embedder import EmbeddingModel
-from tfmodels.encoder import INPUT_KEYS
+from tfmodels.encoder import INPUT_KEYS, PACKED_INPUT_KEYS
 from transforms import batching, embed
 from transforms.elements import Document, EmbeddedDocument, DeadLetter
 from transforms.elements import EncoderBatch
@@ -30,31 +30,53 @@ SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data',
                       'stdlib_docstrings.jsonl')
 
 
-def _oom_encoder(inner_path: str, out_dir: str, limit: int) -> str:
+def _oom_encoder(inner_path: str, out_dir: str, limit: int,
+                 packed: bool = False) -> str:
   """inner's outputs, unchanged; above `limit` padded tokens a call asks
-  for size x 2^40 floats and fails the way a full GPU does."""
+  for size x 2^40 floats and fails the way a full GPU does. With packed,
+  inner's packed calls (packed, packed_bf16, packed_fp16) too, so that
+  packed rows run out of memory the same way
+  (tests/test_packing_pipeline.py)."""
   import tensorflow as tf
   import tensorflow_hub as hub
+
+  def allocate_above_limit(word_ids):
+    size = tf.size(word_ids)
+
+    def allocate_too_much():
+      # The shape depends on the input, so nothing can be folded away.
+      shape = tf.stack([tf.cast(size, tf.int64) * (1 << 40)])
+      return tf.reduce_sum(tf.fill(shape, 1.0))
+
+    return tf.cond(size > limit, allocate_too_much, lambda: tf.constant(0.0))
+
+  def out_of_memory_above(fn, keys):
+
+    @tf.function(input_signature=[{
+        k: tf.TensorSpec([None, None], tf.int32) for k in keys}])
+    def call(inputs):
+      outputs = fn(inputs)
+      extra = allocate_above_limit(inputs['input_word_ids'])
+      return {k: v + tf.cast(0.0 * extra, v.dtype) if v.dtype.is_floating
+              else v for k, v in outputs.items()}
+
+    return call
 
   class OutOfMemoryAbove(tf.Module):
 
     def __init__(self):
       super().__init__()
       self.inner = hub.load(inner_path)
+      if packed:
+        for name in ('packed', 'packed_bf16', 'packed_fp16'):
+          setattr(self, name, out_of_memory_above(getattr(self.inner, name),
+                                                  PACKED_INPUT_KEYS))
 
     @tf.function(input_signature=[{
         k: tf.TensorSpec([None, None], tf.int32) for k in INPUT_KEYS}])
     def __call__(self, inputs):
       outputs = self.inner(inputs)
-      size = tf.size(inputs['input_word_ids'])
-
-      def allocate_too_much():
-        # The shape depends on the input, so nothing can be folded away.
-        shape = tf.stack([tf.cast(size, tf.int64) * (1 << 40)])
-        return tf.reduce_sum(tf.fill(shape, 1.0))
-
-      extra = tf.cond(size > limit, allocate_too_much,
-                      lambda: tf.constant(0.0))
+      extra = allocate_above_limit(inputs['input_word_ids'])
       return {'sequence_output': outputs['sequence_output'] + 0.0 * extra,
               'pooled_output': outputs['pooled_output'],
               'encoder_outputs': outputs['encoder_outputs']}
