@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import presets
 from tfmodels.embedder import POOLINGS, PRECISIONS
-from transforms.batching import LONG_DOCUMENTS, PACKING
+from transforms.batching import LONG_DOCUMENTS, PACKED_ROW_LENGTHS, PACKING
 from transforms.backends import DEAD_LETTER_FORMATS, OUTPUT_FORMATS
 from transforms.backends.postgres import INDEXES
 from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
@@ -269,10 +269,11 @@ class EmbedOptions(PipelineOptions):
         'bucket; default: 4096).')
     batching.add_argument(
         '--packing', default='auto', choices=PACKING,
-        help='Pack several documents into each encoder row (rows of 128, '
-        '256 and 512 tokens up to --max_seq_length, each document attending '
-        'only to itself), so that almost no padding is computed and XLA '
-        'sees one shape per row length. Needs an encoder exported by this '
+        help='Pack several documents into each encoder row (rows of '
+        f'{", ".join(map(str, PACKED_ROW_LENGTHS))} tokens below '
+        '--max_seq_length, and --max_seq_length; each document attends only '
+        'to itself), so that almost no padding is computed and XLA sees one '
+        'shape per row length. Needs an encoder exported by this '
         'project (format 6 on; the presets are). auto: packed where the '
         'encoder can, length buckets elsewhere (TF Hub modules); on: an '
         'error where it cannot; off: length buckets. Vectors are the same '

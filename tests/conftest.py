@@ -84,10 +84,10 @@ def minilm_export(tmp_path_factory, minilm_hf_dir) -> str:
 
 @pytest.fixture(scope='session')
 def minilm_model(minilm_export):
+  """The export as the job resolves it (--model_dir): bf16/fp16 calls and
+  packed rows included, so that tests run what users run by default."""
   from pipeline import presets
-  return presets.ResolvedModel(
-      'minilm-l6', os.path.join(minilm_export, 'preprocessor'),
-      os.path.join(minilm_export, 'encoder'), untrained_pooler=False)
+  return presets.from_export_dir(minilm_export, name='minilm-l6')
 
 
 @pytest.fixture(scope='session')
