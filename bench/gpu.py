@@ -1,5 +1,6 @@
 """The pipeline's own encode path on one accelerator, with a roberta-large
-sized model, across precisions, XLA and token budgets, in one command:
+sized model, across precisions, XLA, packing and token budgets, in one
+command:
 
   .venv/bin/python bench/gpu.py            # full: roberta-large shape, GPU
   .venv/bin/python bench/gpu.py --smoke    # tiny model, CPU, about a minute
@@ -8,9 +9,10 @@ Why: the pipeline's speed on a GPU worker is decided by the encoder call
 (EncodeHandler.run_inference on an EncoderBatch) and by what the batcher
 feeds it: the padded shapes, how many of them XLA compiles, and how much of
 the device's peak the matrix products reach at each precision. This measures
-exactly that code (tokenizer, rows_for_document, plan_batches, EncoderBatch,
-EncodeHandler), without Beam's runner around it, so that one run on a GPU
-machine says which --precision / --jit_compile / --max_batch_tokens to use.
+exactly that code (tokenizer, rows_for_document, the batcher's plan,
+EncoderBatch, EncodeHandler), without Beam's runner around it, so that one
+run on a GPU machine says which --precision / --jit_compile / --packing /
+--max_batch_tokens to use.
 
 No download is needed: the model is a Hugging Face folder written here
 (config.json + model.safetensors of seeded random weights, vocab.json +
@@ -19,21 +21,33 @@ puts in .cache/), converted by the project's own exporter
 (tfmodels/export.py), once per --work_dir. Random weights compute exactly as
 many FLOPs as trained ones; the embeddings mean nothing, but they are still
 compared across precisions (min cosine and largest relative difference to
-the fp32, XLA-off row's embeddings of the same documents).
+the fp32, XLA-off row's embeddings of the same documents), and each packed
+row with the bucketed row of the same precision, XLA and budget (largest
+absolute difference: a packed document attends only to itself, so the two
+differ by rounding alone).
 
-Each row of the matrix (precision x XLA x token budget) first runs one batch
-of every (padded length, rows) its plan holds (warm-up: TensorFlow's
-per-shape set-up, and XLA's compilation, which happens once per shape),
-then times a full pass over the corpus (steady state). The shapes, padded
-tokens and encoder time are what EncodeHandler itself counts (the metrics
-of transforms/metrics.py, into a Tally it is given in place of Beam's).
-Reported per row: documents and real (non-padding) tokens per second,
-padded tokens computed, padding efficiency, encoder seconds, warm-up
-seconds, distinct shapes, memory peak (GPU allocator peak, or the process's
-peak RSS on CPU), achieved TFLOP/s and its fraction of the device's dense
-peak. FLOPs count, per computed (padded) token per layer, 2*(4*H*H +
-2*H*I) for the projections and 2*2*L*H for the attention scores and
-context (L: the batch's padded length).
+Batches are what the pipeline's batcher emits (batching.BATCHERS, one sort
+window holding every row): --packing off, BucketBatches (each document
+alone in a row padded to its length bucket); on, PackedBatches (documents
+packed best fit into rows of batching.packed_row_lengths, through the
+encoder's packed call). A packed row's attention spans the whole row, so
+its FLOPs are counted at the row's length, as a bucketed row's are.
+
+Each row of the matrix (precision x XLA x packing x token budget) first
+runs one batch of every (padded length, encoder rows) its plan holds
+(warm-up: TensorFlow's per-shape set-up, and XLA's compilation, which
+happens once per shape), then times a full pass over the corpus (steady
+state). The shapes, padded tokens and encoder time are what EncodeHandler
+itself counts (the metrics of transforms/metrics.py, into a Tally it is
+given in place of Beam's). Reported per row: documents and real
+(non-padding) tokens per second, padded tokens computed, padding
+efficiency, encoder seconds, warm-up seconds, distinct shapes (the JSON
+lists each, [rows, length, calls]), memory peak (GPU allocator peak, or the
+process's peak RSS on CPU), achieved TFLOP/s and its fraction of the
+device's dense peak, and the differences above. FLOPs count, per computed
+(padded) token per layer, 2*(4*H*H + 2*H*I) for the projections and
+2*2*L*H for the attention scores and context (L: the batch's padded
+length, or a packed batch's row length).
 
 Peaks (DEVICE_PEAKS) are the vendor's dense figures, without structured
 sparsity, in TFLOP/s. fp32 rows are set against the TF32 tensor-core peak
@@ -50,11 +64,16 @@ a minute. XLA rows cost more whatever --docs is: with jit_compile the
 handler pads every call of a bucket to a full batch (one shape per
 bucket), 137 / 423 / 834 TFLOP per pass for the 28 buckets, plus one
 compilation per shape. On an L4 they do not all fit; on an H100/H200 the
-FLOPs take seconds and compilation decides. So --docs defaults to 1,024
-and --time_limit (420 s in full mode, counted from the start) stops the
-run between batches, marking the rows not done as skipped: the whole run,
-model build included, stays under 8 minutes. The last line printed is one
-JSON object (--out FILE writes it too).
+FLOPs take seconds and compilation decides. Packed rows cost less
+(measured, same corpus): 67k / 78k / 82k padded tokens at the three
+budgets without XLA, 42 / 49 / 52 TFLOP; with XLA at most 5 shapes (row
+lengths 32..512), 57 / 77 / 162 TFLOP. So --docs defaults to 1,024 and
+--time_limit (420 s in full mode, counted from the start) stops the run
+between batches, marking the rows not done as skipped: the whole run,
+model build included, stays under 8 minutes (with --packing off,on, the
+default, each configuration runs twice, bucketed first; --packing on
+gives the packed rows the whole time). The last line printed is one JSON
+object (--out FILE writes it too).
 """
 
 from __future__ import annotations
@@ -309,24 +328,19 @@ def encoder_rows(tokenizer, docs: list, max_seq_length: int) -> list:
 
 
 def plan(rows: list, max_seq_length: int, max_batch_tokens,
-         batch_size: int) -> list:
-  """The EncoderBatches BucketBatches emits for these rows when they all fit
-  one sort window (the pipeline's default window is 4,096 rows). With
-  max_batch_tokens 'auto', batches are planned by rows alone, as
-  EmbedDocuments does, and the handler cuts them to its device's budget."""
+         batch_size: int, packing: bool) -> list:
+  """The EncoderBatches the pipeline's batcher (batching.BATCHERS[packing]:
+  length buckets, or documents packed into rows) emits for these rows when
+  they all fit one sort window (the pipeline's default window is 4,096
+  rows). With max_batch_tokens 'auto', batches are planned by rows alone,
+  as EmbedDocuments does, and the handler cuts them to its device's
+  budget."""
   from transforms import batching
-  max_batch_tokens = batching.planning_budget(max_batch_tokens, batch_size,
-                                              max_seq_length)
-  from transforms.elements import EncoderBatch
-  batches = []
-  for seq_length, indices in batching.plan_batches(
-      [r.length for r in rows], batching.bucket_boundaries(max_seq_length),
-      max_batch_tokens, batch_size):
-    batches.append(EncoderBatch(
-        seq_length=seq_length, rows=tuple(rows[i] for i in indices),
-        full_rows=batching.batch_limit(seq_length, max_batch_tokens,
-                                       batch_size)))
-  return batches
+  batcher = batching.BATCHERS[packing](
+      max_seq_length,
+      batching.planning_budget(max_batch_tokens, batch_size, max_seq_length),
+      batch_size, max(1, len(rows)))
+  return batcher.plan(rows)
 
 
 # --- measuring -------------------------------------------------------------
@@ -402,6 +416,20 @@ def compare(embeddings: dict, reference: Optional[dict]) -> dict:
           'max_rel_diff_vs_fp32': float(f'{rel.max():.3g}')}
 
 
+def compare_layouts(packed: dict, bucketed: dict) -> dict:
+  """A packed row's embeddings against the bucketed row's of the same
+  precision, XLA and budget: the largest absolute difference of any
+  component (a packed document attends only to itself, so the two differ
+  by rounding: other summation orders, other padded lengths)."""
+  import numpy as np
+  if not packed or set(packed) != set(bucketed):
+    return {'max_abs_diff_vs_bucketed': None}
+  ids = sorted(packed)
+  a = np.stack([packed[i] for i in ids]).astype(np.float64)
+  b = np.stack([bucketed[i] for i in ids]).astype(np.float64)
+  return {'max_abs_diff_vs_bucketed': float(f'{np.abs(a - b).max():.3g}')}
+
+
 def _round(value: Optional[float], digits: int) -> Optional[float]:
   return None if value is None else round(value, digits)
 
@@ -419,15 +447,17 @@ def run_row(handler, tally: 'metrics.Tally', model, batches: list, *,
             config: dict,
             deadline: Optional[float], on_gpu: bool, device: dict,
             precision: str, reference: Optional[dict]) -> dict:
-  """One row: a warm-up batch of every (padded length, rows) the plan
-  holds, which makes the handler run every input shape the timed pass will
-  (XLA compiles each once per model), then a timed pass over every batch."""
+  """One row: a warm-up batch of every (padded length, encoder rows) the
+  plan holds (a packed batch's encoder rows are its units, several
+  documents each), which makes the handler run every input shape the timed
+  pass will (XLA compiles each once per model), then a timed pass over
+  every batch."""
   from transforms.elements import DeadLetter, EmbeddedDocument
   memory_reset(on_gpu)
   start = time.perf_counter()
   warm = {}
   for batch in batches:
-    warm.setdefault((batch.seq_length, len(batch.rows)), batch)
+    warm.setdefault((batch.seq_length, len(batch.units())), batch)
   before = dict(tally.values)
   for n, batch in enumerate(warm.values()):
     if deadline and time.perf_counter() > deadline:
@@ -479,6 +509,9 @@ def run_row(handler, tally: 'metrics.Tally', model, batches: list, *,
       'warmup_seconds': round(warmup, 3),
       'warmup_batches': len(warm),
       'shapes': len(shapes),
+      # [rows, padded length, calls] of every input shape timed.
+      'encoder_shapes': [[rows, length, calls] for (rows, length), calls
+                         in sorted(shapes.items(), key=lambda s: s[0][::-1])],
       # Shapes the timed pass ran that the warm-up had not: compilation
       # inside the timing (0 unless the handler lowered a budget).
       'shapes_not_warmed': len(set(shapes) - set(
@@ -508,9 +541,10 @@ def run_row(handler, tally: 'metrics.Tally', model, batches: list, *,
 
 
 def print_table(rows: list) -> None:
-  head = ('| precision | xla | budget | docs/s | tokens/s | padded tokens '
-          '| pad eff | encoder s | warm-up s | shapes | mem MB | TFLOP/s '
-          '| % peak | min cos | rel diff | error |')
+  head = ('| precision | xla | packing | budget | docs/s | tokens/s '
+          '| padded tokens | pad eff | encoder s | warm-up s | shapes '
+          '| mem MB | TFLOP/s | % peak | min cos | rel diff '
+          '| vs bucketed | error |')
   print(head)
   print('|' + '---|' * (head.count('|') - 1))
   for r in rows:
@@ -519,7 +553,8 @@ def print_table(rows: list) -> None:
       return '-' if value is None else format(value, spec)
     pct = (None if r.get('fraction_of_peak') is None
            else 100 * r['fraction_of_peak'])
-    print(f"| {r['precision']} | {r['xla']} | {r['budget']} "
+    print(f"| {r['precision']} | {r['xla']} | {r.get('packing', '-')} "
+          f"| {r['budget']} "
           f"| {fmt('docs_per_second', '.1f')} "
           f"| {fmt('tokens_per_second', '.0f')} "
           f"| {fmt('padded_tokens', 'd')} | {fmt('padding_efficiency', '.3f')} "
@@ -529,6 +564,7 @@ def print_table(rows: list) -> None:
           f"| {'-' if pct is None else format(pct, '.1f')} "
           f"| {fmt('min_cosine_vs_fp32', '.6f')} "
           f"| {fmt('max_rel_diff_vs_fp32', '.1e')} "
+          f"| {fmt('max_abs_diff_vs_bucketed', '.1e')} "
           f"| {r.get('error', '')[:120]} |")
 
 
@@ -555,6 +591,10 @@ def main() -> None:
                       help='Comma-separated, of fp32,bf16,fp16.')
   parser.add_argument('--xla', default='off,on',
                       help='jit_compile settings to run: off, on or both.')
+  parser.add_argument('--packing', default='off,on',
+                      help='Batchers to run: off (length buckets), on '
+                      '(documents packed into rows of a few row lengths, '
+                      'the encoder\'s packed call), or both.')
   parser.add_argument('--budgets', default=None,
                       help='--max_batch_tokens values, or auto (full: '
                       f"{MODES['full']['budgets']}; smoke: "
@@ -589,6 +629,7 @@ def main() -> None:
   budgets = _csv(args.budgets or mode['budgets'], _budget)
   precisions = _csv(args.precisions)
   xla = _csv(args.xla)
+  packing = [p == 'on' for p in _csv(args.packing)]
   time_limit = (mode['time_limit'] if args.time_limit is None else
                 args.time_limit)
   for p in precisions:
@@ -597,6 +638,9 @@ def main() -> None:
   for x in xla:
     if x not in ('off', 'on'):
       parser.error(f'--xla: {x!r} is not off or on')
+  for p in _csv(args.packing):
+    if p not in ('off', 'on'):
+      parser.error(f'--packing: {p!r} is not off or on')
 
   # Memory growth before anything touches the GPU (a loaded tokenizer does).
   from tfmodels.devices import configure_gpus
@@ -610,7 +654,7 @@ def main() -> None:
         flush=True)
 
   from tfmodels.embedder import Tokenizer
-  from transforms import embed
+  from transforms import batching, embed
   from transforms.spec import EmbeddingSpec
   preprocessor = os.path.join(model['export_dir'], 'preprocessor')
   encoder = os.path.join(model['export_dir'], 'encoder')
@@ -620,7 +664,8 @@ def main() -> None:
   rows = encoder_rows(tokenizer, docs, max_seq_length)
   tokenize_seconds = time.perf_counter() - start
   del tokenizer
-  plans = {b: plan(rows, max_seq_length, b, args.batch_size) for b in budgets}
+  plans = {(b, p): plan(rows, max_seq_length, b, args.batch_size, p)
+           for b in budgets for p in packing}
   print(f'corpus: {corpus_path()}: {len(docs)} documents, '
         f'{sum(r.length for r in rows)} tokens at max_seq_length '
         f'{max_seq_length} (tokenized in {tokenize_seconds:.1f} s)',
@@ -628,58 +673,78 @@ def main() -> None:
 
   deadline = t0 + time_limit if time_limit else None
   results, reference = [], None
+  # Embeddings of a (precision, xla, budget) row waiting for the same row
+  # in the other layout, to be compared with it.
+  unpaired: dict = {}
   for jit in xla:
     for precision in precisions:
       spec = EmbeddingSpec(model=model['digest'], pooling='mean',
                            max_seq_length=max_seq_length,
                            precision=precision)
-      loaded, load_error, load_seconds = None, None, None
-      for budget in budgets:
-        # One handler per budget, as one job has one --max_batch_tokens;
-        # they share one loaded model (the loader caches it per spec).
-        tally = metrics.Tally()
-        handler = embed.EncodeHandler(
-            spec, preprocessor, encoder, max_batch_tokens=budget,
-            batch_size=args.batch_size, jit_compile=jit == 'on', sink=tally)
-        row = {'precision': precision, 'xla': jit, 'budget': budget}
-        results.append(row)
-        if deadline and time.perf_counter() > deadline:
-          row['error'] = f'skipped: --time_limit {time_limit:.0f} s reached'
-          continue
-        if loaded is None and load_error is None:
-          start = time.perf_counter()
+      for packed in packing:
+        loaded, load_error, load_seconds = None, None, None
+        for budget in budgets:
+          # One handler per budget, as one job has one --max_batch_tokens;
+          # they share one loaded model (the loader caches it per spec).
+          tally = metrics.Tally()
+          handler = embed.EncodeHandler(
+              spec, preprocessor, encoder, max_batch_tokens=budget,
+              batch_size=args.batch_size, jit_compile=jit == 'on',
+              packing=packed, sink=tally)
+          row = {'precision': precision, 'xla': jit,
+                 'packing': 'on' if packed else 'off', 'budget': budget}
+          results.append(row)
+          if deadline and time.perf_counter() > deadline:
+            row['error'] = f'skipped: --time_limit {time_limit:.0f} s reached'
+            continue
+          if loaded is None and load_error is None:
+            start = time.perf_counter()
+            try:
+              loaded = handler.load_model()
+            except Exception as e:  # noqa: BLE001
+              load_error = f'load: {type(e).__name__}: {str(e)[:300]}'
+            load_seconds = round(time.perf_counter() - start, 2)
+          row['load_seconds'] = load_seconds
+          if load_error:
+            row['error'] = load_error
+            continue
           try:
-            loaded = handler.load_model()
+            row.update(run_row(
+                handler, tally, loaded, plans[budget, packed], config=config,
+                deadline=deadline, on_gpu=on_gpu,
+                device=device, precision=precision, reference=reference))
           except Exception as e:  # noqa: BLE001
-            load_error = f'load: {type(e).__name__}: {str(e)[:300]}'
-          load_seconds = round(time.perf_counter() - start, 2)
-        row['load_seconds'] = load_seconds
-        if load_error:
-          row['error'] = load_error
-          continue
-        try:
-          row.update(run_row(
-              handler, tally, loaded, plans[budget], config=config,
-              deadline=deadline, on_gpu=on_gpu,
-              device=device, precision=precision, reference=reference))
-        except Exception as e:  # noqa: BLE001
-          row['error'] = f'{type(e).__name__}: {str(e)[:300]}'
-          continue
-        embeddings = row.pop('_embeddings')
-        if reference is None and precision == 'fp32' and jit == 'off':
-          reference = embeddings
-          row.update(compare(embeddings, reference))
-        print(f"{precision} xla {jit} budget {budget}: "
-              f"{row['docs_per_second']} docs/s, warm-up "
-              f"{row['warmup_seconds']} s"
-              + (f", error {row['error']}" if 'error' in row else ''),
-              flush=True)
-      # Done with this configuration: its EmbeddingModel (traced functions,
-      # XLA's compiled programs) goes; the SavedModels it loaded may stay
-      # cached for the next one (tfmodels/embedder.py shares them).
-      del loaded
-      embed._load_encoder.cache_clear()
-      gc.collect()
+            row['error'] = f'{type(e).__name__}: {str(e)[:300]}'
+            continue
+          embeddings = row.pop('_embeddings')
+          if reference is None and precision == 'fp32' and jit == 'off':
+            reference = embeddings
+            row.update(compare(embeddings, reference))
+          if len(packing) > 1 and 'error' not in row:
+            other = unpaired.pop((precision, jit, budget), None)
+            if other is None:
+              unpaired[precision, jit, budget] = (row, embeddings)
+            else:
+              pair = {packed: (row, embeddings), not packed: other}
+              pair[True][0].update(compare_layouts(pair[True][1],
+                                                   pair[False][1]))
+          diff = row.get('max_abs_diff_vs_bucketed')
+          print(f"{precision} xla {jit} packing {row['packing']} budget "
+                f"{budget}: {row['docs_per_second']} docs/s, padding "
+                f"efficiency {row['padding_efficiency']}, warm-up "
+                f"{row['warmup_seconds']} s"
+                + ('' if diff is None else
+                   f', packed vs bucketed max abs diff {diff:.3g}')
+                + (f", error {row['error']}" if 'error' in row else ''),
+                flush=True)
+        # Done with this configuration: its EmbeddingModel (traced
+        # functions, XLA's compiled programs) goes; the SavedModels it
+        # loaded may stay cached for the next one (tfmodels/embedder.py
+        # shares them).
+        del loaded
+        embed._load_encoder.cache_clear()
+        gc.collect()
+  del unpaired
 
   total = time.perf_counter() - t0
   print()
@@ -696,6 +761,7 @@ def main() -> None:
       'docs': len(docs),
       'docs_asked': docs_wanted,
       'max_seq_length': max_seq_length,
+      'packed_row_lengths': batching.packed_row_lengths(max_seq_length),
       'batch_size': args.batch_size,
       'tokenize_seconds': round(tokenize_seconds, 2),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
