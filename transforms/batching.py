@@ -155,9 +155,12 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
 
 
 # Row lengths of packed batches below max_seq_length (which is always one).
-# Attention costs each token of a row in proportion to the row's length, so
-# short documents go to short rows; a few lengths keep XLA's shapes few.
-PACKED_ROW_LENGTHS = (32, 64, 128, 256, 512)
+# A token costs more in a longer row (attention over the whole row: 1.2-1.8x
+# per token at 256-512 tokens against 64-128, measured on CPU for MiniLM and
+# the roberta-large shape), so short documents go to short rows; 32-token
+# rows were no cheaper than 64 on roberta-large, and each length is one more
+# XLA shape (docs/performance.md, "Packed rows").
+PACKED_ROW_LENGTHS = (64, 128, 256, 512)
 
 
 def packed_row_lengths(max_seq_length: int) -> list[int]:
