@@ -328,18 +328,19 @@ def encoder_rows(tokenizer, docs: list, max_seq_length: int) -> list:
 
 
 def plan(rows: list, max_seq_length: int, max_batch_tokens,
-         batch_size: int, packing: bool) -> list:
+         batch_size: int, packing: bool, jit_compile: bool) -> list:
   """The EncoderBatches the pipeline's batcher (batching.BATCHERS[packing]:
   length buckets, or documents packed into rows) emits for these rows when
   they all fit one sort window (the pipeline's default window is 4,096
   rows). With max_batch_tokens 'auto', batches are planned by rows alone,
   as EmbedDocuments does, and the handler cuts them to its device's
-  budget."""
+  budget. With XLA, as in the job, packed rows' partial batches are moved
+  up into longer rows (batching.merge_tails)."""
   from transforms import batching
   batcher = batching.BATCHERS[packing](
       max_seq_length,
       batching.planning_budget(max_batch_tokens, batch_size, max_seq_length),
-      batch_size, max(1, len(rows)))
+      batch_size, max(1, len(rows)), fixed_shapes=jit_compile)
   return batcher.plan(rows)
 
 
@@ -664,8 +665,9 @@ def main() -> None:
   rows = encoder_rows(tokenizer, docs, max_seq_length)
   tokenize_seconds = time.perf_counter() - start
   del tokenizer
-  plans = {(b, p): plan(rows, max_seq_length, b, args.batch_size, p)
-           for b in budgets for p in packing}
+  plans = {(b, p, x): plan(rows, max_seq_length, b, args.batch_size, p,
+                          x == 'on')
+           for b in budgets for p in packing for x in xla}
   print(f'corpus: {corpus_path()}: {len(docs)} documents, '
         f'{sum(r.length for r in rows)} tokens at max_seq_length '
         f'{max_seq_length} (tokenized in {tokenize_seconds:.1f} s)',
@@ -710,8 +712,8 @@ def main() -> None:
             continue
           try:
             row.update(run_row(
-                handler, tally, loaded, plans[budget, packed], config=config,
-                deadline=deadline, on_gpu=on_gpu,
+                handler, tally, loaded, plans[budget, packed, jit],
+                config=config, deadline=deadline, on_gpu=on_gpu,
                 device=device, precision=precision, reference=reference))
           except Exception as e:  # noqa: BLE001
             row['error'] = f'{type(e).__name__}: {str(e)[:300]}'

@@ -54,7 +54,9 @@ def one_process(tmp_path_factory, minilm_model):
 def test_one_load_in_one_process_across_many_batches(one_process):
   loads, batches, embedded, records = one_process
   assert embedded == len(records) == 160
-  assert batches >= 40  # at most 4 documents per batch
+  # At most 4 encoder rows per call (packed rows hold several documents):
+  # many calls, one load.
+  assert batches >= 10
   assert loads == 1
 
 
@@ -64,7 +66,7 @@ def test_worker_processes_load_once_each_and_agree(tmp_path, minilm_model,
       tmp_path, minilm_model, '--direct_num_workers', '2',
       '--direct_running_mode', 'multi_processing')
   assert embedded == 160
-  assert batches >= 40
+  assert batches >= 10
   assert 1 <= loads <= 2
   # The same records as one process; embeddings within the batch-mix
   # tolerance (other processes make other batches).

@@ -262,10 +262,10 @@ def oom_export(tmp_path_factory, minilm_export) -> str:
 
 
 def test_out_of_memory_splits_packed_batches_by_whole_rows(oom_export):
-  """One packed batch of 40 rows of 32 tokens (three 10-token documents
-  each) under a budget of 128 rows, on an encoder that fails above 1024
+  """One packed batch of 20 rows of 64 tokens (six 10-token documents
+  each) under a budget of 64 rows, on an encoder that fails above 1024
   tokens: the call is halved and the budget lowered until calls fit, each
-  call taking whole rows: the calls that ran computed the batch's 40 rows
+  call taking whole rows: the calls that ran computed the batch's 20 rows
   exactly once, and every document has the vector it has alone."""
   from transforms import embed, metrics
   from transforms.elements import Document, EmbeddedDocument, EncoderRow
@@ -283,20 +283,19 @@ def test_out_of_memory_splits_packed_batches_by_whole_rows(oom_export):
                      10, False, 0, 1) for i in range(120)]
   [batch] = batching.PackedBatches(128, 4096, 256, 4096).plan(rows)
   assert (batch.seq_length, len(batch.units()), batch.full_rows) == (
-      32, 40, 128)
+      64, 20, 64)
   out = handler._encode_batch(batch, model, batching.RowBudgets(
       lambda length: 4096))
   assert [o.id for o in out] == [r.doc.id for r in batch.rows]
   assert all(isinstance(o, EmbeddedDocument) for o in out)
-  # 40 rows, padded to 48 (a multiple of 128/8), fail; 24 rows a call from
-  # then on: the first 24 rows, then the other 16 (padded to 18, a
-  # multiple of 24/8). Split by documents, the calls would hold other
-  # numbers of rows.
+  # 20 rows, padded to 24 (a multiple of 64/8), fail; 12 rows a call from
+  # then on: the first 12 rows, then the other 8. Split by documents, the
+  # calls would hold other numbers of rows.
   assert tally.keyed(metrics.ENCODER_SHAPES) == {
-      (48, 32): 1, (24, 32): 1, (18, 32): 1}
+      (24, 64): 1, (12, 64): 1, (8, 64): 1}
   assert tally.values[metrics.BATCHES_SPLIT_OOM] == 1
   assert tally.values[metrics.BATCHES] == 3
-  assert tally.values[metrics.TOKENS_COMPUTED] == (24 + 18) * 32
+  assert tally.values[metrics.TOKENS_COMPUTED] == (12 + 8) * 64
   assert tally.values[metrics.DOCUMENTS_EMBEDDED] == 120
   assert tally.values[metrics.TOKENS_EMBEDDED] == 120 * 10
   assert metrics.BATCHES_RETRIED not in tally.values

@@ -492,7 +492,7 @@ class EmbedDocuments(beam.PTransform):
         spec.max_seq_length,
         batching.planning_budget(max_batch_tokens, batch_size,
                                  spec.max_seq_length),
-        batch_size, sort_window)
+        batch_size, sort_window, fixed_shapes=jit_compile)
     self._normalize = spec.normalize
     self._long_documents = spec.long_documents
 

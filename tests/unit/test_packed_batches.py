@@ -234,18 +234,22 @@ def _check_batch(batch: EncoderBatch, packed: bool, max_seq_length: int,
 
 @pytest.mark.parametrize('packed', [False, True])
 @pytest.mark.parametrize('window', [3, 37, 400, 5000])
+@pytest.mark.parametrize('fixed', [False, True])
 def test_batchers_emit_every_row_once_and_hold_a_bounded_window(packed,
-                                                                window):
+                                                                window,
+                                                                fixed):
   """Driven as Beam drives a DoFn. Between windows only full batches leave;
   what stays is below `window` plus one full batch per length (for packed
   rows, a batch's documents: its rows x the most documents a row holds);
-  at the bundle's end the rest, at most one partial batch per length."""
+  at the bundle's end the rest, at most one partial batch per length, and
+  for packed rows under XLA (fixed shapes) at most one in all."""
   max_seq_length, tokens, size = 128, 2048, 64
   rng = random.Random(window)
   lengths = _lengths(rng, 2000, max_seq_length, 'short')
   lengths[::7] = [rng.randint(3, 128) for _ in lengths[::7]]
   rows = _rows(lengths)
-  batcher = batching.BATCHERS[packed](max_seq_length, tokens, size, window)
+  batcher = batching.BATCHERS[packed](max_seq_length, tokens, size, window,
+                                      fixed_shapes=fixed)
   shortest = min(lengths)
   if packed:
     sizes = batching.packed_row_lengths(max_seq_length)
@@ -280,15 +284,15 @@ def test_batchers_emit_every_row_once_and_hold_a_bounded_window(packed,
   for b in during:
     _check_batch(b, packed, max_seq_length, tokens, size)
   for b in final:
-    _check_batch(b, packed, max_seq_length, tokens, size, final=True)
+    _check_batch(b, packed, max_seq_length, tokens, size, final=fixed)
   # Non-final flushes emit full batches only.
   assert all(len(b.units()) == b.full_rows for b in during)
   if window < len(rows):
     assert during
   partial = [b.seq_length for b in final if len(b.units()) < b.full_rows]
-  # Buckets: at most one partial batch per length; packed rows: at most
+  # At most one partial batch per length; packed rows under XLA: at most
   # one in all (the partial ones were moved up into longer rows).
-  assert len(partial) <= (1 if packed else len(set(partial)))
+  assert len(partial) <= (1 if packed and fixed else len(set(partial)))
   assert len(partial) == len(set(partial))
 
 
@@ -306,7 +310,7 @@ def test_plan_is_the_last_flush_of_one_window(packed):
                               b.row_of) for b in final]
   assert sorted(id(r) for b in plan for r in b.rows) == sorted(map(id, rows))
   for b in plan:
-    _check_batch(b, packed, 128, 4096, 256, final=True)
+    _check_batch(b, packed, 128, 4096, 256)
   if packed:
     # Tokens in the planned rows (before any padding rows): fewer packed.
     bucketed = batching.BucketBatches(128, 4096, 256, 10_000).plan(rows)
@@ -319,21 +323,26 @@ def test_plan_is_the_last_flush_of_one_window(packed):
     assert tokens[0] < tokens[1]
 
 
-def test_packed_batches_cut_rows_to_the_budget():
+@pytest.mark.parametrize('fixed', [False, True])
+def test_packed_batches_cut_rows_to_the_budget(fixed):
   """A batch never holds more rows than the planning budget allows at its
   length, and all of a packed row's documents share its batch."""
   rows = _rows([10] * 200 + [100] * 20)
-  plan = batching.PackedBatches(128, 512, 256, 10_000).plan(rows)
+  plan = batching.PackedBatches(128, 512, 256, 10_000,
+                                fixed_shapes=fixed).plan(rows)
   for b in plan:
     assert len(b.units()) <= b.full_rows == 512 // b.seq_length
   by_length = {}
   for b in plan:
     by_length.setdefault(b.seq_length, []).append(len(b.units()))
-  # 20 documents of 100 tokens, one to a row of 128 (4 rows a batch), with
-  # two of 10 tokens each in its room; the other 160 of 10 tokens six to
-  # a row of 64: 27 rows, 8 a batch. The last 3 rows of 64 (60, 60 and 40
-  # tokens) do not make a batch: they go into rows of 128 (60 + 60, then
-  # 40), which join the 20 there: 22 rows, one partial batch in all.
+  if not fixed:
+    # 160 documents of 10 tokens six to a row of 64 (27 rows, 8 a batch);
+    # 20 of 100, each with two of 10 in its room, in rows of 128.
+    assert by_length == {64: [8, 8, 8, 3], 128: [4] * 5}
+    return
+  # Under XLA the last 3 rows of 64 (60, 60 and 40 tokens) do not make a
+  # batch: they go into rows of 128 (60 + 60, then 40), which join the 20
+  # there: 22 rows, one partial batch in all.
   assert by_length == {64: [8, 8, 8], 128: [4] * 5 + [2]}
 
 
