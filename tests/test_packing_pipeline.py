@@ -94,6 +94,28 @@ def minilm_flags(minilm_export) -> list:
           '--model_cache_dir', os.path.dirname(minilm_export)]
 
 
+def test_switching_packing_keeps_the_previous_records(tmp_path,
+                                                     minilm_flags):
+  """Packing is not part of the fingerprint (docs/performance.md): a
+  nightly run with --packing off after a packed full run reuses every
+  record and embeds nothing."""
+  corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'),
+                               corpora.sample_docs(30))
+  full = str(tmp_path / 'full' / 'emb')
+  first, records = _launch('--input', corpus.pattern, *minilm_flags,
+                           '--packing', 'on', '--output', full)
+  assert first['packing'] == 'packed rows'
+  nightly, again = _launch('--input', corpus.pattern, *minilm_flags,
+                           '--packing', 'off', '--previous', full,
+                           '--output', str(tmp_path / 'nightly' / 'emb'))
+  assert nightly['packing'] == 'length buckets'
+  assert nightly['documents_reused'] == len(records) == 30
+  assert nightly['documents_embedded'] == 0 and nightly['reconciled']
+  assert nightly['documents_rejected'] == len(corpus.bad_types) == 3
+  assert {r['model_fingerprint'] for r in again.values()} == {
+      r['model_fingerprint'] for r in records.values()}
+
+
 def test_minilm_with_bad_records_and_special_tokens(tmp_path, minilm_flags):
   docs = corpora.sample_docs(80)
   docs += [{'id': f'special-{i}', 'text': text}
