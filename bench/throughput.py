@@ -442,6 +442,10 @@ def main() -> None:
   base_scale = 1.0
   if args.smoke:
     args.rounds, args.main_scale, base_scale, args.scale = 1, 0.02, 0.02, 0.04
+    # XLA's CPU backend spends most of a small model's compile in LLVM's
+    # optimiser; at level 0 it compiles in about half the time (as
+    # bench/gpu.py --smoke). Smoke runs check that every case works.
+    os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0')
   from pipeline import presets
   cache = os.path.join(ROOT, '.cache', 'models')
   presets.ensure_exported('minilm-l6', cache)

@@ -24,21 +24,13 @@ import pytest
 from pipeline import run
 from tests import corpora
 from tests import textgen
-from tests.test_budgets import _oom_encoder
+from tests.test_budgets import _launch, _oom_encoder
 from tests.test_packing_parity import SPECIAL_TEXTS
 from tfmodels import export
 from tfmodels.embedder import EmbeddingModel
 from transforms import batching
 
 TOLERANCE = 1e-5
-
-
-def _launch(*argv) -> tuple[dict, dict]:
-  status, summary, _ = run.launch(list(argv))
-  assert status == 0, summary
-  records = {r['id']: r for r in corpora.read_output(
-      argv[list(argv).index('--output') + 1])}
-  return summary, records
 
 
 def _dead_letters(out: str) -> list:

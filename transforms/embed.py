@@ -113,7 +113,6 @@ class Bucketed:
   length (batching.BucketBatches): for any encoder with the TF Hub BERT
   interface. Single texts and pairs go in separate calls, because
   bert_pack_inputs packs one kind at a time."""
-  name = 'bucketed'
   packing = False
 
   @staticmethod
@@ -134,7 +133,6 @@ class Packed:
   """Documents packed several to an encoder row (batching.PackedBatches),
   through the encoder's packed call: each gets the vector it gets alone,
   with almost no padding computed. Singles and pairs share rows."""
-  name = 'packed'
   packing = True
 
   @staticmethod
@@ -221,7 +219,8 @@ class EncodeHandler(ModelHandler):
   every call of a bucket has the same number of rows (padding rows fill it),
   because XLA compiles once per input shape. What it counts goes to `sink`:
   Beam's metrics, or a metrics.Tally where the handler runs outside a
-  pipeline (bench/gpu.py). """
+  pipeline (bench/gpu.py).
+  """
 
   def __init__(self, spec: EmbeddingSpec, preprocessor: str, encoder: str, *,
                max_batch_tokens: Union[int, str] = 8192,
