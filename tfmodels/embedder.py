@@ -57,14 +57,26 @@ def import_hub():
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
 
+def _check_precision(precision: str) -> None:
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got '
+                     f'{precision!r}')
+
+
+def _compiled(fn, jit_compile: bool):
+  """fn itself, or with jit_compile fn compiled by XLA (once per input
+  shape)."""
+  if not jit_compile:
+    return fn
+  import tensorflow as tf
+  return tf.function(lambda inputs: fn(inputs), jit_compile=True)
+
+
 def _encoder_function(encoder, precision: str, jit_compile: bool):
   """The encoder call to use. Lower precisions exist only in encoders this
   project exported (their call_bf16/call_fp16); any encoder can be run
   through XLA."""
-  import tensorflow as tf
-  if precision not in PRECISIONS:
-    raise ValueError(f'precision must be one of {PRECISIONS}, got '
-                     f'{precision!r}')
+  _check_precision(precision)
   fn = encoder if precision == 'fp32' else getattr(
       encoder, f'call_{precision}', None)
   if fn is None:
@@ -72,15 +84,7 @@ def _encoder_function(encoder, precision: str, jit_compile: bool):
         f'precision {precision} needs an encoder exported by this project '
         '(python -m pipeline.export_model, or re-export an older one); this '
         'encoder has only its float32 call')
-  if jit_compile:
-    return tf.function(lambda inputs: fn(inputs), jit_compile=True)
-  return fn
-
-
-def has_packed_call(encoder) -> bool:
-  """Whether the encoder can take packed rows (see packed_function)."""
-  return all(getattr(encoder, name, None) is not None
-             for name in ('packed', 'packed_bf16', 'packed_fp16'))
+  return _compiled(fn, jit_compile)
 
 
 def packed_function(encoder, precision: str = 'fp32',
@@ -90,19 +94,14 @@ def packed_function(encoder, precision: str = 'fp32',
   rows"). Only encoders exported by this project since export format 6
   have it. Its output shapes follow its input's, so under XLA it compiles
   once per rows x length."""
-  if precision not in PRECISIONS:
-    raise ValueError(f'precision must be one of {PRECISIONS}, got '
-                     f'{precision!r}')
+  _check_precision(precision)
   name = 'packed' if precision == 'fp32' else f'packed_{precision}'
   fn = getattr(encoder, name, None)
   if fn is None:
     raise ValueError(
         'packed rows need an encoder exported by this project since export '
         'format 6 (python -m pipeline.export_model; re-export an older one)')
-  if jit_compile:
-    import tensorflow as tf
-    return tf.function(lambda inputs: fn(inputs), jit_compile=True)
-  return fn
+  return _compiled(fn, jit_compile)
 
 
 @functools.lru_cache(maxsize=4)
