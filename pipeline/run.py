@@ -110,7 +110,8 @@ def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
   if files_left and local:
     files_left.remove_stale()
   summary = summary_lib.summarize(result, where=plan.where,
-                                  seconds=time.monotonic() - start)
+                                  seconds=time.monotonic() - start,
+                                  started=summary_lib.process_started())
   summary['model'] = plan.model.name
   summary['precision'] = plan.precision
   summary['packing'] = 'packed rows' if plan.packing else 'length buckets'

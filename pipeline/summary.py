@@ -49,7 +49,25 @@ def _encoder_shapes(results) -> list[str]:
           sorted(shapes, key=lambda shape: shape[::-1])]
 
 
-def summarize(result, *, where: Locations, seconds: float) -> dict:
+def process_started() -> Optional[float]:
+  """When this process started (seconds since the epoch), from Linux's
+  /proc; None elsewhere."""
+  import os
+  try:
+    with open('/proc/self/stat', encoding='ascii') as f:
+      # Field 22, after the parenthesised command name (which may hold
+      # spaces): start time in clock ticks after boot.
+      ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/stat', encoding='ascii') as f:
+      boot = next(int(line.split()[1]) for line in f
+                  if line.startswith('btime '))
+  except (OSError, ValueError, IndexError, StopIteration):
+    return None
+  return boot + ticks / os.sysconf('SC_CLK_TCK')
+
+
+def summarize(result, *, where: Locations, seconds: float,
+              started: Optional[float] = None) -> dict:
   """The summary of a finished run: counts, rates and the run's places
   (`where`, the plan's Locations)."""
   results = result.metrics()
@@ -72,6 +90,7 @@ def summarize(result, *, where: Locations, seconds: float) -> dict:
   carried_all = not where.previous or where.output.takes_changes(
       where.previous) or carried == reused
   shapes = _encoder_shapes(results)
+  first_batch = metrics.earliest(results, m.FIRST_BATCH)
   return {
       'documents_read': read,
       'documents_embedded': embedded,
@@ -98,6 +117,10 @@ def summarize(result, *, where: Locations, seconds: float) -> dict:
       'token_budgets': _token_budgets(results),
       'encoder_seconds': round(found[m.ENCODER_MILLISECONDS] / 1000, 2),
       'seconds': round(seconds, 2),
+      # Start-up: from the command's start (`started`) to the first
+      # encoder call of any worker.
+      'first_batch_seconds': (round(first_batch / 1000 - started, 2)
+                              if first_batch and started else None),
       'documents_per_second': round(embedded / seconds, 2) if seconds else 0,
       # PostgreSQL outputs: rows written (upserted) and deleted.
       'rows_upserted': found[m.ROWS_WRITTEN.member(records.EMBEDDINGS.name)],

@@ -124,26 +124,34 @@ def _load_saved_encoder(handle: str):
   return import_hub().load(handle)
 
 
+def probe_num_special(preprocessor) -> dict[int, int]:
+  """How many special tokens bert_pack_inputs adds to one and to two
+  segments, learnt from the preprocessor itself so that WordPiece ([CLS] a
+  [SEP] b [SEP]) and BPE (<s> a </s></s> b </s>) models are handled alike.
+  It traces bert_pack_inputs twice (0.8 s), so this project's exports
+  record the answer at export time (export.json, num_special_tokens)."""
+  import tensorflow as tf
+  empty = tf.constant([''])
+  return {n: int(tf.reduce_sum(preprocessor.bert_pack_inputs(
+      [preprocessor.tokenize(empty)] * n,
+      seq_length=tf.constant(16, tf.int32))['input_mask']))
+          for n in (1, 2)}
+
+
 class Tokenizer:
   """The preprocessor's `tokenize` alone: what a tokenizing step needs.
 
   Small and CPU-bound, so every worker process loads its own copy instead of
   sending each document's text to the process that holds the encoder.
+  num_special: {segments: special tokens} as recorded at export; probed
+  (probe_num_special) when not given.
   """
 
-  def __init__(self, preprocessor):
+  def __init__(self, preprocessor, num_special: Optional[dict] = None):
     import tensorflow as tf
     self._tf = tf
     self.preprocessor = preprocessor
-    # How many special tokens packing adds, learnt from the preprocessor
-    # itself so that WordPiece ([CLS] a [SEP] b [SEP]) and BPE
-    # (<s> a </s></s> b </s>) models are handled alike.
-    empty = tf.constant([''])
-    self._num_special = {
-        n: int(tf.reduce_sum(preprocessor.bert_pack_inputs(
-            [preprocessor.tokenize(empty)] * n,
-            seq_length=tf.constant(16, tf.int32))['input_mask']))
-        for n in (1, 2)}
+    self._num_special = dict(num_special or probe_num_special(preprocessor))
 
   @classmethod
   def load(cls, preprocessor_handle: str) -> 'Tokenizer':
@@ -166,10 +174,12 @@ class Tokenizer:
 
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer(handle: str) -> Tokenizer:
-  """One per process and handle: its special-token probe traces
-  bert_pack_inputs (0.6 s), which a tokenizing step and the encoder of the
-  same preprocessor need only once."""
-  return Tokenizer(_load_preprocessor(handle))
+  """One per process and handle, shared by a tokenizing step and the
+  encoder of the same preprocessor; its special-token counts from the
+  export's manifest where it records them, else probed once."""
+  from tfmodels import export
+  return Tokenizer(_load_preprocessor(handle),
+                   export.recorded_num_special(handle))
 
 
 class EmbeddingModel:
@@ -289,12 +299,17 @@ class EmbeddingModel:
     return (embeddings.numpy()[:n].astype(np.float32),
             num_tokens.numpy()[:n])
 
-  def _rows_function(self, packed_fn):
+  def _rows_function(self, packed_fn) -> dict:
     """Documents -> packed rows -> encoder -> each document's pooled
     vector, as one graph. Every document is first laid out exactly as its
     own unpacked row (bert_pack_inputs at max_seq_length, which truncates
     as an unpacked row is truncated), then its real tokens are copied into
-    its encoder row after the documents before it."""
+    its encoder row after the documents before it.
+
+    Two graphs, {has pairs: function}, each traced on first use: batches
+    without pairs (most corpora) skip the pair packer, which would double
+    the graph that every process traces and optimises before its first
+    batch."""
     tf = self._tf
     preprocessor, pooling = self.preprocessor, self.pooling
     max_seq_length = self.max_seq_length
@@ -309,13 +324,15 @@ class EmbeddingModel:
           default_value=0, shape=tf.stack([rows, width]))
 
     def encode_rows(row_length, rows, singles, single_lengths, firsts,
-                    first_lengths, seconds, second_lengths, order, doc_row):
+                    first_lengths, seconds, second_lengths, order, doc_row,
+                    *, pairs: bool):
       unpacked = [
           preprocessor.bert_pack_inputs([ragged(singles, single_lengths)],
-                                        seq_length=max_seq_length),
-          preprocessor.bert_pack_inputs(
-              [ragged(firsts, first_lengths), ragged(seconds, second_lengths)],
-              seq_length=max_seq_length)]
+                                        seq_length=max_seq_length)]
+      if pairs:
+        unpacked.append(preprocessor.bert_pack_inputs(
+            [ragged(firsts, first_lengths), ragged(seconds, second_lengths)],
+            seq_length=max_seq_length))
       # Singles then pairs -> the documents in row order.
       layout = {k: tf.gather(tf.concat([u[k] for u in unpacked], 0), order)
                 for k in ('input_word_ids', 'input_mask', 'input_type_ids')}
@@ -340,9 +357,11 @@ class EmbeddingModel:
       return (tf.gather_nd(outputs[pooling], where),
               tf.cast(tf.gather_nd(outputs['num_tokens'], where), tf.int64))
 
-    return tf.function(encode_rows, input_signature=[
-        tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-        ints, lengths, ints, lengths, ints, lengths, ints, ints])
+    signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                 ints, lengths, ints, lengths, ints, lengths, ints, ints]
+    return {pairs: tf.function(functools.partial(encode_rows, pairs=pairs),
+                               input_signature=signature)
+            for pairs in (False, True)}
 
   def encode_rows(self, rows: Sequence[Sequence[tuple]], row_length: int,
                   num_rows: Optional[int] = None
@@ -373,7 +392,7 @@ class EmbeddingModel:
           np.int32), np.array([len(a) for a in arrays], np.int64))
 
     order = np.argsort(np.array(singles + pairs, np.int64)).astype(np.int32)
-    embeddings, num_tokens = self._rows_encode(
+    embeddings, num_tokens = self._rows_encode[bool(pairs)](
         tf.constant(row_length, tf.int32),
         tf.constant(max(num_rows or 0, len(rows)), tf.int32),
         *flat(docs[i][1][0] for i in singles),

@@ -167,12 +167,11 @@ class TransformerEncoder(tf.Module):
     return tf.broadcast_to(tf.range(seq_length)[tf.newaxis, :], tf.shape(ids))
 
   def encode(self, inputs: dict, compute_dtype=tf.float32) -> dict:
-    """The forward pass. compute_dtype bfloat16/float16 runs the matrix
-    products in that type and everything else (embeddings, LayerNorm,
-    softmax, GELU, residuals) in float32: on CPUs with AMX that is where the
-    time goes, Eigen's bf16 GELU is slower than fp32, and keeping the bias
-    add in float32 stops TF from fusing matmul+bias+GELU into one op whose
-    bf16 kernel skips AMX."""
+    """The forward pass. compute_dtype bfloat16/float16 runs each
+    projection (matrix product, bias and, in the feed-forward block, GELU)
+    and attention's two products in that type, and keeps their outputs in
+    it until the next product; embeddings, the residual stream, LayerNorm
+    and softmax stay in float32 (see _transformer)."""
     ids = tf.cast(inputs['input_word_ids'], tf.int32)
     mask = tf.cast(inputs['input_mask'], tf.float32)
     types = tf.cast(inputs['input_type_ids'], tf.int32)
@@ -225,19 +224,28 @@ class TransformerEncoder(tf.Module):
     return {'mean': pooled['mean'], 'cls': first, 'pooled': pooler,
             'num_tokens': pooled['num_tokens'], 'sequence_output': x}
 
-  def _matmul(self, a, b, compute_dtype, **kwargs):
-    if compute_dtype != tf.float32:
-      return tf.cast(tf.matmul(tf.cast(a, compute_dtype),
-                               tf.cast(b, compute_dtype), **kwargs),
-                     tf.float32)
-    return tf.matmul(a, b, **kwargs)
+  @staticmethod
+  def _matmul(a, b, compute_dtype, **kwargs):
+    """a @ b in compute_dtype, the result left in it: a value that goes
+    on to another product is cast once, not back and forth."""
+    return tf.matmul(tf.cast(a, compute_dtype), tf.cast(b, compute_dtype),
+                     **kwargs)
 
-  def _dense(self, t, params, compute_dtype):
+  def _dense(self, t, params, compute_dtype, activation=None):
+    """t @ kernel + bias (then the activation), all in compute_dtype: one
+    oneDNN call (MatMul, BiasAdd and GELU fused by TensorFlow's remapper)
+    in every precision. Adding the bias in float32 instead, as export
+    formats 2-6 did, cost a cast of the product and stopped that fusion:
+    the bf16 encoder ran 1.33x its fp32 instead of 1.5-1.8x
+    (docs/performance.md, "Precision")."""
     kernel, b = params
-    return tf.nn.bias_add(self._matmul(t, kernel, compute_dtype), b)
+    out = tf.nn.bias_add(self._matmul(t, kernel, compute_dtype),
+                         tf.cast(b, compute_dtype))
+    return out if activation is None else activation(out)
 
   def _pooler(self, first_tokens, compute_dtype):
-    return tf.tanh(self._dense(first_tokens, self.pooler, compute_dtype))
+    return tf.cast(tf.tanh(self._dense(first_tokens, self.pooler,
+                                       compute_dtype)), tf.float32)
 
   def _transformer(self, ids, position_ids, types, bias, compute_dtype):
     """Embeddings and every layer: [embeddings, layer 1, ..., layer n] as
@@ -272,18 +280,27 @@ class TransformerEncoder(tf.Module):
     def unflatten(t):
       return tf.reshape(t, [batch, seq_length, cfg.hidden_size])
 
+    def wide(t):
+      return tf.cast(t, tf.float32)
+
+    # In a lower precision (compute_dtype), what a product makes stays in
+    # that type until the next product (q, k and v; the context; the
+    # feed-forward block's GELU output); the residual stream x, LayerNorm
+    # and the attention scores' softmax stay in float32, as mixed
+    # precision training keeps them. In float32 every cast is a no-op.
     outputs = [embeddings]
     for layer in self.layers:
       q = split_heads(dense(x, layer['q']))
       k = split_heads(dense(x, layer['k']))
       v = split_heads(dense(x, layer['v']))
-      scores = matmul(q, k, transpose_b=True) * scale + bias
+      scores = wide(matmul(q, k, transpose_b=True)) * scale + bias
       context = matmul(tf.nn.softmax(scores, axis=-1), v)
       context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]),
                            [-1, cfg.hidden_size])
-      x = self._layer_norm(dense(context, layer['o']) + x, layer['ln1'])
-      h = self._act(dense(x, layer['i']))
-      x = self._layer_norm(dense(h, layer['out']) + x, layer['ln2'])
+      x = self._layer_norm(wide(dense(context, layer['o'])) + x,
+                           layer['ln1'])
+      h = self._dense(x, layer['i'], compute_dtype, self._act)
+      x = self._layer_norm(wide(dense(h, layer['out'])) + x, layer['ln2'])
       outputs.append(unflatten(x))
     return outputs
 

@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Optional
 
 import tensorflow as tf
 
 from tfmodels import bytebpe
+from tfmodels import embedder
 from tfmodels import encoder as encoder_lib
 from tfmodels import hf
 from tfmodels import identity
@@ -18,11 +20,15 @@ from tfmodels import wordpiece
 PREPROCESSOR_DIR = 'preprocessor'
 ENCODER_DIR = 'encoder'
 MANIFEST = 'export.json'
+NUM_SPECIAL = 'num_special_tokens'
 # Bumped when exports gain something older ones lack (2: call_bf16/fp16;
 # 3: the content digest in export.json; 4: 2-D projections, faster on CPUs;
 # 5: the encoder's packed calls, several documents per row; 6: packed calls
-# whose output shapes follow the input's, so that XLA compiles them once).
-FORMAT = 'tfhub-bert-pair/6'
+# whose output shapes follow the input's, so that XLA compiles them once;
+# 7: bf16/fp16 calls that keep values in that type between products and add
+# the bias in it, so that each projection is one fused oneDNN call; and the
+# preprocessor's special-token counts in export.json).
+FORMAT = 'tfhub-bert-pair/7'
 # The first format whose encoders take packed rows at one XLA shape per
 # rows x length.
 PACKED_ROWS_SINCE = 6
@@ -151,6 +157,9 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
         f'{default_seq_length}')
   os.makedirs(out_dir, exist_ok=True)
   _save_atomically(preprocessor, os.path.join(out_dir, PREPROCESSOR_DIR))
+  # Probed on the saved copy, as a loading job would probe it.
+  num_special = embedder.probe_num_special(
+      tf.saved_model.load(os.path.join(out_dir, PREPROCESSOR_DIR)))
   encoder = encoder_lib.TransformerEncoder(enc_config, hf.read_weights(hf_dir))
   root, signatures = encoder_lib.build_encoder_savedmodel(encoder)
   _save_atomically(root, os.path.join(out_dir, ENCODER_DIR), signatures)
@@ -167,6 +176,9 @@ def _export(hf_dir: str, out_dir: str, config: dict, preprocessor,
       'max_seq_length': enc_config.max_seq_length,
       'default_seq_length': default_seq_length,
       'pooler_trained': not encoder.missing_pooler,
+      # Special tokens bert_pack_inputs adds to 1 and 2 segments
+      # (embedder.probe_num_special), so that loading skips the probe.
+      NUM_SPECIAL: {str(n): k for n, k in num_special.items()},
       'source': os.path.abspath(hf_dir),
   }
   path = os.path.join(out_dir, MANIFEST)
@@ -191,6 +203,23 @@ def export_digest(out_dir: str, hf_dir: str, tokenizer_info: dict) -> str:
              if os.path.exists(os.path.join(hf_dir, name))}
   return identity.export_digest(prints, sources,
                                 dict(tokenizer_info, format=FORMAT))
+
+
+def recorded_num_special(preprocessor_dir: str) -> Optional[dict]:
+  """{segments: special tokens} recorded in the manifest beside a
+  preprocessor folder of this project's export (export format 7 on), or
+  None: another preprocessor, or an older export."""
+  path = os.path.join(os.path.dirname(os.path.normpath(preprocessor_dir)),
+                      MANIFEST)
+  if (os.path.basename(os.path.normpath(preprocessor_dir)) !=
+      PREPROCESSOR_DIR or not os.path.exists(path)):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      recorded = json.load(f).get(NUM_SPECIAL)
+    return {int(n): int(k) for n, k in recorded.items()} if recorded else None
+  except (OSError, ValueError, AttributeError):
+    return None
 
 
 def read_manifest(out_dir: str) -> dict:

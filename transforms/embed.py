@@ -97,6 +97,8 @@ def _retry_one_by_one(items: Sequence, run, fail, retried_counter,
 
 _BUDGETS: dict = {}
 _BUDGETS_LOCK = threading.Lock()
+# Whether this process has made an encoder call yet (metrics.FIRST_BATCH).
+_FIRST_BATCH_DONE = threading.Event()
 
 
 def _process_budgets(key: str, make) -> batching.RowBudgets:
@@ -276,6 +278,9 @@ class EncodeHandler(ModelHandler):
 
   def run_inference(self, batch: EncoderBatch, model,
                     inference_args: Optional[dict] = None) -> list[Result]:
+    if not _FIRST_BATCH_DONE.is_set():
+      _FIRST_BATCH_DONE.set()
+      self._sink.update(metrics.FIRST_BATCH, int(time.time() * 1000))
     return self._encode_batch(batch, model, self._budgets(model))
 
   def _budgets(self, model) -> batching.RowBudgets:

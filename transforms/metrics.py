@@ -134,6 +134,10 @@ BATCHES_SPLIT_OOM = Metric('embed', 'batches_split_oom',
                            'calls that ran out of memory and were split')
 ENCODER_MILLISECONDS = Metric('embed', 'encoder_milliseconds',
                               'time inside encoder calls')
+FIRST_BATCH = Metric('embed', 'first_batch_epoch_ms',
+                     'when each process holding the encoder began its first '
+                     'call (ms since the epoch): the start-up a run waits '
+                     'through', DISTRIBUTION)
 BATCHES_PER_BUCKET = Family('embed', 'batches_len_{length:03d}',
                             'batches formed per length bucket')
 TOKENS_PER_BUCKET = Family('embed', 'tokens_len_{length:03d}',
@@ -255,6 +259,16 @@ def totals(results, metrics: Iterable[Metric], *,
       if metric is not None:
         out[metric] += _value(c, committed)
   return out
+
+
+def earliest(results, metric: Metric) -> Optional[int]:
+  """The smallest value a distribution saw over steps and workers, or
+  None when nothing reported it."""
+  found = results.query(MetricsFilter().with_namespace(
+      metric.namespace).with_name(metric.name))[DISTRIBUTION]
+  values = [m.committed.min for m in found if m.committed and
+            m.committed.count]
+  return min(values) if values else None
 
 
 def by_key(results, family: Family) -> dict:

@@ -254,7 +254,7 @@ def test_exports_before_the_packed_calls_are_redone_on_first_use(
 
   from pipeline import presets
   from tfmodels import export
-  assert export.FORMAT == 'tfhub-bert-pair/6'
+  assert export.FORMAT == 'tfhub-bert-pair/7'
   calls = []
 
   def exporter(hf_dir, out):
