@@ -88,20 +88,24 @@ ST_BATCH_SIZE = 32
 
 
 def cpu_info() -> dict:
-  """The CPU's model name, cores and which of CPU_FLAGS it has (Linux's
-  /proc/cpuinfo; empty elsewhere)."""
-  model, flags = '', set()
+  """The CPU's vendor, model name, reported clock (MHz), cores and which of
+  CPU_FLAGS it has (Linux's /proc/cpuinfo; empty elsewhere)."""
+  found: dict = {}
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:
       for line in f:
         key, _, value = line.partition(':')
-        if key.strip() == 'model name' and not model:
-          model = value.strip()
-        elif key.strip() == 'flags' and not flags:
-          flags = set(value.split())
+        found.setdefault(key.strip(), value.strip())
   except OSError:
     pass
-  return {'model': model, 'cpus': os.cpu_count(),
+  flags = set(found.get('flags', '').split())
+  try:
+    mhz = round(float(found.get('cpu MHz', '')))
+  except ValueError:
+    mhz = None
+  return {'vendor': found.get('vendor_id', ''),
+          'model': found.get('model name', ''), 'mhz': mhz,
+          'cpus': os.cpu_count(),
           'flags': [f for f in CPU_FLAGS if f in flags]}
 
 
