@@ -59,6 +59,9 @@ def test_summary_line_reconciles_counts(tmp_path, minilm_export):
   assert all(int(length) % 8 == 0 and int(length) <= 128
              for length in summary['batches_per_bucket'])
   assert summary['encoder_seconds'] > 0
+  # Start-up, from the command's start to its first encoder call: after
+  # the imports (more than a second) and within the whole process.
+  assert 1 < summary['first_batch_seconds'] < 300
   assert summary['output'] == out + '-*.tfrecord'
   assert len(corpora.read_dead_letters(out + '_dead_letter')) == 3
 

@@ -97,8 +97,6 @@ def _retry_one_by_one(items: Sequence, run, fail, retried_counter,
 
 _BUDGETS: dict = {}
 _BUDGETS_LOCK = threading.Lock()
-# Whether this process has made an encoder call yet (metrics.FIRST_BATCH).
-_FIRST_BATCH_DONE = threading.Event()
 
 
 def _process_budgets(key: str, make) -> batching.RowBudgets:
@@ -251,6 +249,7 @@ class EncodeHandler(ModelHandler):
     self._retried = sink.counter(metrics.BATCHES_RETRIED)
     self._split_oom = sink.counter(metrics.BATCHES_SPLIT_OOM)
     self._encoder_ms = sink.counter(metrics.ENCODER_MILLISECONDS)
+    self._first_batch_done = False
     # Which process-wide budgets this handler shares (see _process_budgets).
     self._budgets_key = json.dumps([self.model_identifier(),
                                     max_batch_tokens, batch_size])
@@ -278,8 +277,10 @@ class EncodeHandler(ModelHandler):
 
   def run_inference(self, batch: EncoderBatch, model,
                     inference_args: Optional[dict] = None) -> list[Result]:
-    if not _FIRST_BATCH_DONE.is_set():
-      _FIRST_BATCH_DONE.set()
+    if not self._first_batch_done:
+      # Once per handler copy (a DoFn instance of a run): the summary takes
+      # the earliest.
+      self._first_batch_done = True
       self._sink.update(metrics.FIRST_BATCH, int(time.time() * 1000))
     return self._encode_batch(batch, model, self._budgets(model))
 
