@@ -44,7 +44,7 @@ TIERS = {
                  'test_run_cli.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
-              'test_bench_ops.py', 'test_bench_throughput.py'),
+              'test_bench_throughput.py'),
 }
 
 

@@ -95,3 +95,34 @@ def test_smoke_runs_every_case_and_prints_the_ratios():
                 if line.startswith('case '))
   assert [line.split()[0] for line in lines[header + 1:header + 14]] == [
       *CASES, 'pipeline_0.02x', 'pipeline_0.04x']
+
+
+# Op kernels that are matrix products, as TensorFlow's profiler names them.
+PRODUCTS = ('_MklNativeFusedMatMul', '_MklMatMul', 'MatMul', '_FusedMatMul')
+
+
+def test_ops_smoke_profiles_both_precisions():
+  """`bench/ops.py --smoke` as docs/performance.md says to run it (here,
+  after the smoke run above, which exports the preset it profiles): the
+  per-op profile of the packed call in fp32 and bf16, from its last line
+  (one JSON object)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run([sys.executable, 'bench/ops.py', '--smoke'],
+                        cwd=corpora.ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.strip().splitlines()
+  summary = json.loads(lines[-1])
+  assert lines[0].startswith('cpu: ')
+  assert (summary['rows'], summary['length']) == (2, 16)
+  assert set(summary['precisions']) == {'fp32', 'bf16'}
+  for precision, figures in summary['precisions'].items():
+    assert figures['ms_per_call'] > 0 and figures['gflops'] > 0, precision
+    assert 0 < figures['products_share'] <= 1, precision
+    ops = figures['ops_ms']
+    # The projections ran as matrix-product kernels, and took time.
+    assert any(ops.get(name, 0) > 0 for name in PRODUCTS), (precision, ops)
+  # bf16 casts what enters and leaves its products; fp32 has nothing to
+  # cast in its layers.
+  assert summary['precisions']['bf16']['ops_ms'].get('Cast', 0) > 0
+  assert summary['ratio_bf16_vs_fp32'] > 0
