@@ -287,9 +287,9 @@ class EmbedOptions(PipelineOptions):
         'and on CPUs with AMX or AVX-512 BF16, slower on other CPUs; needs '
         'an encoder exported by this project. auto: bf16 where the encoder '
         'runs on a GPU (--encoder_accelerator or worker_accelerator on '
-        'Dataflow, a '
-        'visible GPU locally) or, locally, on such a CPU, and the model has '
-        'a bf16 call; fp32 elsewhere. The summary says which ran.')
+        'Dataflow, a visible GPU locally) or, locally, on such a CPU, and '
+        'the model has a bf16 call; fp32 elsewhere. The summary says which '
+        'ran.')
     model.add_argument(
         '--jit_compile', **_SWITCH,
         help='Compile the encoder with XLA (for GPU workers; on CPUs it was '

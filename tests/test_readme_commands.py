@@ -48,6 +48,8 @@ RUN_ELSEWHERE = {
     ('python', '-m', 'pipeline.run', '--runner', 'DataflowRunner'):
         'tests/test_dataflow_graph.py and tests/test_rehearsal.py',
     ('.venv/bin/python', 'bench/gpu.py', '--smoke'): 'tests/test_bench_gpu.py',
+    ('.venv/bin/python', 'bench/ops.py', '--smoke'):
+        'tests/test_bench_throughput.py',
     # The full sizes take about ten minutes; the same script with --smoke
     # runs in the suite.
     ('.venv/bin/python', 'bench/nightly.py'): 'tests/test_bench_nightly.py',

@@ -236,8 +236,9 @@ class TransformerEncoder(tf.Module):
     oneDNN call (MatMul, BiasAdd and GELU fused by TensorFlow's remapper)
     in every precision. Adding the bias in float32 instead, as export
     formats 2-6 did, cost a cast of the product and stopped that fusion:
-    the bf16 encoder ran 1.33x its fp32 instead of 1.5-1.8x
-    (docs/performance.md, "Precision")."""
+    the bf16 packed call ran 1.29x its fp32 on MiniLM and 1.59x on
+    roberta-large's shape, against 1.51x and 1.76x now (AVX-512 BF16 CPU;
+    docs/performance.md, "Precision")."""
     kernel, b = params
     out = tf.nn.bias_add(self._matmul(t, kernel, compute_dtype),
                          tf.cast(b, compute_dtype))
