@@ -34,7 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import tfmodels  # noqa: F401  TensorFlow's process defaults, first
 
-from bench.throughput import cpu_info
+from bench.gpu import flops_per_batch
+from bench.throughput import cpu_info, cpu_line
 
 # Names of the op kernels that are the matrix products.
 PRODUCTS = ('_MklNativeFusedMatMul', '_MklMatMul', '_MklBatchMatMulV2',
@@ -102,14 +103,6 @@ def nominal_peak_gflops(cpu: dict, precision: str):
   return round(cpu['cpus'] * cpu['mhz'] / 1000 * per_cycle, 1)
 
 
-def flops(hidden: int, layers: int, rows: int, length: int) -> float:
-  """Projections (4 H^2 + 2 H x 4H per token) and attention's two
-  products, as bench/gpu.py counts them."""
-  per_token = 2 * (4 * hidden * hidden + 2 * hidden * 4 * hidden) + (
-      2 * 2 * length * hidden)
-  return float(per_token * rows * length * layers)
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model_dir', default=None,
@@ -161,11 +154,14 @@ def main() -> None:
       for _ in range(args.calls):
         fn(inputs)['mean'].numpy()
       times[p].append((time.perf_counter() - start) / args.calls)
-  work = flops(manifest['hidden_size'], manifest['num_layers'], args.rows,
-               args.length)
+  # export.json has no feed-forward size: BERT's 4 H, as budget.py assumes.
+  hidden = manifest['hidden_size']
+  work = flops_per_batch({'hidden_size': hidden,
+                          'intermediate_size': 4 * hidden,
+                          'num_hidden_layers': manifest['num_layers']},
+                         args.length, args.rows)
   cpu = cpu_info()
-  print(f'cpu: {cpu["vendor"]} {cpu["model"]}, {cpu["cpus"]} CPUs at '
-        f'{cpu["mhz"]} MHz (reported), flags {" ".join(cpu["flags"]) or "-"}')
+  print(cpu_line(cpu))
   print(f'model: {model_dir} (hidden {manifest["hidden_size"]}, '
         f'{manifest["num_layers"]} layers, {manifest["format"]}); call: '
         f'{args.rows} rows x {args.length} tokens')

@@ -48,12 +48,10 @@ precision), MLTransform and fixed128 on inner time; packed against
 bucketed on inner time and on encoder time (the summary's
 encoder_seconds), with and without XLA; the bf16 encoder against the fp32
 one. The fp32 and bf16 pipelines' outputs are compared vector by vector
-(cosines). `startup` is what comes before the work: for the pipeline the
-whole process minus its encoder time and what follows the last batch is
-not separable, so the table shows the seconds from the process's start to
-its first encoder call (the summary's first_batch_seconds); for
-sentence-transformers the seconds from its process's start to a loaded
-model. The CPU's model and bf16-relevant flags are printed first. After
+(cosines). `startup` is the seconds from a process's start to its first
+encoder call for the pipeline (the summary's first_batch_seconds), and to
+a loaded model for sentence-transformers. The CPU's model, reported clock
+and bf16-relevant flags are printed first. After
 the rounds the pipeline runs once at 1x and once at --scale x the corpus,
 for memory (rss_growth). The corpus is
 ../shared/corpora/stdlib_docstrings.jsonl (or the repository's copy),
@@ -107,6 +105,13 @@ def cpu_info() -> dict:
           'model': found.get('model name', ''), 'mhz': mhz,
           'cpus': os.cpu_count(),
           'flags': [f for f in CPU_FLAGS if f in flags]}
+
+
+def cpu_line(cpu: dict) -> str:
+  """cpu_info() as the first line the benchmarks print."""
+  return (f'cpu: {cpu["vendor"]} {cpu["model"]}, {cpu["cpus"]} CPUs at '
+          f'{cpu["mhz"]} MHz (reported), flags '
+          f'{" ".join(cpu["flags"]) or "-"}')
 
 
 def corpus_path() -> str:
@@ -344,8 +349,8 @@ def run_child(args) -> dict:
 CASES = ('bare', 'bare_bf16', 'pipeline', 'pipeline_bucketed',
          'pipeline_bf16', 'pipeline_xla', 'pipeline_xla_bucketed', 'st',
          'st_bf16', 'mltransform', 'fixed128')
-# The seed model's shape: what issue's question needs (the same model in
-# both libraries, both precisions); MiniLM's other cases answer the rest.
+# The seed model's shape: the same model in both libraries, in both
+# precisions, and the bare loop; MiniLM's other cases need no second shape.
 ROBERTA_CASES = ('bare', 'bare_bf16', 'pipeline', 'pipeline_bf16', 'st',
                  'st_bf16')
 PIPELINE_FLAGS = {'pipeline': [],
@@ -588,8 +593,7 @@ def main() -> None:
     # bench/gpu.py --smoke). Smoke runs check that every case works.
     os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0')
   cpu = cpu_info()
-  print(f'cpu: {cpu["model"]}, {cpu["cpus"]} CPUs, flags '
-        f'{" ".join(cpu["flags"]) or "-"}', flush=True)
+  print(cpu_line(cpu), flush=True)
   cache = os.path.join(ROOT, '.cache', 'models')
   model = (minilm(cache, args.max_seq_length) if args.shape == 'minilm'
            else roberta_large(args.max_seq_length))

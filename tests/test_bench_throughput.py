@@ -26,14 +26,20 @@ RATIOS = ('ratio_bf16_vs_st_bf16', 'ratio_fp32_vs_st_fp32', 'ratio_vs_bare',
           'padding_efficiency_xla')
 
 
-def test_smoke_runs_every_case_and_prints_the_ratios():
-  env = dict(os.environ, HF_HUB_OFFLINE='1')
-  proc = subprocess.run([sys.executable, 'bench/throughput.py', '--smoke'],
+def _smoke(script: str) -> tuple[list, dict]:
+  """A bench script's --smoke run as documented: its output lines and its
+  last line's JSON object."""
+  env = dict(os.environ, HF_HUB_OFFLINE='1', TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run([sys.executable, script, '--smoke'],
                         cwd=corpora.ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
-  summary = json.loads(lines[-1])
+  return lines, json.loads(lines[-1])
+
+
+def test_smoke_runs_every_case_and_prints_the_ratios():
+  lines, summary = _smoke('bench/throughput.py')
   for key in RATIOS:
     assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
   assert 0 < summary['padding_efficiency'] <= 1
@@ -106,13 +112,7 @@ def test_ops_smoke_profiles_both_precisions():
   after the smoke run above, which exports the preset it profiles): the
   per-op profile of the packed call in fp32 and bf16, from its last line
   (one JSON object)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  proc = subprocess.run([sys.executable, 'bench/ops.py', '--smoke'],
-                        cwd=corpora.ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  lines = proc.stdout.strip().splitlines()
-  summary = json.loads(lines[-1])
+  lines, summary = _smoke('bench/ops.py')
   assert lines[0].startswith('cpu: ')
   assert (summary['rows'], summary['length']) == (2, 16)
   assert set(summary['precisions']) == {'fp32', 'bf16'}
