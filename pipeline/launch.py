@@ -31,6 +31,7 @@ from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import backends
 from transforms import compressed
+from transforms import leases
 from transforms import model_files
 from transforms import paths
 from transforms import read as read_lib
@@ -61,6 +62,20 @@ class Locations:
     (a keyed table, or a table that takes a nightly run's changes by id)."""
     return options.on_duplicate_id or (
         'first' if self.keyed_by_id() else 'keep')
+
+  def hold(self) -> leases.Lease:
+    """Takes the output's lease (one writer per output; LeaseHeld, a
+    ValueError, names the run that holds it), then finishes what a killed
+    run left: only a run that holds the lease may touch those files."""
+    lease = leases.acquire(self.output.lease_store(),
+                           output=self.output.shown())
+    try:
+      self.output.recover()
+      self.dead_letters.recover()
+    except BaseException:
+      lease.release()
+      raise
+    return lease
 
   def keyed_by_id(self) -> bool:
     return self.output.keyed_by_id or self.output.takes_changes(
@@ -195,9 +210,6 @@ def check_io_flags(options: EmbedOptions) -> Locations:
   where = locations(options)
   where.output.check()
   where.dead_letters.check()
-  if not options.view_as(TestOptions).dry_run:
-    where.output.recover()
-    where.dead_letters.recover()
   if where.previous:
     where.previous.check_readable()
     where.output.check_previous(where.previous)

@@ -39,6 +39,7 @@ from pipeline.flags import asks_verbose, help_parser
 from pipeline.graph import build_pipeline
 from pipeline.launch import Plan, about_line, plan_from_argv
 from pipeline.options import EmbedOptions
+from transforms import failpoints
 
 
 def launch(argv) -> tuple[int, Optional[dict], object]:
@@ -50,10 +51,22 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   status 1. --verbose adds the traceback."""
   try:
     plan = plan_from_argv(argv)
+    # One writer per output: a second run is refused here (LeaseHeld).
+    lease = None if plan.dry_run else plan.where.hold()
   except (ValueError, RuntimeError, OSError) as e:
     interrupts.reraise()
     _error(e, asks_verbose(argv))
     return 2, None, None
+  try:
+    failpoints.paused('lease:held')
+    return _start(plan, lease)
+  finally:
+    if lease:
+      lease.release()
+
+
+def _start(plan: Plan, lease) -> tuple[int, Optional[dict], object]:
+  """What the launch says before the run, then the run (the lease held)."""
   if plan.embed.pooling == 'pooled' and plan.model.untrained_pooler:
     logging.warning(
         '--pooling pooled with %s: its pooled_output comes from a pooler '
@@ -61,10 +74,10 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
         'unless you fine-tune the pooler.', plan.model.name)
   if not plan.dry_run:
     print(about_line(plan), file=sys.stderr, flush=True)
-  return _run(plan)
+  return _run(plan, lease)
 
 
-def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
+def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
   """Builds the job from the plan and runs it, with the progress display
   on the default local runner; then the summary."""
   embed_options, local = plan.embed, plan.local
@@ -83,10 +96,12 @@ def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
   files_left = None if plan.dry_run else cleanup.RunFiles(
       (plan.where.output, plan.where.dead_letters))
   interrupts.set_finisher(lambda _: _interrupted(
-      files_left, local=local, finished=False, runner=plan.runner))
+      files_left, local=local, finished=False, runner=plan.runner,
+      lease=lease))
   try:
     if not display:
       result = p.run()
+      _note_job(lease, result)
       if plan.dry_run:
         # Beam's --dry_run builds the whole job and stops before submitting.
         return 0, {'dry_run': True, 'runner': plan.runner,
@@ -96,6 +111,7 @@ def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
     else:
       with display.track():
         result = p.run()
+        _note_job(lease, result)
         display.started(result)
         result.wait_until_finish()
         display.finish(result)
@@ -106,7 +122,8 @@ def _run(plan: Plan) -> tuple[int, Optional[dict], object]:
     _error(e, verbose, during_run=True)
     return 1, None, None
   interrupts.set_finisher(lambda _: _interrupted(
-      files_left, local=local, finished=True, runner=plan.runner))
+      files_left, local=local, finished=True, runner=plan.runner,
+      lease=lease))
   if files_left and local:
     files_left.remove_stale()
   summary = summary_lib.summarize(result, where=plan.where,
@@ -142,11 +159,22 @@ def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
   return 0, summary, result
 
 
+def _note_job(lease, result) -> None:
+  """Names a remote runner's job in the lease, for a second run's error
+  line."""
+  job_id = getattr(result, 'job_id', None)
+  if lease and callable(job_id):
+    lease.note_job(job_id())
+
+
 def _interrupted(files_left: Optional[cleanup.RunFiles], *, local: bool,
-                 finished: bool, runner: str) -> str:
+                 finished: bool, runner: str, lease=None) -> str:
   """What an interrupted run says after 'interrupted (SIGINT); ', once its
-  temporary files are removed. A job on a remote runner is not this
-  process's to stop, nor are its files."""
+  temporary files are removed (and its lease released: this process may
+  not unwind). A job on a remote runner is not this process's to stop,
+  nor are its files."""
+  if lease:
+    lease.release()
   if files_left is None:
     return 'nothing was written'
   if not local:

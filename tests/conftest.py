@@ -41,7 +41,7 @@ TIERS = {
     'services': ('test_cloud_io.py', 'test_in_place.py', 'test_outputs.py',
                  'test_totality.py', 'test_readme_commands.py',
                  'test_dataflow_graph.py', 'test_model_identity.py',
-                 'test_run_cli.py'),
+                 'test_run_cli.py', 'test_leases.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
               'test_bench_throughput.py'),

@@ -140,6 +140,11 @@ class Backend(abc.ABC):
     return None
 
   @abc.abstractmethod
+  def lease_store(self):
+    """Where this output's lease is kept (transforms/leases): a run that
+    writes here holds it, so that two runs never write it at once."""
+
+  @abc.abstractmethod
   def scan(self, names=None):
     """Every record as a dict (only the fields in `names`, if given),
     streamed outside Beam: memory does not grow with the output (the run

@@ -85,6 +85,10 @@ class BigQueryBackend(base.Backend):
   def check_readable(self) -> None:
     tables.table_spec(self.uri)
 
+  def lease_store(self):
+    from transforms.leases import bigquery as bq_leases
+    return bq_leases.BigQueryStore(tables.table_spec(self.uri), self.shown())
+
   def same_place(self, other) -> bool:
     return isinstance(other, BigQueryBackend) and (
         tables.table_spec(other.uri) == tables.table_spec(self.uri))

@@ -70,10 +70,11 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
 @dataclasses.dataclass(frozen=True)
 class OwnFiles:
   """The files a run writes under its file locations (embeddings and dead
-  letters): their shards, whatever the suffix, and Beam's temporary
-  folders beside them (beam-temp-NAME-...). A path `in` it is one of
-  them, so that an --input glob that also matches the output (the last
-  night's shards or dead letters in the corpus folder) skips them."""
+  letters): their shards, whatever the suffix, the output's lease, and
+  Beam's temporary folders beside them (beam-temp-NAME-...). A path `in`
+  it is one of them, so that an --input glob that also matches the output
+  (the last night's shards or dead letters in the corpus folder) skips
+  them."""
   prefixes: tuple = ()
 
   @classmethod
@@ -86,6 +87,8 @@ class OwnFiles:
     for prefix in self.prefixes:
       if re.match(re.escape(prefix) + r'-\d+-of-\d+(\.\w+)*$', path):
         return True
+      if re.match(re.escape(prefix) + r'\.lease(\.\w+\.tmp)?$', path):
+        return True  # its lease (transforms/leases/files.py)
       if path.startswith(temp_prefix(prefix)):
         return True
     return False
@@ -240,6 +243,10 @@ class FileBackend(base.Backend):
 
   def dead_letter_location(self) -> tuple[str, str]:
     return f'{self.uri}_dead_letter', 'jsonl'
+
+  def lease_store(self):
+    from transforms.leases import files as file_leases
+    return file_leases.store_for(self.uri)
 
   def write(self) -> beam.PTransform:
     return _WriteFiles(self, None)

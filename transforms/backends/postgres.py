@@ -206,6 +206,10 @@ class PostgresBackend(base.Backend):
     delta = self.takes_changes(previous)
     return _WriteRows(self, delta=delta, carried=None if delta else carried)
 
+  def lease_store(self):
+    from transforms.leases import postgres as pg_leases
+    return pg_leases.PostgresStore(self.conninfo, self.table, self.shown())
+
   def same_place(self, other) -> bool:
     return isinstance(other, PostgresBackend) and (
         split_uri(other.uri) == split_uri(self.uri))

@@ -1,0 +1,295 @@
+"""One writer per output (transforms/leases): two runs started together on
+one output, on file, PostgreSQL and BigQuery outputs: exactly one runs,
+the other is refused at launch (status 2) in one line naming the holder,
+and the output equals a single run's, record by record. A holder killed
+with SIGKILL does not block the next run.
+
+Both runs start at once; the one that takes the lease is held just after
+taking it (transforms/failpoints.py: lease:held) until the other has been
+refused, so that the two overlap whatever the machine's speed. The rules
+themselves (expiry, a holder provably gone, a renewal after a take-over)
+are checked on the lease of a local file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import lease as lease_command
+from pipeline import run
+from tests import corpora
+from tests import emulators
+from tests import postgres
+from tests.test_console import ROOT
+from transforms import failpoints
+from transforms import leases
+from transforms.leases import files as file_leases
+
+# ---------------------------------------------------------------- the rules
+
+
+def _holder() -> leases.Holder:
+  return leases.Holder.this_process()
+
+
+@pytest.mark.unit
+def test_a_second_holder_is_refused_and_named(tmp_path):
+  store = file_leases.store_for(str(tmp_path / 'emb'))
+  with leases.acquire(store, output='out/emb') as first:
+    other = leases.Holder('t2', 'elsewhere', 7, 'x', first.holder.started,
+                          first.holder.expires)
+    with pytest.raises(leases.LeaseHeld) as refused:
+      leases.acquire(store, output='out/emb', holder=other)
+    line = str(refused.value)
+    assert f'pid {os.getpid()} on {leases.this_host()}' in line
+    assert 'python -m pipeline.lease --clear out/emb' in line
+    assert '\n' not in line
+    assert os.path.exists(tmp_path / 'emb.lease')
+  assert not os.path.exists(tmp_path / 'emb.lease')  # released
+
+
+@pytest.mark.unit
+def test_an_expired_lease_is_taken_over(tmp_path):
+  store = file_leases.store_for(str(tmp_path / 'emb'))
+  stale = leases.Holder('t1', 'another-host', 1, 'x', '2026-01-01T00:00:00Z',
+                        '2026-01-01T00:10:00Z')
+  store.create(stale.to_text())
+  taken = []
+  with leases.acquire(store, output='o',
+                      log=lambda *a: taken.append(a)) as held:
+    assert held.holder.token != 't1'
+    assert taken and 'another-host' in taken[0][-1]
+
+
+@pytest.mark.unit
+def test_a_live_holder_elsewhere_is_not_taken_over(tmp_path):
+  store = file_leases.store_for(str(tmp_path / 'emb'))
+  later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+      minutes=5)
+  other = leases.Holder('t1', 'another-host', 1, 'x', '2026-01-01T00:00:00Z',
+                        later.strftime('%Y-%m-%dT%H:%M:%SZ'))
+  store.create(other.to_text())
+  with pytest.raises(leases.LeaseHeld, match='pid 1 on another-host'):
+    leases.acquire(store, output='o')
+
+
+@pytest.mark.unit
+def test_a_holder_whose_process_is_gone_is_taken_over(tmp_path):
+  """Same host, pid no longer running: taken over at once, unexpired."""
+  child = subprocess.Popen([sys.executable, '-c', 'import time; '
+                            'time.sleep(60)'])
+  process = leases.process_start(child.pid)
+  assert process
+  dead = dataclasses.replace(_holder(), token='dead', pid=child.pid,
+                           process=process)
+  store = file_leases.store_for(str(tmp_path / 'emb'))
+  store.create(dead.to_text())
+  with pytest.raises(leases.LeaseHeld):
+    leases.acquire(store, output='o')  # alive: refused
+  child.kill()
+  child.wait()
+  assert dead.gone()
+  with leases.acquire(store, output='o') as held:
+    assert held.holder.pid == os.getpid()
+
+
+@pytest.mark.unit
+def test_a_lease_taken_over_is_known_lost_and_left_alone(tmp_path):
+  store = file_leases.store_for(str(tmp_path / 'emb'))
+  held = leases.acquire(store, output='o')
+  before = held.holder.expires
+  assert held.renew() and held.holder.expires >= before
+  text, version = store.read()
+  assert json.loads(text)['token'] == held.holder.token
+  intruder = _holder()
+  assert store.replace(intruder.to_text(), version) is not None
+  assert held.renew() is False and held.lost
+  held.release()  # leaves the new holder's lease in place
+  assert json.loads(store.read()[0])['token'] == intruder.token
+
+
+@pytest.mark.unit
+def test_an_unreadable_lease_is_taken_over(tmp_path):
+  (tmp_path / 'emb.lease').write_text('{"tok')  # a cut write
+  store = file_leases.store_for(str(tmp_path / 'emb'))
+  with leases.acquire(store, output='o', log=lambda *a: None):
+    pass
+
+
+# ------------------------------------------------------------ two real runs
+
+
+def _start(argv, resume: str, extra_env=None) -> subprocess.Popen:
+  env = {**os.environ, **(extra_env or {}),
+         failpoints.PAUSE_ENV: 'lease:held', failpoints.RESUME_ENV: resume}
+  return subprocess.Popen([sys.executable, '-m', 'pipeline.run', *argv],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _lease_command(*argv, env=None) -> subprocess.CompletedProcess:
+  """python -m pipeline.lease, as docs/incremental.md shows it."""
+  return subprocess.run([sys.executable, '-m', 'pipeline.lease', *argv],
+                        cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env=env)
+
+
+def _race(argv, tmp_path, output: str, extra_env=None) -> dict:
+  """Two runs of argv started together: the one refused, then the other
+  let go. Returns what each did."""
+  resume = str(tmp_path / 'resume')
+  runs = [_start(argv, resume, extra_env), _start(argv, resume, extra_env)]
+  deadline = time.monotonic() + 300
+  refused = None
+  while refused is None and time.monotonic() < deadline:
+    refused = next((p for p in runs if p.poll() is not None), None)
+    time.sleep(0.1)
+  assert refused is not None, 'neither run was refused'
+  winner = next(p for p in runs if p is not refused)
+  refused_out, refused_err = refused.communicate()
+  env = {**os.environ, **(extra_env or {})}
+  shown = _lease_command(output, env=env)
+  cleared = _lease_command('--clear', output, env=env)
+  open(resume, 'w').close()
+  out, err = winner.communicate(timeout=600)
+  return {'refused': (refused.returncode, refused_err),
+          'winner': (winner.returncode, out, err, winner.pid),
+          'shown': shown, 'cleared': cleared}
+
+
+def _check_race(race: dict) -> None:
+  status, err = race['refused']
+  winner_status, out, winner_err, pid = race['winner']
+  assert winner_status == 0, winner_err[-3000:]
+  assert json.loads(out.strip().splitlines()[-1])['reconciled'] is True
+  assert status == 2, err[-3000:]
+  line = err.strip().splitlines()[-1]
+  assert line.startswith('pipeline.run: error: '), line
+  assert 'is being written by another run' in line
+  assert f'pid {pid} on {leases.this_host()}' in line
+  assert 'python -m pipeline.lease --clear' in line
+  assert race['shown'].returncode == 0
+  assert f'held: pid {pid}' in race['shown'].stdout
+  # A lease whose run is alive here is not cleared by hand.
+  assert race['cleared'].returncode == 2
+  assert 'still runs on this machine' in race['cleared'].stderr
+
+
+def _days(tmp_path):
+  docs = corpora.sample_docs(60)
+  day1 = corpora.write_jsonl(str(tmp_path / 'day1.jsonl'), docs)
+  day2 = corpora.write_jsonl(str(tmp_path / 'day2.jsonl'), [
+      dict(d, text=d['text'] + ' (revised)') if i % 5 == 0 else d
+      for i, d in enumerate(docs[3:])] + corpora.sample_docs(6, 100))
+  return day1, day2
+
+
+def _by_id(records) -> dict:
+  got = {r['id']: r for r in records}
+  assert len(got) == len(records), 'an id is there twice'
+  return got
+
+
+def test_two_nightly_runs_on_one_file_output(tmp_path, minilm_export):
+  """The issue's case: two in-place nightly runs at once, --num_shards 2."""
+  day1, day2 = _days(tmp_path)
+  common = ['--model_dir', minilm_export, '--num_shards', '2',
+            '--progress_every', '0']
+  outputs = {}
+  for name in ('raced', 'single'):
+    prefix = str(tmp_path / name / 'emb')
+    assert run.main(['--input', day1.pattern, '--output', prefix,
+                     *common]) == 0
+    outputs[name] = prefix
+  nightly = lambda prefix: ['--input', day2.pattern, '--output', prefix,  # noqa: E731
+                            '--previous', prefix, *common]
+  race = _race(nightly(outputs['raced']), tmp_path, outputs['raced'])
+  _check_race(race)
+  assert run.main(nightly(outputs['single'])) == 0
+  corpora.assert_same_records(
+      _by_id(corpora.read_output(outputs['raced'])),
+      _by_id(corpora.read_output(outputs['single'])))
+  assert not os.path.exists(outputs['raced'] + '.lease')
+
+
+def test_a_killed_holder_does_not_block_the_next_run(tmp_path, minilm_export,
+                                                     capsys):
+  day1, _ = _days(tmp_path)
+  prefix = str(tmp_path / 'out' / 'emb')
+  argv = ['--input', day1.pattern, '--output', prefix, '--model_dir',
+          minilm_export, '--progress_every', '0']
+  holder = _start(argv, str(tmp_path / 'never'))
+  deadline = time.monotonic() + 300
+  while not os.path.exists(prefix + '.lease'):
+    assert holder.poll() is None, holder.communicate()[1][-3000:]
+    assert time.monotonic() < deadline
+    time.sleep(0.1)
+  holder.send_signal(signal.SIGKILL)
+  holder.communicate()
+  shown = _lease_command(prefix)
+  assert 'its process is gone' in shown.stdout, shown
+  capsys.readouterr()
+  assert run.main(argv) == 0
+  _, err = capsys.readouterr()
+  assert f'pid {holder.pid}' in err and 'taking over the lease' in err, err
+  assert len(_by_id(corpora.read_output(prefix))) == 60
+  assert not os.path.exists(prefix + '.lease')
+
+
+def test_two_runs_on_one_postgresql_table(tmp_path, minilm_export):
+  day1, day2 = _days(tmp_path)
+  common = ['--model_dir', minilm_export, '--progress_every', '0']
+  with postgres.running() as server:
+    tables = {name: server.uri(name) for name in ('raced', 'single')}
+    for uri in tables.values():
+      assert run.main(['--input', day1.pattern, '--output', uri,
+                       *common]) == 0
+    nightly = lambda uri: ['--input', day2.pattern, '--output', uri,  # noqa: E731
+                           '--previous', uri, *common]
+    race = _race(nightly(tables['raced']), tmp_path, tables['raced'])
+    _check_race(race)
+    assert run.main(nightly(tables['single'])) == 0
+    got = _by_id(corpora.read_output(tables['raced']))
+    corpora.assert_same_records(
+        got, _by_id(corpora.read_output(tables['single'])))
+    with server.connect() as conn:  # released: no lease row left
+      assert conn.execute(
+          'SELECT count(*) FROM text_embed_leases').fetchone()[0] == 0
+
+
+def test_two_runs_on_one_bigquery_table(tmp_path, minilm_export):
+  day1, _ = _days(tmp_path)
+  with emulators.running(bigquery=True, datasets=['leases']) as (emus,
+                                                                 client):
+    common = ['--model_dir', minilm_export, '--progress_every', '0',
+              '--project', emulators.PROJECT,
+              '--temp_location', 'gs://bucket/tmp']
+    tables = {name: f'bq://{emulators.PROJECT}.leases.{name}'
+              for name in ('raced', 'single')}
+    full = lambda uri: ['--input', day1.pattern, '--output', uri, *common]  # noqa: E731
+    race = _race(full(tables['raced']), tmp_path, tables['raced'],
+                 extra_env=emulators.worker_env(emus))
+    _check_race(race)
+    assert run.main(full(tables['single'])) == 0
+    got = _by_id(corpora.read_output(tables['raced']))
+    corpora.assert_same_records(
+        got, _by_id(corpora.read_output(tables['single'])))
+    left = list(client.query(
+        f'SELECT count(*) AS n FROM `{emulators.PROJECT}.leases.'
+        '_text_embed_leases`').result())
+    assert left[0]['n'] == 0
+
+
+@pytest.mark.unit
+def test_the_lease_command_says_when_none_is_held(tmp_path, capsys):
+  assert lease_command.main([str(tmp_path / 'emb')]) == 0
+  assert 'no run holds a lease' in capsys.readouterr().out
