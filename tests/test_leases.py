@@ -29,6 +29,7 @@ from pipeline import run
 from tests import corpora
 from tests import emulators
 from tests import postgres
+from tests import readme
 from tests.test_console import ROOT
 from transforms import failpoints
 from transforms import leases
@@ -51,7 +52,7 @@ def test_a_second_holder_is_refused_and_named(tmp_path):
       leases.acquire(store, output='out/emb', holder=other)
     line = str(refused.value)
     assert f'pid {os.getpid()} on {leases.this_host()}' in line
-    assert 'python -m pipeline.lease --clear out/emb' in line
+    assert f'python -m pipeline.lease --clear {store.output}' in line
     assert '\n' not in line
     assert os.path.exists(tmp_path / 'emb.lease')
   assert not os.path.exists(tmp_path / 'emb.lease')  # released
@@ -137,15 +138,25 @@ def _start(argv, resume: str, extra_env=None) -> subprocess.Popen:
 
 
 def _lease_command(*argv, env=None) -> subprocess.CompletedProcess:
-  """python -m pipeline.lease, as docs/incremental.md shows it."""
+  """python -m pipeline.lease, in a process of its own."""
+  if argv[0] == '.venv/bin/python':  # a documented command
+    argv = argv[3:]
   return subprocess.run([sys.executable, '-m', 'pipeline.lease', *argv],
                         cwd=ROOT, capture_output=True, text=True,
                         timeout=300, env=env)
 
 
-def _race(argv, tmp_path, output: str, extra_env=None) -> dict:
+def _documented(must: str, output: str, example: str) -> list:
+  """The documented pipeline.lease command that holds `must`, on this
+  test's output in place of the documentation's `example`."""
+  return [output if a == example else a
+          for a in readme.command('pipeline.lease', must)]
+
+
+def _race(argv, tmp_path, output: str, extra_env=None, show=None) -> dict:
   """Two runs of argv started together: the one refused, then the other
-  let go. Returns what each did."""
+  let go. Returns what each did, and what pipeline.lease said meanwhile
+  (`show`: the command that shows the lease)."""
   resume = str(tmp_path / 'resume')
   runs = [_start(argv, resume, extra_env), _start(argv, resume, extra_env)]
   deadline = time.monotonic() + 300
@@ -157,8 +168,9 @@ def _race(argv, tmp_path, output: str, extra_env=None) -> dict:
   winner = next(p for p in runs if p is not refused)
   refused_out, refused_err = refused.communicate()
   env = {**os.environ, **(extra_env or {})}
-  shown = _lease_command(output, env=env)
-  cleared = _lease_command('--clear', output, env=env)
+  shown = _lease_command(*(show or [output]), env=env)
+  cleared = _lease_command(*_documented('--clear', output, 'out/emb'),
+                           env=env)
   open(resume, 'w').close()
   out, err = winner.communicate(timeout=600)
   return {'refused': (refused.returncode, refused_err),
@@ -267,29 +279,43 @@ def test_two_runs_on_one_postgresql_table(tmp_path, minilm_export):
 
 
 def test_two_runs_on_one_bigquery_table(tmp_path, minilm_export):
+  """Two full runs into one table (the documented pipeline.lease command
+  shows the holder: the table of its example, on the emulator)."""
   day1, _ = _days(tmp_path)
-  with emulators.running(bigquery=True, datasets=['leases']) as (emus,
-                                                                 client):
+  show = readme.fill(readme.command('pipeline.lease', 'bq://'),
+                     MY_PROJECT=emulators.PROJECT)
+  raced = show[-1]
+  dataset = raced.split('.')[-2]
+  with emulators.running(bigquery=True, datasets=[dataset]) as (emus,
+                                                                client):
     common = ['--model_dir', minilm_export, '--progress_every', '0',
               '--project', emulators.PROJECT,
               '--temp_location', 'gs://bucket/tmp']
-    tables = {name: f'bq://{emulators.PROJECT}.leases.{name}'
-              for name in ('raced', 'single')}
+    single = f'bq://{emulators.PROJECT}.{dataset}.single'
     full = lambda uri: ['--input', day1.pattern, '--output', uri, *common]  # noqa: E731
-    race = _race(full(tables['raced']), tmp_path, tables['raced'],
-                 extra_env=emulators.worker_env(emus))
+    race = _race(full(raced), tmp_path, raced,
+                 extra_env=emulators.worker_env(emus), show=show)
     _check_race(race)
-    assert run.main(full(tables['single'])) == 0
-    got = _by_id(corpora.read_output(tables['raced']))
-    corpora.assert_same_records(
-        got, _by_id(corpora.read_output(tables['single'])))
+    assert run.main(full(single)) == 0
+    got = _by_id(corpora.read_output(raced))
+    corpora.assert_same_records(got, _by_id(corpora.read_output(single)))
     left = list(client.query(
-        f'SELECT count(*) AS n FROM `{emulators.PROJECT}.leases.'
+        f'SELECT count(*) AS n FROM `{emulators.PROJECT}.{dataset}.'
         '_text_embed_leases`').result())
     assert left[0]['n'] == 0
 
 
 @pytest.mark.unit
-def test_the_lease_command_says_when_none_is_held(tmp_path, capsys):
-  assert lease_command.main([str(tmp_path / 'emb')]) == 0
+def test_the_lease_command_shows_and_clears(tmp_path, capsys):
+  prefix = str(tmp_path / 'emb')
+  assert lease_command.main([prefix]) == 0
   assert 'no run holds a lease' in capsys.readouterr().out
+  child = subprocess.Popen([sys.executable, '-c', 'pass'])
+  process = leases.process_start(child.pid)
+  child.wait()
+  gone = dataclasses.replace(_holder(), pid=child.pid, process=process or 'x')
+  file_leases.store_for(prefix).create(gone.to_text())
+  assert lease_command.main(['--clear', prefix]) == 0
+  out = capsys.readouterr().out
+  assert 'its process is gone' in out and 'lease cleared' in out
+  assert not os.path.exists(prefix + '.lease')

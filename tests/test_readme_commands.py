@@ -62,6 +62,7 @@ RUN_HERE = [
     ('.venv/bin/python', '-m', 'pipeline.run'),
     ('.venv/bin/python', '-m', 'pipeline.export_model'),
     ('.venv/bin/python', '-m', 'pipeline.read'),
+    ('.venv/bin/python', '-m', 'pipeline.lease'),
 ]
 # Run by name here (with the flags of its example), not found with
 # readme.command(); every other command run here is.

@@ -148,6 +148,9 @@ class Store(abc.ABC):
   version is what read gave (opaque to the caller): replace and delete
   act only if the record is still that one."""
 
+  # The output as pipeline.lease takes it (--output, without secrets).
+  output: str = ''
+
   @abc.abstractmethod
   def shown(self) -> str:
     """Where the lease is, for messages."""
@@ -183,7 +186,7 @@ class LeaseHeld(ValueError):
         f'{output} is being written by another run: {holder.describe()}. '
         f'Wait for it to end; if it is gone (a crash on another machine), '
         f'the lease ({store.shown()}) expires by itself at {holder.expires}, '
-        f'or clear it now with: {CLEAR_COMMAND} {output}')
+        f'or clear it now with: {CLEAR_COMMAND} {store.output or output}')
     self.holder = holder
 
 

@@ -22,6 +22,7 @@ class BigQueryStore(Store):
     dataset, self._output = spec.split(':', 1)[1].split('.', 1)
     self._table = f'{self._project}.{dataset}.{TABLE}'
     self._shown = shown
+    self.output = shown
 
   def shown(self) -> str:
     return f'row {self._output!r} of table {self._table}'

@@ -31,11 +31,14 @@ def lease_path(prefix: str) -> str:
 def store_for(prefix: str) -> Store:
   path = lease_path(prefix)
   if path.startswith('gs://'):
-    return GcsStore(path)
-  if paths.has_scheme(path):
+    store = GcsStore(path)
+  elif paths.has_scheme(path):
     raise ValueError(f'{prefix}: leases are kept on local paths and gs:// '
                      'only')
-  return LocalStore(path)
+  else:
+    store = LocalStore(path)
+  store.output = prefix
+  return store
 
 
 class LocalStore(Store):

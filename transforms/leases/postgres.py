@@ -21,6 +21,7 @@ class PostgresStore(Store):
     schema = table.rsplit('.', 1)[0] + '.' if '.' in table else ''
     self._table = schema + TABLE
     self._shown = shown
+    self.output = shown
 
   def shown(self) -> str:
     return f'row {self._output!r} of table {self._table} in {self._shown}'
