@@ -120,15 +120,21 @@ def corpus_path() -> str:
 
 def write_corpus(path: str, scale: float) -> int:
   """The corpus `scale` times over with new ids (a fraction: its first
-  part)."""
+  part). Each copy after the first ends with its number, so that every
+  text differs: the pipeline encodes identical texts once
+  (transforms/same_text.py), sentence-transformers does not, and this
+  benchmark compares encoding speed (bench/same_text.py measures that
+  saving)."""
   with open(corpus_path(), encoding='utf-8') as f:
     docs = [json.loads(line) for line in f]
   count = max(1, int(round(len(docs) * scale)))
   with open(path, 'w', encoding='utf-8') as f:
     for n in range(count):
       d = docs[n % len(docs)]
-      f.write(json.dumps({'id': f"{d['id']}#{n // len(docs)}",
-                          'text': d['text']}) + '\n')
+      copy = n // len(docs)
+      f.write(json.dumps({'id': f"{d['id']}#{copy}",
+                          'text': d['text'] + (f' ({copy})' if copy else '')
+                          }) + '\n')
   return count
 
 

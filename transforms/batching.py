@@ -11,6 +11,7 @@ memory: however large the corpus, at most `window` rows wait here.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 import uuid
 from typing import Callable, Iterable, Optional, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import same_text
 from transforms.elements import Document, EncoderBatch, EncoderRow
 
 LONG_DOCUMENTS = ('truncate', 'chunk')
@@ -303,12 +305,23 @@ class _WindowBatches(beam.DoFn):
     self._window = window
     self._rows: list[EncoderRow] = []
     self._new_rows = 0
+    # Identical texts (transforms/same_text.py): keys sent to the encoder
+    # (kept across bundles, as the encode step's cache is), and copies of
+    # them waiting for a batch of copies.
+    self._sent = same_text.Sent()
+    self._late: list[EncoderRow] = []
 
   def start_bundle(self):
     self._rows = []
     self._new_rows = 0
+    self._late = []
 
   def process(self, row: EncoderRow) -> Iterable[EncoderBatch]:
+    if same_text.key_of(row) in self._sent:
+      self._late.append(row)
+      if len(self._late) >= self._max_batch_size:
+        yield self._copies()
+      return
     self._rows.append(row)
     self._new_rows += 1
     if self._new_rows >= self._window:
@@ -320,9 +333,33 @@ class _WindowBatches(beam.DoFn):
                           [GlobalWindow()])
 
   def _flush(self, final: bool) -> list[EncoderBatch]:
-    batches, self._rows = self._plan(self._rows, final)
+    """The window planned: batches of distinct rows, each with the copies
+    of its rows; rows of partial batches and their copies held."""
+    first, others = same_text.group(self._rows)
+    batches, held = self._plan(first, final)
+    if sum(len(others[same_text.key_of(r)]) for r in held) > self._window:
+      # Copies of rows held must not pile up: send those rows now.
+      more, held = self._plan(held, final=True)
+      batches += more
+    out = []
+    for batch in batches:
+      keys = [same_text.key_of(r) for r in batch.rows]
+      for key in keys:
+        self._sent.add(key)
+      out.append(dataclasses.replace(batch, copies=tuple(
+          copy for key in keys for copy in others[key])))
+    self._rows = [r for row in held
+                  for r in (row, *others[same_text.key_of(row)])]
     self._new_rows = 0
-    return batches
+    if final and self._late:
+      out.append(self._copies())
+    return out
+
+  def _copies(self) -> EncoderBatch:
+    """A batch of copies only: rows whose keys were sent before."""
+    late, self._late = self._late, []
+    return EncoderBatch(seq_length=0, rows=(), full_rows=0,
+                        copies=tuple(late))
 
   def plan(self, rows: Sequence[EncoderRow]) -> list[EncoderBatch]:
     """Every row in batches, as a bundle's last flush plans them: what

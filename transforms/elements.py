@@ -65,6 +65,9 @@ class EncoderBatch:
   full_rows: int
   # Packed batches: the encoder row of each of rows (0, 0, 1, 2, 2, ...).
   row_of: Optional[tuple] = None
+  # Rows whose text is that of a row of this batch, or of one sent before:
+  # they get its result, not an encoder row (transforms/same_text.py).
+  copies: tuple = ()
 
   def __len__(self) -> int:
     return len(self.rows)

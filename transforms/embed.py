@@ -14,6 +14,7 @@ every batch and pads everything to one length.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -32,6 +33,7 @@ from tfmodels.embedder import l2_normalize
 from transforms import batching
 from transforms import metrics
 from transforms import model_files
+from transforms import same_text
 from transforms.elements import (DEAD_LETTER, ChunkEmbedding, DeadLetter,
                                  Document, EmbeddedDocument, EncoderBatch,
                                  EncoderRow, Results, route)
@@ -121,6 +123,17 @@ class Bucketed:
                         [u for u in units if u[0].ids_b is not None]) if g]
 
   @staticmethod
+  def batch_of(batch: EncoderBatch, rows: Sequence[EncoderRow],
+               max_seq_length: int) -> EncoderBatch:
+    """A batch of these rows (transforms/same_text.py: what is left to
+    compute of a batch and its copies), padded to the batch's length or
+    the bucket of the longest row."""
+    boundaries = batching.bucket_boundaries(max_seq_length)
+    length = max(batching.bucket_length(r.length, boundaries) for r in rows)
+    return dataclasses.replace(batch, rows=tuple(rows), copies=(),
+                               seq_length=max(length, batch.seq_length))
+
+  @staticmethod
   def encode(model, units: Sequence[tuple], seq_length: int,
              rows_to: int) -> tuple[np.ndarray, np.ndarray]:
     segments = [[u[0].ids for u in units]]
@@ -138,6 +151,20 @@ class Packed:
   @staticmethod
   def groups(units: Sequence[tuple]) -> list[list[tuple]]:
     return [list(units)]
+
+  @staticmethod
+  def batch_of(batch: EncoderBatch, rows: Sequence[EncoderRow],
+               max_seq_length: int) -> EncoderBatch:
+    """A batch of these rows (transforms/same_text.py: what is left to
+    compute of a batch and its copies), packed again at the batch's row
+    length, or the shortest one that holds the longest row."""
+    length = max(batch.seq_length, batching.packed_row_length(
+        max(r.length for r in rows), max_seq_length))
+    packed = batching.pack_rows([r.length for r in rows], [length])
+    return dataclasses.replace(
+        batch, rows=tuple(rows[i] for _, unit in packed for i in unit),
+        copies=(), seq_length=length,
+        row_of=tuple(u for u, (_, unit) in enumerate(packed) for _ in unit))
 
   @staticmethod
   def encode(model, units: Sequence[tuple], seq_length: int,
@@ -249,6 +276,10 @@ class EncodeHandler(ModelHandler):
     self._retried = sink.counter(metrics.BATCHES_RETRIED)
     self._split_oom = sink.counter(metrics.BATCHES_SPLIT_OOM)
     self._encoder_ms = sink.counter(metrics.ENCODER_MILLISECONDS)
+    self._same_text = sink.counter(metrics.DOCUMENTS_SAME_TEXT)
+    # Recent results by content, for identical texts (transforms/
+    # same_text.py); bounded, per handler copy.
+    self._recent = same_text.Recent()
     self._first_batch_done = False
     # Which process-wide budgets this handler shares (see _process_budgets).
     self._budgets_key = json.dumps([self.model_identifier(),
@@ -306,7 +337,35 @@ class EncodeHandler(ModelHandler):
 
   def _encode_batch(self, batch: EncoderBatch, model,
                     budgets: batching.RowBudgets) -> list[Result]:
-    self._sink.inc(metrics.BATCHES_PER_BUCKET.member(batch.seq_length))
+    """Every row's and every copy's result (transforms/same_text.py): the
+    rows that need the encoder go to it; the copies take their results
+    from those, or from the cache of recent ones."""
+    same = same_text.plan(batch.rows + batch.copies, self._recent)
+    by_row: dict[int, Result] = {}
+    if same.compute:
+      if list(map(id, same.compute)) != list(map(id, batch.rows)):
+        # Some rows cached, or copies to compute: planned again.
+        batch = self._layout.batch_of(batch, same.compute,
+                                      self._max_seq_length)
+      self._sink.inc(metrics.BATCHES_PER_BUCKET.member(batch.seq_length))
+      by_row = dict(zip(map(id, batch.rows),
+                        self._encode_rows(batch, model, budgets)))
+    return same.results([by_row[id(row)] for row in same.compute],
+                        self._recent, self._copied)
+
+  def _copied(self, result: Result, row: EncoderRow) -> None:
+    """Counts a row given another row's result (same_text)."""
+    if row.chunk == 0:
+      self._same_text.inc()
+    if isinstance(result, DeadLetter):
+      self._failed.inc()
+    elif isinstance(result, EmbeddedDocument):
+      self._documents.inc()
+      self._truncated.inc(int(row.truncated))
+
+  def _encode_rows(self, batch: EncoderBatch, model,
+                   budgets: batching.RowBudgets) -> list[Result]:
+    """The encoder's results for every row of the batch, in its order."""
     results: dict[int, Result] = {}
     for group in self._layout.groups(batch.units()):
       encoded = self._encode_fitting(group, model, batch.seq_length, budgets)

@@ -119,6 +119,9 @@ DOCUMENTS_FAILED = Metric('embed', 'documents_failed',
                           '(dead letters)')
 DOCUMENTS_TRUNCATED = Metric('embed', 'documents_truncated',
                              'documents cut at --max_seq_length')
+DOCUMENTS_SAME_TEXT = Metric('embed', 'documents_same_text',
+                             'documents given the vector of an identical '
+                             'text of the run (encoded once)')
 DOCUMENTS_CHUNKED = Metric('embed', 'documents_chunked',
                            'documents embedded in several chunks')
 TOKENS_EMBEDDED = Metric('embed', 'tokens_embedded',
