@@ -163,7 +163,8 @@ def test_a_row_that_never_fits_is_a_dead_letter(tmp_path, minilm_model):
     return EncoderBatch(seq_length=length, rows=tuple(out), full_rows=32)
 
   short = handler.run_inference(rows(texts, 16), model)
-  too_long = handler.run_inference(rows([long_text, long_text], 128), model)
+  too_long = handler.run_inference(
+      rows([long_text, long_text + ' again'], 128), model)
   assert all(isinstance(r, EmbeddedDocument) for r in short)
   assert len(short) == 6
   assert all(isinstance(r, DeadLetter) for r in too_long)

@@ -244,7 +244,10 @@ class EncodeHandler(ModelHandler):
   is split in halves and the bucket's budget lowered for the rest of the
   process's life; other errors are isolated per document. With jit_compile
   every call of a bucket has the same number of rows (padding rows fill it),
-  because XLA compiles once per input shape. What it counts goes to `sink`:
+  because XLA compiles once per input shape. Rows of identical texts are
+  computed once (transforms/same_text.py): a batch's copies take their
+  results from its rows or from a bounded cache of recent results (at most
+  same_text_rows). What it counts goes to `sink`:
   Beam's metrics, or a metrics.Tally where the handler runs outside a
   pipeline (bench/gpu.py).
   """
@@ -254,7 +257,8 @@ class EncodeHandler(ModelHandler):
                batch_size: int = 256, large_model: bool = False,
                jit_compile: bool = False, require_gpu: bool = False,
                accelerator: Optional[str] = None, packing: bool = False,
-               sink: metrics.Sink = metrics.BEAM):
+               sink: metrics.Sink = metrics.BEAM,
+               same_text_rows: int = same_text.CACHE_ROWS):
     super().__init__(large_model=large_model)
     self._layout = LAYOUTS[packing]
     self._max_seq_length = spec.max_seq_length
@@ -278,8 +282,9 @@ class EncodeHandler(ModelHandler):
     self._encoder_ms = sink.counter(metrics.ENCODER_MILLISECONDS)
     self._same_text = sink.counter(metrics.DOCUMENTS_SAME_TEXT)
     # Recent results by content, for identical texts (transforms/
-    # same_text.py); bounded, per handler copy.
-    self._recent = same_text.Recent()
+    # same_text.py); bounded, per handler copy. A benchmark that encodes
+    # the same batches twice keeps none (same_text_rows=0).
+    self._recent = same_text.Recent(same_text_rows)
     self._first_batch_done = False
     # Which process-wide budgets this handler shares (see _process_budgets).
     self._budgets_key = json.dumps([self.model_identifier(),
