@@ -208,11 +208,15 @@ def check_io_flags(options: EmbedOptions) -> Locations:
     raise ValueError('--metadata_fields needs records with fields; plain '
                      'text lines have none')
   where = locations(options)
+  if where.previous:
+    # First: the output's check() may add a table's missing columns.
+    where.output.check_previous(where.previous)
   where.output.check()
   where.dead_letters.check()
-  if where.previous:
+  if where.previous and not where.output.takes_changes(where.previous):
+    # A previous that takes this run's changes is the output, which
+    # check_previous() and check() checked (with the columns they add).
     where.previous.check_readable()
-    where.output.check_previous(where.previous)
   if where.keyed_by_id() and options.on_duplicate_id == 'keep':
     raise ValueError(f'--on_duplicate_id keep: {where.output.shown()} holds '
                      'one record per id; use first or error')

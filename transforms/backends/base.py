@@ -13,7 +13,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime
-from typing import ClassVar, Optional
+import logging
+from typing import Callable, ClassVar, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 
@@ -66,10 +67,17 @@ class Backend(abc.ABC):
 
   def check(self) -> None:
     """Launch-time validation of a location to write: raises ValueError
-    with a message for a person."""
+    with a message for a person. A table's columns are compared with the
+    record layout (compare_columns): nullable fields it lacks are added
+    (not on dry runs, settings.probe False), a column of another type is
+    refused, and a column the job does not write gets NULL in every row a
+    full run writes."""
 
   def check_readable(self) -> None:
-    """That an earlier run's output is here (for --previous)."""
+    """That an earlier run's output is here (for --previous), with the
+    fields this job reads. Not called for a --previous that is the output
+    itself and takes the run's changes (takes_changes): check() and
+    check_previous() check that table."""
 
   @abc.abstractmethod
   def dead_letter_location(self) -> tuple[str, str]:
@@ -87,7 +95,10 @@ class Backend(abc.ABC):
     return False
 
   def check_previous(self, previous: 'Backend') -> None:
-    """Launch-time validation of writing here with that --previous."""
+    """Launch-time validation of writing here with that --previous, made
+    before check() (which may change the output: a table's missing
+    columns are added there), so that a run refused here changes
+    nothing."""
 
   def write_changes(self, previous: Optional['Backend'],
                     carried: Optional[beam.PTransform]) -> beam.PTransform:
@@ -149,6 +160,91 @@ class Backend(abc.ABC):
     """Every record as a dict (only the fields in `names`, if given),
     streamed outside Beam: memory does not grow with the output (the run
     report reads a bounded sample this way)."""
+
+
+class Columns(NamedTuple):
+  """How a table's columns meet the record layout a job writes."""
+  # Fields the table lacks that can be added (nullable ones: metadata
+  # fields above all), as (name, type the job writes).
+  add: tuple
+  # Required fields the table lacks: not an output of this job.
+  missing: tuple
+  # Columns the job does not write (metadata fields of an earlier run).
+  extra: tuple
+  # (name, type found, type the job writes).
+  mistyped: tuple
+
+
+def compare_columns(layout: records_lib.Record, found: dict,
+                    expected: dict) -> Columns:
+  """`found`: column -> type as the database names it; `expected`: field
+  -> the type this job writes, in the same naming. Pure, so that both
+  table backends decide alike."""
+  fields = layout.fields
+  return Columns(
+      add=tuple((f.name, expected[f.name]) for f in fields
+                if f.name not in found and not f.required),
+      missing=tuple(f.name for f in fields
+                    if f.name not in found and f.required),
+      extra=tuple(n for n in found if n not in expected),
+      mistyped=tuple((n, found[n], expected[n]) for n in found
+                     if n in expected and found[n] != expected[n]))
+
+
+def refuse_columns(shown: str, columns: Columns, alter: Callable) -> None:
+  """Raises ValueError for a table this job cannot write as it is: a
+  column of another type (`alter(name, type)`: the statement that fixes
+  it), or a required field missing."""
+  for name, found, want in columns.mistyped:
+    raise ValueError(
+        f'{shown}: column {name} is {found}, but this job writes {want} '
+        f'there: {alter(name, want)}, or write to another table')
+  if columns.missing:
+    raise ValueError(f'{shown} is not an output of this job: it has no '
+                     f'column {", ".join(columns.missing)}; write to another '
+                     'table')
+
+
+def log_columns(shown: str, columns: Columns, probe: bool) -> None:
+  """One line for the columns a full run writes NULL into, and, on a dry
+  run (`probe` False), one for those a run would add."""
+  if columns.extra:
+    logging.warning(
+        '%s has column(s) %s that this job does not write (not in '
+        '--metadata_fields): this run writes NULL there on every row',
+        shown, ', '.join(columns.extra))
+  if columns.add and not probe:
+    logging.warning('dry run: a run would add column(s) %s to %s', ', '.join(
+        f'{n} ({t})' for n, t in columns.add), shown)
+
+
+def refuse_stale(shown: str, extra: Sequence[str], drop: Callable) -> None:
+  """A nightly run that writes only its changes into a table with columns
+  it does not write would leave the unchanged rows' old values there."""
+  if extra:
+    names = ', '.join(extra)
+    raise ValueError(
+        f'--previous is the --output table {shown}, whose column(s) '
+        f'{names} this job does not write: a nightly run would leave the '
+        f'rows it does not change with old values there; pass '
+        f'--metadata_fields with {names}, drop the column '
+        f'({"; ".join(drop(n) for n in extra)}), or run '
+        'a full run without --previous')
+
+
+def refuse_previous(shown: str, columns: Columns, alter: Callable) -> None:
+  """A --previous table must have every field this job's records have:
+  the run reads them (--metadata_fields included)."""
+  if columns.missing:
+    raise ValueError(f'--previous {shown} is not an output of this job (no '
+                     f'column {", ".join(columns.missing)})')
+  if columns.add:
+    names = ', '.join(n for n, _ in columns.add)
+    raise ValueError(
+        f'--previous {shown} has no column {names}, which this job reads '
+        f'(--metadata_fields): '
+        f'add it ({"; ".join(alter(n, t) for n, t in columns.add)}), or '
+        f'leave {names} out of --metadata_fields')
 
 
 def with_carried(changes: dict, carried: Optional[beam.PTransform]):

@@ -36,6 +36,19 @@ DELETE = '_delete'
 STAGING_TTL = datetime.timedelta(days=2)
 
 
+# The legacy type names the API gives for the standard ones records.py
+# declares (the real service answers INTEGER for a field made INT64).
+_STANDARD_TYPES = {'INTEGER': 'INT64', 'FLOAT': 'FLOAT64',
+                   'BOOLEAN': 'BOOL'}
+
+
+def _type(field) -> str:
+  """A schema field's type as compare_columns compares it: the standard
+  name, REPEATED said."""
+  name = _STANDARD_TYPES.get(field.field_type, field.field_type)
+  return f'{name} REPEATED' if field.mode == 'REPEATED' else name
+
+
 def _mode(field: records_lib.Field) -> str:
   return ('REPEATED' if field.kind.repeated else
           'REQUIRED' if field.required else 'NULLABLE')
@@ -81,9 +94,83 @@ class BigQueryBackend(base.Backend):
       raise ValueError('BigQuery FILE_LOADS stages files on Cloud Storage: '
                        'pass --temp_location gs://BUCKET/tmp (or '
                        '--bq_write_method STREAMING_INSERTS)')
+    table = self._table()
+    if table is None:
+      return
+    columns = self._columns(table)
+    base.refuse_columns(self.shown(), columns, self._alter)
+    base.log_columns(self.shown(), columns, s.probe)
+    if s.probe and columns.add:
+      self._add_columns(columns.add)
+
+  def _client(self):
+    from google.cloud import bigquery
+    return bigquery.Client(project=tables.table_spec(self.uri).split(':')[0])
+
+  def _table(self):
+    """The table (google.cloud.bigquery.Table), or None if missing."""
+    from google.api_core import exceptions
+    name = tables.table_spec(self.uri).replace(':', '.')
+    try:
+      return self._client().get_table(name)
+    except exceptions.NotFound:
+      return None
+    except Exception as e:
+      raise ValueError(f'cannot read the schema of {self.shown()}: '
+                       f'{str(e).splitlines()[0] if str(e) else e!r}') from e
+
+  def _columns(self, table) -> base.Columns:
+    expected = {f.name: f.kind.bigquery + (' REPEATED' if f.kind.repeated
+                                           else '')
+                for f in self.record.fields}
+    return base.compare_columns(
+        self.record, {f.name: _type(f) for f in table.schema}, expected)
+
+  def _alter(self, name: str, kind: str) -> str:
+    target = tables.table_spec(self.uri).replace(':', '.')
+    if name in self.record.metadata:
+      return (f'drop it (ALTER TABLE `{target}` DROP COLUMN {name}) for the '
+              f'next run to add it as {kind}')
+    return 'drop the table (it is not an output of this job)'
+
+  def _add_columns(self, add) -> None:
+    """Missing nullable fields (new --metadata_fields) added by DDL, then
+    by a schema update where the table's schema does not list them yet:
+    the service does both with either; the emulator keeps its schema apart
+    from its storage, and needs both."""
+    from google.cloud import bigquery
+    client = self._client()
+    target = tables.table_spec(self.uri).replace(':', '.')
+    for name, kind in add:
+      try:
+        client.query(f'ALTER TABLE `{target}` ADD COLUMN IF NOT EXISTS '
+                     f'`{name}` {kind}').result()
+        table = client.get_table(target)
+        if name not in {f.name for f in table.schema}:
+          table.schema = list(table.schema) + [
+              bigquery.SchemaField(name, kind, mode='NULLABLE')]
+          table = client.update_table(table, ['schema'])
+        if name not in {f.name for f in table.schema}:
+          raise RuntimeError('the schema update did not add it')
+      except Exception as e:
+        raise ValueError(
+            f'{self.shown()}: cannot add column {name} ({kind}), which this '
+            f'job writes (--metadata_fields): '
+            f'{str(e).splitlines()[0] if str(e) else e!r}; add it as a '
+            f'NULLABLE {kind} field, or leave {name} out of '
+            '--metadata_fields') from e
+      logging.warning('Added column %s (%s) to %s', name, kind,
+                      self.shown())
 
   def check_readable(self) -> None:
-    tables.table_spec(self.uri)
+    table = self._table()
+    if table is None:
+      raise ValueError(f'--previous {self.shown()}: the table does not '
+                       'exist; leave --previous out for a first run')
+    target = tables.table_spec(self.uri).replace(':', '.')
+    base.refuse_previous(
+        self.shown(), self._columns(table),
+        lambda n, t: f'ALTER TABLE `{target}` ADD COLUMN {n} {t}')
 
   def lease_store(self):
     from transforms.leases import bigquery as bq_leases
@@ -97,11 +184,20 @@ class BigQueryBackend(base.Backend):
     return self.same_place(previous)
 
   def check_previous(self, previous) -> None:
-    if self.same_place(previous) and self.settings.bq_method != 'FILE_LOADS':
+    if not self.same_place(previous):
+      return
+    if self.settings.bq_method != 'FILE_LOADS':
       raise ValueError(
           f'--previous is the --output table {self.uri}: a nightly run '
           'merges its changes into it from files staged under '
           '--temp_location; drop --bq_write_method STREAMING_INSERTS')
+    table = self._table()
+    if table is None:
+      raise ValueError(f'--previous {self.shown()}: the table does not '
+                       'exist; leave --previous out for a first run')
+    target = tables.table_spec(self.uri).replace(':', '.')
+    base.refuse_stale(self.shown(), self._columns(table).extra,
+                      lambda n: f'ALTER TABLE `{target}` DROP COLUMN {n}')
 
   def write_changes(self, previous, carried) -> beam.PTransform:
     if self.takes_changes(previous):

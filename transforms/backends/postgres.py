@@ -120,7 +120,10 @@ class _Table:
     return sql.SQL('CREATE TABLE IF NOT EXISTS {} ({})').format(
         self.ident, sql.SQL(', ').join(columns))
 
-  def insert(self):
+  def insert(self, extra: Sequence[str] = ()):
+    """The upsert; `extra`: columns the layout lacks (metadata fields of an
+    earlier run), set to NULL so that no row keeps an old value beside a
+    new vector (a new row gets NULL there anyway)."""
     sql = self.sql
     names = self.layout.names
     statement = sql.SQL('INSERT INTO {} ({}) VALUES ({})').format(
@@ -129,8 +132,9 @@ class _Table:
     if not self.layout.key:
       return statement
     updates = sql.SQL(', ').join(
-        sql.SQL('{0} = EXCLUDED.{0}').format(sql.Identifier(n))
-        for n in names if n != self.layout.key)
+        [sql.SQL('{0} = EXCLUDED.{0}').format(sql.Identifier(n))
+         for n in names if n != self.layout.key] +
+        [sql.SQL('{} = NULL').format(sql.Identifier(n)) for n in extra])
     return sql.SQL('{} ON CONFLICT ({}) DO UPDATE SET {}').format(
         statement, sql.Identifier(self.layout.key), updates)
 
@@ -153,6 +157,30 @@ class _Table:
   def exists(self, conn) -> bool:
     return conn.execute('SELECT to_regclass(%s) IS NOT NULL',
                         (self.regname,)).fetchone()[0]
+
+  def inspect(self, conn) -> Optional[base.Columns]:
+    """The table's columns against the layout (None: no table), types
+    named as the server names them (format_type, without a size)."""
+    found = dict(conn.execute(
+        'SELECT attname, format_type(atttypid, NULL) FROM pg_attribute '
+        'WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT '
+        'attisdropped ORDER BY attnum', (self.regname,)).fetchall())
+    if not found:
+      return None
+    kinds = [f.kind.sql_type() for f in self.layout.fields]
+    # The server's own name for each type the job writes ('timestamptz'
+    # is 'timestamp with time zone'); 'vector' only where pgvector is.
+    named = [n or k for k, n in conn.execute(
+        'SELECT k, format_type(to_regtype(k), NULL) FROM unnest(%s::text[]) '
+        'WITH ORDINALITY AS t(k, i) ORDER BY i', (kinds,)).fetchall()]
+    return base.compare_columns(self.layout, found,
+                                dict(zip(self.layout.names, named)))
+
+  def alter(self, name: str, kind: str, how: str = 'TYPE') -> str:
+    """An ALTER TABLE statement for messages: TYPE or ADD COLUMN."""
+    if how == 'ADD':
+      return f'ALTER TABLE {self.name} ADD COLUMN {name} {kind}'
+    return f'ALTER TABLE {self.name} ALTER COLUMN {name} TYPE {kind}'
 
 
 class PostgresBackend(base.Backend):
@@ -180,13 +208,41 @@ class PostgresBackend(base.Backend):
         raise ValueError(f'PostgreSQL {self.shown()} has no pgvector '
                          'extension (CREATE EXTENSION vector needs it '
                          'installed on the server)')
+      table = _Table(self.table, self.record)
+      columns = table.inspect(conn)
+      if columns is None:
+        return
+      base.refuse_columns(self.shown(), columns, table.alter)
+      base.log_columns(self.shown(), columns, self.settings.probe)
+      if self.settings.probe:
+        for name, kind in columns.add:
+          add_column(conn, table, name, kind, self.shown())
 
   def check_readable(self) -> None:
     with connect(self.conninfo, self.uri) as conn:
-      if not _Table(self.table, self.record).exists(conn):
+      table = _Table(self.table, self.record)
+      columns = table.inspect(conn)
+      if columns is None:
         raise ValueError(f'--previous {self.shown()}: table {self.table} '
                          'does not exist; leave --previous out for a first '
                          'run')
+      base.refuse_previous(self.shown(), columns,
+                           lambda n, t: table.alter(n, t, 'ADD'))
+
+  def check_previous(self, previous) -> None:
+    """A nightly run into its --previous table: the table is there, and
+    has no column the run does not write (rows it leaves alone would keep
+    their values there)."""
+    if not self.takes_changes(previous):
+      return
+    with connect(self.conninfo, self.uri) as conn:
+      table = _Table(self.table, self.record)
+      columns = table.inspect(conn)
+    if columns is None:
+      raise ValueError(f'--previous {self.shown()}: table {self.table} does '
+                       'not exist; leave --previous out for a first run')
+    base.refuse_stale(self.shown(), columns.extra,
+                      lambda n: f'ALTER TABLE {self.table} DROP COLUMN {n}')
 
   def dead_letter_location(self) -> tuple[str, str]:
     parts = urllib.parse.urlsplit(self.uri)
@@ -248,7 +304,7 @@ class _Writer(beam.DoFn):
     super().__init__()
     self._backend = backend
     self._conn = None
-    self._ready = False
+    self._upsert = None
     self._written = metrics.BEAM.counter(
         metrics.ROWS_WRITTEN.member(backend.record.name))
     self._deleted = metrics.BEAM.counter(
@@ -275,13 +331,16 @@ class _Writer(beam.DoFn):
     yield count
 
   def _insert(self, batch) -> int:
-    if not self._ready:
+    if self._upsert is None:
       dim = len(batch[0][self._table.layout.vector]) if (
           self._table.layout.vector) else None
       ensure_table(self._conn, self._table, dim)
-      self._ready = True
+      # The upsert, with NULL for the columns this job does not write
+      # (logged at launch, see base.log_columns).
+      self._upsert = self._table.insert(
+          self._table.inspect(self._conn).extra)
     with self._conn.cursor() as cursor:
-      cursor.executemany(self._table.insert(),
+      cursor.executemany(self._upsert,
                          [self._table.params(r) for r in batch])
     self._written.inc(len(batch))
     return len(batch)
@@ -300,6 +359,26 @@ class _Writer(beam.DoFn):
   def teardown(self):
     if self._conn is not None:
       self._conn.close()
+
+
+def add_column(conn, table: _Table, name: str, kind: str,
+               shown: str) -> None:
+  """A field the table lacks (a new --metadata_fields field), added at
+  launch, nullable: earlier rows get NULL, and a nightly run re-embeds
+  those whose value is not (transforms/incremental.py)."""
+  import psycopg
+  sql = table.sql
+  try:
+    with conn.transaction():
+      conn.execute(sql.SQL('ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}')
+                   .format(table.ident, sql.Identifier(name), sql.SQL(kind)))
+  except psycopg.Error as e:
+    raise ValueError(
+        f'{shown}: cannot add column {name} ({kind}), which this job writes '
+        f'(--metadata_fields): {str(e).strip().splitlines()[0]}; add it '
+        f'({table.alter(name, kind, "ADD")}) or leave {name} out of '
+        '--metadata_fields') from e
+  logging.warning('Added column %s (%s) to %s', name, kind, shown)
 
 
 def ensure_table(conn, table: _Table, dim: Optional[int]) -> None:
