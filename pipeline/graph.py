@@ -28,7 +28,8 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> dict:
   options, where, model = plan.embed, plan.where, plan.model
   fingerprint = plan.spec.fingerprint()
   fields = read_lib.Fields(options.id_field, options.text_field,
-                           options.text_b_field, options.metadata_fields)
+                           options.text_b_field, options.metadata_fields,
+                           options.max_document_bytes)
   own = where.own_files()
   read = p | 'Read' >> read_lib.ReadDocuments(
       options.input, options.input_format, fields, query=options.input_query,

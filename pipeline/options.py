@@ -14,6 +14,7 @@ from transforms.backends.postgres import INDEXES
 from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
 from transforms.dedup import ON_DUPLICATE_ID
 from transforms.read import FORMATS
+from transforms.sources.base import MAX_DOCUMENT_BYTES
 
 
 def _bool(value: str) -> bool:
@@ -36,6 +37,18 @@ def token_budget(value: str):
     raise argparse.ArgumentTypeError(
         f'expected a positive number of tokens or auto, got {value!r}')
   return tokens
+
+
+def document_bytes(value: str) -> int:
+  """--max_document_bytes: a number of bytes, 0 for no limit."""
+  try:
+    size = int(value)
+  except ValueError:
+    size = -1
+  if size < 0:
+    raise argparse.ArgumentTypeError(
+        f'expected a number of bytes (0: no limit), got {value!r}')
+  return size
 
 
 # Flags for runs on this machine: progress is drawn by local runners, and a
@@ -110,6 +123,15 @@ class EmbedOptions(PipelineOptions):
         type=lambda v: tuple(f for f in v.split(',') if f),
         help='Comma-separated input fields copied to every output record '
         '(as text; TFRecord bytes features or BigQuery STRING columns).')
+    io.add_argument(
+        '--max_document_bytes', type=document_bytes,
+        default=MAX_DOCUMENT_BYTES,
+        help='Documents larger than this (their text, with --text_b_field '
+        'both texts, in UTF-8; a text or JSON-lines file\'s line; a CSV '
+        'file\'s line) go to the dead letters as document_too_large, with '
+        'their size, in every --long_documents mode. Lines longer than this '
+        'are read past, never held in memory. 0: no limit. Default: '
+        f'{MAX_DOCUMENT_BYTES:,} ({MAX_DOCUMENT_BYTES >> 20} MiB).')
     io.add_argument(
         '--on_duplicate_id', default=None, choices=ON_DUPLICATE_ID,
         help='Documents sharing an id: keep all (the default for files and '

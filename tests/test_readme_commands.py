@@ -53,6 +53,12 @@ RUN_ELSEWHERE = {
     # The full sizes take about ten minutes; the same script with --smoke
     # runs in the suite.
     ('.venv/bin/python', 'bench/nightly.py'): 'tests/test_bench_nightly.py',
+    # The full sizes take minutes; --smoke runs in the suite.
+    ('.venv/bin/python', 'bench/same_text.py'):
+        'tests/test_bench_same_text.py',
+    # Runs with 200 MB and 1 GB texts take minutes and 2 GB of disk; the
+    # same script with --smoke runs in the suite.
+    ('.venv/bin/python', 'bench/huge_text.py'): 'tests/test_huge_texts.py',
     ('.venv/bin/python', 'scripts/gen_flag_docs.py'): 'tests/test_docs.py',
 }
 # How far before a command's block its document must say "not run here".

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tfmodels import pieces
 from tfmodels.budget import Device, ModelShape, find_device
 
 POOLINGS = ('mean', 'pooled', 'cls')
@@ -160,8 +161,42 @@ class Tokenizer:
   def num_special(self, num_segments: int) -> int:
     return self._num_special[num_segments]
 
-  def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
-    """Token ids of each text (no special tokens), as int32 arrays."""
+  def tokenize(self, texts: Sequence[str],
+               max_tokens: Optional[int] = None) -> list[np.ndarray]:
+    """Token ids of each text (no special tokens), as int32 arrays; with
+    max_tokens, only the first max_tokens of each, which are exactly the
+    first of the whole text's.
+
+    Texts longer than a piece (tfmodels/pieces.py) are tokenized piece by
+    piece, so that the tokenizer's memory (25 to 40 times what it is given)
+    follows the piece, not the text; with max_tokens the pieces stop once
+    there are enough tokens, so a long text's tail is never tokenized.
+    Shorter texts are tokenized together, in one call."""
+    first = (pieces.PIECE_CHARS if max_tokens is None
+             else pieces.head_chars(max_tokens))
+    out: list = [None] * len(texts)
+    short = [i for i, text in enumerate(texts) if len(text) <= first]
+    for i, ids in zip(short, self._tokenize([texts[i] for i in short])):
+      out[i] = ids if max_tokens is None else ids[:max_tokens]
+    for i, text in enumerate(texts):
+      if out[i] is None:
+        out[i] = self._tokenize_long(text, first, max_tokens)
+    return out
+
+  def _tokenize_long(self, text: str, first: int,
+                     max_tokens: Optional[int]) -> np.ndarray:
+    parts, count = [], 0
+    for start, end in pieces.spans(text, first):
+      ids = self._tokenize([text[start:end]])[0]
+      parts.append(ids)
+      count += len(ids)
+      if max_tokens is not None and count >= max_tokens:
+        break
+    ids = np.concatenate(parts)
+    return ids if max_tokens is None else ids[:max_tokens].copy()
+
+  def _tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """One call of the preprocessor's tokenize."""
     tf = self._tf
     if not texts:
       return []
@@ -243,9 +278,11 @@ class EmbeddingModel:
   def num_special(self, num_segments: int) -> int:
     return self._tokenizer.num_special(num_segments)
 
-  def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
-    """Token ids of each text (no special tokens), as int32 arrays."""
-    return self._tokenizer.tokenize(texts)
+  def tokenize(self, texts: Sequence[str],
+               max_tokens: Optional[int] = None) -> list[np.ndarray]:
+    """Token ids of each text (no special tokens), as int32 arrays; see
+    Tokenizer.tokenize."""
+    return self._tokenizer.tokenize(texts, max_tokens)
 
   # One model per process: a cache of one (shared by the class) suffices.
   @functools.lru_cache(maxsize=1)  # noqa: B019

@@ -210,8 +210,28 @@ class TokenizeHandler(ModelHandler):
     self._failed.inc()
     return _dead(doc, *_error(exc))
 
+  def _ids(self, docs: Sequence[Document], model) -> list:
+    """The token ids of each document's text. A single text that is
+    truncated needs only its first max_seq_length tokens (exactly those of
+    the whole text; more than fit, so that `truncated` stays right), so a
+    long one is tokenized only as far as they reach. Pairs need every
+    token of both parts: how longest-first truncation splits the room
+    between them depends on which part is longer."""
+    if self._long_documents == 'chunk':
+      return model.tokenize([d.text for d in docs])
+    head = self._max_seq_length
+    ids: list = [None] * len(docs)
+    for pairs in (False, True):
+      which = [i for i, d in enumerate(docs)
+               if (d.text_b is not None) == pairs]
+      if which:
+        for i, a in zip(which, model.tokenize(
+            [docs[i].text for i in which], None if pairs else head)):
+          ids[i] = a
+    return ids
+
   def _rows(self, docs: Sequence[Document], model) -> list:
-    ids = model.tokenize([d.text for d in docs])
+    ids = self._ids(docs, model)
     ids_b: list = [None] * len(docs)
     pairs = [i for i, d in enumerate(docs) if d.text_b is not None]
     if pairs:

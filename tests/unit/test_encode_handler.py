@@ -333,8 +333,9 @@ def test_model_identifier_follows_the_model_and_its_settings():
 
 
 class StandInTokenizer:
-  """Tokenizer's contract: one id per word; 2 special tokens for a single
-  text, 3 for a pair; fails on a text holding 'BOOM'."""
+  """Tokenizer's contract: one id per word (with max_tokens, the first
+  max_tokens); 2 special tokens for a single text, 3 for a pair; fails on
+  a text holding 'BOOM'."""
 
   def __init__(self):
     self.calls = []
@@ -342,11 +343,12 @@ class StandInTokenizer:
   def num_special(self, num_segments):
     return {1: 2, 2: 3}[num_segments]
 
-  def tokenize(self, texts):
+  def tokenize(self, texts, max_tokens=None):
     self.calls.append(list(texts))
     if any('BOOM' in t for t in texts):
       raise UnicodeError('cannot tokenize BOOM')
-    return [np.arange(len(t.split()), dtype=np.int32) for t in texts]
+    return [np.arange(len(t.split()), dtype=np.int32)[:max_tokens]
+            for t in texts]
 
 
 def _tokenize(docs, long_documents='chunk', chunk_stride=None):
@@ -382,9 +384,11 @@ def test_tokenize_stride_and_truncation_follow_the_spec():
   doc = Document('long', words, None, 's')
   [rows], _ = _tokenize([doc], chunk_stride=13)
   assert [int(r.ids[0]) for r in rows] == [0, 13, 26]
-  [rows], _ = _tokenize([doc], long_documents='truncate')
+  [rows], tokenizer = _tokenize([doc], long_documents='truncate')
   assert [(r.length, r.truncated, r.num_chunks) for r in rows] == [
       (16, True, 1)]
+  # Truncated single texts: their first max_seq_length tokens only.
+  assert len(rows[0].ids) == 16 and tokenizer.calls == [[words]]
 
 
 def test_a_text_the_tokenizer_fails_on_is_a_dead_letter():

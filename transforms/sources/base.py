@@ -21,17 +21,27 @@ from typing import Any, ClassVar, Optional, Union
 import apache_beam as beam
 
 from transforms import metrics
-from transforms.elements import DeadLetter, Document, derived_id
+from transforms.elements import (MAX_RAW_CHARS, DeadLetter, Document,
+                                 derived_id)
 
 Parsed = Union[Document, DeadLetter]
 
 
+# --max_document_bytes by default: larger documents go to the dead letters
+# as document_too_large (docs/running.md, "Very large documents").
+MAX_DOCUMENT_BYTES = 16 << 20
+DOCUMENT_TOO_LARGE = 'document_too_large'
+
+
 @dataclass(frozen=True)
 class Fields:
+  """Which fields of a record make its Document, and how large a document
+  may be (max_document_bytes, 0 for no limit)."""
   id_field: str = 'id'
   text_field: str = 'text'
   text_b_field: Optional[str] = None
   metadata_fields: tuple = ()
+  max_document_bytes: int = MAX_DOCUMENT_BYTES
 
 
 class Source(beam.PTransform):
@@ -105,7 +115,7 @@ def record_to_document(record: dict, source: str, fields: Fields,
   text, why = _text_value(record.get(fields.text_field), fields.text_field)
   if text is None:
     return dead(source, raw, 'missing_text', why)
-  if not text.strip():
+  if not text or text.isspace():
     return dead(source, raw, 'empty_text',
                 f'field {fields.text_field!r} is empty or whitespace')
   text_b = None
@@ -114,6 +124,9 @@ def record_to_document(record: dict, source: str, fields: Fields,
                               fields.text_b_field)
     if text_b is None:
       return dead(source, raw, 'missing_text', why)
+  size = oversize(fields.max_document_bytes, text, text_b)
+  if size:
+    return too_large(source, text, size, fields.max_document_bytes)
   doc_id = record.get(fields.id_field)
   if isinstance(doc_id, bytes):
     doc_id = doc_id.decode('utf-8', errors='backslashreplace')
@@ -133,6 +146,34 @@ def record_to_document(record: dict, source: str, fields: Fields,
     return dead(source, raw, *unfit)
   return Document(id=doc_id or derived_id(text, text_b), text=text,
                   text_b=text_b, source=source, metadata=metadata)
+
+
+def utf8_size(text: str) -> int:
+  """Bytes of text in UTF-8, without a copy for ASCII text."""
+  if text.isascii():
+    return len(text)
+  return len(text.encode('utf-8', 'surrogatepass'))
+
+
+def oversize(limit: int, *texts: Optional[str]) -> int:
+  """The UTF-8 size of texts together if it is more than limit (0: no
+  limit), else 0. Texts that cannot reach the limit are not measured."""
+  if not limit or 4 * sum(len(t) for t in texts if t) <= limit:
+    return 0
+  size = sum(utf8_size(t) for t in texts if t)
+  return size if size > limit else 0
+
+
+def too_large_message(size: int, limit: int) -> str:
+  return (f'{size:,} bytes, more than --max_document_bytes ({limit:,}); '
+          'raise it to read it')
+
+
+def too_large(source: str, head: Any, size: int, limit: int) -> DeadLetter:
+  """The dead letter of a document over --max_document_bytes, carrying
+  only the start of its input (the dead letter keeps no more)."""
+  return dead(source, head[:MAX_RAW_CHARS + 1], DOCUMENT_TOO_LARGE,
+              too_large_message(size, limit))
 
 
 def unfit_text(named_values) -> Optional[tuple[str, str]]:

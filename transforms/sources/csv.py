@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.io import fileio
 
 from transforms import compressed, encodings
+from transforms.elements import MAX_RAW_CHARS
 from transforms.sources import base, lines
 
 
@@ -67,7 +69,12 @@ def _csv_rows(path: str, stream: io.BufferedIOBase, fields: base.Fields,
   stream.read(len(encoding.bom))
   text = io.TextIOWrapper(stream, encoding=encoding.codec,
                           errors='surrogateescape', newline='')
-  reader = csv.reader(text)
+  limit = fields.max_document_bytes
+  # The csv module's own limit (128 KiB per field by default) would make a
+  # long text malformed_csv: a field as long as a document may be.
+  csv.field_size_limit(max(limit or sys.maxsize, _CSV_FIELD_LIMIT))
+  skipped: list = []
+  reader = csv.reader(_bounded_lines(text, limit, skipped))
   try:
     header = next(reader)
   except StopIteration:
@@ -85,7 +92,41 @@ def _csv_rows(path: str, stream: io.BufferedIOBase, fields: base.Fields,
     except csv.Error as e:
       yield base.dead(source, '', 'malformed_csv', str(e))
       continue
+    if skipped:
+      yield base.too_large(source, skipped[0][0],
+                           sum(size for _, size in skipped), limit)
+      skipped.clear()
+      continue
     yield _row(header, row, source, encoding, fields)
+
+
+# csv.field_size_limit() as the csv module starts.
+_CSV_FIELD_LIMIT = csv.field_size_limit()
+
+
+def _bounded_lines(text: io.TextIOBase, max_bytes: int,
+                   skipped: list) -> Iterable[str]:
+  """The lines of text for csv.reader. A line of more than max_bytes
+  characters (so more bytes; 0: no limit) is read past in blocks, never
+  held, and given as an empty line; (its start, its size in bytes) goes to
+  `skipped`, so that its row becomes a document_too_large dead letter. A
+  shorter line over the limit in bytes is caught with its row
+  (base.record_to_document)."""
+  while True:
+    line = text.readline(max_bytes + 2) if max_bytes else text.readline()
+    if not line:
+      return
+    if not max_bytes or len(line.rstrip('\r\n')) <= max_bytes:
+      yield line
+      continue
+    head, size = line[:MAX_RAW_CHARS + 1], base.utf8_size(line)
+    while not line.endswith(('\n', '\r')):
+      line = text.readline(1 << 20)
+      if not line:
+        break
+      size += base.utf8_size(line)
+    skipped.append((head, size - (len(line) - len(line.rstrip('\r\n')))))
+    yield '\n'
 
 
 def _row(header: list, row: list, source: str, encoding,

@@ -11,7 +11,7 @@ import apache_beam as beam
 from apache_beam.io import filebasedsource
 
 from transforms import compressed, encodings, metrics
-from transforms.elements import DeadLetter
+from transforms.elements import MAX_RAW_CHARS, DeadLetter
 from transforms.sources import base
 
 _truncated_counter = metrics.BEAM.counter(metrics.FILES_TRUNCATED)
@@ -42,10 +42,12 @@ class LinesSource(filebasedsource.FileBasedSource):
     embedded).
   """
 
-  def __init__(self, pattern: str, counted: bool = True, skip=()):
+  def __init__(self, pattern: str, counted: bool = True, skip=(),
+               max_bytes: int = base.MAX_DOCUMENT_BYTES):
     super().__init__(pattern)
     self._counted = counted
     self._skip = skip
+    self._max_bytes = max_bytes
 
   def read_records(self, file_name, offset_range_tracker):
     if file_name in self._skip:
@@ -72,12 +74,14 @@ class LinesSource(filebasedsource.FileBasedSource):
       f.seek(0)
       position = 0
       if start > 0:
-        # The line that crosses `start` belongs to the previous range.
+        # The line that crosses `start` belongs to the previous range; read
+        # past it (no further than this range's end, which it may cross).
         f.seek(start - 1)
-        position = start - 1 + len(f.readline())
+        position = start - 1 + skip_line(
+            f, offset_range_tracker.stop_position() - start + 1)
       at[0] = position
       while offset_range_tracker.try_claim(position):
-        line = f.readline()
+        line, size = read_line(f, self._max_bytes)
         record = line
         if position == 0 and encoding.bom:
           record = line[len(encoding.bom):]
@@ -87,12 +91,16 @@ class LinesSource(filebasedsource.FileBasedSource):
         if not line.endswith(b'\n'):
           compressed.check_end(f)  # the last line: cut short, or whole?
         record = strip_newline(record)
-        if bad:
+        if size > len(line):
+          record = encodings.BadLine(
+              record, base.DOCUMENT_TOO_LARGE, base.too_large_message(
+                  size - (len(line) - len(record)), self._max_bytes))
+        elif bad:
           record = encodings.BadLine(record, 'unmarked_encoding', bad)
         yield file_name, position, record
         if self._counted:
-          base.bytes_counter.inc(len(line))
-        position += len(line)
+          base.bytes_counter.inc(size)
+        position += size
         at[0] = position
 
   def _wide_records(self, file_name, f, encoding, at):
@@ -105,6 +113,41 @@ class LinesSource(filebasedsource.FileBasedSource):
         base.bytes_counter.inc(wide.raw_size)
       at[0] += wide.utf8_size
     compressed.check_end(f)
+
+
+def read_line(f, max_bytes: int, block: int = 1 << 20) -> tuple[bytes, int]:
+  """(line, its size in bytes): the next line of f with its newline, or
+  for a line of more than max_bytes (0: no limit) bytes without its
+  newline, only its start (MAX_RAW_CHARS bytes, what a dead letter keeps)
+  and its newline: the rest is read past in blocks, never held, so that
+  one huge line cannot take the worker's memory."""
+  if not max_bytes:
+    line = f.readline()
+    return line, len(line)
+  # Room for the content, then '\r\n'.
+  line = f.readline(max_bytes + 2)
+  size = len(line)
+  if len(strip_newline(line)) <= max_bytes:
+    return line, size
+  head, end = line[:MAX_RAW_CHARS + 1], line
+  while not end.endswith(b'\n'):
+    end = f.readline(block)
+    if not end:
+      break
+    size += len(end)
+  return head + end[len(strip_newline(end)):], size
+
+
+def skip_line(f, most: int, block: int = 1 << 20) -> int:
+  """Reads past the rest of the current line in blocks, but not much
+  beyond `most` bytes: the bytes read (newline included)."""
+  size = 0
+  while size < most:
+    part = f.readline(block)
+    size += len(part)
+    if not part or part.endswith(b'\n'):
+      break
+  return size
 
 
 def truncated(error: 'compressed.Truncated') -> encodings.BadLine:
@@ -154,7 +197,8 @@ class LinesParsed(base.Source):
     parse, extra = self.line_parser()
     return (pbegin
             | 'ReadLines' >> beam.io.Read(
-                LinesSource(self._pattern, self._counted, self._skip))
+                LinesSource(self._pattern, self._counted, self._skip,
+                            self._fields.max_document_bytes))
             | self.step >> beam.MapTuple(
                 lambda path, at, line: parse(
                     line, line_location(path, at), *extra)))
