@@ -241,8 +241,10 @@ def _run_measured(argv: list) -> tuple[float, dict]:
 def test_a_large_text_runs_in_bounded_memory(tmp_path, minilm_export):
   """A 40 MB text among normal documents is embedded (its first 128
   tokens, truncated, its content hash over every byte) while the job's
-  peak memory grows by far less than the tokenizer alone took for it
-  before (25-40 times the text): here at most 5 times the text."""
+  peak memory grows by far less than tokenizing it whole takes (25 to 40
+  times the text, more for short words): at most 8 times the text, which
+  leaves room for the copies of it that reading makes (about 3) and for
+  run-to-run noise in the baseline (some 60 MB)."""
   size = 40 << 20
   docs = corpora.sample_docs(30)
   normal = tmp_path / 'normal.jsonl'
@@ -266,7 +268,7 @@ def test_a_large_text_runs_in_bounded_memory(tmp_path, minilm_export):
   whole = hashlib.sha256((block * (size >> 20)).encode())
   assert record['content_hash'] == whole.hexdigest()
   growth = huge_mb - base_mb
-  assert growth < 5 * size / 2**20, (base_mb, huge_mb)
+  assert growth < 8 * size / 2**20, (base_mb, huge_mb)
 
 
 def test_bench_smoke_embeds_every_document():
@@ -283,3 +285,44 @@ def test_bench_smoke_embeds_every_document():
   assert huge['truncated'] == base['truncated'] + 1
   assert base['reconciled'] and huge['reconciled']
   assert base['peak_mb'] > 0 and huge['peak_ratio'] > 0
+
+
+@pytest.mark.parametrize('mode', ['truncate', 'chunk', 'pairs'])
+def test_jobs_give_the_same_records_with_pieces(tmp_path, capsys,
+                                                monkeypatch, minilm_export,
+                                                mode):
+  """The job end to end, in-process: with pieces of 61 characters (every
+  text here cut many times, heads stopping early) the records equal those
+  of the same run whose texts are each tokenized in one call: single
+  texts truncated or chunked, and text pairs."""
+  texts = [t for t in _texts(4, 14) if t.strip()][:12]
+  corpus = tmp_path / 'c.jsonl'
+  with open(corpus, 'w') as f:
+    for i, text in enumerate(texts):
+      record = {'id': f'd{i}', 'text': text}
+      if mode == 'pairs':
+        record['b'] = texts[i - 1]
+      f.write(json.dumps(record) + '\n')
+  flags = (['--text_b_field', 'b'] if mode == 'pairs' else
+           ['--long_documents', mode])
+  records = {}
+  for piece in (None, _PIECE):
+    if piece:
+      monkeypatch.setattr(pieces, 'PIECE_CHARS', piece)
+      monkeypatch.setattr(pieces, 'HEAD_CHARS_PER_TOKEN', 1)
+    out = str(tmp_path / f'out{piece}' / 'emb')
+    summary = _summary(capsys, [
+        '--input', str(corpus), '--output', out, '--model_dir',
+        minilm_export, '--max_seq_length', '32', *flags])
+    assert summary['documents_embedded'] == len(texts)
+    records[piece] = {r['id']: r for r in corpora.read_output(out)}
+  whole, cut = records[None], records[_PIECE]
+  assert sorted(whole) == sorted(cut)
+  for key, record in whole.items():
+    for field in ('num_tokens', 'truncated', 'num_chunks', 'content_hash'):
+      assert cut[key][field] == record[field], (key, field)
+    np.testing.assert_allclose(cut[key]['embedding'], record['embedding'],
+                               rtol=0, atol=1e-6)
+  assert any(r['num_chunks'] > 1 for r in whole.values()) == (
+      mode == 'chunk')
+  assert any(r['truncated'] for r in whole.values()) == (mode != 'chunk')

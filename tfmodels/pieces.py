@@ -31,7 +31,7 @@ end, which bounds the piece by the document (--max_document_bytes).
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from typing import Iterator, Optional
 
 # The start of a whitespace run: one of these four after a non-whitespace
 # character (Python's \S: not str.isspace()).
@@ -58,12 +58,14 @@ def cut_at_or_after(text: str, at: int) -> int:
   return found.start() if found else len(text)
 
 
-def spans(text: str, first: int, most: int = PIECE_CHARS
+def spans(text: str, first: int, most: Optional[int] = None
           ) -> Iterator[tuple[int, int]]:
   """(start, end) of consecutive pieces covering text, each ending at a
   cut point or the end: the first about `first` characters long, each next
-  one about twice the one before, up to about `most` (a piece runs on to
-  the next cut point, so one long word makes it longer)."""
+  one about twice the one before, up to about `most` (default
+  PIECE_CHARS; a piece runs on to the next cut point, so one long word
+  makes it longer)."""
+  most = PIECE_CHARS if most is None else most
   start, size = 0, max(1, first)
   while start < len(text):
     end = start + size
