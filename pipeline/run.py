@@ -52,7 +52,8 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   try:
     plan = plan_from_argv(argv)
     # One writer per output: a second run is refused here (LeaseHeld).
-    lease = None if plan.dry_run else plan.where.hold()
+    # Beam's local runner runs a --dry_run job all the same: it holds one.
+    lease = None if plan.dry_run and not plan.local else plan.where.hold()
   except (ValueError, RuntimeError, OSError) as e:
     interrupts.reraise()
     _error(e, asks_verbose(argv))
@@ -119,6 +120,7 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
     interrupts.reraise()
     if files_left and local:
       files_left.remove_own()
+    _release(lease)  # before the error line, which ends what it prints
     _error(e, verbose, during_run=True)
     return 1, None, None
   interrupts.set_finisher(lambda _: _interrupted(
@@ -132,12 +134,12 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
   summary['model'] = plan.model.name
   summary['precision'] = plan.precision
   summary['packing'] = 'packed rows' if plan.packing else 'length buckets'
-  return _conclude(summary, result, embed_options, display, verbose)
+  return _conclude(summary, result, embed_options, display, verbose, lease)
 
 
 
 def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
-              verbose: bool) -> tuple[int, Optional[dict], object]:
+              verbose: bool, lease=None) -> tuple[int, Optional[dict], object]:
   """After the run: the report, then whether the night failed for a
   scheduler (failure)."""
   if embed_options.report:
@@ -148,15 +150,24 @@ def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
                    samples=display.samples if display else ())
     except Exception as e:  # noqa: BLE001
       # The embeddings are written; the report is not.
+      _release(lease)
       _error(RuntimeError(f'--report {embed_options.report}: '
                           f'{console.run_error_line(e)}'), verbose)
       return 1, summary, result
     print(f'report: {embed_options.report}', file=sys.stderr)
   why = summary_lib.failure(summary, embed_options.max_rejected)
   if why:
+    _release(lease)
     _error(RuntimeError(why), verbose=False)
     return 1, summary, result
   return 0, summary, result
+
+
+def _release(lease) -> None:
+  """Releases the lease early: what it logs if it cannot (its database
+  gone) comes before the run's last line."""
+  if lease:
+    lease.release()
 
 
 def _note_job(lease, result) -> None:

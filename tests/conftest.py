@@ -45,7 +45,7 @@ TIERS = {
                  'test_table_schema.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
-              'test_bench_throughput.py'),
+              'test_bench_throughput.py', 'test_bench_same_text.py'),
 }
 
 

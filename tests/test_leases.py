@@ -146,11 +146,11 @@ def _lease_command(*argv, env=None) -> subprocess.CompletedProcess:
                         timeout=300, env=env)
 
 
-def _documented(must: str, output: str, example: str) -> list:
-  """The documented pipeline.lease command that holds `must`, on this
-  test's output in place of the documentation's `example`."""
-  return [output if a == example else a
-          for a in readme.command('pipeline.lease', must)]
+def _documented_clear(output: str) -> list:
+  """The documented `pipeline.lease --clear out/emb`, on this test's
+  output."""
+  return [output if a == 'out/emb' else a
+          for a in readme.command('pipeline.lease', '--clear')]
 
 
 def _race(argv, tmp_path, output: str, extra_env=None, show=None) -> dict:
@@ -169,8 +169,7 @@ def _race(argv, tmp_path, output: str, extra_env=None, show=None) -> dict:
   refused_out, refused_err = refused.communicate()
   env = {**os.environ, **(extra_env or {})}
   shown = _lease_command(*(show or [output]), env=env)
-  cleared = _lease_command(*_documented('--clear', output, 'out/emb'),
-                           env=env)
+  cleared = _lease_command(*_documented_clear(output), env=env)
   open(resume, 'w').close()
   out, err = winner.communicate(timeout=600)
   return {'refused': (refused.returncode, refused_err),
