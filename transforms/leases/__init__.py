@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import socket
 import threading
 import uuid
@@ -186,7 +187,8 @@ class LeaseHeld(ValueError):
         f'{output} is being written by another run: {holder.describe()}. '
         f'Wait for it to end; if it is gone (a crash on another machine), '
         f'the lease ({store.shown()}) expires by itself at {holder.expires}, '
-        f'or clear it now with: {CLEAR_COMMAND} {store.output or output}')
+        f'or clear it now with: {CLEAR_COMMAND} '
+        f'{shlex.quote(store.output or output)}')
     self.holder = holder
 
 
