@@ -32,6 +32,8 @@ from transforms.backends import files as file_backends
 
 # The staging table's extra column: the row is an id to delete.
 DELETE = '_delete'
+# How long the launch waits for a table's schema.
+SCHEMA_SECONDS = 20
 # A staging table left by a run killed before its clean-up expires.
 STAGING_TTL = datetime.timedelta(days=2)
 
@@ -108,16 +110,27 @@ class BigQueryBackend(base.Backend):
     return bigquery.Client(project=tables.table_spec(self.uri).split(':')[0])
 
   def _table(self):
-    """The table (google.cloud.bigquery.Table), or None if missing."""
+    """The table (google.cloud.bigquery.Table), or None if missing. Asked
+    with a deadline (SCHEMA_SECONDS), not the client's ten minutes of
+    retries. A dry run (settings.probe False) builds the job offline: a
+    table it cannot read is left to the run's own launch check."""
     from google.api_core import exceptions
+    from google.api_core import retry
     name = tables.table_spec(self.uri).replace(':', '.')
     try:
-      return self._client().get_table(name)
+      return self._client().get_table(
+          name, retry=retry.Retry(deadline=SCHEMA_SECONDS),
+          timeout=SCHEMA_SECONDS)
     except exceptions.NotFound:
       return None
     except Exception as e:
+      why = str(e).splitlines()[0] if str(e) else repr(e)
+      if not self.settings.probe:
+        logging.warning('dry run: cannot read the schema of %s (%s); a run '
+                        'checks it at launch', self.shown(), why)
+        return None
       raise ValueError(f'cannot read the schema of {self.shown()}: '
-                       f'{str(e).splitlines()[0] if str(e) else e!r}') from e
+                       f'{why}') from e
 
   def _columns(self, table) -> base.Columns:
     expected = {f.name: f.kind.bigquery + (' REPEATED' if f.kind.repeated
