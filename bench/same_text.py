@@ -146,10 +146,10 @@ def main(argv=None) -> int:
   p.add_argument('--model_cache_dir', default=None,
                  help='passed to the job (another tree converts its own)')
   p.add_argument('--smoke', action='store_true',
-                 help='small sizes: n 120, 5%% of the corpus, scale 2')
+                 help='small sizes: n 120, 5%% of the corpus, no scaled case')
   args = p.parse_args(argv)
   if args.smoke:
-    args.n, args.fraction, args.scale = 120, 0.05, 2
+    args.n, args.fraction, args.scale = 120, 0.05, 0
   extra = (['--model_cache_dir', args.model_cache_dir]
            if args.model_cache_dir else [])
   with open('/proc/cpuinfo', encoding='ascii', errors='replace') as f:

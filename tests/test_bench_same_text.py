@@ -35,5 +35,5 @@ def test_smoke_counts_the_copies_and_computes_less():
   assert dup['tokens_computed'] < nodup['tokens_computed']
   assert ratios['dup30_vs_nodup_tokens_computed'] == round(
       dup['tokens_computed'] / nodup['tokens_computed'], 3)
-  assert cases['dup30_2x']['documents'] == 2 * dup['documents']
-  assert ratios['dup30_memory_growth'] > 0
+  # The scaled case (memory) belongs to the full sizes.
+  assert set(cases) == {'one_text', 'distinct', 'dup30', 'nodup'}

@@ -194,13 +194,12 @@ def test_pack_rows_against_the_brute_force_optimum():
   assert optimal_cost([17] * 4, [32, 64]) == 96
 
 
-# Rows as the batchers take them: a document per row, lengths given.
-_DOC = Document('d', 'text', None, 'src')
-
-
+# Rows as the batchers take them: a document per row, lengths given. The
+# texts differ: rows of one text are planned once (transforms/same_text.py).
 def _rows(lengths) -> list:
-  return [EncoderRow(_DOC, '', np.zeros(max(0, n - 2), np.int32), None, n,
-                     False, 0, 1) for n in lengths]
+  return [EncoderRow(Document(f'd{i}', f'text {i}', None, 'src'), '',
+                     np.zeros(max(0, n - 2), np.int32), None, n, False, 0, 1)
+          for i, n in enumerate(lengths)]
 
 
 def _check_batch(batch: EncoderBatch, packed: bool, max_seq_length: int,
