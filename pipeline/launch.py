@@ -34,6 +34,7 @@ from transforms import compressed
 from transforms import leases
 from transforms import model_files
 from transforms import paths
+from transforms import provenance
 from transforms import read as read_lib
 from transforms import records
 from transforms.backends import files as file_backends
@@ -63,15 +64,19 @@ class Locations:
     return options.on_duplicate_id or (
         'first' if self.keyed_by_id() else 'keep')
 
-  def hold(self) -> leases.Lease:
+  def hold(self, note: Optional[provenance.Provenance] = None
+           ) -> leases.Lease:
     """Takes the output's lease (one writer per output; LeaseHeld, a
     ValueError, names the run that holds it), then finishes what a killed
-    run left: only a run that holds the lease may touch those files."""
+    run left: only a run that holds the lease may touch those files. Then
+    notes how this run makes its vectors, beside the output."""
     lease = leases.acquire(self.output.lease_store(),
                            output=self.output.shown())
     try:
       self.output.recover()
       self.dead_letters.recover()
+      if note:
+        self.output.notes().write(note.stamped())
     except BaseException:
       lease.release()
       raise
@@ -379,6 +384,18 @@ class Plan:
   @property
   def dry_run(self) -> bool:
     return bool(self.options.view_as(TestOptions).dry_run)
+
+  def provenance(self) -> provenance.Provenance:
+    """How this run makes its vectors, as the output keeps it."""
+    return provenance.Provenance(
+        spec=self.spec, model_name=self.model.name,
+        preprocessor=paths.absolute(self.model.preprocessor),
+        encoder=paths.absolute(self.model.encoder),
+        model_dir=self.embed.model_dir and paths.absolute(
+            self.embed.model_dir),
+        packing=self.packing,
+        text_field=self.embed.text_field,
+        metadata_fields=tuple(self.embed.metadata_fields))
 
 
 def embedding_spec(options: EmbedOptions, *, model: presets.ResolvedModel,

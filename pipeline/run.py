@@ -53,7 +53,8 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
     plan = plan_from_argv(argv)
     # One writer per output: a second run is refused here (LeaseHeld).
     # Beam's local runner runs a --dry_run job all the same: it holds one.
-    lease = None if plan.dry_run and not plan.local else plan.where.hold()
+    lease = None if plan.dry_run and not plan.local else plan.where.hold(
+        plan.provenance())
   except (ValueError, RuntimeError, OSError) as e:
     interrupts.reraise()
     _error(e, asks_verbose(argv))

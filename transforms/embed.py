@@ -310,6 +310,12 @@ class EncodeHandler(ModelHandler):
     self._budgets_key = json.dumps([self.model_identifier(),
                                     max_batch_tokens, batch_size])
 
+  @property
+  def finish(self):
+    """What every embedding goes through last (normalisation, if the spec
+    asks): chunks combined outside the handler get it too."""
+    return self._finish
+
   def model_identifier(self) -> str:
     """The same in every process for the same model and settings, so that
     `large_model` serves one shared copy per worker."""

@@ -156,6 +156,11 @@ class Backend(abc.ABC):
     writes here holds it, so that two runs never write it at once."""
 
   @abc.abstractmethod
+  def notes(self):
+    """Where a run notes how this output's vectors are made
+    (transforms/provenance.py), for embedding queries to match them."""
+
+  @abc.abstractmethod
   def scan(self, names=None):
     """Every record as a dict (only the fields in `names`, if given),
     streamed outside Beam: memory does not grow with the output (the run

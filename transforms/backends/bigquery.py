@@ -189,6 +189,10 @@ class BigQueryBackend(base.Backend):
     from transforms.leases import bigquery as bq_leases
     return bq_leases.BigQueryStore(tables.table_spec(self.uri), self.shown())
 
+  def notes(self):
+    from transforms import provenance
+    return provenance.BigQueryNotes(tables.table_spec(self.uri))
+
   def same_place(self, other) -> bool:
     return isinstance(other, BigQueryBackend) and (
         tables.table_spec(other.uri) == tables.table_spec(self.uri))

@@ -70,7 +70,8 @@ def remove_stale_shards(written: Sequence[str], prefix: str,
 @dataclasses.dataclass(frozen=True)
 class OwnFiles:
   """The files a run writes under its file locations (embeddings and dead
-  letters): their shards, whatever the suffix, the output's lease, and
+  letters): their shards, whatever the suffix, the output's lease and
+  notes, and
   Beam's temporary folders beside them (beam-temp-NAME-...). A path `in`
   it is one of them, so that an --input glob that also matches the output
   (the last night's shards or dead letters in the corpus folder) skips
@@ -89,6 +90,8 @@ class OwnFiles:
         return True
       if re.match(re.escape(prefix) + r'\.lease(\.\w+\.tmp)?$', path):
         return True  # its lease (transforms/leases/files.py)
+      if path == prefix + '.spec.json':
+        return True  # its notes (transforms/provenance.py)
       if path.startswith(temp_prefix(prefix)):
         return True
     return False
@@ -247,6 +250,10 @@ class FileBackend(base.Backend):
   def lease_store(self):
     from transforms.leases import files as file_leases
     return file_leases.store_for(self.uri)
+
+  def notes(self):
+    from transforms import provenance
+    return provenance.FileNotes(self.uri)
 
   def write(self) -> beam.PTransform:
     return _WriteFiles(self, None)

@@ -266,6 +266,10 @@ class PostgresBackend(base.Backend):
     from transforms.leases import postgres as pg_leases
     return pg_leases.PostgresStore(self.conninfo, self.table, self.shown())
 
+  def notes(self):
+    from transforms import provenance
+    return provenance.PostgresNotes(self.conninfo, self.table, self.shown())
+
   def same_place(self, other) -> bool:
     return isinstance(other, PostgresBackend) and (
         split_uri(other.uri) == split_uri(self.uri))
