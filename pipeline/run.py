@@ -135,14 +135,17 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
   summary['model'] = plan.model.name
   summary['precision'] = plan.precision
   summary['packing'] = 'packed rows' if plan.packing else 'length buckets'
-  return _conclude(summary, result, embed_options, display, verbose, lease)
+  return _conclude(summary, result, embed_options, display, verbose, lease,
+                   letters=plan.where.dead_letters)
 
 
 
 def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
-              verbose: bool, lease=None) -> tuple[int, Optional[dict], object]:
+              verbose: bool, lease=None,
+              letters=None) -> tuple[int, Optional[dict], object]:
   """After the run: the report, then whether the night failed for a
-  scheduler (failure)."""
+  scheduler (failure; `letters`, the dead letters' backend, gives it an
+  example of the most frequent error)."""
   if embed_options.report:
     from pipeline import report
     try:
@@ -156,7 +159,7 @@ def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
                           f'{console.run_error_line(e)}'), verbose)
       return 1, summary, result
     print(f'report: {embed_options.report}', file=sys.stderr)
-  why = summary_lib.failure(summary, embed_options.max_rejected)
+  why = summary_lib.failure(summary, embed_options.max_rejected, letters)
   if why:
     _release(lease)
     _error(RuntimeError(why), verbose=False)

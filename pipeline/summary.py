@@ -4,14 +4,17 @@ finished run failed for a scheduler."""
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Optional
 
 from pipeline.options import over_rejection_limit
 from transforms import metrics
 from transforms import records
+from transforms.elements import LIKELY_FIXES
 
 if TYPE_CHECKING:
   from pipeline.launch import Locations
+  from transforms.backends import Backend
 
 
 def _bucket_batches(results) -> dict:
@@ -40,6 +43,13 @@ def _token_budgets(results) -> dict:
              for (length,), ds in found.items()}
   return {str(length): int(min(mins))
           for length, mins in sorted(budgets.items()) if mins}
+
+
+def _dead_letters_by_type(results) -> dict:
+  """{error type: dead letters}, the most frequent first."""
+  found = metrics.by_key(results, metrics.DEAD_LETTERS_BY_TYPE)
+  counts = {error_type: int(sum(n)) for (error_type,), n in found.items()}
+  return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _encoder_shapes(results) -> list[str]:
@@ -98,6 +108,7 @@ def summarize(result, *, where: Locations, seconds: float,
       'documents_reused': reused,
       'documents_removed': found[m.DOCUMENTS_REMOVED],
       'documents_rejected': rejected,
+      'dead_letters_by_type': _dead_letters_by_type(results),
       'files_truncated': found[m.FILES_TRUNCATED],
       'records_carried': carried,
       'reconciled': read == embedded + reused + rejected and carried_all,
@@ -132,23 +143,80 @@ def summarize(result, *, where: Locations, seconds: float,
   }
 
 
-def failure(summary: dict, max_rejected: Optional[str]) -> Optional[str]:
+def failure(summary: dict, max_rejected: Optional[str],
+            letters: Optional[Backend] = None) -> Optional[str]:
   """Why a finished run fails for a scheduler (exit status 1), or None:
   counts that do not reconcile, a run that read documents but embedded
-  and reused none, or more rejections than --max_rejected allows."""
+  and reused none, or more rejections than --max_rejected allows. The
+  last two name the most frequent error type, its likely fix and, from
+  `letters` (the dead letters' backend), an example."""
   read, rejected = summary['documents_read'], summary['documents_rejected']
   done = summary['documents_embedded'] + summary['documents_reused']
-  letters = f'dead letters in {summary["dead_letter"]}'
+  where = f'dead letters in {summary["dead_letter"]}'
   if not summary['reconciled']:
     return (f'{read:,} documents read, but {done:,} embedded or reused and '
             f'{rejected:,} rejected (records carried: '
             f'{summary["records_carried"]:,}): the counts do not reconcile')
   if read and not done:
     return (f'no document was embedded or reused: all {read:,} documents '
-            f'read were rejected; {letters}')
+            f'read were rejected{cause(summary, letters)}; {where}')
   if max_rejected is None or not rejected or not over_rejection_limit(
       max_rejected, rejected, read):
     return None
   return (f'{rejected:,} of {read:,} documents rejected '
           f'({100 * rejected / read:.3g}%), more than --max_rejected '
-          f'{max_rejected}; {letters}')
+          f'{max_rejected}{cause(summary, letters)}; {where}')
+
+
+# How much of an example dead letter the failing line quotes.
+EXAMPLE_RAW_CHARS = 40
+EXAMPLE_MESSAGE_CHARS = 240
+# At most this many dead letters are read looking for the example.
+EXAMPLE_SEARCH = 10_000
+
+
+def cause(summary: dict, letters: Optional[Backend] = None) -> str:
+  """', all as TYPE (N): FIX (e.g. ...)', or ', most often as ...' when
+  the dead letters are of several types: the most frequent error type
+  (the summary's dead_letters_by_type), its likely fix
+  (elements.LIKELY_FIXES) and one dead letter of that type, read back
+  from `letters`. Empty when the run counted no types."""
+  by_type = summary.get('dead_letters_by_type') or {}
+  if not by_type:
+    return ''
+  error_type, count = next(iter(by_type.items()))
+  text = (f', all as {error_type} ({count:,})' if len(by_type) == 1 else
+          f', most often as {error_type} ({count:,} of '
+          f'{sum(by_type.values()):,})')
+  fix = LIKELY_FIXES.get(error_type)
+  if fix:
+    text += f': {fix}'
+  example = first_letter(letters, error_type) if letters else None
+  if example:
+    raw = example.get('raw') or ''
+    raw = raw if len(raw) <= EXAMPLE_RAW_CHARS else (
+        raw[:EXAMPLE_RAW_CHARS - 1] + '\u2026')
+    # One line, whatever the message holds.
+    message = ' '.join(str(example.get('message') or '').split())[
+        :EXAMPLE_MESSAGE_CHARS]
+    text += f' (e.g. {message}, in {raw!r})'
+  return text
+
+
+def first_letter(letters: Backend, error_type: str,
+                 search: int = EXAMPLE_SEARCH) -> Optional[dict]:
+  """The first dead letter of `error_type` among the first `search` ones
+  read back (streamed), or None: also when they cannot be read, as the
+  failing line must be printed whatever the dead letters' store does."""
+  found = None
+  try:
+    found = iter(letters.scan(['error_type', 'message', 'raw']))
+    for record in itertools.islice(found, search):
+      if record.get('error_type') == error_type:
+        return record
+  except Exception:  # noqa: BLE001
+    return None
+  finally:
+    # A file stays open, a query cursor stays out, until the scan closes.
+    getattr(found, 'close', lambda: None)()
+  return None

@@ -215,9 +215,16 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
           minilm_export]
   status, summary, err = _summary_of(capsys, argv + ['--max_rejected', '2'])
   assert status == 1
+  # The most frequent error type (ties by name), its count and likely fix,
+  # and an example read back from the dead letters.
+  assert summary['dead_letters_by_type'] == {
+      'empty_text': 1, 'malformed_json': 1, 'missing_text': 1}
   assert err[-1] == (
       'pipeline.run: error: 3 of 28 documents rejected (10.7%), more than '
-      f'--max_rejected 2; dead letters in {out}_dead_letter-*.jsonl')
+      '--max_rejected 2, most often as empty_text (1 of 3): is --text_field '
+      "the field that holds the text? (e.g. field 'text' is empty or "
+      'whitespace, in \'{"id": "empty", "text": "   "}\'); dead letters '
+      f'in {out}_dead_letter-*.jsonl')
   # Everything was written before the verdict.
   assert summary['documents_embedded'] == 25 and summary['reconciled']
   assert len(corpora.read_output(out)) == 25
@@ -245,6 +252,45 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
     assert 'neither a count (10) nor a percentage (0.5%)' in err[-1]
 
 
+def test_all_rejected_names_the_error_type_and_the_flag(tmp_path,
+                                                       minilm_export):
+  """A flag wrong rejects every record alike: the failing line names the
+  error type with its count, the flag to check, and one dead letter (a
+  forgotten --text_field; a CSV read as --input_format jsonl)."""
+  import csv
+  path = tmp_path / 'docs.csv'
+  with open(path, 'w', encoding='utf-8', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['id', 'body', 'category'])
+    writer.writerows([d['id'], d['text'], d['source']]
+                     for d in corpora.sample_docs(200))
+  common = ['--model_dir', minilm_export, '--progress_every', '0']
+
+  out = str(tmp_path / 'field' / 'emb')
+  proc = _cli('--input', str(path), '--output', out, *common)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert json.loads(proc.stdout.splitlines()[-1])[
+      'dead_letters_by_type'] == {'missing_text': 200}
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith(
+      'pipeline.run: error: no document was embedded or reused: all 200 '
+      'documents read were rejected, all as missing_text (200): is '
+      "--text_field right? (e.g. field 'text' is missing or null; the "
+      "record's fields: id, body, category, in 'doc-"), last
+  assert last.endswith(f"'); dead letters in {out}_dead_letter-*.jsonl")
+
+  out = str(tmp_path / 'format' / 'emb')
+  proc = _cli('--input', str(path), '--output', out, '--input_format',
+              'jsonl', *common)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'pipeline.run: error: no document was embedded or reused: all 201 '
+      'documents read were rejected, all as malformed_json (201): is the '
+      'input JSON lines? If not, give its format with --input_format (e.g. '
+      "Expecting value: line 1 column 1 (char 0), in 'id,body,category'); "
+      f'dead letters in {out}_dead_letter-*.jsonl')
+
+
 def test_failure_reasons():
   from pipeline import summary
   good = {'documents_read': 10, 'documents_embedded': 6,
@@ -263,3 +309,21 @@ def test_failure_reasons():
   assert summary.failure(empty, None) is None
   unreconciled = dict(good, reconciled=False)
   assert 'do not reconcile' in summary.failure(unreconciled, None)
+  # The most frequent error type and its fix; none for a type without a
+  # likely flag; an example only from dead letters that can be read.
+  typed = dict(nothing, dead_letters_by_type={'bad_id': 7, 'empty_text': 3})
+  assert summary.failure(typed, None) == (
+      'no document was embedded or reused: all 10 documents read were '
+      'rejected, most often as bad_id (7 of 10): is --id_field right? An id '
+      'must be a string or an integer; dead letters in D')
+  model = dict(nothing, dead_letters_by_type={'embed_error:ValueError': 10})
+  assert summary.failure(model, None).endswith(
+      'all as embed_error:ValueError (10); dead letters in D')
+
+  class Unreadable:
+
+    def scan(self, names=None):
+      raise OSError('gone')
+
+  assert summary.failure(typed, None, Unreadable()) == summary.failure(
+      typed, None)

@@ -105,6 +105,31 @@ class DeadLetter(NamedTuple):
   stage: str  # 'read' or 'embed'
 
 
+# Per error type (README.md lists them all), the likely fix when most
+# records of a run end as that type: a run with a flag wrong (a forgotten
+# --text_field, a CSV read as JSON lines) rejects every record alike, and
+# its failing line (pipeline/summary.py) says what to check. Types with
+# no likely flag (a model error, a cut file) have none.
+LIKELY_FIXES = {
+    'missing_text': 'is --text_field right?',
+    'empty_text': 'is --text_field the field that holds the text?',
+    'bad_id': 'is --id_field right? An id must be a string or an integer',
+    'bad_feature': ('are --text_field and --id_field right? Each must name '
+                    'a feature of one value'),
+    'malformed_json': ('is the input JSON lines? If not, give its format '
+                       'with --input_format'),
+    'malformed_csv': ('is the input CSV (a header row naming the fields, '
+                      'separated by commas)? If not, give its format with '
+                      '--input_format'),
+    'document_too_large': 'raise --max_document_bytes to read them',
+    'duplicate_id': ('is --id_field right? --on_duplicate_id keep embeds '
+                     'every copy'),
+    'invalid_utf8': ('is the input UTF-8? Save it as UTF-8, or UTF-16 with '
+                     'a byte-order mark'),
+    'unmarked_encoding': 'save the files as UTF-8, or with a byte-order mark',
+}
+
+
 
 class Results(NamedTuple):
   """What a step returns: its main PCollection and its dead letters (a

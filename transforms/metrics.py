@@ -157,6 +157,9 @@ ROWS_WRITTEN = Family('write', 'rows_written_{record!s}',
                       'rows written (upserted) to a table, per record layout')
 ROWS_DELETED = Family('write', 'rows_deleted_{record!s}',
                       'rows deleted from a table, per record layout')
+DEAD_LETTERS_BY_TYPE = Family('write', 'dead_letters_{error_type!s}',
+                              'dead letters written, per error type (every '
+                              'stage\'s: read, dedup, embed)')
 
 # What the progress line and the summary call each figure: the counters it
 # adds up. A rejected document is a dead letter of any stage.

@@ -7,6 +7,7 @@ from typing import Optional
 
 import apache_beam as beam
 
+from transforms import metrics
 from transforms import records
 from transforms.backends import Backend
 
@@ -59,6 +60,24 @@ class WriteDeadLetters(beam.PTransform):
 
   def expand(self, letters):
     return (letters
+            | 'CountByType' >> beam.ParDo(_CountByType())
             | 'ToRecords' >> beam.Map(records.dead_letter_record,
                                       self._failed_at)
             | 'Write' >> self._backend.write())
+
+
+class _CountByType(beam.DoFn):
+  """Counts each dead letter under its error type, where the dead letters
+  of every stage meet: the summary names the most frequent type and its
+  fix (pipeline/summary.py) without reading the dead letters back."""
+
+  def setup(self):
+    self._counters = {}
+
+  def process(self, letter):
+    counter = self._counters.get(letter.error_type)
+    if counter is None:
+      counter = self._counters[letter.error_type] = metrics.BEAM.counter(
+          metrics.DEAD_LETTERS_BY_TYPE.member(letter.error_type))
+    counter.inc()
+    yield letter

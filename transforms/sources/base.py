@@ -21,15 +21,13 @@ from typing import Any, ClassVar, Optional, Union
 import apache_beam as beam
 
 from transforms import metrics
+from transforms.choices import MAX_DOCUMENT_BYTES
 from transforms.elements import (MAX_RAW_CHARS, DeadLetter, Document,
                                  derived_id)
 
 Parsed = Union[Document, DeadLetter]
 
 
-# --max_document_bytes by default: larger documents go to the dead letters
-# as document_too_large (docs/running.md, "Very large documents").
-MAX_DOCUMENT_BYTES = 16 << 20
 DOCUMENT_TOO_LARGE = 'document_too_large'
 
 
@@ -107,6 +105,21 @@ def _text_value(value: Any, field: str) -> tuple[Optional[str], str]:
   return value, ''
 
 
+# At most this many of a record's field names in a missing_text message.
+_FIELDS_SHOWN = 12
+
+
+def _fields_of(record: dict, field: str) -> str:
+  """The record's field names when it lacks `field`: a wrong --text_field
+  rejects every record, and the names say which field to give."""
+  if field in record:
+    return ''
+  names = [str(name) for name in record]
+  more = f', ... ({len(names)} in all)' if len(names) > _FIELDS_SHOWN else ''
+  return ('; the record has no fields' if not names else
+          f'; the record\'s fields: {", ".join(names[:_FIELDS_SHOWN])}{more}')
+
+
 def record_to_document(record: dict, source: str, fields: Fields,
                        raw: Any = None) -> Parsed:
   """Turns one structured record (JSON object, CSV row, Parquet row,
@@ -114,7 +127,8 @@ def record_to_document(record: dict, source: str, fields: Fields,
   raw = record if raw is None else raw
   text, why = _text_value(record.get(fields.text_field), fields.text_field)
   if text is None:
-    return dead(source, raw, 'missing_text', why)
+    return dead(source, raw, 'missing_text',
+                why + _fields_of(record, fields.text_field))
   if not text or text.isspace():
     return dead(source, raw, 'empty_text',
                 f'field {fields.text_field!r} is empty or whitespace')
@@ -123,7 +137,8 @@ def record_to_document(record: dict, source: str, fields: Fields,
     text_b, why = _text_value(record.get(fields.text_b_field),
                               fields.text_b_field)
     if text_b is None:
-      return dead(source, raw, 'missing_text', why)
+      return dead(source, raw, 'missing_text',
+                  why + _fields_of(record, fields.text_b_field))
   size = oversize(fields.max_document_bytes, text, text_b)
   if size:
     return too_large(source, text, size, fields.max_document_bytes)
