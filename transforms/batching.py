@@ -22,12 +22,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import same_text
+# The settings' values (LONG_DOCUMENTS, PACKING re-exported).
+from transforms.choices import (LONG_DOCUMENTS, PACKED_ROW_LENGTHS,  # noqa: F401
+                                PACKING)
 from transforms.elements import Document, EncoderBatch, EncoderRow
-
-LONG_DOCUMENTS = ('truncate', 'chunk')
-# --packing: several documents per encoder row where the encoder can take
-# them (auto), always (on: an error where it cannot), or never.
-PACKING = ('auto', 'on', 'off')
 
 
 def bucket_boundaries(max_seq_length: int) -> list[int]:
@@ -154,15 +152,6 @@ def plan_batches(lengths: Sequence[int], boundaries: Sequence[int],
   if current:
     batches.append((current_len, current))
   return batches
-
-
-# Row lengths of packed batches below max_seq_length (which is always one).
-# A token costs more in a longer row (attention over the whole row: 1.2-1.8x
-# per token at 256-512 tokens against 64-128, measured on CPU for MiniLM and
-# the roberta-large shape), so short documents go to short rows; 32-token
-# rows were no cheaper than 64 on roberta-large, and each length is one more
-# XLA shape (docs/performance.md, "Packed rows").
-PACKED_ROW_LENGTHS = (64, 128, 256, 512)
 
 
 def packed_row_lengths(max_seq_length: int) -> list[int]:

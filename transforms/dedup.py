@@ -13,10 +13,10 @@ from typing import Iterable, Union
 import apache_beam as beam
 
 from transforms import metrics
+from transforms.choices import ON_DUPLICATE_ID
 from transforms.elements import (DEAD_LETTER, DeadLetter, Document, Results,
                                  route)
 
-ON_DUPLICATE_ID = ('keep', 'first', 'error')
 _POSITION = re.compile(r'^(.*?)(?:[@:](\d+))?$', re.DOTALL)
 
 

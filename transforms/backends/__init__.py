@@ -19,13 +19,12 @@ from transforms.backends.jsonl import JsonlBackend
 from transforms.backends.parquet import ParquetBackend
 from transforms.backends.postgres import PostgresBackend
 from transforms.backends.tfrecord import TFRecordBackend
+# What --output_format and --dead_letter_format take besides 'auto'.
+from transforms.choices import DEAD_LETTER_FORMATS, OUTPUT_FORMATS
 
 _TABLES = (BigQueryBackend, PostgresBackend)
 _FILES = {b.format: b for b in (TFRecordBackend, ParquetBackend,
                                 JsonlBackend)}
-# What --output_format and --dead_letter_format take besides 'auto'.
-OUTPUT_FORMATS = ('tfrecord', 'parquet')
-DEAD_LETTER_FORMATS = ('jsonl', 'parquet')
 
 __all__ = ['Backend', 'WriteSettings', 'OUTPUT_FORMATS',
            'DEAD_LETTER_FORMATS', 'output', 'dead_letters', 'existing']

@@ -30,9 +30,9 @@ from transforms import records as records_lib
 from transforms import failpoints
 from transforms import metrics
 from transforms.backends import base
+from transforms.choices import PG_INDEXES as INDEXES
 
 SCHEMES = ('postgresql://', 'postgres://')
-INDEXES = ('hnsw',)
 _TABLE = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$')
 # Rows per INSERT transaction and ids per DELETE.
 BATCH_ROWS = 500
