@@ -45,6 +45,8 @@ TOP_VALUES = 10
 # The images the report has, by id (tests look them up by these).
 PLOT_IDS = ('token-lengths', 'buckets', 'throughput', 'dead-letters',
             'embedding-map')
+# The image a nightly run's report (--previous) has besides them.
+NIGHTLY_ID = 'nightly'
 DPI = 110
 
 
@@ -63,6 +65,8 @@ class RunData:
   color_note: str  # why the map has one colour, when it does
   error_types: collections.Counter  # dead letters by error type
   dead_letter_error: Optional[str]  # why the dead letters could not be read
+  # Output records by embedded_at (one value per run that embedded them).
+  embedded_at: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +114,11 @@ def sample(records, limit: int = PCA_SAMPLE, seed: int = PCA_SEED) -> list:
 
 class _Tally:
   """Counts over every record as they stream by (token lengths,
-  truncation), passing each record on."""
+  truncation, the run that embedded it), passing each record on."""
 
   def __init__(self):
     self.token_counts: collections.Counter = collections.Counter()
+    self.embedded_at: collections.Counter = collections.Counter()
     self.truncated = 0
     self.total = 0
 
@@ -122,6 +127,7 @@ class _Tally:
       self.total += 1
       self.token_counts[int(record.get('num_tokens') or 0)] += 1
       self.truncated += bool(record.get('truncated'))
+      self.embedded_at[record.get('embedded_at')] += 1
       yield record
 
 
@@ -137,7 +143,8 @@ def load_run(options) -> RunData:
                      metadata=(field,) if field else ())
   tally = _Tally()
   kept = sample(tally.through(out.scan(
-      ['embedding', 'num_tokens', 'truncated'] + ([field] if field else []))))
+      ['embedding', 'num_tokens', 'truncated', 'embedded_at'] +
+      ([field] if field else []))))
   vectors = (np.stack([np.asarray(r['embedding'], np.float32) for r in kept])
              if kept else np.zeros((0, 0), np.float32))
   values = [r.get(field) for r in kept] if field else []
@@ -160,22 +167,61 @@ def load_run(options) -> RunData:
                  truncated=tally.truncated, total=tally.total,
                  vectors=vectors, color_field=field, color_values=values,
                  color_note=note, error_types=error_types,
-                 dead_letter_error=problem)
+                 dead_letter_error=problem,
+                 embedded_at=dict(tally.embedded_at))
 
 
 # --- pure computations ------------------------------------------------------
 
 
-def rates(samples: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(start, end, documents embedded per second) of each interval between
-  consecutive progress samples; intervals of no time are skipped."""
+@dataclasses.dataclass(frozen=True)
+class Nightly:
+  """A nightly run's documents (--previous): the summary's counts, and
+  the output's records as read back, by the run that embedded them."""
+  read: int
+  embedded: int  # new or changed: the only ones the encoder saw
+  reused: int
+  rejected: int
+  removed: int  # ids of --previous gone from the corpus
+  carried: int  # reused records copied into an output rewritten whole
+  # The output takes changes (the --previous table): its reused rows stay
+  # where they are, none is carried.
+  in_place: bool
+  records: int  # records in the output
+  records_this_run: int  # of them, embedded by this run
+
+
+def nightly(summary: dict, data: RunData, options) -> Optional[Nightly]:
+  """The figures of a nightly run's panel, or None for a full run. The
+  records this run embedded are those of the newest `embedded_at` (one
+  value per run, when the run started), if it embedded any."""
+  if not getattr(options, 'previous', None):
+    return None
+  embedded = int(summary.get('documents_embedded') or 0)
+  reused = int(summary.get('documents_reused') or 0)
+  carried = int(summary.get('records_carried') or 0)
+  stamps = [stamp for stamp in data.embedded_at if stamp is not None]
+  newest = data.embedded_at[max(stamps)] if embedded and stamps else 0
+  return Nightly(
+      read=int(summary.get('documents_read') or 0), embedded=embedded,
+      reused=reused, rejected=int(summary.get('documents_rejected') or 0),
+      removed=int(summary.get('documents_removed') or 0), carried=carried,
+      in_place=bool(reused) and not carried, records=data.total,
+      records_this_run=newest)
+
+
+def rates(samples: Sequence, figure: str = 'documents_embedded'
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(start, end, `figure` per second: documents embedded by default) of
+  each interval between consecutive progress samples; intervals of no time
+  are skipped."""
   starts, ends, values = [], [], []
   for before, after in zip(samples, samples[1:]):
     seconds = after.seconds - before.seconds
     if seconds > 0:
       starts.append(before.seconds)
       ends.append(after.seconds)
-      values.append((after.documents_embedded - before.documents_embedded)
+      values.append((getattr(after, figure) - getattr(before, figure))
                     / seconds)
   return (np.asarray(starts, np.float64), np.asarray(ends, np.float64),
           np.asarray(values, np.float64))
@@ -309,26 +355,69 @@ def figure_buckets(batches: dict, padding: dict):
 
 def figure_throughput(starts: np.ndarray, ends: np.ndarray,
                       values: np.ndarray, overall: Optional[float],
-                      seconds: Optional[float]):
+                      seconds: Optional[float],
+                      read: Optional[np.ndarray] = None):
   """Each interval's rate as a flat step over the interval, so that a run
   with few samples still reads right; the x axis starts at the run's start
-  so that the time before the first sample (start-up) shows."""
+  so that the time before the first sample (start-up) shows. `read`, for a
+  nightly run, is the documents read per second over the same intervals:
+  its work is reading and comparing every document, and embedding the few
+  that changed, so the embedded rate alone would be nearly flat at 0."""
   fig = _figure()
   ax = fig.subplots()
   xs = np.column_stack([starts, ends]).ravel()
   ys = np.repeat(values, 2)
+  top = max(float(values.max()), overall or 0)
+  if read is not None:
+    ax.plot(xs, np.repeat(read, 2), color='#8172b3', linewidth=1.5,
+            label='read (each compared with --previous)')
+    top = max(top, float(read.max()))
   ax.fill_between(xs, ys, color='#4c72b0', alpha=0.15, linewidth=0)
   ax.plot(xs, ys, color='#4c72b0', linewidth=1.5,
-          label='between progress samples')
+          label=('embedded (new or changed only)' if read is not None else
+                 'between progress samples'))
   if overall:
     ax.axhline(overall, color='#55a868', linestyle='--', linewidth=1.2,
-               label=f'whole run: {overall:,.1f} documents/s')
+               label=f'whole run: {overall:,.1f} embedded/s' if read
+               is not None else f'whole run: {overall:,.1f} documents/s')
   ax.set_xlabel('seconds since the start')
-  ax.set_ylabel('documents embedded per second')
   ax.set_xlim(0, max(float(ends.max()), seconds or 0))
-  ax.set_ylim(0, max(float(values.max()), overall or 0) * 1.1 or 1)
-  ax.set_title('Documents embedded per second over time')
+  ax.set_ylim(0, top * 1.1 or 1)
+  if read is not None:
+    ax.set_ylabel('documents per second')
+    ax.set_title('Documents read and embedded per second over time')
+  else:
+    ax.set_ylabel('documents embedded per second')
+    ax.set_title('Documents embedded per second over time')
   fig.legend(loc='outside lower center', ncols=2, fontsize=8, frameon=False)
+  return fig
+
+
+def figure_nightly(n: Nightly):
+  """Where a nightly run's documents went: embedded (the encoder's only
+  work), reused, rejected, and what became of the previous records
+  (removed, carried). Each bar is labelled with its count, as the embedded
+  bar of a quiet night is a sliver beside the reused one."""
+  carried = ('carried (none: the --previous table keeps them)'
+             if n.in_place else 'carried into the rewritten output')
+  rows = [('embedded (new or changed)', n.embedded, '#4c72b0'),
+          ('reused from --previous', n.reused, '#55a868'),
+          ('rejected', n.rejected, '#c44e52'),
+          ('removed (gone from the corpus)', n.removed, '#8c8c8c'),
+          (carried, n.carried, '#8fbc8f')]
+  rows.reverse()  # barh draws bottom-up: embedded on top
+  fig = _figure(height=3.2)
+  ax = fig.subplots()
+  names = [name for name, _, _ in rows]
+  values = [value for _, value, _ in rows]
+  ax.barh(names, values, color=[color for _, _, color in rows])
+  for y, value in enumerate(values):
+    ax.text(value, y, f' {value:,}', va='center', fontsize=9)
+  ax.set_xlim(0, max(max(values), 1) * 1.2)
+  _integer_ticks(ax.xaxis)
+  ax.set_xlabel('documents (removed, carried: previous records)')
+  ax.set_title(f'{n.read:,} documents read against --previous',
+               fontsize=11)
   return fig
 
 
@@ -416,13 +505,17 @@ def png(fig) -> bytes:
 def plots(data: RunData, summary: dict, options,
           samples: Sequence) -> tuple[list[Plot], Optional[str]]:
   """Every plot of the report, and the sentence that replaces the
-  documents/s plot when there are too few progress samples for one."""
+  documents/s plot when there are too few progress samples for one. A
+  nightly run (--previous) has its documents' panel too."""
+  night = nightly(summary, data, options)
   out = [_plot_token_lengths(data, options), _plot_buckets(summary)]
   throughput, missing = _plot_throughput(summary, samples,
-                                         no_samples_reason(options))
+                                         no_samples_reason(options), night)
   if throughput:
     out.append(throughput)
   out += [_plot_dead_letters(data), _plot_embedding_map(data)]
+  if night:
+    out.append(_plot_nightly(night, summary))
   return out, missing
 
 
@@ -469,7 +562,8 @@ def no_samples_reason(options) -> str:
   return f'{runner or "this runner"} gives no live counts'
 
 
-def _plot_throughput(summary: dict, samples: Sequence, reason: str
+def _plot_throughput(summary: dict, samples: Sequence, reason: str,
+                     night: Optional[Nightly] = None
                      ) -> tuple[Optional[Plot], Optional[str]]:
   if not samples:
     return None, ('No documents/s plot: no progress samples were taken '
@@ -480,6 +574,8 @@ def _plot_throughput(summary: dict, samples: Sequence, reason: str
                   'progress sample, so there is no rate over time to show '
                   '(it was shorter than about two seconds).')
   overall = summary.get('documents_per_second')
+  if night:
+    return _plot_nightly_throughput(summary, samples, night), None
   return Plot(
       'throughput',
       f'Line chart of documents embedded per second over {ends[-1]:.0f} '
@@ -490,6 +586,72 @@ def _plot_throughput(summary: dict, samples: Sequence, reason: str
       f'({summary.get("seconds", 0):,.1f} s, start-up included).',
       png(figure_throughput(starts, ends, values, overall,
                             summary.get('seconds')))), None
+
+
+def _per_second(count: int, seconds) -> str:
+  return f'{count / seconds:,.1f}' if seconds else 'n/a'
+
+
+def _plot_nightly_throughput(summary: dict, samples: Sequence,
+                             night: Nightly) -> Plot:
+  """A nightly run's rates: documents read and documents embedded per
+  second. The embedded rate counts only the documents the encoder saw."""
+  starts, ends, values = rates(samples)
+  _, _, read = rates(samples, 'documents_read')
+  overall = summary.get('documents_per_second')
+  seconds = summary.get('seconds') or 0
+  return Plot(
+      'throughput',
+      f'Line chart of documents read and documents embedded per second '
+      f'over {ends[-1]:.0f} seconds, from {len(samples)} progress samples; '
+      f'peaks {read.max():,.1f} read/s and {values.max():,.1f} embedded/s.',
+      f'Documents read (each compared with --previous) and embedded per '
+      f'second between {len(samples)} progress samples. The embedded rate '
+      f'counts only the work done, the {night.embedded:,} new or changed '
+      f'documents: {overall or 0:,.1f} documents/s over the whole run '
+      f'({seconds:,.1f} s, start-up included; the summary\'s '
+      f'documents_per_second); {night.read:,} documents were read, '
+      f'{_per_second(night.read, seconds)} per second.',
+      png(figure_throughput(starts, ends, values, overall, seconds, read)))
+
+
+def _plot_nightly(night: Nightly, summary: dict) -> Plot:
+  """The nightly run's panel: every figure in the caption is in a span
+  of its own (nightly-*), so that a reader, or a test, finds it."""
+  def figure(name: str, value: int) -> str:
+    return f'<span id="nightly-{name}">{value:,}</span>'
+
+  if night.in_place:
+    carried = (f'The output is the --previous table: its unchanged rows '
+               f'stay where they are ({figure("carried", night.carried)} '
+               f'carried; {summary.get("rows_upserted", 0):,} rows upserted, '
+               f'{summary.get("rows_deleted", 0):,} deleted).')
+  else:
+    carried = (f'{figure("carried", night.carried)} unchanged records were '
+               'carried into the rewritten output.')
+  encoder = summary.get('encoder_seconds') or 0
+  caption = (
+      f'Of {figure("read", night.read)} documents read, '
+      f'{figure("embedded", night.embedded)} were embedded (new or changed '
+      f'since --previous), {figure("reused", night.reused)} reused and '
+      f'{figure("rejected", night.rejected)} rejected; '
+      f'{figure("removed", night.removed)} ids of --previous no longer in '
+      f'the corpus were removed. {carried} The output holds '
+      f'{figure("records", night.records)} records, '
+      f'{figure("records-this-run", night.records_this_run)} of them '
+      'embedded by this run (by embedded_at). Rates count only the work '
+      f'done: the {night.embedded:,} embedded documents, '
+      f'{summary.get("documents_per_second") or 0:,.1f} per second of the '
+      f'run\'s {summary.get("seconds") or 0:,.1f} s '
+      '(documents_per_second), and '
+      f'{_per_second(night.embedded, encoder)} per second of the encoder\'s '
+      f'{encoder:,.2f} s; the reused documents cost no encoder time.')
+  return Plot(
+      NIGHTLY_ID,
+      f'Bar chart of this nightly run\'s documents: {night.embedded:,} '
+      f'embedded, {night.reused:,} reused, {night.rejected:,} rejected, '
+      f'{night.removed:,} removed and {night.carried:,} carried.',
+      caption, png(figure_nightly(night)))
 
 
 def _plot_dead_letters(data: RunData) -> Plot:
@@ -632,6 +794,9 @@ def render_html(*, title: str, heading: str, meta: list[tuple[str, str]],
                    f'{_flags(html.escape(missing))}</p>')
   wide = (_figure_html(by_id['embedding-map'], wide=True)
           if 'embedding-map' in by_id else '')
+  night = (f'<h2>Nightly run: embedded, reused, removed, carried</h2>'
+           f'<div class="grid">{_figure_html(by_id[NIGHTLY_ID])}</div>'
+           if NIGHTLY_ID in by_id else '')
   meta_html = ' &middot; '.join(
       f'{html.escape(k)} <code>{html.escape(v)}</code>' for k, v in meta)
   return (
@@ -639,7 +804,7 @@ def render_html(*, title: str, heading: str, meta: list[tuple[str, str]],
       '<meta name="viewport" content="width=device-width, initial-scale=1">'
       f'<title>{html.escape(title)}</title><style>{_CSS}</style></head>'
       f'<body><main><h1>{html.escape(heading)}</h1>'
-      f'<p class="meta">{meta_html}</p>'
+      f'<p class="meta">{meta_html}</p>{night}'
       f'<h2>Batching and throughput</h2><div class="grid">{"".join(small)}'
       f'</div><h2>Embeddings</h2>{wide}'
       f'<h2>Summary</h2>{summary_table(summary)}'
@@ -652,8 +817,10 @@ def _source(options) -> str:
 
 
 def _meta(summary: dict, options, now: datetime.datetime) -> list:
+  previous = getattr(options, 'previous', None)
   return [('input', _source(options)),
           ('output', str(summary.get('output', options.output))),
+          *([('previous', str(previous))] if previous else []),
           ('precision', str(summary.get('precision', '?'))),
           ('packing', str(summary.get('packing', '?'))),
           ('written', now.strftime('%Y-%m-%d %H:%M:%S UTC'))]

@@ -38,7 +38,8 @@ HARNESS = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><script>
 function inspect(frame) {
   var doc = frame.contentDocument, out = {images: [], captions: {},
-                                          summary: {}, missing: null};
+                                          summary: {}, missing: null,
+                                          nightly: {}};
   for (var img of doc.images) {
     out.images.push({id: img.id, alt: img.alt, complete: img.complete,
                      width: img.naturalWidth, height: img.naturalHeight});
@@ -49,6 +50,9 @@ function inspect(frame) {
   for (var row of doc.querySelectorAll('#summary tr')) {
     out.summary[row.querySelector('th').textContent] =
         row.querySelector('td').textContent;
+  }
+  for (var span of doc.querySelectorAll('span[id^="nightly-"]')) {
+    out.nightly[span.id] = span.textContent;
   }
   var missing = doc.getElementById('throughput-missing');
   if (missing) out.missing = missing.textContent;
@@ -233,6 +237,71 @@ def test_report_without_dead_letters_or_metadata(tmp_path, minilm_export):
     assert f'<img id="{plot_id}"' in page
 
 
+def test_report_of_a_nightly_run(tmp_path, minilm_export, chromium):
+  """A nightly run (--previous) with changed, new, removed and bad
+  documents: the report's panel gives the summary's counts and the
+  output's records (this run's by embedded_at), and its rates say they
+  count only the documents embedded."""
+  from pipeline import read
+  docs = corpora.sample_docs(60)
+  day1 = corpora.write_jsonl(str(tmp_path / 'day1.jsonl'), docs, bad=False)
+  common = ['--model_dir', minilm_export]
+  out1 = str(tmp_path / 'day1' / 'emb')
+  status, _, _ = run.launch(['--input', day1.pattern, '--output', out1,
+                             *common])
+  assert status == 0
+  changed = {d['id'] for d in docs[::10]}
+  gone = {d['id'] for d in docs[1:4]}
+  day2 = [dict(d, text=d['text'] + ' (revised)') if d['id'] in changed
+          else d for d in docs if d['id'] not in gone]
+  day2 += [dict(d, id=f'new-{i}')
+           for i, d in enumerate(corpora.sample_docs(3, start=100))]
+  corpus = corpora.write_jsonl(str(tmp_path / 'day2.jsonl'), day2)
+  out2 = str(tmp_path / 'day2' / 'emb')
+  path = str(tmp_path / 'report' / 'nightly.html')
+  status, summary, _ = run.launch(['--input', corpus.pattern, '--output',
+                                   out2, '--previous', out1, '--report', path,
+                                   *common])
+  assert status == 0, summary
+  fresh = changed | {f'new-{i}' for i in range(3)}
+  assert (summary['documents_read'], summary['documents_embedded'],
+          summary['documents_reused'], summary['documents_rejected'],
+          summary['documents_removed'], summary['records_carried']) == (
+              len(day2) + 3, len(fresh), len(day2) - len(fresh), 3,
+              len(gone), len(day2) - len(fresh))
+
+  seen = _inspect(chromium, tmp_path, path)
+  expected = set(report.PLOT_IDS) | {report.NIGHTLY_ID}
+  if seen['missing']:  # a run shorter than two progress samples
+    expected.discard('throughput')
+  _assert_images(seen, expected)
+  panel = seen['nightly']
+  figures = {'read': 'documents_read', 'embedded': 'documents_embedded',
+             'reused': 'documents_reused', 'rejected': 'documents_rejected',
+             'removed': 'documents_removed', 'carried': 'records_carried'}
+  assert {name: panel[f'nightly-{name}'] for name in figures} == {
+      name: str(summary[key]) for name, key in figures.items()}
+  # The records as written: this run's are those of the newest
+  # embedded_at, exactly the new and changed documents.
+  table = read.load(out2).table
+  stamps = table.column('embedded_at').to_pylist()
+  ids = table.column('id').to_pylist()
+  newest = {i for i, t in zip(ids, stamps) if t == max(stamps)}
+  assert newest == fresh
+  assert panel['nightly-records'] == str(len(ids)) == str(len(day2))
+  assert panel['nightly-records-this-run'] == str(len(newest))
+  caption = seen['captions']['nightly-caption']
+  assert (f'Rates count only the work done: the {len(fresh)} embedded '
+          f'documents, {summary["documents_per_second"]:,.1f} per second'
+          in caption), caption
+  if 'throughput' in expected:
+    assert (f'The embedded rate counts only the work done, the '
+            f'{len(fresh)} new or changed documents' in seen['captions'][
+                'throughput-caption'])
+  assert seen['summary']['documents_per_second'] == str(
+      summary['documents_per_second'])
+
+
 def test_pure_parts_on_edge_cases():
   """The data -> numbers -> figure steps on empty and odd inputs (no run,
   no browser)."""
@@ -264,6 +333,19 @@ def test_pure_parts_on_edge_cases():
               report.figure_embedding_map(np.zeros((0, 2)), np.zeros(2),
                                           None, None)):
     assert report.png(fig).startswith(b'\x89PNG')
+  # A nightly run into its --previous table keeps its rows in place; a
+  # night that embedded nothing has no records of its own.
+  data = types.SimpleNamespace(total=10, embedded_at={'t1': 8, 't2': 2})
+  night = report.nightly(
+      {'documents_read': 10, 'documents_embedded': 2, 'documents_reused': 8,
+       'records_carried': 0}, data, types.SimpleNamespace(previous='p'))
+  assert (night.in_place, night.records_this_run) == (True, 2)
+  night = report.nightly(
+      {'documents_read': 10, 'documents_embedded': 0, 'documents_reused': 10,
+       'records_carried': 10}, data, types.SimpleNamespace(previous='p'))
+  assert (night.in_place, night.records_this_run) == (False, 0)
+  assert report.png(report.figure_nightly(night)).startswith(b'\x89PNG')
+  assert report.nightly({}, data, types.SimpleNamespace(previous=None)) is None
   assert report.shown_value({'8': 3, '16': [1, None, True]}) == (
       '8: 3, 16: [1, null, true]')
 
