@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transforms import backends
-from transforms import leases
-
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
@@ -33,6 +30,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = parser().parse_args(argv)
+  # After the parse: --help and usage errors come before Beam is imported
+  # (seconds).
+  from transforms import backends
+  from transforms import leases
   try:
     output = backends.output(args.output)
     store = output.lease_store()

@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from apache_beam.io.filesystems import FileSystems
-
+# Beam (FileSystems, transforms.model_files) is imported where it is used:
+# the command reads PRESETS for --help and its flag check, before it
+# imports Beam (pipeline/flags.py).
 from tfmodels import identity
-from transforms import model_files
 
 ROBERTA_PREPROCESS = 'https://tfhub.dev/jeongukjae/roberta_en_cased_preprocess/1'
 ROBERTA_LARGE = 'https://tfhub.dev/jeongukjae/roberta_en_cased_L-24_H-1024_A-16/1'
@@ -78,12 +78,16 @@ class ResolvedModel:
 
 
 def _read(path: str) -> bytes:
+  from apache_beam.io.filesystems import FileSystems
   with FileSystems.open(path, compression_type='uncompressed') as f:
     return f.read()
 
 
 def check_saved_model(handle: str) -> None:
   """A clear error for a folder (local or gs://) that holds no SavedModel."""
+  from apache_beam.io.filesystems import FileSystems
+
+  from transforms import model_files
   if model_files.is_url(handle):
     return
   if not FileSystems.exists(FileSystems.join(handle, 'saved_model.pb')):
@@ -94,6 +98,7 @@ def check_saved_model(handle: str) -> None:
 def saved_model_identity(folder: str) -> str:
   """One SavedModel's content hashes (tfmodels/identity.py), read through
   FileSystems so that gs:// folders work from the launcher."""
+  from apache_beam.io.filesystems import FileSystems
   check_saved_model(folder)
   fingerprint = FileSystems.join(folder, identity.FINGERPRINT_FILE)
   if FileSystems.exists(fingerprint):
@@ -105,6 +110,7 @@ def saved_model_identity(folder: str) -> str:
 
 
 def handle_pair_identity(preprocessor: str, encoder: str) -> str:
+  from transforms import model_files
   if model_files.is_url(preprocessor) and model_files.is_url(encoder):
     # TF Hub versions are immutable: the versioned URL is the identity.
     return f'url:{preprocessor} + {encoder}'
@@ -147,6 +153,7 @@ def from_export_dir(model_dir: str,
   """An export folder of `python -m pipeline.export_model` (WordPiece or
   BPE alike), local or anywhere Beam's FileSystems reach (gs://):
   preprocessor/, encoder/ and export.json."""
+  from apache_beam.io.filesystems import FileSystems
   model_dir = model_dir.rstrip('/') or model_dir
   manifest_path = FileSystems.join(model_dir, 'export.json')
   if not FileSystems.exists(model_dir) and not FileSystems.match(

@@ -20,6 +20,12 @@ if __name__ == '__main__':
   # no traceback (pipeline/interrupts.py). Only the command installs it.
   from pipeline import interrupts as _interrupts
   _interrupts.install()
+  # --help and flag errors before TensorFlow and Beam are imported below
+  # (seconds): pipeline/flags.py.
+  from pipeline.flags import answer_early as _answer_early
+  _early = _answer_early(sys.argv[1:])
+  if _early is not None:
+    sys.exit(_early)
 
 # TensorFlow's process defaults (tfmodels/__init__.py), before anything
 # imports TensorFlow.
@@ -34,8 +40,7 @@ from pipeline import interrupts
 from pipeline import progress
 from pipeline import summary as summary_lib
 from pipeline import worker
-# help_parser: the --help text, and scripts/gen_flag_docs.py's source.
-from pipeline.flags import asks_verbose, help_parser
+from pipeline.flags import answer_early, asks_verbose
 from pipeline.graph import build_pipeline
 from pipeline.launch import Plan, about_line, plan_from_argv
 from pipeline.options import EmbedOptions
@@ -207,9 +212,9 @@ def _error(exc: BaseException, verbose: bool, during_run: bool = False):
 
 def main(argv=None) -> int:
   argv = list(argv if argv is not None else sys.argv[1:])
-  if '-h' in argv or '--help' in argv:
-    help_parser().print_help()
-    return 0
+  early = answer_early(argv)
+  if early is not None:
+    return early
   verbose = asks_verbose(argv)
   console.configure(verbose=verbose)
   interrupts.started(verbose)

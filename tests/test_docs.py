@@ -28,7 +28,8 @@ def test_flag_docs_are_current():
       [sys.executable, 'scripts/gen_flag_docs.py', '--check'], cwd=ROOT,
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, (
-      'docs/flags.md or the README\'s main-flags table is stale: run '
+      'docs/flags.md, the README\'s main-flags table or '
+      'pipeline/beam_flags.py is stale: run '
       '.venv/bin/python scripts/gen_flag_docs.py\n' + proc.stderr[-2000:])
 
 
@@ -55,8 +56,9 @@ def test_the_documented_generator_command(tmp_path):
   check = subprocess.run(argv + ['--check'], cwd=work, env=env,
                          capture_output=True, text=True, timeout=300)
   assert check.returncode == 1
-  assert ('docs/flags.md and README.md out of date with the job\'s flags: '
-          'run .venv/bin/python scripts/gen_flag_docs.py') in check.stderr
+  assert ('docs/flags.md and README.md out of date with the flags of the '
+          'job and Beam: run .venv/bin/python scripts/gen_flag_docs.py'
+          ) in check.stderr
   assert _read(work / 'docs' / 'flags.md') == '# Flags\n'  # --check writes
   proc = subprocess.run(argv, cwd=work, env=env, capture_output=True,
                         text=True, timeout=300)

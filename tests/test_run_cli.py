@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import tfmodels
 from tests import corpora
 
 ROOT = corpora.ROOT
@@ -34,6 +35,43 @@ def test_help_explains_every_flag():
                '--bq_write_disposition'):
     assert flag in proc.stdout
   assert 'minilm-l6' in proc.stdout and 'roberta-large' in proc.stdout
+
+
+def _imports_of(*args):
+  """The command run with python -X importtime: its result, and the
+  top-level packages it imported (the QUIET_ENV of a parent's quiet run
+  left out, since it makes tfmodels import TensorFlow)."""
+  env = {k: v for k, v in os.environ.items() if k != tfmodels.QUIET_ENV}
+  proc = subprocess.run(
+      [sys.executable, '-X', 'importtime', '-m', 'pipeline.run', *args],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  lines = proc.stderr.splitlines()
+  packages = {line.rsplit('|', 1)[1].strip().split('.')[0] for line in lines
+              if line.startswith('import time:')}
+  proc.stderr = '\n'.join(line for line in lines
+                           if not line.startswith('import time:'))
+  return proc, packages
+
+
+@pytest.mark.parametrize('args,status,error', [
+    (['--help'], 0, ''),
+    (['--max_seq_lenght', '64', '--input', 'a.jsonl', '--output', 'o'], 2,
+     'pipeline.run: error: unknown flag --max_seq_lenght; did you mean '
+     '--max_seq_length?'),
+    (['--input', 'a.jsonl', '--output', 'o', '--runner', 'DataflowRunner',
+      '--project', 'p', '--temp_location', 'gs://b/t', '--pooling', 'max'],
+     2, "pipeline.run: error: argument --pooling: invalid choice: 'max' "
+     "(choose from 'mean', 'pooled', 'cls')"),
+])
+def test_help_and_flag_errors_come_before_tensorflow_and_beam(args, status,
+                                                               error):
+  """Answered without importing either (they take seconds to import)."""
+  proc, packages = _imports_of(*args)
+  assert (proc.returncode, proc.stderr) == (status, error)
+  assert not packages & {'tensorflow', 'apache_beam'}
+  assert 'pipeline' in packages
+  if args == ['--help']:
+    assert '--max_seq_length' in proc.stdout
 
 
 def test_summary_line_reconciles_counts(tmp_path, minilm_export):
