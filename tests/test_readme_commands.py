@@ -306,7 +306,10 @@ def test_scheduled_re_embedding(workdir):
   out = nightly[nightly.index('--output') + 1]
   assert proc.stderr.strip().splitlines()[-1] == (
       f'pipeline.run: error: 3 of {n + 4} documents rejected (10.7%), more '
-      f'than --max_rejected 1%; dead letters in {out}_dead_letter-*.jsonl')
+      'than --max_rejected 1%, most often as empty_text (1 of 3): is '
+      "--text_field the field that holds the text? (e.g. field 'text' is "
+      'empty or whitespace, in \'{"id": "empty", "text": "   "}\'); dead '
+      f'letters in {out}_dead_letter-*.jsonl')
   assert len(corpora.read_dead_letters(str(work / out) + '_dead_letter')
              ) == 3
 
