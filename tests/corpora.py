@@ -83,10 +83,13 @@ def write_tfrecord(path: str, docs: list[dict]) -> Corpus:
     return tf.train.Feature(bytes_list=tf.train.BytesList(
         value=[value.encode('utf-8')]))
 
+  # A feature no flag names, with several values, is not read.
+  tags = tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'a', b'b']))
   with tf.io.TFRecordWriter(path) as writer:
     for d in docs:
       writer.write(tf.train.Example(features=tf.train.Features(feature={
           'id': bytes_feature(d['id']), 'text': bytes_feature(d['text']),
+          'tags': tags,
       })).SerializeToString())
     writer.write(tf.train.Example(features=tf.train.Features(feature={
         'id': bytes_feature('no-text')})).SerializeToString())

@@ -214,6 +214,19 @@ def test_batch_rows_takes_single_values_and_reports_the_others():
   ]
 
 
+def test_batch_rows_reads_only_the_named_features():
+  """A feature no flag names (tags with several values) rejects nothing."""
+  batch = pa.RecordBatch.from_pydict({
+      'id': [[b'a'], [b'b']], 'text': [[b'x'], []],
+      'tags': [[b't1', b't2'], [b't3']],
+  })
+  assert list(tfrecord.batch_rows(batch, ['id', None, 'text', 'id',
+                                          'gone'])) == [
+      ({'id': b'a', 'text': b'x'}, []),
+      ({'id': b'b'}, ["feature 'text' has 0 values"]),
+  ]
+
+
 # --- Parquet ------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ Examples read back, one at a time or as tfx-bsl's Arrow record batches."""
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import google_crc32c
 import numpy as np
@@ -64,12 +64,17 @@ def features(raw: bytes):
   return tf.train.Example.FromString(raw).features.feature
 
 
-def batch_rows(batch) -> Iterable[tuple]:
+def batch_rows(batch, names: Optional[Sequence[Optional[str]]] = None
+               ) -> Iterable[tuple]:
   """(record, problems) per Example of a tfx-bsl Arrow record batch, whose
   features are lists: a feature's one value, or a problem where it holds
-  more or fewer (absent features are left out)."""
-  columns = {name: batch.column(name).to_pylist()
-             for name in batch.schema.names}
+  more or fewer (absent features are left out). With `names`, only those
+  features (None names ignored): a feature no flag names, such as a list
+  of tags, is not read, as a Parquet source reads only its named columns."""
+  wanted = batch.schema.names if names is None else [
+      name for name in dict.fromkeys(names)
+      if name and name in batch.schema.names]
+  columns = {name: batch.column(name).to_pylist() for name in wanted}
   for i in range(batch.num_rows):
     record, problems = {}, []
     for name, values in columns.items():

@@ -16,8 +16,11 @@ from transforms.sources import base
 def record_batch_to_documents(batch, source: str,
                               fields: base.Fields) -> Iterable[base.Parsed]:
   """tfx-bsl decodes tf.Examples into Arrow record batches whose features
-  are lists; a text feature must hold exactly one bytes value."""
-  for record, problems in codec.batch_rows(batch):
+  are lists; each feature the flags name must hold exactly one value (the
+  others are not read)."""
+  wanted = (fields.id_field, fields.text_field, fields.text_b_field,
+            *fields.metadata_fields)
+  for record, problems in codec.batch_rows(batch, wanted):
     if problems:
       yield base.dead(source, repr(record), 'bad_feature',
                       '; '.join(problems))
