@@ -17,8 +17,9 @@ import argparse
 import json
 import sys
 
-from tfmodels import export
-from tfmodels.hf import ModelFilesError
+# TensorFlow (tfmodels.export) is imported once the flags are read: --help
+# and usage errors come without it (seconds).
+from tfmodels.hf import SPECIAL_TOKENS_IN_TEXT, ModelFilesError
 
 
 def main(argv=None) -> int:
@@ -45,7 +46,7 @@ def main(argv=None) -> int:
                       help='Default seq_length of the preprocessor.')
   parser.add_argument(
       '--special_tokens_in_text', default='special',
-      choices=export.SPECIAL_TOKENS_IN_TEXT,
+      choices=SPECIAL_TOKENS_IN_TEXT,
       help='special (default): special tokens written in a text, such as '
       '</s> or [SEP], become those tokens, as Hugging Face tokenizers do by '
       'default; text: they are tokenized as the characters they are '
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     parser.error(f'{args.kind} needs --from HF_DIR')
   elif not args.out:
     parser.error(f'{args.kind} needs --out DIR')
+  from tfmodels import export
   exporter = (export.export_roberta_from_hf if args.kind == 'roberta' else
               export.export_bert_from_hf)
   try:
@@ -90,6 +92,7 @@ def _into_cache(parser, args) -> int:
     parser.error('--seq_length and --special_tokens_in_text need --out DIR: '
                  'the model cache holds the preset as the job converts it')
   from pipeline import presets
+  from tfmodels import export
   out = presets.ensure_exported('minilm-l6', presets.default_cache_dir())
   print(json.dumps({'out': out, **export.read_manifest(out)}))
   return 0

@@ -37,13 +37,13 @@ def test_help_explains_every_flag():
   assert 'minilm-l6' in proc.stdout and 'roberta-large' in proc.stdout
 
 
-def _imports_of(*args):
+def _imports_of(*args, command='pipeline.run'):
   """The command run with python -X importtime: its result, and the
   top-level packages it imported (the QUIET_ENV of a parent's quiet run
   left out, since it makes tfmodels import TensorFlow)."""
   env = {k: v for k, v in os.environ.items() if k != tfmodels.QUIET_ENV}
   proc = subprocess.run(
-      [sys.executable, '-X', 'importtime', '-m', 'pipeline.run', *args],
+      [sys.executable, '-X', 'importtime', '-m', command, *args],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   lines = proc.stderr.splitlines()
   packages = {line.rsplit('|', 1)[1].strip().split('.')[0] for line in lines
@@ -72,6 +72,21 @@ def test_help_and_flag_errors_come_before_tensorflow_and_beam(args, status,
   assert 'pipeline' in packages
   if args == ['--help']:
     assert '--max_seq_length' in proc.stdout
+
+
+@pytest.mark.parametrize('command,args,status,error', [
+    ('pipeline.export_model', ['--help'], 0, ''),
+    ('pipeline.export_model', ['bert'], 2,
+     'python -m pipeline.export_model: error: bert needs --from HF_DIR'),
+    ('pipeline.lease', ['--help'], 0, ''),
+])
+def test_other_commands_answer_help_before_tensorflow_and_beam(
+    command, args, status, error):
+  proc, packages = _imports_of(*args, command=command)
+  assert proc.returncode == status
+  assert proc.stderr.splitlines()[-1:] == ([error] if error else [])
+  assert not packages & {'tensorflow', 'apache_beam'}
+  assert f'python -m {command}' in proc.stdout + proc.stderr
 
 
 def test_summary_line_reconciles_counts(tmp_path, minilm_export):

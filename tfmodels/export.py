@@ -70,7 +70,7 @@ def _save_atomically(obj, out_dir: str, signatures=None) -> None:
       shutil.rmtree(tmp)
 
 
-SPECIAL_TOKENS_IN_TEXT = ('special', 'text')
+SPECIAL_TOKENS_IN_TEXT = hf.SPECIAL_TOKENS_IN_TEXT
 
 
 def export_bert_from_hf(hf_dir: str, out_dir: str,

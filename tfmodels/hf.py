@@ -11,6 +11,13 @@ import os
 import numpy as np
 
 
+# How a special token written in a text ("[SEP]", "</s>") is read by an
+# export's preprocessor (tfmodels/export.py): as that token, or as its
+# characters (Hugging Face's split_special_tokens). Here, without
+# TensorFlow, for the export command's --help.
+SPECIAL_TOKENS_IN_TEXT = ('special', 'text')
+
+
 class ModelFilesError(ValueError):
   """A Hugging Face model folder is missing a file or has a bad one."""
 
