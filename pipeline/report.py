@@ -712,6 +712,7 @@ h2 { font-size: 18px; margin: 28px 0 10px; }
 figure { margin: 0; background: #fff; border: 1px solid #ddd;
          border-radius: 6px; padding: 10px; }
 figure.wide { margin-top: 16px; }
+figure.narrow { max-width: 700px; }
 figure img { display: block; width: 100%; height: auto; }
 figure.wide img { max-width: 935px; margin: 0 auto; }
 figcaption { font-size: 13px; color: #444; margin-top: 6px; }
@@ -741,8 +742,9 @@ def _png_size(data: bytes) -> tuple[int, int]:
           int.from_bytes(data[20:24], 'big'))
 
 
-def _figure_html(plot: Plot, wide: bool = False) -> str:
-  cls = ' class="wide"' if wide else ''
+def _figure_html(plot: Plot, wide: bool = False, narrow: bool = False
+                 ) -> str:
+  cls = ' class="wide"' if wide else ' class="narrow"' if narrow else ''
   return (f'<figure{cls}>{_img(plot)}'
           f'<figcaption id="{plot.id}-caption">{_flags(plot.caption)}'
           '</figcaption>'
@@ -795,7 +797,7 @@ def render_html(*, title: str, heading: str, meta: list[tuple[str, str]],
   wide = (_figure_html(by_id['embedding-map'], wide=True)
           if 'embedding-map' in by_id else '')
   night = (f'<h2>Nightly run: embedded, reused, removed, carried</h2>'
-           f'<div class="grid">{_figure_html(by_id[NIGHTLY_ID])}</div>'
+           f'{_figure_html(by_id[NIGHTLY_ID], narrow=True)}'
            if NIGHTLY_ID in by_id else '')
   meta_html = ' &middot; '.join(
       f'{html.escape(k)} <code>{html.escape(v)}</code>' for k, v in meta)
