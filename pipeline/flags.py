@@ -43,8 +43,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def help_parser() -> argparse.ArgumentParser:
-  """The job's own flags (EmbedOptions declares them, as Beam's option
-  classes declare theirs), with the command's --help text."""
+  """The job's own flags (options.add_flags, which EmbedOptions declares
+  to Beam too), with the command's --help text; no Beam import."""
   parser = _Parser(
       prog='python -m pipeline.run', allow_abbrev=False,
       description='Embed a text corpus with a TF Hub preprocessor + encoder '
