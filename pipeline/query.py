@@ -189,7 +189,8 @@ def _resolve(located: dict, model_cache_dir: Optional[str]
 def _note(resolved: presets.ResolvedModel, settings: dict,
           packing: str) -> Provenance:
   """The provenance the job would note with these flags and model."""
-  given = {k: v for k, v in settings.items() if v is not None}
+  given = {k: v for k, v in settings.items()
+           if k in SETTINGS and v is not None}
   if given.get('precision') == 'auto':
     from tfmodels.devices import auto_precision, configure_gpus
     given['precision'] = (auto_precision(gpu=bool(configure_gpus()))

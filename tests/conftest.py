@@ -43,6 +43,7 @@ TIERS = {
                  'test_dataflow_graph.py', 'test_model_identity.py',
                  'test_run_cli.py', 'test_leases.py',
                  'test_table_schema.py', 'test_query.py',
+                 'test_search_docs.py',
                  'test_read_back.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',

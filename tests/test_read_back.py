@@ -125,7 +125,7 @@ def test_pgvector_line(work):
   """The PostgreSQL run of docs/running.md (its first night: without
   --previous), then the documented psql line on its table."""
   work, env = work
-  nightly = readme.command('pipeline.run', 'postgresql://')
+  nightly = readme.command('pipeline.run', 'postgresql://', '--previous')
   pg_bin = os.path.join(emulators.VENV, 'lib', 'python3.11', 'site-packages',
                         'pgserver', 'pginstall', 'bin')
   psql_env = dict(env, PATH=pg_bin + os.pathsep + env['PATH'])

@@ -69,6 +69,7 @@ RUN_HERE = [
     ('.venv/bin/python', '-m', 'pipeline.export_model'),
     ('.venv/bin/python', '-m', 'pipeline.read'),
     ('.venv/bin/python', '-m', 'pipeline.lease'),
+    ('.venv/bin/python', '-m', 'pipeline.search'),
     ('.venv/bin/pip', 'install'),
     ('psql',),
 ]
@@ -220,7 +221,7 @@ def test_postgres_nightly_command(workdir):
   if not os.path.exists(work / 'models' / 'minilm-l6'):
     assert _run(readme.command('export_model', 'minilm-l6'), work,
                 env).returncode == 0
-  nightly = readme.command('pipeline.run', 'postgresql://')
+  nightly = readme.command('pipeline.run', 'postgresql://', '--previous')
   with postgres.running() as server:
     argv = [server.uri('docs') if a.startswith('postgresql://') else a
             for a in nightly]
