@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -167,14 +168,29 @@ def test_postgres_full_then_nightly_delta(reference, server, capsys):
 
   # Nightly: --previous names the output table; only the delta is written.
   changed, gone = reference['changed'], reference['gone']
+  report = reference['tmp'] / 'pg-nightly.html'
   summary = _summary(capsys, ['--input', reference['day2'].pattern,
-                              '--output', uri, '--previous', uri, *common])
+                              '--output', uri, '--previous', uri,
+                              '--report', str(report), *common])
   assert (summary['documents_embedded'], summary['documents_reused'],
           summary['documents_removed']) == (
               len(changed), N - len(gone) - len(changed), len(gone))
   assert (summary['rows_upserted'], summary['rows_deleted']) == (
       len(changed), len(gone))
   assert summary['reconciled'] is True
+  # The report's nightly panel: the table keeps its unchanged rows in
+  # place (none carried), and this run's rows are the changed ones.
+  panel = dict(re.findall(r'<span id="nightly-([a-z-]+)">([\d,]+)</span>',
+                          report.read_text(encoding='utf-8')))
+  assert panel == {
+      'read': str(summary['documents_read']),
+      'embedded': str(len(changed)),
+      'reused': str(summary['documents_reused']),
+      'rejected': str(summary['documents_rejected']),
+      'removed': str(len(gone)), 'carried': '0',
+      'records': str(N - len(gone)), 'records-this-run': str(len(changed))}
+  assert 'table: its unchanged rows stay where they are' in report.read_text(
+      encoding='utf-8')
   # The table now equals a full run of day 2 ...
   corpora.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
   # ... and only the changed rows were touched.
