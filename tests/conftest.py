@@ -47,7 +47,8 @@ TIERS = {
                  'test_read_back.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
-              'test_bench_throughput.py', 'test_bench_same_text.py'),
+              'test_bench_throughput.py', 'test_bench_same_text.py',
+              'test_bench_search.py'),
 }
 
 

@@ -60,6 +60,8 @@ RUN_ELSEWHERE = {
     # same script with --smoke runs in the suite.
     ('.venv/bin/python', 'bench/huge_text.py'): 'tests/test_huge_texts.py',
     ('.venv/bin/python', 'scripts/gen_flag_docs.py'): 'tests/test_docs.py',
+    # The full sizes take minutes; --smoke runs in the suite.
+    ('.venv/bin/python', 'bench/search.py'): 'tests/test_bench_search.py',
 }
 # How far before a command's block its document must say "not run here".
 NOT_RUN_HERE_WITHIN = 600
