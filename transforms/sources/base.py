@@ -21,15 +21,13 @@ from typing import Any, ClassVar, Optional, Union
 import apache_beam as beam
 
 from transforms import metrics
+from transforms.choices import MAX_DOCUMENT_BYTES
 from transforms.elements import (MAX_RAW_CHARS, DeadLetter, Document,
                                  derived_id)
 
 Parsed = Union[Document, DeadLetter]
 
 
-# --max_document_bytes by default: larger documents go to the dead letters
-# as document_too_large (docs/running.md, "Very large documents").
-MAX_DOCUMENT_BYTES = 16 << 20
 DOCUMENT_TOO_LARGE = 'document_too_large'
 
 
