@@ -84,11 +84,24 @@ def over_rejection_limit(limit: str, rejected: int, read: int) -> bool:
   return (100 * rejected / read if share else rejected) > value
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
+class _Declared:
+  """A group of the job's flags, of which only those named in `only` (by
+  dest) are declared, where `only` is given."""
+
+  def __init__(self, group, only):
+    self._group, self._only = group, only
+
+  def add_argument(self, *names, **kwargs):
+    if self._only is None or names[0].lstrip('-') in self._only:
+      self._group.add_argument(*names, **kwargs)
+
+
+def add_flags(parser: argparse.ArgumentParser, only=None) -> None:
   """Declares the job's flags on `parser`: the command's --help and
   flag check (pipeline/flags.py), and Beam's EmbedOptions, whose
-  parser is Beam's."""
-  io = parser.add_argument_group('input and output')
+  parser is Beam's. `only`: the flags to declare (by dest), for a
+  command that takes some of the job's (pipeline/query.py)."""
+  io = _Declared(parser.add_argument_group('input and output'), only)
   io.add_argument(
       '--input', default=None,
       help='The corpus: a file pattern (local path or gs://, globs '
@@ -200,7 +213,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   io.add_argument('--num_shards', type=int, default=0,
                   help='Output shards; 0 lets the runner decide.')
 
-  shown = parser.add_argument_group('what a run shows')
+  shown = _Declared(parser.add_argument_group('what a run shows'), only)
   shown.add_argument(
       '--verbose', **_SWITCH,
       help='Show TensorFlow\'s and Beam\'s start-up and worker logs, and '
@@ -223,7 +236,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
       help='Metadata field that colours the report\'s embedding map '
       '(default: the first of --metadata_fields).')
 
-  model = parser.add_argument_group('model')
+  model = _Declared(parser.add_argument_group('model'), only)
   model.add_argument(
       '--model', default=None, choices=sorted(presets.PRESETS),
       help='Model preset (default: roberta-large, which loads from '
@@ -269,7 +282,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
       help='Tokens between chunk starts with --long_documents chunk '
       '(default: half a window).')
 
-  batching = parser.add_argument_group('batching')
+  batching = _Declared(parser.add_argument_group('batching'), only)
   batching.add_argument(
       '--max_batch_tokens', type=token_budget, default='auto',
       help='Padded tokens per encoder call (rows x bucket length), or auto: '

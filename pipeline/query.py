@@ -15,13 +15,19 @@ embedded with another model, pooling or normalisation gives vectors that
 look fine and rank badly.
 
 from_settings() takes the job's flags as keywords instead, for users
-without an output. Either way the model loads once, and encode() runs the
+without an output. From a shell, `python -m pipeline.query --output OUT
+TEXT...` (or the job's model flags in place of --output) prints each
+text's vector as a JSON line. Either way the model loads once, and
+encode() runs the
 job's own tokenizer, batcher and encoder step (transforms/direct.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import sys
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -246,3 +252,56 @@ def _where_noted(note: Provenance) -> list[dict]:
 def _short(identity: str) -> str:
   return identity if len(identity) <= 24 else identity[:20] + '...'
 
+
+
+# The job's flags that a query takes: where the output or the model is, and
+# what decides an embedding.
+QUERY_FLAGS = ('output', 'output_format', 'model_cache_dir', 'packing',
+               *MODEL_FLAGS, *SETTINGS)
+
+
+def parser() -> argparse.ArgumentParser:
+  """The job's own flags (declared once, in pipeline/options.py), of which
+  a query takes QUERY_FLAGS, and the texts."""
+  from pipeline import options
+  p = argparse.ArgumentParser(
+      prog='python -m pipeline.query',
+      description='Print the vector of each TEXT, one JSON object a line '
+      '({"text", "model_fingerprint", "embedding"}), made exactly as the '
+      'documents of --output were (the model and settings it recorded), or '
+      'as the job would make it with the model and settings flags given '
+      'here (the job\'s own flags, with its defaults).')
+  p.add_argument('texts', nargs='+', metavar='TEXT',
+                 help='text to embed (before the flags: a switch such as '
+                 '--normalize takes the word after it as its value)')
+  options.add_flags(p, only=QUERY_FLAGS)
+  return p
+
+
+def main(argv=None) -> int:
+  p = parser()
+  args = p.parse_args(argv)
+  defaults = vars(p.parse_args(['-']))
+  given = {dest: value for dest, value in vars(args).items()
+           if dest != 'texts' and value != defaults[dest]}
+  from pipeline import console
+  console.configure(verbose=False)
+  try:
+    if args.output:
+      embedder = for_output(**{k: v for k, v in given.items()
+                               if k != 'output'}, output=args.output)
+    else:
+      embedder = from_settings(**given)
+    vectors = embedder.encode(args.texts)
+  except (ValueError, RuntimeError, OSError) as e:
+    print(f'pipeline.query: error: {e}', file=sys.stderr)
+    return 2
+  for text, vector in zip(args.texts, vectors):
+    print(json.dumps({'text': text, 'model_fingerprint': embedder.fingerprint,
+                      'embedding': [round(float(v), 7) for v in vector]},
+                     ensure_ascii=False))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -319,3 +319,24 @@ def test_bigquery_output_query_and_search(bq, capsys, corpus, minilm_export,
   want = search.Index(minilm_output).search(list(QUERIES), k=5)
   assert [[h.id for h in hits] for hits in got] == [
       [h.id for h in hits] for hits in want]
+
+
+def test_query_command(minilm_output, minilm_export, corpus, capsys):
+  ids, vectors, _ = read.load(minilm_output)
+  text = corpus.texts[ids[0]]
+  printed = []
+  for flags in (['--output', minilm_output], ['--model_dir', minilm_export],
+                ['--model_dir', minilm_export, '--normalize']):
+    assert query.main([text, *flags]) == 0
+    printed.append(json.loads(capsys.readouterr().out))
+  stored, from_flags, normalised = printed
+  np.testing.assert_allclose(stored['embedding'], vectors[0], atol=1e-5)
+  np.testing.assert_allclose(from_flags['embedding'], vectors[0], atol=1e-5)
+  assert stored['model_fingerprint'] == from_flags['model_fingerprint']
+  assert normalised['model_fingerprint'] != stored['model_fingerprint']
+  assert abs(np.linalg.norm(normalised['embedding']) - 1) < 1e-5
+  # A flag of the job that a query does not take; a contradicting one.
+  with pytest.raises(SystemExit):
+    query.main([text, '--input', 'x'])
+  assert query.main([text, '--output', minilm_output, '--normalize']) == 2
+  assert 'was embedded with normalize=False' in capsys.readouterr().err

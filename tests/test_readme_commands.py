@@ -72,6 +72,7 @@ RUN_HERE = [
     ('.venv/bin/python', '-m', 'pipeline.read'),
     ('.venv/bin/python', '-m', 'pipeline.lease'),
     ('.venv/bin/python', '-m', 'pipeline.search'),
+    ('.venv/bin/python', '-m', 'pipeline.query'),
     ('.venv/bin/pip', 'install'),
     ('psql',),
 ]

@@ -121,6 +121,32 @@ def test_python_lines(work, embedded):
   assert scores == sorted(scores, reverse=True) and 0 < scores[-1] <= 1
 
 
+def test_query_commands(work, embedded):
+  """The output's query vector and the one from the flags are the same,
+  and equal the stored vector of a document given as the query."""
+  work, env, corpus = work
+  lines = []
+  for must in ('--output', '--normalize'):
+    argv = readme.command('pipeline.query', must)
+    proc = _run(argv, work, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = proc.stdout.strip().splitlines()
+    lines.append(json.loads(line))
+  (text,) = {line['text'] for line in lines}
+  assert text == 'how do I sort a list'
+  ids, vectors, table = read.load(embedded)
+  (fingerprint,) = set(table.column('model_fingerprint').to_pylist())
+  assert [line['model_fingerprint'] for line in lines] == [fingerprint] * 2
+  np.testing.assert_allclose(lines[0]['embedding'], lines[1]['embedding'],
+                             atol=1e-6)
+  # A document's own text, as a query: its stored vector.
+  argv = readme.command('pipeline.query', '--output')
+  proc = _run([corpus.texts[ids[0]] if a == text else a for a in argv],
+              work, env)
+  np.testing.assert_allclose(
+      json.loads(proc.stdout)['embedding'], vectors[0], atol=1e-5)
+
+
 @pytest.fixture(scope='module')
 def server():
   with postgres.running() as s:
