@@ -126,8 +126,8 @@ def test_query_commands(work, embedded):
   and equal the stored vector of a document given as the query."""
   work, env, corpus = work
   lines = []
-  for must in ('--output', '--normalize'):
-    argv = readme.command('pipeline.query', must)
+  for argv in (readme.command('pipeline.query', '--output'),
+               readme.command('pipeline.query', '--normalize')):
     proc = _run(argv, work, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = proc.stdout.strip().splitlines()
