@@ -385,6 +385,19 @@ class Plan:
   def dry_run(self) -> bool:
     return bool(self.options.view_as(TestOptions).dry_run)
 
+  def hold(self) -> leases.Lease:
+    """The output's lease (Locations.hold). A job that runs elsewhere
+    (Dataflow) notes how it makes its vectors now, as its launcher may
+    end before the job does (a Flex Template); a local job notes it once
+    it has succeeded (note()), so that a run that fails or is stopped
+    leaves nothing behind."""
+    return self.where.hold(None if self.local else self.provenance())
+
+  def note(self) -> None:
+    """Notes how this run made its vectors, beside the output (again,
+    for a job that runs elsewhere: the note's time says when)."""
+    self.where.output.notes().write(self.provenance().stamped())
+
   def provenance(self) -> provenance.Provenance:
     """How this run makes its vectors, as the output keeps it."""
     return provenance.Provenance(

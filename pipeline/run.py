@@ -58,8 +58,7 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
     plan = plan_from_argv(argv)
     # One writer per output: a second run is refused here (LeaseHeld).
     # Beam's local runner runs a --dry_run job all the same: it holds one.
-    lease = None if plan.dry_run and not plan.local else plan.where.hold(
-        plan.provenance())
+    lease = None if plan.dry_run and not plan.local else plan.hold()
   except (ValueError, RuntimeError, OSError) as e:
     interrupts.reraise()
     _error(e, asks_verbose(argv))
@@ -132,6 +131,13 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
   interrupts.set_finisher(lambda _: _interrupted(
       files_left, local=local, finished=True, runner=plan.runner,
       lease=lease))
+  try:
+    plan.note()
+  except (ValueError, RuntimeError, OSError) as e:
+    _release(lease)
+    _error(RuntimeError(f'the embeddings are written, but not how they '
+                        f'were made: {e}'), verbose)
+    return 1, None, None
   if files_left and local:
     files_left.remove_stale()
   summary = summary_lib.summarize(result, where=plan.where,

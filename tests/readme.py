@@ -5,9 +5,11 @@ copies of them, wherever in the documentation a command lives."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shlex
+import subprocess
 from typing import NamedTuple
 
 from tests import corpora
@@ -121,3 +123,31 @@ def drop_flags(argv: list[str], *flags: str) -> list[str]:
       continue
     out.append(arg)
   return out
+
+
+def scratch_folder(work, minilm_export: str) -> dict:
+  """Readies `work` (a pathlib.Path) for documented commands: `.venv`
+  linked (the project is installed in it, so commands and Python lines
+  import it from any folder), and a model cache holding the session's
+  minilm-l6 conversion (--model minilm-l6 converts into $XDG_CACHE_HOME
+  on first use). Returns the commands' environment."""
+  os.symlink(os.path.join(corpora.ROOT, '.venv'), work / '.venv')
+  cache = work / 'xdg' / 'beam-text-embed' / 'models'
+  cache.mkdir(parents=True)
+  os.symlink(minilm_export, cache / 'minilm-l6')
+  env = dict(os.environ, XDG_CACHE_HOME=str(work / 'xdg'),
+             TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1')
+  env.pop('PYTHONPATH', None)
+  return env
+
+
+def run(argv, work, env, timeout=600) -> subprocess.CompletedProcess:
+  """A documented command in the scratch folder."""
+  return subprocess.run(argv, cwd=work, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def summary(proc: subprocess.CompletedProcess) -> dict:
+  """The job's summary line, of a command that succeeded."""
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])

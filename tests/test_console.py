@@ -268,7 +268,8 @@ def test_quiet_run_says_when_it_converts_a_preset(tmp_path, capsys):
 def test_the_jobs_own_files_are_never_its_input(tmp_path, capsys, caplog,
                                                 minilm_export):
   """An --input glob that also matches the last run's output (its dead
-  letters, its TFRecord shards) reads the corpus only, saying so once."""
+  letters, its TFRecord shards, its note: PREFIX.spec.json) reads the
+  corpus only, saying so once."""
   folder = tmp_path / 'corpus'
   folder.mkdir()
   corpora.write_jsonl(str(folder / 'c.jsonl'), corpora.sample_docs(20))
@@ -279,7 +280,7 @@ def test_the_jobs_own_files_are_never_its_input(tmp_path, capsys, caplog,
   for pattern, fmt, skipped, example in (
       (f'{folder}/*.jsonl', [], 0, None),
       (f'{folder}/*.jsonl', [], 1, f'{out}_dead_letter-00000-of-00001.jsonl'),
-      (f'{folder}/*', ['--input_format', 'jsonl'], 2,
+      (f'{folder}/*', ['--input_format', 'jsonl'], 3,
        f'{out}-00000-of-00001.tfrecord')):
     caplog.clear()
     assert run.main(argv + ['--input', pattern, *fmt]) == 0
@@ -379,4 +380,4 @@ def test_a_run_that_succeeds_removes_earlier_runs_temporary_folders(
   assert status == 0
   assert sorted(os.listdir(out)) == [
       'beam-temp-other-0f1e2d', 'emb-00000-of-00001.tfrecord',
-      'emb_dead_letter-00000-of-00001.jsonl']
+      'emb.spec.json', 'emb_dead_letter-00000-of-00001.jsonl']

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import ast
 import glob
-import json
 import os
 import re
-import subprocess
 
 import pytest
 
@@ -52,30 +50,17 @@ def _python_blocks() -> dict:
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, minilm_export):
   work = tmp_path_factory.mktemp('read_back')
-  os.symlink(os.path.join(ROOT, '.venv'), work / '.venv')
+  env = readme.scratch_folder(work, minilm_export)
   (work / 'corpus').mkdir()
   corpus = corpora.write_jsonl(str(work / 'corpus' / 'a.jsonl'),
                                corpora.sample_docs(N))
   assert len(corpus.bad_types) == BAD
   (work / 'models').mkdir()
   os.symlink(minilm_export, work / 'models' / 'minilm-l6')
-  cache = work / 'xdg' / 'beam-text-embed' / 'models'
-  cache.mkdir(parents=True)
-  os.symlink(minilm_export, cache / 'minilm-l6')
-  env = dict(os.environ, XDG_CACHE_HOME=str(work / 'xdg'),
-             TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1')
-  env.pop('PYTHONPATH', None)
   return work, env
 
 
-def _run(argv, work, env, timeout=600):
-  return subprocess.run(argv, cwd=work, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-
-
-def _summary(proc) -> dict:
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+_run, _summary = readme.run, readme.summary
 
 
 def _python(block, work, env) -> str:

@@ -153,7 +153,8 @@ def test_every_readme_call_in_the_tests_finds_one_command():
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory, minilm_export, minilm_hf_dir, roberta_hf_dir):
   work = tmp_path_factory.mktemp('readme')
-  for name in ('.venv', 'pipeline', 'transforms', 'tfmodels', 'data'):
+  env = readme.scratch_folder(work, minilm_export)
+  for name in ('pipeline', 'transforms', 'tfmodels', 'data'):
     os.symlink(os.path.join(ROOT, name), work / name)
   # The swap for roberta-large's Hugging Face files: a small RoBERTa.
   os.symlink(roberta_hf_dir, work / 'roberta-large')
@@ -162,26 +163,10 @@ def workdir(tmp_path_factory, minilm_export, minilm_hf_dir, roberta_hf_dir):
   corpora.write_jsonl(str(work / 'corpus' / 'a.jsonl'), docs[:12], bad=False)
   corpora.write_jsonl(str(work / 'corpus' / 'b.jsonl'), docs[12:], bad=False)
   corpora.write_jsonl(str(work / 'docs.jsonl'), docs, bad=False)
-  # --model minilm-l6 converts into $XDG_CACHE_HOME on first use: give it
-  # the session's conversion instead of converting again.
-  cache = work / 'xdg' / 'beam-text-embed' / 'models'
-  cache.mkdir(parents=True)
-  os.symlink(minilm_export, cache / 'minilm-l6')
-  env = dict(os.environ, XDG_CACHE_HOME=str(work / 'xdg'),
-             TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1')
-  env.pop('PYTHONPATH', None)
   return work, env, minilm_hf_dir, roberta_hf_dir, len(docs)
 
 
-def _run(argv, work, env, timeout=600):
-  proc = subprocess.run(argv, cwd=work, env=env, capture_output=True,
-                        text=True, timeout=timeout)
-  return proc
-
-
-def _summary(proc) -> dict:
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+_run, _summary = readme.run, readme.summary
 
 
 def test_running_the_job(workdir):

@@ -18,7 +18,6 @@ import functools
 import json
 import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -42,22 +41,14 @@ def _blocks(kind: str) -> list[str]:
 @pytest.fixture(scope='module')
 def work(tmp_path_factory, minilm_export):
   work = tmp_path_factory.mktemp('search_docs')
-  os.symlink(os.path.join(ROOT, '.venv'), work / '.venv')
+  env = readme.scratch_folder(work, minilm_export)
   (work / 'data').mkdir()
   corpus = corpora.write_jsonl(str(work / 'data' / 'stdlib_docstrings.jsonl'),
                                corpora.sample_docs(N))
-  cache = work / 'xdg' / 'beam-text-embed' / 'models'
-  cache.mkdir(parents=True)
-  os.symlink(minilm_export, cache / 'minilm-l6')
-  env = dict(os.environ, XDG_CACHE_HOME=str(work / 'xdg'),
-             TF_CPP_MIN_LOG_LEVEL='2', HF_HUB_OFFLINE='1')
-  env.pop('PYTHONPATH', None)
   return work, env, corpus
 
 
-def _run(argv, work, env, **kwargs):
-  return subprocess.run(argv, cwd=work, env=env, capture_output=True,
-                        text=True, timeout=600, **kwargs)
+_run = readme.run
 
 
 @pytest.fixture(scope='module')

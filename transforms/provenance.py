@@ -12,9 +12,10 @@ fingerprint (pipeline/query.py reads it back):
 - PostgreSQL: a row of text_embed_specs, in the output table's schema;
 - BigQuery: a row of DATASET._text_embed_specs.
 
-Keyed by fingerprint, a note never goes stale: it is written at launch,
-under the output's lease (transforms/leases), and a run that fails after
-writing it leaves a true note of a spec that no record carries yet. Where
+Keyed by fingerprint, a note never goes stale: it is written under the
+output's lease (transforms/leases) when a run succeeds, and by a Dataflow
+job at launch too (its launcher may end before the job does), where a job
+that then fails leaves a true note of a spec that no record carries yet. Where
 the model lay (a preset, a folder, TF Hub handles) is kept as a hint for
 finding it again; the spec's `model`, the model's content identity, is what
 a query embedder checks the model it finds against.
@@ -157,18 +158,11 @@ class PostgresNotes(Notes):
     return f'table {self._table} in {self._shown}'
 
   def _run(self, statement: str, params: tuple = ()) -> list:
-    from psycopg import sql
-    from transforms.backends.postgres import connect
-    ident = sql.Identifier(*self._table.split('.'))
-    with connect(self._conninfo, self._shown) as conn:
-      with conn.transaction():
-        conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))',
-                     (self._table,))
-        conn.execute(sql.SQL(
-            'CREATE TABLE IF NOT EXISTS {} (fingerprint text PRIMARY KEY, '
-            'note text NOT NULL)').format(ident))
-        cursor = conn.execute(sql.SQL(statement).format(ident), params)
-        return cursor.fetchall() if cursor.description else []
+    from transforms.backends.postgres import side_statement
+    return side_statement(
+        self._conninfo, self._shown, self._table,
+        'fingerprint text PRIMARY KEY, note text NOT NULL', statement,
+        params)[1]
 
   def read(self) -> dict:
     return {fp: Provenance.from_json(note)
@@ -193,17 +187,9 @@ class BigQueryNotes(Notes):
     return f'table {self._table}'
 
   def _query(self, statement: str, **params) -> list:
-    from google.cloud import bigquery
-    client = bigquery.Client(project=self._project)
-    client.create_table(bigquery.Table(self._table, schema=[
-        bigquery.SchemaField('fingerprint', 'STRING', mode='REQUIRED'),
-        bigquery.SchemaField('note', 'STRING', mode='REQUIRED')]),
-                        exists_ok=True)
-    config = bigquery.QueryJobConfig(query_parameters=[
-        bigquery.ScalarQueryParameter(name, 'STRING', value)
-        for name, value in params.items()])
-    return list(client.query(statement.format(table=f'`{self._table}`'),
-                             job_config=config).result())
+    from transforms.backends.bigquery import side_query
+    return side_query(self._table, ('fingerprint', 'note'), statement,
+                      **params)[1]
 
   def read(self) -> dict:
     return {row['fingerprint']: Provenance.from_json(row['note'])

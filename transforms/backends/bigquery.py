@@ -56,6 +56,23 @@ def _mode(field: records_lib.Field) -> str:
           'REQUIRED' if field.required else 'NULLABLE')
 
 
+def side_query(table: str, columns: tuple, statement: str, **params):
+  """(job, rows) of one statement on a small side table of an output (its
+  lease, its notes: `table`, PROJECT.DATASET.NAME, named {table} in the
+  statement), created if missing with `columns` (REQUIRED STRING);
+  `params` are STRING query parameters."""
+  from google.cloud import bigquery
+  client = bigquery.Client(project=table.split('.')[0])
+  client.create_table(bigquery.Table(table, schema=[
+      bigquery.SchemaField(name, 'STRING', mode='REQUIRED')
+      for name in columns]), exists_ok=True)
+  config = bigquery.QueryJobConfig(query_parameters=[
+      bigquery.ScalarQueryParameter(name, 'STRING', value)
+      for name, value in params.items()])
+  job = client.query(statement.format(table=f'`{table}`'), job_config=config)
+  return job, list(job.result())
+
+
 def schema(layout: records_lib.Record) -> dict:
   return {'fields': [{'name': f.name, 'type': f.kind.bigquery,
                       'mode': _mode(f)} for f in layout.fields]}

@@ -84,6 +84,25 @@ def connect(conninfo: str, what: str):
                        f'{str(e).strip()}') from e
 
 
+def side_statement(conninfo: str, what: str, table: str, columns: str,
+                   statement: str, params: tuple = ()) -> tuple[int, list]:
+  """(rowcount, rows) of one statement on a small side table of an output
+  (its lease, its notes: `table`, SCHEMA.NAME or NAME, named {} in the
+  statement), in its own transaction; the table is created with `columns`
+  if missing, under an advisory lock, because concurrent CREATE TABLE IF
+  NOT EXISTS statements can collide."""
+  from psycopg import sql
+  ident = sql.Identifier(*table.split('.'))
+  with connect(conninfo, what) as conn:
+    with conn.transaction():
+      conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))', (table,))
+      conn.execute(sql.SQL('CREATE TABLE IF NOT EXISTS {} (' + columns + ')'
+                           ).format(ident))
+      cursor = conn.execute(sql.SQL(statement).format(ident), params)
+      return cursor.rowcount, (cursor.fetchall() if cursor.description
+                               else [])
+
+
 def stamp_field(layout: records_lib.Record) -> str:
   """The field a full run stamps every row with (its start time)."""
   return next(f.name for f in layout.fields

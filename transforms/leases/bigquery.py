@@ -29,20 +29,9 @@ class BigQueryStore(Store):
 
   def _query(self, statement: str, **params):
     """The job of one statement (its rows, or its DML counts)."""
-    from google.cloud import bigquery
-    client = bigquery.Client(project=self._project)
-    client.create_table(bigquery.Table(self._table, schema=[
-        bigquery.SchemaField('output', 'STRING', mode='REQUIRED'),
-        bigquery.SchemaField('token', 'STRING', mode='REQUIRED'),
-        bigquery.SchemaField('lease', 'STRING', mode='REQUIRED')]),
-                        exists_ok=True)
-    config = bigquery.QueryJobConfig(query_parameters=[
-        bigquery.ScalarQueryParameter(name, 'STRING', value)
-        for name, value in params.items()])
-    job = client.query(statement.format(table=f'`{self._table}`'),
-                       job_config=config)
-    rows = list(job.result())
-    return job, rows
+    from transforms.backends.bigquery import side_query
+    return side_query(self._table, ('output', 'token', 'lease'), statement,
+                      **params)
 
   def create(self, text: str) -> Optional[Any]:
     token = version_of(text)

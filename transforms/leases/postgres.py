@@ -28,20 +28,12 @@ class PostgresStore(Store):
 
   def _run(self, statement: str, params: tuple):
     """(rowcount, first row) of one statement in its own transaction."""
-    from psycopg import sql
-    from transforms.backends.postgres import connect
-    ident = sql.Identifier(*self._table.split('.'))
-    with connect(self._conninfo, self._shown) as conn:
-      with conn.transaction():
-        # Concurrent CREATE TABLE IF NOT EXISTS can collide: one at a time.
-        conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))',
-                     (self._table,))
-        conn.execute(sql.SQL(
-            'CREATE TABLE IF NOT EXISTS {} (output text PRIMARY KEY, '
-            'token text NOT NULL, lease text NOT NULL)').format(ident))
-        cursor = conn.execute(sql.SQL(statement).format(ident), params)
-        row = cursor.fetchone() if cursor.description else None
-        return cursor.rowcount, row
+    from transforms.backends.postgres import side_statement
+    count, rows = side_statement(
+        self._conninfo, self._shown, self._table,
+        'output text PRIMARY KEY, token text NOT NULL, lease text NOT NULL',
+        statement, params)
+    return count, (rows[0] if rows else None)
 
   def create(self, text: str) -> Optional[Any]:
     token = version_of(text)
