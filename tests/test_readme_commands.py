@@ -303,21 +303,21 @@ def test_scheduled_re_embedding(workdir):
              ) == 3
 
 
-def test_run_local_and_the_job_share_one_model_cache(workdir, tmp_path):
-  """./run_local.sh converts minilm-l6 into the model cache; the README's
+def test_run_local_and_reading_the_output_back(workdir, tmp_path):
+  """./run_local.sh from the README's first block, with the flags of its
+  example, then the README's Python snippet that reads the output back.
+
+  One model cache: run_local.sh converts minilm-l6 into it; the README's
   job command and export_model's minilm-l6 without --out then find it
   there and convert nothing (docs/models.md, "The model cache"). The cache
   starts empty: XDG_CACHE_HOME of this test's own."""
   work, env, _, _, n = workdir
   env = dict(env, XDG_CACHE_HOME=str(tmp_path / 'xdg'))
   cache = tmp_path / 'xdg' / 'beam-text-embed' / 'models' / 'minilm-l6'
-  small = corpora.write_jsonl(str(tmp_path / 'small.jsonl'),
-                              corpora.sample_docs(6), bad=False)
-  first = subprocess.run(['./run_local.sh', '--input', small.pattern],
-                         cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=900)
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert f'Converting minilm-l6 into {cache} (first use only' in first.stderr
+  proc = subprocess.run(['./run_local.sh', '--normalize'], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'Converting minilm-l6 into {cache} (first use only' in proc.stderr
   converted = os.stat(cache / 'export.json').st_mtime_ns
   job = _run(readme.command('pipeline.run', 'corpus/*.jsonl',
                             'out/embeddings'), work, env)
@@ -329,15 +329,6 @@ def test_run_local_and_the_job_share_one_model_cache(workdir, tmp_path):
   assert json.loads(export.stdout.strip().splitlines()[-1])['out'] == str(
       cache)
   assert os.stat(cache / 'export.json').st_mtime_ns == converted
-
-
-def test_run_local_and_reading_the_output_back(workdir):
-  """./run_local.sh from the README's first block, with the flags of its
-  example, then the README's Python snippet that reads the output back."""
-  _, env, _, _, _ = workdir
-  proc = subprocess.run(['./run_local.sh', '--normalize'], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads([line for line in proc.stdout.splitlines()
                         if line.startswith('{')][-1])
   assert summary['documents_read'] == 2653 and summary['reconciled']
