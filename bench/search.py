@@ -55,8 +55,10 @@ def base_output(work: str, docs: int, cache: str) -> str:
          '--metadata_fields', 'source,text', '--progress_every', '0']
   if cache:
     cmd += ['--model_cache_dir', cache]
-  subprocess.run(cmd, check=True, env=_env(), cwd=ROOT,
-                 stdout=subprocess.DEVNULL)
+  proc = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True,
+                        text=True)
+  if proc.returncode != 0:
+    raise RuntimeError(f'the job failed: {proc.stderr[-2000:]}')
   return prefix
 
 
