@@ -123,10 +123,10 @@ def main() -> None:
   parser.add_argument('--model_cache_dir', default='',
                       help='the model cache (default: the job\'s)')
   parser.add_argument('--smoke', action='store_true',
-                      help='sizes 1000,4000, 100 documents, one round')
+                      help='sizes 1000,4000, 40 documents, one round')
   args = parser.parse_args()
   if args.smoke:
-    args.sizes, args.docs, args.rounds = '1000,4000', 100, 1
+    args.sizes, args.docs, args.rounds = '1000,4000', 40, 1
   sizes = [int(s) for s in args.sizes.split(',')]
   if len(sizes) != 2 or sizes[0] >= sizes[1]:
     parser.error('--sizes takes two sizes, the smaller first')
