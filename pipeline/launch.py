@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.options.pipeline_options import TestOptions
 
+from pipeline import preflight
 from pipeline import presets
 from pipeline.flags import DEFAULT_LOCAL_RUNNER, check_flags
 from pipeline.options import EmbedOptions
@@ -96,7 +97,9 @@ def locations(options: EmbedOptions) -> Locations:
       bq_disposition=options.bq_write_disposition,
       temp_location=options.view_as(GoogleCloudOptions).temp_location,
       pg_index=options.pg_index,
-      probe=not options.view_as(TestOptions).dry_run)
+      # Neither a dry run nor a preflight-only run writes anything.
+      probe=not (options.view_as(TestOptions).dry_run or
+                 options.preflight_only))
   record = records.EMBEDDINGS.with_metadata(options.metadata_fields)
   output = backends.output(options.output, options.output_format,
                            record=record, settings=settings)
@@ -371,6 +374,8 @@ class Plan:
   files: Optional[InputFiles]
   # What decides an embedding: the model's identity, the flags, precision.
   spec: EmbeddingSpec
+  # The preflight checks that ran and passed (pipeline/preflight.py).
+  checked: tuple = ()
 
   @property
   def embed(self) -> EmbedOptions:
@@ -432,6 +437,10 @@ def plan_from(options: PipelineOptions, *,
   runner = options.view_as(StandardOptions).runner or DEFAULT_LOCAL_RUNNER
   check_batching_flags(embed)
   check_accelerator_flags(options)
+  # Google Cloud first, in seconds: the checks below may read gs:// (the
+  # model), where a lookup without credentials retries for minutes.
+  checked = tuple(preflight.run(preflight.flight(options, embed),
+                                skip=embed.skip_preflight))
   # The identity, read once here: it hashes the SavedModels' files.
   model = (model or resolve_model(embed)).with_identity()
   precision = resolve_precision(options, model)
@@ -450,7 +459,8 @@ def plan_from(options: PipelineOptions, *,
       configure_gpus(require_gpu=True)
   return Plan(options=options, model=model, precision=precision,
               packing=packing, runner=runner, where=where, files=files,
-              spec=embedding_spec(embed, model=model, precision=precision))
+              spec=embedding_spec(embed, model=model, precision=precision),
+              checked=checked)
 
 
 def plan_from_argv(argv: Sequence[str]) -> Plan:

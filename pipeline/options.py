@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline import preflight
 from pipeline import presets
 from tfmodels.embedder import POOLINGS, PRECISIONS
 from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
@@ -340,6 +341,26 @@ def add_flags(parser: argparse.ArgumentParser, only=None) -> None:
       '--require_gpu', **_SWITCH,
       help='Fail (at start on local runners, at model load on workers) '
       'when TensorFlow sees no GPU, instead of running on CPU.')
+
+  launch = _Declared(parser.add_argument_group('launch checks'), only)
+  launch.add_argument(
+      '--skip_preflight', type=preflight.skip_list, default=(),
+      help='Skip these preflight checks (comma-separated, or all): '
+      f'{", ".join(preflight.NAMES)}. They run for DataflowRunner, and on '
+      'any runner for what flags name on gs:// or bq://, each in seconds '
+      'before the job is built: Google credentials; that they may use '
+      'Dataflow in --project and --region; --temp_location and '
+      '--staging_location writable; the BigQuery output\'s dataset, and '
+      'that a missing table can be created; --sdk_container_image tagged '
+      'with this Beam version. '
+      'Skip one for a set-up it does not fit.')
+  launch.add_argument(
+      '--preflight_only', **_SWITCH,
+      help='Run every launch check (the flags, the model, the inputs, '
+      'the outputs and the preflight checks), print what the job would '
+      'do and each check\'s result, and stop: nothing is built, staged '
+      'or written, besides the checks\' own probe object and table, '
+      'which they remove.')
 
 
 def __getattr__(name: str):

@@ -56,6 +56,8 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   status 1. --verbose adds the traceback."""
   try:
     plan = plan_from_argv(argv)
+    if plan.embed.preflight_only:
+      return _preflight_only(plan)
     # One writer per output: a second run is refused here (LeaseHeld).
     # Beam's local runner runs a --dry_run job all the same: it holds one.
     lease = None if plan.dry_run and not plan.local else plan.hold()
@@ -69,6 +71,22 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   finally:
     if lease:
       lease.release()
+
+
+def _preflight_only(plan: Plan) -> tuple[int, Optional[dict], object]:
+  """--preflight_only: what the job would do and what each check found;
+  nothing built or written (no lease: nothing is written to hold it
+  for)."""
+  print(about_line(plan), file=sys.stderr)
+  for check in plan.checked:
+    print(f'preflight {check.name}: {check.found} ({check.seconds:.1f} s)',
+          file=sys.stderr)
+  print(f'preflight passed: {len(plan.checked)} check(s); nothing was '
+        'built or written', file=sys.stderr, flush=True)
+  return 0, {'preflight_only': True, 'runner': plan.runner,
+             'model': plan.model.name,
+             'model_fingerprint': plan.spec.fingerprint(),
+             'checks': {c.name: c.found for c in plan.checked}}, None
 
 
 def _start(plan: Plan, lease) -> tuple[int, Optional[dict], object]:

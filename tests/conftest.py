@@ -44,7 +44,7 @@ TIERS = {
                  'test_run_cli.py', 'test_leases.py',
                  'test_table_schema.py', 'test_query.py',
                  'test_search_docs.py',
-                 'test_read_back.py'),
+                 'test_read_back.py', 'test_preflight.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
               'test_bench_throughput.py', 'test_bench_same_text.py',

@@ -1,0 +1,194 @@
+"""Preflight (pipeline/preflight.py): docs/dataflow.md's GPU command, and
+runs that name gs:// or bq://, checked in seconds before the job is built.
+
+Swaps, named: Cloud Storage and BigQuery are the local emulators (so
+MY_PROJECT and MY_BUCKET become theirs), and the Dataflow commands run
+with Beam's `--dry_run True` (nothing submitted). The emulators grant
+every permission, so the denied-permission answers of the real services
+cannot be produced here; missing buckets, datasets and credentials can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import run
+from tests import corpora
+from tests import emulators
+from tests import readme
+
+PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
+
+
+@pytest.fixture(scope='module')
+def cloud(minilm_export):
+  with emulators.running(bigquery=True, datasets=('embeddings',)) as (
+      emu, client):
+    emulators.upload_folder(minilm_export, 'gs://bucket/models/roberta-large')
+    emulators.upload_bytes(''.join(json.dumps(d) + '\n' for d in
+                                   corpora.sample_docs(4)).encode(),
+                           'gs://bucket/corpus/part-0.jsonl')
+    yield emu, client
+
+
+def gpu_command() -> list[str]:
+  """docs/dataflow.md's "A GPU on every worker", for this machine."""
+  return readme.fill(readme.command('DataflowRunner', 'worker_accelerator'),
+                     **PLACEHOLDERS)[3:]
+
+
+def _with(argv: list[str], flag: str, value: str) -> list[str]:
+  out = list(argv)
+  out[out.index(flag) + 1] = value
+  return out
+
+
+def _error(argv, capsys) -> str:
+  status = run.main(argv)
+  err = capsys.readouterr().err
+  assert status == 2, err
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert len(lines) == 1, err
+  return lines[0]
+
+
+def test_no_credentials_is_one_line_in_seconds(cloud, tmp_path):
+  """The documented command as a new user runs it: no credentials at all
+  (no key file, no gcloud configuration, the metadata server a closed
+  port on 127.0.0.1). The quiet console says why at once instead of
+  retrying silently."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('GOOGLE_APPLICATION_CREDENTIALS', 'NO_GCE_CHECK',
+                      'PYTHONPATH')}
+  env.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / 'gcloud'),
+             GCE_METADATA_HOST='127.0.0.1:9', GCE_METADATA_IP='127.0.0.1:9',
+             TF_CPP_MIN_LOG_LEVEL='2')
+  start = time.monotonic()
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pipeline.run', *gpu_command(),
+       '--dry_run', 'True'], cwd=corpora.ROOT, env=env, capture_output=True,
+      text=True, timeout=300)
+  seconds = time.monotonic() - start
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.splitlines() == [
+      'pipeline.run: error: preflight credentials: no Google credentials '
+      'found; run `gcloud auth application-default login`, or set '
+      'GOOGLE_APPLICATION_CREDENTIALS to a service account key file '
+      '(--skip_preflight credentials skips this check)'], proc.stderr
+  print(f'no credentials: exit 2 after {seconds:.1f} s')
+
+
+def test_missing_key_file_is_named(cloud, capsys, monkeypatch, tmp_path):
+  monkeypatch.setenv('GOOGLE_APPLICATION_CREDENTIALS',
+                     str(tmp_path / 'key.json'))
+  line = _error(gpu_command() + ['--dry_run', 'True'], capsys)
+  assert line.startswith('pipeline.run: error: preflight credentials: no '
+                         'Google credentials found (')
+  assert str(tmp_path / 'key.json') in line
+
+
+def test_temp_location(cloud, capsys):
+  argv = gpu_command() + ['--dry_run', 'True']
+  line = _error(readme.drop_flags(argv, '--temp_location'), capsys)
+  assert line == (
+      'pipeline.run: error: preflight temp_location: DataflowRunner needs '
+      '--temp_location gs://BUCKET/tmp (a bucket in the job\'s region, which '
+      'the job\'s service account may write) (--skip_preflight '
+      'temp_location skips this check)')
+  line = _error(_with(argv, '--temp_location', 'gs://no-such-bucket/tmp'),
+                capsys)
+  assert line.startswith('pipeline.run: error: preflight temp_location: '
+                         'cannot write --temp_location gs://no-such-bucket/tmp: ')
+  assert 'gcloud storage buckets create gs://no-such-bucket' in line
+  line = _error(argv + ['--staging_location', '/tmp/staging'], capsys)
+  assert ('--staging_location /tmp/staging is not on Cloud Storage' in
+          line)
+  # Writable: the probe is removed.
+  assert run.main(argv) == 0, capsys.readouterr().err
+  from apache_beam.io.filesystems import FileSystems
+  left = FileSystems.match(['gs://bucket/tmp/.text-embed-preflight-*'])
+  assert not left[0].metadata_list
+
+
+def test_skipping_a_check(cloud, capsys):
+  """--skip_preflight temp_location: the missing bucket is no longer
+  asked about (Beam's dry run does not write there)."""
+  argv = _with(gpu_command(), '--temp_location', 'gs://no-such-bucket/tmp')
+  status = run.main(argv + ['--dry_run', 'True', '--skip_preflight',
+                            'temp_location'])
+  assert status == 0, capsys.readouterr().err
+  status = run.main(argv + ['--dry_run', 'True', '--skip_preflight',
+                            'nosuch'])
+  err = capsys.readouterr().err
+  assert status == 2
+  assert ('unknown check nosuch; the checks are credentials, project, '
+          'temp_location, bigquery, image, or all') in err
+
+
+def test_image_tag_must_match_beam(cloud, capsys):
+  from apache_beam import version
+  argv = gpu_command() + ['--dry_run', 'True']
+  image = argv[argv.index('--sdk_container_image') + 1]
+  assert image.endswith(f':{version.__version__}')
+  for other, shown in ((image.rsplit(':', 1)[0] + ':2.60.0', '2.60.0'),
+                       (image.rsplit(':', 1)[0], 'latest (no tag)')):
+    line = _error(_with(argv, '--sdk_container_image', other), capsys)
+    assert line == (
+        f'pipeline.run: error: preflight image: --sdk_container_image '
+        f'{other} is tagged {shown}, but this launcher runs Beam '
+        f'{version.__version__}; build the image for it (docker build '
+        f'--build-arg BEAM_VERSION={version.__version__} ...) and tag it '
+        f':{version.__version__} (--skip_preflight image skips this check)')
+  assert run.main(_with(argv, '--sdk_container_image',
+                        image.rsplit(':', 1)[0] + ':2.60.0') +
+                  ['--skip_preflight', 'image']) == 0
+
+
+def test_bigquery_dataset(cloud, capsys):
+  argv = gpu_command() + ['--dry_run', 'True']
+  line = _error(_with(argv, '--output', f'bq://{emulators.PROJECT}.nodata.docs'),
+                capsys)
+  assert line == (
+      f'pipeline.run: error: preflight bigquery: bq://{emulators.PROJECT}'
+      f'.nodata.docs: dataset {emulators.PROJECT}.nodata does not exist; '
+      'create it in the job\'s region: bq --location=REGION mk --dataset '
+      f'{emulators.PROJECT}:nodata (--skip_preflight bigquery skips this '
+      'check)')
+
+
+def test_preflight_only_writes_nothing(cloud, capsys, tmp_path):
+  """--preflight_only on a local run that reads gs:// and writes bq://:
+  every check passes, each is printed, and nothing is left: no table, no
+  probe table, no probe object, no lease."""
+  _, client = cloud
+  argv = ['--model_dir', 'gs://bucket/models/roberta-large',
+          '--input', 'gs://bucket/corpus/*.jsonl',
+          '--output', f'bq://{emulators.PROJECT}.embeddings.preflight',
+          '--temp_location', 'gs://bucket/tmp', '--preflight_only']
+  status = run.main(argv)
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert summary['preflight_only'] is True
+  assert set(summary['checks']) == {'credentials', 'temp_location',
+                                    'bigquery'}
+  assert summary['checks']['bigquery'] == (
+      f'bq://{emulators.PROJECT}.embeddings.preflight can be created, '
+      f'bq://{emulators.PROJECT}.embeddings.preflight_dead_letter can be '
+      'created')
+  lines = err.splitlines()
+  assert lines[0].startswith('embedding gs://bucket/corpus/*.jsonl (1 file')
+  assert [line.split(':')[0] for line in lines[1:4]] == [
+      'preflight credentials', 'preflight temp_location',
+      'preflight bigquery']
+  assert lines[-1] == ('preflight passed: 3 check(s); nothing was built or '
+                       'written')
+  assert [t.table_id for t in client.list_tables('embeddings')] == []
+  # Run again: nothing held (no lease was taken), the same answer.
+  assert run.main(argv) == 0, capsys.readouterr().err
