@@ -10,7 +10,9 @@ FROM apache/beam_python3.11_sdk:${BEAM_VERSION} AS beam
 FROM tensorflow/tensorflow:${TF_VERSION}-gpu
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 WORKDIR /workspace
-COPY requirements.txt setup.py MANIFEST.in README.md ./
+# setup.py reads requirements.in (install_requires); .dockerignore admits
+# only what these COPY lines name.
+COPY requirements.txt requirements.in setup.py MANIFEST.in README.md ./
 COPY pipeline pipeline
 COPY transforms transforms
 COPY tfmodels tfmodels

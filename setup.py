@@ -23,7 +23,8 @@ setuptools.setup(
     description='Apache Beam batch text-embedding pipeline with TF Hub '
     'BERT-style encoders',
     packages=['pipeline', 'transforms', 'transforms.backends',
-              'transforms.codecs', 'transforms.sources', 'tfmodels'],
+              'transforms.codecs', 'transforms.leases', 'transforms.sources',
+              'tfmodels'],
     python_requires='>=3.11,<3.12',
     install_requires=_requirements(),
 )
