@@ -196,7 +196,8 @@ def test_docker_context_is_the_copied_files_only():
       assert not missing, f'COPY {source}: {sorted(missing)} left out'
   # Nothing beyond the COPY sources (and what Docker always sends).
   copied = set(_copy_sources())
-  extra = {n for n in names if n.split('/')[0] not in copied}
+  extra = {n for n in names
+           if not any(n == c or n.startswith(c + '/') for c in copied)}
   assert extra <= {'Dockerfile', '.dockerignore'}, (
       f'let in by .dockerignore, copied by no COPY: {sorted(extra)}')
 
@@ -275,11 +276,9 @@ def test_image_package_builds_from_the_docker_context(tmp_path):
 
 
 def test_flex_launcher_builds_the_sdist_from_the_upload(tmp_path):
-  """The uploaded files (those .gcloudignore admits) alone: the package's
-  sdist, built as Beam's stager builds one for --setup_file or
-  FLEX_TEMPLATE_PYTHON_SETUP_FILE (setup.py sdist, when the `build`
-  module is missing), holds the whole package, and the template's entry
-  point starts from them."""
+  """The uploaded files (those .gcloudignore admits) alone, as Cloud
+  Build gets them: the package's sdist holds the whole package, and the
+  template's entry point starts from them."""
   upload = tmp_path / 'template'
   for path in _gcloud_upload():
     os.makedirs(upload / os.path.dirname(path), exist_ok=True)

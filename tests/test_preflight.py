@@ -103,8 +103,9 @@ def test_temp_location(cloud, capsys):
       'temp_location skips this check)')
   line = _error(_with(argv, '--temp_location', 'gs://no-such-bucket/tmp'),
                 capsys)
-  assert line.startswith('pipeline.run: error: preflight temp_location: '
-                         'cannot write --temp_location gs://no-such-bucket/tmp: ')
+  assert line.startswith(
+      'pipeline.run: error: preflight temp_location: cannot write '
+      '--temp_location gs://no-such-bucket/tmp: ')
   assert 'gcloud storage buckets create gs://no-such-bucket' in line
   line = _error(argv + ['--staging_location', '/tmp/staging'], capsys)
   assert ('--staging_location /tmp/staging is not on Cloud Storage' in
