@@ -9,12 +9,15 @@ import subprocess
 import sys
 
 from tests import corpora
+from tests import readme
 
 
 def test_metadata_is_generated_from_the_flags():
-  proc = subprocess.run(
-      [sys.executable, 'scripts/gen_flex_metadata.py', '--check'],
-      cwd=corpora.ROOT, capture_output=True, text=True, timeout=120)
+  # docs/dataflow.md's check, as written.
+  argv = readme.command('gen_flex_metadata.py', '--check')
+  assert argv[0] == '.venv/bin/python'
+  proc = subprocess.run([sys.executable, *argv[1:]], cwd=corpora.ROOT,
+                        capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, (
       'flex/metadata.json is stale: run scripts/gen_flex_metadata.py\n' +
       proc.stderr[-2000:])

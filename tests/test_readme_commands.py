@@ -42,6 +42,15 @@ NOT_RUN_HERE = {
     ('docker', 'push'): 'no Docker engine or registry access',
     ('gcloud', 'dataflow'): 'Google Cloud is not reachable',
     ('gcloud', 'scheduler'): 'Google Cloud is not reachable',
+    # docs/dataflow.md's checklist: set-up of a Google Cloud project.
+    ('gcloud', 'services'): 'Google Cloud is not reachable',
+    ('gcloud', 'storage'): 'Google Cloud is not reachable',
+    ('gcloud', 'projects'): 'Google Cloud is not reachable',
+    ('gcloud', 'auth'): 'Google Cloud is not reachable',
+    ('gcloud', 'artifacts'): 'Google Cloud is not reachable',
+    ('gcloud', 'compute'): 'Google Cloud is not reachable',
+    ('gcloud', 'builds'): 'Google Cloud is not reachable',
+    ('bq', '--location'): 'Google Cloud is not reachable',
 }
 RUN_ELSEWHERE = {
     ('./run_tests.sh',): '.ci/run (CI) runs it',
@@ -73,6 +82,8 @@ RUN_HERE = [
     ('.venv/bin/python', '-m', 'pipeline.lease'),
     ('.venv/bin/python', '-m', 'pipeline.search'),
     ('.venv/bin/python', '-m', 'pipeline.query'),
+    ('.venv/bin/python', 'scripts/gen_flex_metadata.py'),
+    ('.venv/bin/python', 'flex/launch_local.py'),
     ('.venv/bin/pip', 'install'),
     ('psql',),
 ]
