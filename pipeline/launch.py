@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import TestOptions
 
 from pipeline import preflight
 from pipeline import presets
+from pipeline import summary as summary_lib
 from pipeline.flags import DEFAULT_LOCAL_RUNNER, check_flags
 from pipeline.options import EmbedOptions
 from tfmodels.devices import auto_precision, configure_gpus
@@ -54,6 +55,12 @@ class Locations:
   dead_letters: backends.Backend
   previous: Optional[backends.Backend]
   started: datetime.datetime
+  # Where --previous was looked for, found or not (--previous_if_exists:
+  # a first run's --previous, which its output becomes).
+  previous_place: Optional[backends.Backend] = None
+  # --previous_if_exists: what was found, as the launch and the summary
+  # say it (previous_note).
+  previous_note: Optional[str] = None
 
   def own_files(self) -> file_backends.OwnFiles:
     """Files this run writes, which --input must not read."""
@@ -84,8 +91,10 @@ class Locations:
     return lease
 
   def keyed_by_id(self) -> bool:
+    """A table that takes a nightly run's changes keys its rows by id from
+    its first run on, when --previous names it before it exists."""
     return self.output.keyed_by_id or self.output.takes_changes(
-        self.previous)
+        self.previous or self.previous_place)
 
 
 def locations(options: EmbedOptions) -> Locations:
@@ -103,19 +112,45 @@ def locations(options: EmbedOptions) -> Locations:
   record = records.EMBEDDINGS.with_metadata(options.metadata_fields)
   output = backends.output(options.output, options.output_format,
                            record=record, settings=settings)
-  previous = None
-  if options.previous:
-    try:
-      previous = backends.existing(options.previous, record=record)
-    except ValueError as e:
-      raise ValueError(f'--previous: {e}; leave --previous out for a first '
-                       'run') from e
+  if options.previous_if_exists and not options.previous:
+    raise ValueError('--previous_if_exists needs --previous: the output '
+                     'that a nightly run starts from')
+  lookup = previous_output(options, record) if options.previous else None
+  note = None
+  if lookup and options.previous_if_exists:
+    note = summary_lib.previous_note(lookup)
+    logging.getLogger(__name__).info('--previous_if_exists: %s', note)
   return Locations(
       output=output,
       dead_letters=backends.dead_letters(output, options.dead_letter,
                                          options.dead_letter_format,
                                          settings=settings),
-      previous=previous, started=started)
+      previous=lookup and lookup.found, started=started,
+      previous_place=lookup and lookup.place,
+      previous_note=note)
+
+
+def previous_output(options: EmbedOptions,
+                    record: records.Record) -> backends.Lookup:
+  """--previous: an output of an earlier run. With --previous_if_exists,
+  none there yet means a first run; the place that holds it must exist
+  even so."""
+  if not options.previous_if_exists:
+    try:
+      found = backends.existing(options.previous, record=record)
+    except ValueError as e:
+      raise ValueError(f'--previous: {e}; leave --previous out for a first '
+                       'run') from e
+    return backends.Lookup(found=found, place=found, shown=found.shown())
+  try:
+    lookup = backends.look_up(options.previous, record=record)
+  except backends.MissingParent as e:
+    raise ValueError(f'--previous {e}; --previous_if_exists makes a first '
+                     'run only where that exists: correct --previous, or '
+                     'create it') from e
+  except (ValueError, RuntimeError) as e:
+    raise ValueError(f'--previous: {" ".join(str(e).split())}') from e
+  return lookup
 
 
 def fetch_hub_models(model: presets.ResolvedModel) -> None:

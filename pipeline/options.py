@@ -196,6 +196,16 @@ def add_flags(parser: argparse.ArgumentParser, only=None) -> None:
       'gets only the changes: new and changed rows upserted, removed ones '
       'deleted (BigQuery: one MERGE).')
   io.add_argument(
+      '--previous_if_exists', **_SWITCH,
+      help='With --previous, for a schedule that passes the same flags '
+      'every night: no output at --previous yet means a full run (the '
+      'first night), an output there a nightly run; the job says which '
+      'before the run and in the summary ("previous"). The place that '
+      'holds it must exist (the folder, or a gs:// prefix\'s bucket; the '
+      'BigQuery dataset; the PostgreSQL database and schema), or the '
+      'launch fails: a mistyped location is an error, not a full run. '
+      'Without it, a --previous with no output is refused.')
+  io.add_argument(
       '--bq_write_method', default='FILE_LOADS', choices=WRITE_METHODS,
       help='How BigQuery outputs are written: FILE_LOADS (default; load '
       'jobs from files staged under --temp_location gs://...) or '

@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from pipeline import read
+from pipeline import summary as summary_lib
 from transforms import backends
 from transforms import paths
 
@@ -192,10 +193,12 @@ class Nightly:
 
 
 def nightly(summary: dict, data: RunData, options) -> Optional[Nightly]:
-  """The figures of a nightly run's panel, or None for a full run. The
+  """The figures of a nightly run's panel, or None for a full run (one
+  that found no --previous output, too: --previous_if_exists). The
   records this run embedded are those of the newest `embedded_at` (one
   value per run, when the run started), if it embedded any."""
-  if not getattr(options, 'previous', None):
+  if not getattr(options, 'previous', None) or summary_lib.first_run(
+      summary):
     return None
   embedded = int(summary.get('documents_embedded') or 0)
   reused = int(summary.get('documents_reused') or 0)

@@ -14,7 +14,25 @@ from transforms.elements import LIKELY_FIXES
 
 if TYPE_CHECKING:
   from pipeline.launch import Locations
-  from transforms.backends import Backend
+  from transforms.backends import Backend, Lookup
+
+# How the summary's "previous" (--previous_if_exists) ends for a run that
+# found no earlier output.
+FULL_RUN = 'full run'
+
+
+def previous_note(lookup: Lookup) -> str:
+  """What --previous_if_exists found at --previous, as the launch's
+  notice and the summary's "previous" say it."""
+  if lookup.found:
+    return f'{lookup.found.shown()}: nightly run'
+  return f'none yet at {lookup.shown}: {FULL_RUN}'
+
+
+def first_run(summary: dict) -> bool:
+  """Whether --previous_if_exists found no earlier output: a full run,
+  though --previous is given."""
+  return str(summary.get('previous') or '').endswith(f': {FULL_RUN}')
 
 
 def _bucket_batches(results) -> dict:
@@ -140,6 +158,8 @@ def summarize(result, *, where: Locations, seconds: float,
       'rows_deleted': found[m.ROWS_DELETED.member(records.EMBEDDINGS.name)],
       'output': where.output.shown(),
       'dead_letter': where.dead_letters.shown(),
+      # --previous_if_exists: whether an earlier output was found there.
+      **({'previous': where.previous_note} if where.previous_note else {}),
   }
 
 

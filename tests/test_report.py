@@ -346,6 +346,11 @@ def test_pure_parts_on_edge_cases():
   assert (night.in_place, night.records_this_run) == (False, 0)
   assert report.png(report.figure_nightly(night)).startswith(b'\x89PNG')
   assert report.nightly({}, data, types.SimpleNamespace(previous=None)) is None
+  # The first night of --previous_if_exists: no earlier output, a full run.
+  assert report.nightly(
+      {'documents_read': 10, 'documents_embedded': 10,
+       'previous': 'none yet at p: full run'}, data,
+      types.SimpleNamespace(previous='p')) is None
   assert report.shown_value({'8': 3, '16': [1, None, True]}) == (
       '8: 3, 16: [1, null, true]')
 

@@ -9,10 +9,9 @@ embeddings and JSON lines for dead letters, or as --output_format /
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from transforms import records
-from transforms.backends import files
 from transforms.backends.base import Backend, WriteSettings
 from transforms.backends.bigquery import BigQueryBackend
 from transforms.backends.jsonl import JsonlBackend
@@ -27,7 +26,8 @@ _FILES = {b.format: b for b in (TFRecordBackend, ParquetBackend,
                                 JsonlBackend)}
 
 __all__ = ['Backend', 'WriteSettings', 'OUTPUT_FORMATS',
-           'DEAD_LETTER_FORMATS', 'output', 'dead_letters', 'existing']
+           'DEAD_LETTER_FORMATS', 'output', 'dead_letters', 'existing',
+           'Lookup', 'MissingParent', 'look_up']
 
 
 def _backend(uri: str, fmt: str, record: records.Record,
@@ -65,20 +65,64 @@ def dead_letters(out: Backend, uri: Optional[str] = None, fmt: str = 'auto',
                   dataclasses.replace(settings, num_shards=0))
 
 
+def _named(uri: str, fmt: str, record: records.Record) -> Optional[Backend]:
+  """The backend a location and format name by themselves: a table's, or
+  a file prefix's in a given format; None for a prefix in 'auto' format
+  (the format of the shards found there)."""
+  for table in _TABLES:
+    if table.claims(uri):
+      return table(uri, record)
+  return None if fmt == 'auto' else _backend(uri, fmt, record,
+                                             WriteSettings())
+
+
 def existing(uri: str, fmt: str = 'auto', *,
              record: records.Record = records.EMBEDDINGS,
              formats: tuple = OUTPUT_FORMATS) -> Backend:
   """The backend of an output that exists (--previous, pipeline.read): a
   file prefix's format is the one of `formats` whose shards are there."""
-  for table in _TABLES:
-    if table.claims(uri):
-      return table(uri, record)
-  if fmt != 'auto':
-    return _backend(uri, fmt, record, WriteSettings())
-  for name in formats:
-    backend = _FILES[name](uri, record)
-    if files.shards(uri, backend.suffix):
+  named = _named(uri, fmt, record)
+  if named:
+    return named
+  candidates = [_FILES[name](uri, record) for name in formats]
+  for backend in candidates:
+    if backend.exists():
       return backend
-  found = ' or '.join(f'{uri}-*{_FILES[n].suffix}' for n in formats)
   raise ValueError(f'{uri} is not an output of this job: it matches no '
-                   f'{found}')
+                   f'{" or ".join(b.shown() for b in candidates)}')
+
+
+class MissingParent(ValueError):
+  """No output at a location whose folder or bucket, dataset, or
+  database schema is missing too: a mistyped location, not a first
+  run."""
+
+
+class Lookup(NamedTuple):
+  """An earlier output looked for where a first run may find none yet."""
+  # The output there, in the format found; None: no output there yet.
+  found: Optional[Backend]
+  # The backend it was looked for as (a prefix in 'auto' format: in the
+  # first of the formats).
+  place: Backend
+  # The location as messages show it (a table's without secrets).
+  shown: str
+
+
+def look_up(uri: str, fmt: str = 'auto', *,
+            record: records.Record = records.EMBEDDINGS,
+            formats: tuple = OUTPUT_FORMATS) -> Lookup:
+  """An output that may not exist yet: no output at `uri` is a Lookup
+  without `found` where the place that holds it (a folder or bucket, a
+  dataset, a database and schema) exists; where that place is missing it
+  is MissingParent, naming what is missing (a mistyped location is not a
+  first run)."""
+  named = _named(uri, fmt, record)
+  candidates = [named] if named else [_FILES[name](uri, record)
+                                      for name in formats]
+  shown = named.shown() if named else uri
+  missing = candidates[0].missing_parent()
+  if missing:
+    raise MissingParent(f'{shown}: {missing}')
+  found = next((b for b in candidates if b.exists()), None)
+  return Lookup(found=found, place=found or candidates[0], shown=shown)

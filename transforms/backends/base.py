@@ -80,6 +80,20 @@ class Backend(abc.ABC):
     check_previous() check that table."""
 
   @abc.abstractmethod
+  def exists(self) -> bool:
+    """Whether an output is here (a file prefix's shards, a table)."""
+
+  @abc.abstractmethod
+  def missing_parent(self) -> Optional[str]:
+    """What is missing of the place that holds this output (a file
+    prefix's folder or bucket, a table's dataset, or its database and
+    schema), in words ('folder out/x does not exist'); None when it is
+    there. Where no output is yet, this tells a first run (the place is
+    there) from a mistyped location, which must not quietly become a full
+    run. Other errors (no connection, no permission) raise ValueError or
+    RuntimeError."""
+
+  @abc.abstractmethod
   def dead_letter_location(self) -> tuple[str, str]:
     """(URI, format) of the dead letters when --dead_letter is not given."""
 

@@ -192,6 +192,26 @@ class BigQueryBackend(base.Backend):
       logging.warning('Added column %s (%s) to %s', name, kind,
                       self.shown())
 
+  def exists(self) -> bool:
+    return self._table() is not None
+
+  def missing_parent(self) -> Optional[str]:
+    """The dataset (a missing project is a missing dataset too)."""
+    from google.api_core import exceptions
+    from google.api_core import retry
+    project, rest = tables.table_spec(self.uri).rsplit(':', 1)
+    dataset = f'{project}.{rest.split(".")[0]}'
+    try:
+      self._client().get_dataset(
+          dataset, retry=retry.Retry(deadline=SCHEMA_SECONDS),
+          timeout=SCHEMA_SECONDS)
+    except exceptions.NotFound:
+      return f'dataset {dataset} does not exist'
+    except Exception as e:
+      raise ValueError(f'cannot look up dataset {dataset}: '
+                       f'{str(e).splitlines()[0] if str(e) else e!r}') from e
+    return None
+
   def check_readable(self) -> None:
     table = self._table()
     if table is None:

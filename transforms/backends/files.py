@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import uuid
-from typing import Sequence
+from typing import Optional, Sequence
 
 import random
 
@@ -155,6 +155,35 @@ def _shard_metadata(prefix: str, suffix: str) -> list:
                 key=lambda m: m.path)
 
 
+def missing_folder(prefix: str) -> Optional[str]:
+  """What is missing of the place that holds a prefix's shards: the
+  folder (local), or the bucket on Cloud Storage, whose folders are only
+  the start of object names (none is there before its first object);
+  None when it is there."""
+  if not paths.has_scheme(prefix):
+    folder = os.path.dirname(os.path.abspath(prefix))
+    if os.path.isdir(folder):
+      return None
+    shown = os.path.dirname(prefix) or folder
+    return (f'{shown} is a file, not a folder' if os.path.exists(folder)
+            else f'folder {shown} does not exist')
+  if not prefix.startswith('gs://'):
+    return (f'whether the folder of {prefix} exists cannot be told on '
+            f'{prefix.split("://")[0]}://')
+  from google.api_core import exceptions
+  from apache_beam.io.gcp import gcsio
+  bucket = prefix[len('gs://'):].split('/')[0]
+  try:
+    # Listing needs only object permissions, which a job's account has;
+    # looking the bucket up needs more.
+    list(gcsio.GcsIO().client.list_blobs(bucket, max_results=1))
+  except exceptions.NotFound:
+    return f'bucket gs://{bucket} does not exist'
+  except Exception as e:
+    raise ValueError(f'cannot list gs://{bucket}: {cause(e)}') from e
+  return None
+
+
 def read_bytes(path: str) -> bytes:
   with FileSystems.open(path) as f:
     return f.read()
@@ -222,6 +251,12 @@ class FileBackend(base.Backend):
                        f'written to PREFIX-SSSSS-of-NNNNN{self.suffix}')
     if self.settings.probe:
       probe_writable(self.uri, self.record.name.replace('_', ' '))
+
+  def exists(self) -> bool:
+    return bool(shards(self.uri, self.suffix))
+
+  def missing_parent(self) -> Optional[str]:
+    return missing_folder(self.uri)
 
   def check_readable(self) -> None:
     found = shards(self.uri, self.suffix)

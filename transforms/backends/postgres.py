@@ -237,6 +237,27 @@ class PostgresBackend(base.Backend):
         for name, kind in columns.add:
           add_column(conn, table, name, kind, self.shown())
 
+  def exists(self) -> bool:
+    with connect(self.conninfo, self.uri) as conn:
+      return _Table(self.table, self.record).exists(conn)
+
+  def missing_parent(self) -> Optional[str]:
+    """The schema: SCHEMA of SCHEMA.NAME, or for a bare NAME one of the
+    search path (where CREATE TABLE puts it). A missing database fails
+    the connection, which names it."""
+    schema = self.table.rpartition('.')[0]
+    there = ('EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)'
+             if schema else 'current_schema() IS NOT NULL')
+    with connect(self.conninfo, self.uri) as conn:
+      found, database = conn.execute(
+          f'SELECT {there}, current_database()',
+          (schema,) if schema else ()).fetchone()
+    if found:
+      return None
+    return (f'schema {schema} does not exist in database {database}'
+            if schema else f'no schema of the search path exists in '
+            f'database {database}')
+
   def check_readable(self) -> None:
     with connect(self.conninfo, self.uri) as conn:
       table = _Table(self.table, self.record)
