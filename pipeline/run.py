@@ -98,6 +98,10 @@ def _start(plan: Plan, lease) -> tuple[int, Optional[dict], object]:
         'unless you fine-tune the pooler.', plan.model.name)
   if not plan.dry_run:
     print(about_line(plan), file=sys.stderr, flush=True)
+  if plan.runner == 'DataflowRunner':
+    # Its size, before workers are paid for (a local run shows progress).
+    from pipeline import estimate
+    print(estimate.cost_line(plan), file=sys.stderr, flush=True)
   return _run(plan, lease)
 
 
