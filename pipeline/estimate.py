@@ -31,12 +31,14 @@ otherwise the line says the share is unknown, and why.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
 import random
 import time
 from collections import defaultdict
+from concurrent import futures
 from typing import Callable, NamedTuple, Optional, Sequence
 
 from apache_beam.io.filesystems import FileSystems
@@ -56,11 +58,13 @@ SAMPLE_FILES = 8
 # ... each uncompressed line file read at up to this many places in all,
 # evenly spaced (a corpus sorted by length or date is not read from its
 # start only; on gs:// each place is one request) ...
-SPOTS = 32
+SPOTS = 64
 # ... and no more than this many bytes at each place (a CSV file: four
 # times this, from its start, as quoted fields may span lines).
-SPOT_BYTES = 1 << 17
+SPOT_BYTES = 1 << 16
 SPOTS_PER_FILE = 4
+# Reads at once (each its own request on gs://).
+READERS = 16
 # A compressed line file is read from its start, this many decompressed
 # bytes at most (every line counted, the sample drawn from them all).
 COMPRESSED_PREFIX = 8 << 20
@@ -178,32 +182,35 @@ def _stored_bytes_read(f, decompressed: int) -> Optional[float]:
 
 def _sample_lines(path: str, size: int, quota: int, parse: Callable,
                   max_bytes: int, places: int) -> list:
-  """Strata of a text or JSON lines file: every line read is counted, and
-  about `quota` of them parsed. An uncompressed file is read at `places`
-  evenly spaced places, SPOT_BYTES at most at each, each place a stratum
-  of its own (its lines stand for its part of the file: places with many
-  short lines are not under-weighted); a compressed one cannot be entered
-  in the middle: its first COMPRESSED_PREFIX bytes (decompressed) are
-  read, one stratum."""
-  rng = random.Random(0)
+  """Reads of a text or JSON lines file (callables, run in parallel by
+  sample_files), each giving a stratum: every line it reads is counted,
+  and some of them parsed (about `quota` in all). An uncompressed file is
+  read at `places` evenly spaced places, SPOT_BYTES at most at each, each
+  place a stratum of its own: its lines stand for its part of the file,
+  so that places of many short lines are not under-weighted, and many
+  small places spread the sample over a corpus whose neighbouring records
+  are alike (sorted exports). A compressed file cannot be entered in the
+  middle: its first COMPRESSED_PREFIX bytes (decompressed) are read, one
+  stratum."""
   packed = compressed.is_compressed(path)
   spots = [0] if packed else _spots(size, places)
   budget = COMPRESSED_PREFIX if packed else SPOT_BYTES
   per_spot = max(1, math.ceil(quota / len(spots)))
-  strata = []
-  with compressed.open_file(path) as f:
-    for i, start in enumerate(spots):
-      stop = spots[i + 1] if i + 1 < len(spots) else (
-          math.inf if packed else size)
+
+  def read(start: int, stop: float) -> tuple:
+    with compressed.open_file(path) as f:
       kept, count, took, reached = _line_records(
-          f, start, stop, budget, per_spot, rng, max_bytes)
-      parsed = [parse(lines.strip_newline(line),
-                      lines.line_location(path, at)) for at, line in kept]
+          f, start, stop, budget, per_spot, random.Random(start), max_bytes)
       region = size if packed else min(stop, size) - start
       stored = region if reached else _stored_bytes_read(f, took)
-      strata.append((parsed, None if stored is None else (
-          count, stored, region, count if reached else None)))
-  return strata
+    parsed = [parse(lines.strip_newline(line), lines.line_location(path, at))
+              for at, line in kept]
+    return parsed, None if stored is None else (
+        count, stored, region, count if reached else None)
+
+  stops = spots[1:] + [math.inf if packed else size]
+  return [functools.partial(read, start, stop)
+          for start, stop in zip(spots, stops)]
 
 
 class _Limited(io.RawIOBase):
@@ -303,8 +310,9 @@ def _sample_tfrecord(path: str, size: int, quota: int,
 
 def _file_sampler(input_format: str, fields: read_lib.Fields,
                   places: int) -> Callable:
-  """(path, size, quota) -> strata of one file: [(parsed records, span)]
-  (Sample.spans says what a span is)."""
+  """(path, size, quota) -> the reads of one file: callables that give a
+  stratum each, (parsed records, span) (Sample.spans says what a span
+  is)."""
   limit = fields.max_document_bytes
   if input_format == 'jsonl':
     return lambda path, size, quota: _sample_lines(
@@ -316,8 +324,8 @@ def _file_sampler(input_format: str, fields: read_lib.Fields,
             line, where, limit), limit, places)
   samplers = {'csv': _sample_csv, 'parquet': _sample_parquet,
               'tfrecord': _sample_tfrecord}
-  return lambda path, size, quota: samplers[input_format](
-      path, size, quota, fields)
+  return lambda path, size, quota: [lambda: samplers[input_format](
+      path, size, quota, fields)[0]]
 
 
 def sample_files(pattern: str, input_format: str, fields: read_lib.Fields,
@@ -331,9 +339,12 @@ def sample_files(pattern: str, input_format: str, fields: read_lib.Fields,
   quota = max(1, SAMPLE_DOCUMENTS // max(1, len(chosen)))
   sampler = _file_sampler(input_format, fields,
                           max(1, SPOTS // max(1, len(chosen))))
+  reads = [task for m in chosen
+           for task in sampler(m.path, m.size_in_bytes, quota)]
   parsed, spans, counts = [], [], []
-  for m in chosen:
-    for got, span in sampler(m.path, m.size_in_bytes, quota):
+  # Reads of remote files wait on the network: in parallel, in order.
+  with futures.ThreadPoolExecutor(max_workers=READERS) as pool:
+    for got, span in pool.map(lambda read: read(), reads):
       parsed.extend(got)
       spans.append(span)
       counts.append(len(got))

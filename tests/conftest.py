@@ -38,7 +38,8 @@ def pytest_sessionfinish(session, exitstatus):
 # gives each tier's time. A file not named here is `pipeline`: it runs the
 # job (in-process or as a command) on local files.
 TIERS = {
-    'services': ('test_cloud_io.py', 'test_in_place.py', 'test_outputs.py',
+    'services': ('test_cloud_io.py', 'test_estimate.py',
+                 'test_in_place.py', 'test_outputs.py',
                  'test_totality.py', 'test_readme_commands.py',
                  'test_dataflow_graph.py', 'test_model_identity.py',
                  'test_run_cli.py', 'test_leases.py',
