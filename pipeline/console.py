@@ -16,6 +16,7 @@ import sys
 import warnings
 
 import tfmodels
+from pipeline import stall
 
 # Loggers whose INFO lines a person wants in a quiet run: the job's own
 # notices (converting a preset on first use).
@@ -35,6 +36,18 @@ class _OncePerMessage(logging.Filter):
       return False
     self._seen.add(key)
     return True
+
+
+class _NoticesOnly(logging.Filter):
+  """Below WARNING, only the job's own notices. Some libraries' loggers
+  are read at INFO for another purpose (pipeline/stall.py reads Beam's
+  DataflowRunner messages to say what a stalled launch waits for); their
+  INFO lines stay hidden."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or any(
+        record.name == name or record.name.startswith(name + '.')
+        for name in _NOTICES)
 
 
 class _PlainFormatter(logging.Formatter):
@@ -81,6 +94,7 @@ def configure(verbose: bool) -> None:
   tfmodels.quiet_startup()
   handler.setFormatter(_PlainFormatter())
   handler.addFilter(_OncePerMessage())
+  handler.addFilter(_NoticesOnly())
   root.setLevel(logging.WARNING)
   for name in _NOTICES:
     logging.getLogger(name).setLevel(logging.INFO)
@@ -92,6 +106,9 @@ def configure(verbose: bool) -> None:
   # Beam logs a failing step's exception here before it re-raises it; the
   # job reports that exception as its one error line (run_error_line).
   logging.getLogger('apache_beam.runners.common').setLevel(logging.CRITICAL)
+  # What Beam's DataflowRunner is doing, for the line a stalled launch
+  # prints (after the levels above: it lowers its own loggers' level).
+  stall.listen_to_beam()
 
 
 _STEP = re.compile(r"\s*\[while running '([^']+)'\]")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline import preflight
+from pipeline import dataflow_job
 from pipeline import presets
 from tfmodels.embedder import POOLINGS, PRECISIONS
 from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
@@ -49,10 +50,13 @@ def document_bytes(value: str) -> int:
   return size
 
 
-# Flags for runs on this machine: progress is drawn by local runners, and a
+# Flags for runs on this machine: progress is drawn by local runners, a
 # report is written where the launcher runs (a Flex Template's launcher is
-# a container that goes away). The Flex Template leaves them out.
-LOCAL_ONLY = ('progress_every', 'report', 'report_color_field')
+# a container that goes away), and an interrupt of this command may cancel
+# its Dataflow job (flex/main.py takes no signals of its own). The Flex
+# Template leaves them out.
+LOCAL_ONLY = ('progress_every', 'report', 'report_color_field',
+              'cancel_on_interrupt')
 
 # On/off flags also take =true / =false: Flex Templates and schedulers pass
 # every parameter as --name=value.
@@ -246,6 +250,15 @@ def add_flags(parser: argparse.ArgumentParser, only=None) -> None:
       '--report_color_field', default=None,
       help='Metadata field that colours the report\'s embedding map '
       '(default: the first of --metadata_fields).')
+  shown.add_argument(
+      '--cancel_on_interrupt', nargs='?', const=True, default=None,
+      type=_bool,
+      help='What Ctrl-C or SIGTERM does to the Dataflow job this command '
+      'launched: true cancels it; false leaves it running and says how to '
+      'cancel it (gcloud dataflow jobs cancel). Unset: at a terminal, asks '
+      'once "cancel Dataflow job JOB_ID? [Y/n]" (no answer in '
+      f'{dataflow_job.ASK_SECONDS:.0f} s cancels); elsewhere (a scheduler, '
+      'a pipe) cancels. The interrupt\'s line says which it did.')
 
   model = _Declared(parser.add_argument_group('model'), only)
   model.add_argument(

@@ -36,8 +36,10 @@ import apache_beam as beam
 
 from pipeline import cleanup
 from pipeline import console
+from pipeline import dataflow_job
 from pipeline import interrupts
 from pipeline import progress
+from pipeline import stall
 from pipeline import summary as summary_lib
 from pipeline import worker
 from pipeline.flags import answer_early, asks_verbose
@@ -123,12 +125,14 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
   build_pipeline(p, plan)
   files_left = None if plan.dry_run else cleanup.RunFiles(
       (plan.where.output, plan.where.dead_letters))
+  job = None if plan.dry_run or plan.runner != dataflow_job.RUNNER else (
+      dataflow_job.Launch(plan.options, embed_options.cancel_on_interrupt))
   interrupts.set_finisher(lambda _: _interrupted(
       files_left, local=local, finished=False, runner=plan.runner,
-      lease=lease))
+      lease=lease, job=job))
   try:
     if not display:
-      result = p.run()
+      result = _submit(p, job)
       _note_job(lease, result)
       if plan.dry_run:
         # Beam's --dry_run builds the whole job and stops before submitting.
@@ -138,7 +142,7 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
       result.wait_until_finish()
     else:
       with display.track():
-        result = p.run()
+        result = _submit(p, job)
         _note_job(lease, result)
         display.started(result)
         result.wait_until_finish()
@@ -152,7 +156,7 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
     return 1, None, None
   interrupts.set_finisher(lambda _: _interrupted(
       files_left, local=local, finished=True, runner=plan.runner,
-      lease=lease))
+      lease=lease, job=job))
   try:
     plan.note()
   except (ValueError, RuntimeError, OSError) as e:
@@ -200,6 +204,17 @@ def _conclude(summary: dict, result, embed_options: EmbedOptions, display,
   return 0, summary, result
 
 
+def _submit(p, job: Optional[dataflow_job.Launch]):
+  """p.run(); for a Dataflow job, what it waits for while Beam stages and
+  submits it, and its id and console link as soon as it has one."""
+  if job is None:
+    return p.run()
+  with job.submitting():
+    result = p.run()
+  job.started(result)
+  return result
+
+
 def _release(lease) -> None:
   """Releases the lease early: what it logs if it cannot (its database
   gone) comes before the run's last line."""
@@ -216,19 +231,28 @@ def _note_job(lease, result) -> None:
 
 
 def _interrupted(files_left: Optional[cleanup.RunFiles], *, local: bool,
-                 finished: bool, runner: str, lease=None) -> str:
+                 finished: bool, runner: str, lease=None,
+                 job: Optional[dataflow_job.Launch] = None) -> str:
   """What an interrupted run says after 'interrupted (SIGINT); ', once its
   temporary files are removed (and its lease released: this process may
-  not unwind). A job on a remote runner is not this process's to stop,
-  nor are its files."""
+  not unwind). A Dataflow job is cancelled or left running as
+  --cancel_on_interrupt says (pipeline/dataflow_job.py); a job on another
+  remote runner is not this process's to stop, nor are its files."""
   if lease:
     lease.release()
+  if job is not None:
+    return job.interrupted(finished=finished, say=_prompt)
   if files_left is None:
     return 'nothing was written'
   if not local:
     return (f'the {runner} job keeps running where it was submitted; cancel '
             'it there (Dataflow: gcloud dataflow jobs cancel JOB_ID)')
   return files_left.interrupted(finished=finished)
+
+
+def _prompt(text: str) -> None:
+  sys.stderr.write(f'pipeline.run: {text}' if text.strip() else text)
+  sys.stderr.flush()
 
 
 def _error(exc: BaseException, verbose: bool, during_run: bool = False):
@@ -246,6 +270,7 @@ def main(argv=None) -> int:
   verbose = asks_verbose(argv)
   console.configure(verbose=verbose)
   interrupts.started(verbose)
+  stall.start()
   try:
     status, summary, _ = launch(argv)
   except BaseException as e:

@@ -53,8 +53,8 @@ def _help(p: argparse.ArgumentParser, action) -> str:
 
 
 def _default(action) -> str:
-  if _is_switch(action):
-    return 'off'
+  if _is_switch(action):  # default None: unset, its help says what then
+    return 'off' if action.default is False else 'unset'
   if action.default in (None, '', ()):
     return '—'
   return f'`{action.default}`'

@@ -46,7 +46,7 @@ TIERS = {
                  'test_table_schema.py', 'test_query.py',
                  'test_search_docs.py',
                  'test_read_back.py', 'test_preflight.py',
-                 'test_schedule.py'),
+                 'test_schedule.py', 'test_dataflow_launch.py'),
     'portable': ('test_portable.py', 'test_rehearsal.py'),
     'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
               'test_bench_throughput.py', 'test_bench_same_text.py',
