@@ -2,8 +2,11 @@
 runs that name gs:// or bq://, checked in seconds before the job is built.
 
 Swaps, named: Cloud Storage and BigQuery are the local emulators (so
-MY_PROJECT and MY_BUCKET become theirs), and the Dataflow commands run
-with Beam's `--dry_run True` (nothing submitted). The emulators grant
+MY_PROJECT and MY_BUCKET become theirs); Dataflow's job service is
+tests/dataflow_standin.py on 127.0.0.1 (Beam's --dataflow_endpoint), which
+answers a job listing for its one project and 403 for others; the Dataflow
+commands run with `--preflight_only` (the documented check) or Beam's
+`--dry_run True`, so nothing is submitted. The emulators grant
 every permission, so the denied-permission answers of the real services
 cannot be produced here; missing buckets, datasets and credentials can.
 """
@@ -20,6 +23,7 @@ import pytest
 
 from pipeline import run
 from tests import corpora
+from tests import dataflow_standin
 from tests import emulators
 from tests import readme
 
@@ -193,3 +197,53 @@ def test_preflight_only_writes_nothing(cloud, capsys, tmp_path):
   assert [t.table_id for t in client.list_tables('embeddings')] == []
   # Run again: nothing held (no lease was taken), the same answer.
   assert run.main(argv) == 0, capsys.readouterr().err
+
+
+@pytest.fixture(scope='module')
+def dataflow():
+  with dataflow_standin.Standin(project=emulators.PROJECT) as standin:
+    yield standin
+
+
+def test_documented_first_run_with_preflight_only(cloud, dataflow, capsys):
+  """docs/dataflow.md: the first run's command with --preflight_only
+  added, as the page says to run it first. Every check runs and passes;
+  no job is created, no table, no probe is left."""
+  _, client = cloud
+  argv = gpu_command() + ['--dataflow_endpoint', dataflow.endpoint,
+                          '--preflight_only']
+  status = run.main(argv)
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert list(summary['checks']) == ['credentials', 'project',
+                                     'temp_location', 'bigquery', 'image']
+  assert summary['checks']['project'] == (
+      f'{emulators.PROJECT} in us-central1')
+  assert [line.split(':')[0] for line in err.splitlines()
+          if line.startswith('preflight ')] == [
+              'preflight credentials', 'preflight project',
+              'preflight temp_location', 'preflight bigquery',
+              'preflight image', 'preflight passed']
+  assert dataflow.created() == []
+  assert [(r.method, r.path) for r in dataflow.requests] == [
+      ('GET', f'/v1b3/projects/{emulators.PROJECT}/locations/us-central1/'
+       'jobs')]
+  assert [t.table_id for t in client.list_tables('embeddings')] == []
+
+
+def test_credentials_of_another_project(cloud, dataflow, capsys):
+  """Dataflow refuses the project (403): one line naming both projects
+  and the fix, before anything is built."""
+  argv = _with(gpu_command(), '--project', 'other-project') + [
+      '--dataflow_endpoint', dataflow.endpoint, '--preflight_only']
+  line = _error(argv, capsys)
+  assert line.startswith(
+      'pipeline.run: error: preflight project: the credentials (user '
+      'credentials) may not use Dataflow in project other-project: ')
+  assert 'Permission denied on project other-project' in line
+  assert ("the credentials' own project is test-project. Grant them "
+          'roles/dataflow.developer there') in line
+  assert line.endswith('(--skip_preflight project skips this check)')
+  assert run.main(argv + ['--skip_preflight', 'project']) == 0, (
+      capsys.readouterr().err)
