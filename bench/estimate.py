@@ -120,6 +120,8 @@ def main(argv=None) -> int:
     rows['corpus'] = {
         'documents': (est.documents, full['documents_read']),
         'tokens': (est.tokens, full['tokens']),
+        'long_share': (est.long_share, round(
+            full['documents_truncated'] / full['documents_read'], 4)),
         'seconds': round(seconds, 2), 'line': line}
 
     packed = os.path.join(work, 'corpus.jsonl.gz')
@@ -156,6 +158,7 @@ def main(argv=None) -> int:
     rows['nightly'] = {
         'documents': (est.documents, night['documents_read']),
         'changed_share': (est.changed_share, round(share, 4)),
+        'tokens_to_embed': (est.changed_tokens, night['tokens']),
         'changed_made': changed,
         'seconds': round(seconds, 2), 'line': line}
   finally:
@@ -167,11 +170,13 @@ def main(argv=None) -> int:
   print(f'{"case":<12}{"figure":<15}{"estimated":>14}{"actual":>12}'
         f'{"error":>9}')
   for case, row in rows.items():
-    for figure in ('documents', 'tokens', 'changed_share'):
+    for figure in ('documents', 'tokens', 'long_share', 'changed_share',
+                   'tokens_to_embed'):
       if figure not in row:
         continue
       estimated, actual = row[figure]
-      shown = (f'{estimated:,.3f}' if figure == 'changed_share'
+      share = figure.endswith('_share')
+      shown = (f'{estimated:,.3f}' if share
                else f'{estimated:,.0f}') if estimated is not None else 'n/a'
       print(f'{case:<12}{figure:<15}{shown:>14}{actual:>12,}'
             f'{_error(estimated, actual):>9}')

@@ -116,6 +116,7 @@ class Estimate(NamedTuple):
   seconds: float
   note: str = ''  # what can be said where documents cannot
   documents_exact: bool = False  # counted (or a table's metadata)
+  changed_tokens: Optional[float] = None  # nightly: tokens to embed
 
 
 # ---------------------------------------------------------------- sampling
@@ -449,9 +450,9 @@ def _previous_records(previous, ids: Sequence[str], names: tuple
 
 
 def changed_share(docs: Sequence[Document], previous, fingerprint: str
-                  ) -> tuple[Optional[float], str]:
-  """(share of the sampled documents a nightly run embeds, by
-  incremental.decide; '') or (None, why it is unknown)."""
+                  ) -> tuple[Optional[set], str]:
+  """(the sampled documents a nightly run embeds, by incremental.decide,
+  as the set of their id()s; '') or (None, why that is unknown)."""
   if not docs:
     return None, 'no documents sampled'
   metadata = tuple(previous.record.metadata)
@@ -467,22 +468,23 @@ def changed_share(docs: Sequence[Document], previous, fingerprint: str
     seen[doc_id].append(light)
   by_id = defaultdict(list)
   for doc in docs:
-    by_id[doc.id].append(incremental.current(doc)[1])
-  embedded = sum(len(current) for doc_id, current in by_id.items()
-                 if incremental.decide(current, seen[doc_id], fingerprint)
-                 != incremental.REUSE)
-  return embedded / len(docs), ''
+    by_id[doc.id].append(doc)
+  return {id(doc) for doc_id, same in by_id.items()
+          if incremental.decide([incremental.current(d)[1] for d in same],
+                                seen[doc_id], fingerprint)
+          != incremental.REUSE for doc in same}, ''
 
 
 # -------------------------------------------------------------- the figures
 
 
-def _per_file(sample: Sample, tokens_of: Callable) -> tuple[float, float]:
-  """(documents, tokens) of the whole input, from the sampled files: each
-  file's records (exact, or scaled from the bytes the sampled ones took)
-  and its tokens (the sampled records' mean), then all files scaled by
+def _per_file(sample: Sample, *values: Callable) -> tuple:
+  """(documents, total of each of `values` over them) in the whole input,
+  from the sampled strata: each stratum's records (exact, or scaled from
+  the bytes the ones counted took), and its total of each value (the mean
+  over its sampled records, times its records); then all files scaled by
   bytes (the files not sampled are like the ones sampled)."""
-  documents = tokens = 0.0
+  documents, totals = 0.0, [0.0] * len(values)
   sampled_size, at = 0, 0
   for (records, stored, size, exact), count in zip(sample.spans,
                                                    sample.counts):
@@ -492,42 +494,60 @@ def _per_file(sample: Sample, tokens_of: Callable) -> tuple[float, float]:
         records * size / stored if stored else 0.0)
     documents += in_file
     if count:
-      tokens += sum(tokens_of(p) for p in parsed) / count * in_file
+      for i, value in enumerate(values):
+        totals[i] += sum(value(p) for p in parsed) / count * in_file
     sampled_size += size
   scale = sample.total_bytes / sampled_size if sampled_size else 0.0
-  return documents * scale, tokens * scale
+  return (documents * scale, *(total * scale for total in totals))
 
 
 def estimate(sample: Sample, rows: list, *, changed=(None, ''),
              started: Optional[float] = None) -> Estimate:
-  """The figures from a sample and its documents' token rows (token_rows,
-  in the order of the sample's Documents)."""
+  """The figures from a sample, its documents' token rows (token_rows, in
+  the order of the sample's Documents) and, for a nightly run, which of
+  them it embeds (changed_share's answer)."""
   docs = [p for p in sample.parsed if isinstance(p, Document)]
-  lengths = {}
-  long_docs = 0
+  lengths, long_docs = {}, set()
   for doc, result in zip(docs, rows):
     if isinstance(result, list):
       lengths[id(doc)] = sum(row.length for row in result)
-      long_docs += any(row.truncated for row in result) or len(result) > 1
-  tokens_sampled = sum(lengths.values())
+      if any(row.truncated for row in result) or len(result) > 1:
+        long_docs.add(id(doc))
+  embeds, why = changed
+  values = (lambda p: lengths.get(id(p), 0),  # tokens
+            lambda p: id(p) in long_docs,
+            lambda p: isinstance(p, Document),
+            lambda p: bool(embeds) and id(p) in embeds,
+            lambda p: lengths.get(id(p), 0) if embeds and id(p) in embeds
+            else 0)
+  # Totals over the sample, each record counting once ...
+  sampled = [float(sum(v(p) for p in sample.parsed)) for v in values]
   documents = tokens = None
+  records = len(sample.parsed)
   if sample.complete:
-    documents, tokens = float(len(sample.parsed)), float(tokens_sampled)
+    documents, tokens = float(len(sample.parsed)), sampled[0]
   elif sample.rows is not None:
     documents = float(sample.rows)
-    tokens = (tokens_sampled / len(sample.parsed) * sample.rows
+    tokens = (sampled[0] / len(sample.parsed) * sample.rows
               if sample.parsed else 0.0)
   elif sample.spans and not sample.unknown:
-    documents, tokens = _per_file(sample, lambda p: lengths.get(id(p), 0))
-  rejected = len(sample.parsed) - len(docs)
+    # ... or each standing for its stratum's share of the input.
+    documents, *sampled = _per_file(sample, *values)
+    tokens, records = sampled[0], documents
+  token_total, long_total, good, embedded, embedded_tokens = sampled
+  changed_tokens = None
+  if embeds is not None and token_total:
+    changed_tokens = (tokens or 0.0) * embedded_tokens / token_total
   return Estimate(
       total_bytes=sample.total_bytes, files=sample.files,
       documents=documents, tokens=tokens, sampled=len(sample.parsed),
-      long_share=long_docs / len(docs) if docs else None,
-      rejected_share=rejected / len(sample.parsed) if sample.parsed
+      long_share=long_total / good if good else None,
+      rejected_share=max(0.0, 1 - good / records) if records else None,
+      changed_share=embedded / good if embeds is not None and good
       else None,
-      changed_share=changed[0], changed_of=len(docs),
-      changed_unknown=changed[1], complete=sample.complete,
+      changed_of=len(docs), changed_unknown=why,
+      changed_tokens=changed_tokens,
+      complete=sample.complete,
       seconds=time.monotonic() - started if started else 0.0,
       note=sample.unknown,
       documents_exact=sample.counted or sample.rows is not None)
@@ -592,7 +612,7 @@ def line(e: Estimate, *, max_seq_length: int, long_documents: str,
             else 'truncated')
     details.append(f'{_percent(e.long_share)} longer than --max_seq_length '
                    f'{max_seq_length}, {what} per --long_documents')
-  if e.rejected_share:
+  if e.rejected_share and e.rejected_share >= 0.0005:
     details.append(f'{_percent(e.rejected_share)} dead letters')
   text = f'plan: {", ".join(parts)} ({"; ".join(details)})'
   if nightly:
@@ -601,6 +621,8 @@ def line(e: Estimate, *, max_seq_length: int, long_documents: str,
     else:
       text += (f'; nightly: about {_percent(e.changed_share)} new or '
                f'changed (of {e.changed_of:,} sampled)')
+      if e.changed_tokens is not None:
+        text += f', about {tokens_shown(e.changed_tokens)} tokens to embed'
   return text
 
 

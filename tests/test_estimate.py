@@ -154,14 +154,20 @@ def test_nightly_share_against_a_previous_output(tmp_path, capsys,
   second = _write(tmp_path / 'day2.jsonl', day2)
   argv = ['--input', second, '--output', str(tmp_path / 'day2' / 'emb'),
           '--previous', out1]
-  e = estimate.of_plan(_plan(argv, minilm_export))
+  plan = _plan(argv, minilm_export)
+  e = estimate.of_plan(plan)
   # Every document sampled: the share is the decision's own, exactly.
   assert e.changed_of == len(day2)
   assert e.changed_share == pytest.approx(embedded / len(day2))
   line = estimate.line(e, max_seq_length=64, long_documents='truncate',
                        nightly=True)
+  changed = [d for i, d in enumerate(day2) if i % 10 == 0 or i >= 120]
+  assert len(changed) == embedded
+  to_embed = _tokens(plan, changed)
+  assert e.changed_tokens == pytest.approx(to_embed)
   assert line.endswith(f'; nightly: about {round(100 * embedded / 125)}% '
-                       f'new or changed (of {len(day2)} sampled)')
+                       f'new or changed (of {len(day2)} sampled), about '
+                       f'{estimate.tokens_shown(to_embed)} tokens to embed')
   # Another max_seq_length is another model fingerprint: all re-embedded.
   e = estimate.of_plan(launch.plan_from_argv(
       argv + ['--model_dir', minilm_export, '--max_seq_length', '32']))
