@@ -106,9 +106,11 @@ class Launch:
             f'({state}, {stall.seconds(elapsed)})')
 
   def interrupted(self, *, finished: bool, say: Callable[[str], None],
+                  ready: Callable[[], object] = lambda: None,
                   stdin=None) -> str:
     """Cancels the job, leaves it running, or asks which, and says which
-    it did (the words after 'interrupted (SIGINT); ')."""
+    it did (the words after 'interrupted (SIGINT); '). ready() returns
+    once the terminal can take the question."""
     stall.stage(None)
     job_id = self.job_id
     if not job_id:
@@ -127,6 +129,7 @@ class Launch:
     what = on_interrupt(self.cancel_on_interrupt, interactive)
     why = ''
     if what == ASK:
+      ready()  # the terminal is the question's alone
       yes, why = ask(f'cancel Dataflow job {job_id}?',
                      read_fd=stdin.fileno(), write=say,
                      echoed=_is_terminal(sys.stderr))

@@ -140,6 +140,15 @@ def received() -> Optional[int]:
   return _state.received
 
 
+def unwound(timeout: float) -> bool:
+  """For a finisher that asks a question: waits until the main thread has
+  unwound to the command (what its blocks held is closed: a live progress
+  line no longer redraws the terminal), at most `timeout` seconds. The
+  finisher may run in the watcher's stand-in thread while the main thread
+  still sleeps in a library's wait (Beam's Dataflow wait sleeps 5 s)."""
+  return _state.unwinding.wait(timeout)
+
+
 def reraise() -> None:
   """In an `except` block: if a signal is why the block runs (Beam wraps
   an exception raised inside a step in its own), raise Interrupted."""

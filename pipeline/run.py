@@ -241,7 +241,8 @@ def _interrupted(files_left: Optional[cleanup.RunFiles], *, local: bool,
   if lease:
     lease.release()
   if job is not None:
-    return job.interrupted(finished=finished, say=_prompt)
+    return job.interrupted(finished=finished, say=_prompt,
+                           ready=lambda: interrupts.unwound(10.0))
   if files_left is None:
     return 'nothing was written'
   if not local:
