@@ -83,6 +83,12 @@ CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_bf16',
              'amx_tile')
 # sentence-transformers' own default batch size for encode().
 ST_BATCH_SIZE = 32
+# --smoke's --max_batch_tokens, for the pipeline cases and bare: under XLA
+# a batch is computed at its full row count, so at the CPU's 8192 the smoke
+# corpus's 53 documents cost about 60,000 computed tokens across the
+# bucketed run's eight shapes (a third of the smoke run's CPU time); at
+# 1024 about 9,000, with the same shapes.
+SMOKE_BATCH_TOKENS = 1024
 
 
 def cpu_info() -> dict:
@@ -181,9 +187,11 @@ def _run_counted(p) -> int:
 
 
 def case_bare(corpus: str, model_dir: str, precision: str = 'fp32',
-              max_seq_length: int = MAX_SEQ_LENGTH) -> dict:
+              max_seq_length: int = MAX_SEQ_LENGTH,
+              max_batch_tokens: Optional[int] = None) -> dict:
   """The pipeline's tokenizer, batcher and encoder calls in a plain loop;
   timed from model loading on, like the pipeline's own run time."""
+  from tfmodels.budget import CPU_TOKEN_BUDGET
   from tfmodels.embedder import EmbeddingModel
   from transforms import batching
   from transforms.elements import Document
@@ -193,10 +201,11 @@ def case_bare(corpus: str, model_dir: str, precision: str = 'fp32',
                               os.path.join(model_dir, 'encoder'),
                               max_seq_length=max_seq_length, packing=True,
                               precision=precision)
-  # The pipeline's own batcher (--sort_window 4096, --max_batch_tokens 8192,
-  # --batch_size 256, packed rows), called directly: the same batches,
-  # without Beam.
-  batcher = batching.PackedBatches(max_seq_length, 8192, 256, 4096)
+  # The pipeline's own batcher (--sort_window 4096, --max_batch_tokens as
+  # the pipeline cases run: auto is 8192 on a CPU, --batch_size 256, packed
+  # rows), called directly: the same batches, without Beam.
+  batcher = batching.PackedBatches(
+      max_seq_length, max_batch_tokens or CPU_TOKEN_BUDGET, 256, 4096)
   tokens = computed = 0
 
   def encode(batch):
@@ -345,7 +354,7 @@ def run_child(args) -> dict:
   if args.child in ('bare', 'bare_bf16'):
     return case_bare(args.corpus, args.model_dir,
                      'bf16' if args.child == 'bare_bf16' else 'fp32',
-                     args.max_seq_length)
+                     args.max_seq_length, args.max_batch_tokens)
   return {'mltransform': case_mltransform,
           'fixed128': case_fixed128}[args.child](args.corpus, args.model_dir)
 
@@ -370,11 +379,13 @@ PIPELINE_FLAGS = {'pipeline': [],
 class Model(NamedTuple):
   """The model every case of a run uses: the pipeline's flags for it, its
   export folder, and its Hugging Face folder for sentence-transformers
-  ('' for all-MiniLM-L6-v2 from its package)."""
+  ('' for all-MiniLM-L6-v2 from its package), and the batches' token
+  budget (None: the pipeline's auto)."""
   flags: tuple
   export_dir: str
   hf_dir: str
   max_seq_length: int
+  max_batch_tokens: Optional[int] = None
 
 
 def minilm(cache: str, max_seq_length: int) -> Model:
@@ -395,16 +406,18 @@ def roberta_large(max_seq_length: int) -> Model:
 
 
 def case_command(case: str, corpus: str, model: Model, out_dir: str) -> list:
+  budget = ([] if model.max_batch_tokens is None else
+            ['--max_batch_tokens', str(model.max_batch_tokens)])
   if case in PIPELINE_FLAGS:
     # The documented command, as a user runs it.
     return [sys.executable, '-m', 'pipeline.run', *model.flags,
             '--input', corpus, '--output', os.path.join(out_dir, 'emb'),
             '--max_seq_length', str(model.max_seq_length),
-            *PIPELINE_FLAGS[case]]
+            *PIPELINE_FLAGS[case], *budget]
   return [sys.executable, os.path.abspath(__file__), '--child', case,
           '--corpus', corpus, '--model_dir', model.export_dir,
           '--hf_dir', model.hf_dir, '--out_dir', out_dir,
-          '--max_seq_length', str(model.max_seq_length),
+          '--max_seq_length', str(model.max_seq_length), *budget,
           '--process_start', repr(time.time())]
 
 
@@ -572,12 +585,15 @@ def main() -> None:
                       help=f'Tokens per input (default {MAX_SEQ_LENGTH}).')
   parser.add_argument('--smoke', action='store_true',
                       help='A check that every case runs: 2%% of the corpus, '
-                      'one round, memory at 0.02 and 0.04 copies.')
+                      'one round, memory at 0.02 and 0.04 copies, '
+                      f'{SMOKE_BATCH_TOKENS} tokens per batch.')
   parser.add_argument('--child', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--corpus', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--model_dir', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--out_dir', default=None, help=argparse.SUPPRESS)
   parser.add_argument('--hf_dir', default='', help=argparse.SUPPRESS)
+  parser.add_argument('--max_batch_tokens', type=int, default=None,
+                      help=argparse.SUPPRESS)
   parser.add_argument('--process_start', type=float, default=0.0,
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -603,6 +619,8 @@ def main() -> None:
   cache = os.path.join(ROOT, '.cache', 'models')
   model = (minilm(cache, args.max_seq_length) if args.shape == 'minilm'
            else roberta_large(args.max_seq_length))
+  if args.smoke:
+    model = model._replace(max_batch_tokens=SMOKE_BATCH_TOKENS)
   work = tempfile.mkdtemp(prefix='bench-throughput-')
   corpus = os.path.join(work, 'corpus.jsonl')
   n = write_corpus(corpus, args.main_scale)
