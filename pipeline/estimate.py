@@ -584,7 +584,7 @@ def line(e: Estimate, *, max_seq_length: int, long_documents: str,
          nightly: bool) -> str:
   """The one line (without a timing)."""
   parts = []
-  if e.total_bytes is not None:
+  if e.total_bytes is not None and (e.files or e.total_bytes):
     where = _size(e.total_bytes)
     if e.files:
       where += f' in {e.files:,} file{"s" if e.files != 1 else ""}'

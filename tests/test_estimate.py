@@ -233,6 +233,38 @@ def test_gs_input_and_the_dataflow_dry_run_line(tmp_path, capsys,
     assert ' in 4 files, about ' in lines[0] and ' tokens (' in lines[0]
 
 
+def test_bigquery_table_rows_from_metadata_and_a_query_said(tmp_path,
+                                                           minilm_export):
+  docs = _docs(1500)
+  with emulators.running(bigquery=True, datasets=['ds']) as (_, client):
+    from google.cloud import bigquery
+    client.create_table(bigquery.Table(f'{emulators.PROJECT}.ds.src', schema=[
+        bigquery.SchemaField('id', 'STRING'),
+        bigquery.SchemaField('text', 'STRING')]))
+    assert not client.insert_rows_json(
+        f'{emulators.PROJECT}.ds.src',
+        [{'id': d['id'], 'text': d['text']} for d in docs])
+    out = ['--output', str(tmp_path / 'out' / 'emb')]
+    plan = _plan(['--input', f'bq://{emulators.PROJECT}.ds.src', *out],
+                 minilm_export)
+    e = estimate.of_plan(plan)
+    # The row count is the table's; tokens from its first 1,000 rows.
+    assert e.documents == 1500 and e.documents_exact and e.sampled == 1000
+    tokens = _tokens(plan, docs)
+    assert abs(e.tokens - tokens) <= 0.15 * tokens, (e.tokens, tokens)
+    line = estimate.line(e, max_seq_length=64, long_documents='truncate',
+                         nightly=False)
+    assert line.startswith('plan: 1,500 documents and about ')
+    query = f'SELECT id, text FROM `{emulators.PROJECT}.ds.src`'
+    e = estimate.of_plan(_plan(['--input_query', query, *out],
+                               minilm_export))
+  assert e.documents is None
+  assert estimate.line(e, max_seq_length=64, long_documents='truncate',
+                       nightly=False) == (
+      'plan: size unknown; --input_query scans 0 bytes (BigQuery\'s dry '
+      'run); its rows are not known before it runs')
+
+
 def test_no_line_for_a_local_run(tmp_path, capsys, minilm_export):
   corpus = _write(tmp_path / 'c.jsonl', _docs(5))
   assert run.main(['--input', corpus, '--output',
