@@ -76,7 +76,11 @@ class _StderrHandler(logging.StreamHandler):
     pass
 
 
-def configure(verbose: bool) -> None:
+def configure(verbose: bool, import_tensorflow: bool = True) -> None:
+  """Sets up what the process prints. Quiet, TensorFlow is imported here
+  with its start-up lines held back, unless `import_tensorflow` is False:
+  then the caller imports it with tfmodels.import_quietly() before
+  anything else does (pipeline/launch.py, after its preflight)."""
   root = logging.getLogger()
   # A second call (tests run the job many times in one process) replaces
   # this module's handler; handlers of others (pytest's) stay.
@@ -91,7 +95,7 @@ def configure(verbose: bool) -> None:
     root.setLevel(logging.INFO)
     logging.getLogger('apache_beam').setLevel(logging.WARNING)
     return
-  tfmodels.quiet_startup()
+  tfmodels.quiet_startup(import_now=import_tensorflow)
   handler.setFormatter(_PlainFormatter())
   handler.addFilter(_OncePerMessage())
   handler.addFilter(_NoticesOnly())

@@ -29,6 +29,7 @@ from pipeline import presets
 from pipeline import summary as summary_lib
 from pipeline.flags import DEFAULT_LOCAL_RUNNER, check_flags
 from pipeline.options import EmbedOptions
+import tfmodels
 from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub
 from transforms import backends
@@ -476,6 +477,9 @@ def plan_from(options: PipelineOptions, *,
   # model), where a lookup without credentials retries for minutes.
   checked = tuple(preflight.run(preflight.flight(options, embed),
                                 skip=embed.skip_preflight))
+  # Only now TensorFlow (seconds), held quiet where the console is quiet:
+  # a preflight failure comes before it.
+  tfmodels.import_quietly()
   # The identity, read once here: it hashes the SavedModels' files.
   model = (model or resolve_model(embed)).with_identity()
   precision = resolve_precision(options, model)

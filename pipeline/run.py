@@ -269,7 +269,8 @@ def main(argv=None) -> int:
   if early is not None:
     return early
   verbose = asks_verbose(argv)
-  console.configure(verbose=verbose)
+  # TensorFlow is imported after the preflight (pipeline/launch.py).
+  console.configure(verbose=verbose, import_tensorflow=False)
   interrupts.started(verbose)
   stall.start()
   try:

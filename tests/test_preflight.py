@@ -247,3 +247,36 @@ def test_credentials_of_another_project(cloud, dataflow, capsys):
   assert line.endswith('(--skip_preflight project skips this check)')
   assert run.main(argv + ['--skip_preflight', 'project']) == 0, (
       capsys.readouterr().err)
+
+
+def test_launch_json_checked_here(cloud, dataflow, tmp_path, minilm_export):
+  """docs/dataflow.md's check of launch.json before the first night: the
+  template's entry point run here as the Flex launcher runs it, with
+  --preflight_only=true, in a folder holding the documented launch.json.
+  Swap: --dataflow_endpoint (the stand-in) is added."""
+  env = readme.scratch_folder(tmp_path, minilm_export)
+  os.symlink(os.path.join(corpora.ROOT, 'flex'), tmp_path / 'flex')
+  launch = readme.fill(readme.read().heredocs['launch.json'], **PLACEHOLDERS)
+  (tmp_path / 'launch.json').write_text(launch, encoding='utf-8')
+  argv = readme.fill(readme.command('flex/launch_local.py', 'launch.json'),
+                     **PLACEHOLDERS)
+  proc = readme.run(argv + [f'--dataflow_endpoint={dataflow.endpoint}'],
+                    tmp_path, env)
+  summary = readme.summary(proc)
+  assert summary['preflight_only'] is True
+  assert list(summary['checks']) == ['credentials', 'project',
+                                     'temp_location', 'bigquery', 'image']
+  lines = proc.stderr.splitlines()
+  table = f'bq://{emulators.PROJECT}.embeddings.docs'
+  assert f'--previous_if_exists: none yet at {table}: full run' in lines
+  assert lines[-1] == ('preflight passed: 5 check(s); nothing was built or '
+                       'written')
+  # A parameter the template does not take: one line, as documented.
+  bad = json.loads(launch)
+  bad['launchParameter']['parameters']['max_seq_len'] = '512'
+  (tmp_path / 'launch.json').write_text(json.dumps(bad), encoding='utf-8')
+  proc = readme.run(argv, tmp_path, env)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == (
+      'flex/launch_local.py: error: launch.json: parameter max_seq_len is '
+      'not one of the template\'s (flex/metadata.json)')

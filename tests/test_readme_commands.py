@@ -50,6 +50,7 @@ NOT_RUN_HERE = {
     ('gcloud', 'artifacts'): 'Google Cloud is not reachable',
     ('gcloud', 'compute'): 'Google Cloud is not reachable',
     ('gcloud', 'builds'): 'Google Cloud is not reachable',
+    ('gcloud', 'iam'): 'Google Cloud is not reachable',
     ('bq', '--location'): 'Google Cloud is not reachable',
 }
 RUN_ELSEWHERE = {

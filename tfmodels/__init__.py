@@ -70,15 +70,18 @@ def import_quietly() -> None:
     import tensorflow_text  # noqa: F401
 
 
-def quiet_startup() -> None:
+def quiet_startup(import_now: bool = True) -> None:
   """For this process and the local workers it starts: TensorFlow's native
   logs off (level 3; the E-level lines seen in a healthy run are "failed
   call to cuInit" on machines without a GPU and oneDNN's int64 fallback
   notice, and real failures still raise Python exceptions) and its
-  load-time lines held."""
+  load-time lines held. `import_now` False leaves the import to a later
+  import_quietly() (the job's launch imports TensorFlow only after its
+  preflight, so that a preflight failure takes seconds)."""
   _os.environ[QUIET_ENV] = '1'
   _os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
-  import_quietly()
+  if import_now:
+    import_quietly()
 
 
 import_quietly()
