@@ -107,10 +107,12 @@ class Launch:
 
   def interrupted(self, *, finished: bool, say: Callable[[str], None],
                   ready: Callable[[], object] = lambda: None,
+                  if_again: Callable[..., None] = lambda *_: None,
                   stdin=None) -> str:
     """Cancels the job, leaves it running, or asks which, and says which
     it did (the words after 'interrupted (SIGINT); '). ready() returns
-    once the terminal can take the question."""
+    once the terminal can take the question; if_again(text) gives what a
+    second signal, while the question waits, leaves."""
     stall.stage(None)
     job_id = self.job_id
     if not job_id:
@@ -130,12 +132,14 @@ class Launch:
     why = ''
     if what == ASK:
       ready()  # the terminal is the question's alone
+      if_again(f'the Dataflow job {job_id} keeps running; {gcloud}', True)
       yes, why = ask(f'cancel Dataflow job {job_id}?',
                      read_fd=stdin.fileno(), write=say,
                      echoed=_is_terminal(sys.stderr))
       what = CANCEL if yes else KEEP
     if what == KEEP:
       return f'the Dataflow job {job_id} keeps running; {gcloud}'
+    if_again(f'the Dataflow job {job_id} may still be running; {gcloud}')
     try:
       self.result.cancel()
     except Exception as e:  # noqa: BLE001

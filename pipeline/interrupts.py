@@ -69,6 +69,7 @@ class _State:
     self.lock = threading.Lock()
     self.finished = False
     self.stderr: Optional[int] = None
+    self.if_again: Optional[tuple[bool, str]] = None
 
 
 _state = _State()
@@ -140,6 +141,14 @@ def received() -> Optional[int]:
   return _state.received
 
 
+def if_again(text: str, line_open: bool = False) -> None:
+  """What a second signal leaves, said in its line, when the finisher
+  knows better than the default (a Dataflow job); line_open: a question
+  waits for its answer on the current line, so the line starts a new
+  one."""
+  _state.if_again = (line_open, text)
+
+
 def unwound(timeout: float) -> bool:
   """For a finisher that asks a question: waits until the main thread has
   unwound to the command (what its blocks held is closed: a live progress
@@ -184,9 +193,11 @@ def _watch() -> None:
   while True:
     signum = signal.sigwait(SIGNALS)
     if _state.received is not None:
+      line_open, leaves = _state.if_again or (
+          False, 'temporary files (beam-temp-*) may be left, and the next '
+          'run that succeeds removes them')
       _say(f'interrupted again ({signal.Signals(signum).name}); stopped at '
-           'once: temporary files (beam-temp-*) may be left, and the next '
-           'run that succeeds removes them')
+           f'once: {leaves}', new_line=line_open)
       stop_workers()
       exit_now(exit_status(signum))
     _state.received = signum
@@ -225,8 +236,9 @@ def _finish(signum: int) -> None:
     _say(f'interrupted ({signal.Signals(signum).name}); {what}')
 
 
-def _say(text: str) -> None:
-  line = f'{PROG}: {text}\n'.encode('utf-8', 'replace')
+def _say(text: str, new_line: bool = False) -> None:
+  line = (('\n' if new_line else '') + f'{PROG}: {text}\n').encode(
+      'utf-8', 'replace')
   try:
     sys.stderr.flush()
   except Exception:  # noqa: BLE001

@@ -242,7 +242,8 @@ def _interrupted(files_left: Optional[cleanup.RunFiles], *, local: bool,
     lease.release()
   if job is not None:
     return job.interrupted(finished=finished, say=_prompt,
-                           ready=lambda: interrupts.unwound(10.0))
+                           ready=lambda: interrupts.unwound(10.0),
+                           if_again=interrupts.if_again)
   if files_left is None:
     return 'nothing was written'
   if not local:

@@ -77,7 +77,8 @@ def _launch(tmp_path, gcs, standin, until, signum, *, extra=(), stdin=None,
             to_group=True, then=None):
   """Runs the launch until `until(stderr)` holds, sends `signum` (to the
   group, as a terminal's Ctrl-C; else to the process, as a scheduler's
-  SIGTERM), calls then(stderr) if given; returns (status, stderr)."""
+  SIGTERM), calls then(stderr's path, the process) if given; returns
+  (status, stderr)."""
   err_path = tmp_path / 'stderr'
   with open(err_path, 'wb') as err_file:
     proc = subprocess.Popen(
@@ -95,7 +96,7 @@ def _launch(tmp_path, gcs, standin, until, signum, *, extra=(), stdin=None,
     else:
       proc.send_signal(signum)
     if then:
-      then(err_path)
+      then(err_path, proc)
     status = proc.wait(timeout=120)
   finally:
     if proc.poll() is None:
@@ -151,29 +152,52 @@ def test_sigterm_with_cancel_on_interrupt_false_leaves_the_job(tmp_path,
   assert standin.cancelled == [] and _updates(standin) == []
 
 
-def test_ctrl_c_at_a_terminal_asks(tmp_path, gcs):
-  """stdin a terminal (a pty): the question, answered n: left running."""
+def _at_the_question(tmp_path, gcs, answer):
+  """stdin a terminal (a pty): Ctrl-C once the job has an id, then
+  answer(the pty's master, the process) once the question is asked."""
   master, slave = pty.openpty()
 
-  def answer_no(err_path):
+  def answered(err_path, proc):
     deadline = time.monotonic() + 60
     while '[Y/n]' not in err_path.read_text(errors='replace'):
       assert time.monotonic() < deadline, err_path.read_text()[-2000:]
       time.sleep(0.05)
-    os.write(master, b'n\n')
+    answer(master, proc)
 
   try:
     with Standin(PENDING) as standin:
       status, err = _launch(tmp_path, gcs, standin, JOB_LINE.search,
-                            signal.SIGINT, stdin=slave, then=answer_no)
+                            signal.SIGINT, stdin=slave, then=answered)
   finally:
     os.close(master)
     os.close(slave)
   job_id = standin.created()[0]
   assert f'pipeline.run: cancel Dataflow job {job_id}? [Y/n]' in err, err
   assert status == 130, err[-3000:]
-  assert _last(err).group(4).startswith(
-      f'the Dataflow job {job_id} keeps running; cancel it with gcloud')
+  assert 'Traceback' not in err, err[-3000:]
+  return standin, job_id, _last(err)
+
+
+def test_ctrl_c_at_a_terminal_asks(tmp_path, gcs):
+  """Answered n: the job is left running, and the line says how to cancel
+  it."""
+  standin, job_id, last = _at_the_question(
+      tmp_path, gcs, lambda master, proc: os.write(master, b'n\n'))
+  assert last.group(4) == (
+      f'the Dataflow job {job_id} keeps running; cancel it with gcloud '
+      f'dataflow jobs cancel {job_id} --region {REGION}')
+  assert _updates(standin) == []
+
+
+def test_a_second_ctrl_c_at_the_question_leaves_the_job(tmp_path, gcs):
+  """A second Ctrl-C instead of an answer stops at once; the line says the
+  job keeps running, not what a local run leaves."""
+  standin, job_id, last = _at_the_question(
+      tmp_path, gcs, lambda master, proc: os.killpg(proc.pid, signal.SIGINT))
+  assert last.group(1) == 'again ', last.group(0)
+  assert last.group(4) == (
+      f'stopped at once: the Dataflow job {job_id} keeps running; cancel it '
+      f'with gcloud dataflow jobs cancel {job_id} --region {REGION}')
   assert _updates(standin) == []
 
 
