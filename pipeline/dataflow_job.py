@@ -80,8 +80,11 @@ class Launch:
 
   @property
   def job_id(self) -> Optional[str]:
-    job_id = getattr(self.result, 'job_id', None)
-    return job_id() if callable(job_id) else None
+    """None before p.run() returns, or when it created no job (Beam's
+    --template_location writes a template instead)."""
+    if not getattr(self.result, 'has_job', False):
+      return None
+    return self.result.job_id()
 
   def started(self, result) -> None:
     """p.run() returned: the job's id and link, at once; then, until the

@@ -73,6 +73,7 @@ class _Watcher:
     now = time.monotonic()
     if now - stage.last < every:
       return
+    stage.last = now  # asked at most once per interval, even if it fails
     describe = stage.describe
     text = describe(now - stage.since) if callable(describe) else describe
     if text is None:
@@ -80,7 +81,6 @@ class _Watcher:
     # The key leaves out the seconds: a line is said again only when what
     # it says changes, and at most once per interval.
     key = re.sub(r'\d+ s\b', '', text)
-    stage.last = now  # asked at most once per interval
     if stage is not self.stage or stage.said == key:
       return
     stage.said = key
