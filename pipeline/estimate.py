@@ -41,6 +41,7 @@ from collections import defaultdict
 from concurrent import futures
 from typing import Callable, NamedTuple, Optional, Sequence
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import compressed
@@ -64,7 +65,10 @@ SPOTS = 64
 SPOT_BYTES = 1 << 16
 SPOTS_PER_FILE = 4
 # Reads at once (each its own request on gs://).
-READERS = 16
+READERS = 8
+# The read size on gs:// for reads longer than SPOT_BYTES (a compressed
+# file's prefix, a CSV file's start, Parquet and TFRecord files).
+LARGE_READS = 1 << 20
 # A compressed line file is read from its start, this many decompressed
 # bytes at most (every line counted, the sample drawn from them all).
 COMPRESSED_PREFIX = 8 << 20
@@ -172,17 +176,37 @@ def _stored_bytes_read(f, decompressed: int) -> Optional[float]:
   """The stored (compressed) bytes that `decompressed` bytes of a
   compressed stream came from: the decompressor's own count at the same
   point, None where it cannot be told."""
-  raw = getattr(f, 'raw', None)
-  if not isinstance(raw, compressed._Decompressing):
+  counts = compressed.consumed(f)
+  if counts is None:
     return decompressed
-  produced = raw.tell() + len(raw._pending)
-  if not produced or not raw.compressed:
+  stored, produced = counts
+  if not produced or not stored:
     return None
-  return decompressed * raw.compressed / produced
+  return decompressed * stored / produced
+
+
+def _opener(buffer: int) -> Callable:
+  """Opens a file's stored bytes for the sample. On gs:// with requests of
+  `buffer` bytes: FileSystems.open asks for 16 MB at a time, which dozens
+  of small reads would multiply."""
+  gcs = []
+
+  def open_stored(path: str):
+    if not path.startswith('gs://'):
+      return FileSystems.open(path,
+                              compression_type=CompressionTypes.UNCOMPRESSED)
+    if not gcs:
+      from apache_beam.io.gcp import gcsio
+      gcs.append(gcsio.GcsIO())
+    # Buffered here too: the blob reader's readline asks for one byte at
+    # a time.
+    return io.BufferedReader(
+        gcs[0].open(path, 'rb', read_buffer_size=buffer), buffer)
+  return open_stored
 
 
 def _sample_lines(path: str, size: int, quota: int, parse: Callable,
-                  max_bytes: int, places: int) -> list:
+                  max_bytes: int, places: int, opener: Callable) -> list:
   """Reads of a text or JSON lines file (callables, run in parallel by
   sample_files), each giving a stratum: every line it reads is counted,
   and some of them parsed (about `quota` in all). An uncompressed file is
@@ -199,7 +223,7 @@ def _sample_lines(path: str, size: int, quota: int, parse: Callable,
   per_spot = max(1, math.ceil(quota / len(spots)))
 
   def read(start: int, stop: float) -> tuple:
-    with compressed.open_file(path) as f:
+    with compressed.open_file(path, opener) as f:
       kept, count, took, reached = _line_records(
           f, start, stop, budget, per_spot, random.Random(start), max_bytes)
       region = size if packed else min(stop, size) - start
@@ -236,11 +260,12 @@ class _Limited(io.RawIOBase):
 
 
 def _sample_csv(path: str, size: int, quota: int,
-                fields: read_lib.Fields) -> list:
+                fields: read_lib.Fields,
+                opener: Callable) -> list:
   """The first rows of a CSV file (at most SPOT_BYTES of it), and its
   span: a row cut by the limit is not counted."""
   limit = SPOT_BYTES * SPOTS_PER_FILE
-  with compressed.open_file(path) as f:
+  with compressed.open_file(path, opener) as f:
     limited = _Limited(f, limit)
     rows = list(read_lib.parse_csv_file(path, io.BufferedReader(limited),
                                         fields))
@@ -257,14 +282,15 @@ def _sample_csv(path: str, size: int, quota: int,
 
 
 def _sample_parquet(path: str, size: int, quota: int,
-                    fields: read_lib.Fields) -> list:
+                    fields: read_lib.Fields,
+                    opener: Callable) -> list:
   """The first rows of a Parquet file, and its exact row count (its
   footer)."""
   import pyarrow.parquet as pq
   wanted = [c for c in dict.fromkeys((fields.id_field, fields.text_field,
                                       fields.text_b_field,
                                       *fields.metadata_fields)) if c]
-  with FileSystems.open(path) as f:
+  with opener(path) as f:
     parquet = pq.ParquetFile(f)
     rows = parquet.metadata.num_rows
     present = [c for c in wanted if c in parquet.schema_arrow.names]
@@ -290,11 +316,12 @@ def _example_record(raw: bytes, wanted: Sequence[str]) -> dict:
 
 
 def _sample_tfrecord(path: str, size: int, quota: int,
-                     fields: read_lib.Fields) -> list:
+                     fields: read_lib.Fields,
+                     opener: Callable) -> list:
   wanted = (fields.id_field, fields.text_field, fields.text_b_field,
             *fields.metadata_fields)
   parsed, used, whole = [], 0, True
-  with compressed.open_file(path) as f:
+  with compressed.open_file(path, opener) as f:
     for raw in tfrecord_codec.stream_frames(f):
       used += len(raw) + 16
       parsed.append(source_base.record_to_document(
@@ -315,18 +342,27 @@ def _file_sampler(input_format: str, fields: read_lib.Fields,
   stratum each, (parsed records, span) (Sample.spans says what a span
   is)."""
   limit = fields.max_document_bytes
-  if input_format == 'jsonl':
+  small, large = _opener(SPOT_BYTES), _opener(LARGE_READS)
+  if input_format in ('jsonl', 'text'):
+    if input_format == 'jsonl':
+      parse = functools.partial(_parse_json, fields=fields)
+    else:
+      parse = functools.partial(_parse_text, limit=limit)
     return lambda path, size, quota: _sample_lines(
-        path, size, quota, lambda line, where: read_lib.parse_json_line(
-            line, where, fields), limit, places)
-  if input_format == 'text':
-    return lambda path, size, quota: _sample_lines(
-        path, size, quota, lambda line, where: read_lib.parse_text_line(
-            line, where, limit), limit, places)
-  samplers = {'csv': _sample_csv, 'parquet': _sample_parquet,
-              'tfrecord': _sample_tfrecord}
-  return lambda path, size, quota: [lambda: samplers[input_format](
-      path, size, quota, fields)[0]]
+        path, size, quota, parse, limit, places,
+        large if compressed.is_compressed(path) else small)
+  sampler = {'csv': _sample_csv, 'parquet': _sample_parquet,
+             'tfrecord': _sample_tfrecord}[input_format]
+  return lambda path, size, quota: [
+      lambda: sampler(path, size, quota, fields, large)[0]]
+
+
+def _parse_json(line: bytes, where: str, fields: read_lib.Fields):
+  return read_lib.parse_json_line(line, where, fields)
+
+
+def _parse_text(line: bytes, where: str, limit: int):
+  return read_lib.parse_text_line(line, where, limit)
 
 
 def sample_files(pattern: str, input_format: str, fields: read_lib.Fields,

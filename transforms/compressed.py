@@ -53,17 +53,32 @@ def is_compressed(path: str) -> bool:
           CompressionTypes.UNCOMPRESSED)
 
 
-def open_file(path: str):
+def open_file(path: str, opener=None):
   """A binary file object of the file's (decompressed) bytes; seek goes
   forward, or back to the start. A compressed stream that did not end
   reads to its last byte as if it had: check_end says whether it did
-  (raising from a read would lose the bytes read with it)."""
+  (raising from a read would lose the bytes read with it). `opener`
+  opens the stored bytes (default: Beam's FileSystems.open)."""
+  opener = opener or _open_stored
   if not is_compressed(path):
-    return FileSystems.open(path,
-                            compression_type=CompressionTypes.UNCOMPRESSED)
+    return opener(path)
   kind = CompressionTypes.detect_compression_type(path)
-  return io.BufferedReader(_Decompressing(path, _DECOMPRESSORS[kind]),
-                           buffer_size=_CHUNK)
+  return io.BufferedReader(_Decompressing(path, _DECOMPRESSORS[kind],
+                                          opener), buffer_size=_CHUNK)
+
+
+def _open_stored(path: str):
+  return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def consumed(f):
+  """(stored bytes read, decompressed bytes made) so far of a compressed
+  file from open_file, or None for an uncompressed one: their ratio
+  scales what a prefix holds to the whole file."""
+  raw = getattr(f, 'raw', None)
+  if not isinstance(raw, _Decompressing):
+    return None
+  return raw.compressed, raw.tell() + len(raw._pending)
 
 
 def check_end(f) -> None:
@@ -83,17 +98,16 @@ def ends_a_line(f) -> bool:
 
 class _Decompressing(io.RawIOBase):
 
-  def __init__(self, path: str, make):
+  def __init__(self, path: str, make, opener=_open_stored):
     super().__init__()
-    self.path, self._make = path, make
+    self.path, self._make, self._opener = path, make, opener
     self._raw = None
     self._start()
 
   def _start(self) -> None:
     if self._raw is not None:
       self._raw.close()
-    self._raw = FileSystems.open(
-        self.path, compression_type=CompressionTypes.UNCOMPRESSED)
+    self._raw = self._opener(self.path)
     self._decompressor = self._make()
     self._pending = b''
     self._position = 0
