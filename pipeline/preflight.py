@@ -215,7 +215,8 @@ def _api_message(answer) -> str:
 
 def _temp_location(f: Flight, context: _Context) -> str:
   """--temp_location and --staging_location on Cloud Storage, writable:
-  Dataflow stages the job there, and BigQuery FILE_LOADS its files."""
+  Dataflow stages the job there, and BigQuery FILE_LOADS its files (a dry
+  run, which writes nothing, checks only where they are)."""
   del context
   if f.dataflow and not f.temp_location:
     raise PreflightError('temp_location', (
@@ -232,9 +233,13 @@ def _temp_location(f: Flight, context: _Context) -> str:
           'read the job from there; give gs://BUCKET/PATH'))
     if not where.startswith('gs://'):
       continue
+    if f.dry_run:
+      # A dry run writes nothing, not even a probe.
+      checked.append(f'{where} on Cloud Storage')
+      continue
     _probe(where, flag)
-    checked.append(where)
-  return ', '.join(f'{w} writable' for w in checked) or 'none on gs://'
+    checked.append(f'{where} writable')
+  return ', '.join(checked) or 'none on gs://'
 
 
 def _probe(folder: str, flag: str) -> None:
@@ -261,7 +266,7 @@ def _bucket(path: str) -> str:
 def _bigquery(f: Flight, context: _Context) -> str:
   """Each table the run writes: its dataset exists, and where the table
   does not yet, the credentials may create one (a probe table, created
-  and deleted: BigQuery has no way to ask; not on dry runs)."""
+  and deleted: BigQuery has no way to ask)."""
   del context
   from google.api_core import exceptions
   from google.cloud import bigquery
@@ -290,10 +295,6 @@ def _bigquery(f: Flight, context: _Context) -> str:
       continue
     except exceptions.NotFound:
       pass
-    if f.dry_run:
-      # A dry run creates nothing, not even a probe.
-      said.append(f'{uri}: dataset exists')
-      continue
     probe = f'{project}.{dataset}._text_embed_preflight_{uuid.uuid4().hex[:12]}'
     try:
       client.create_table(bigquery.Table(probe, schema=[
@@ -348,7 +349,10 @@ CHECKS = (
         str(w).startswith('gs://') for w in (f.temp_location,
                                              f.staging_location)),
           _temp_location),
-    Check('bigquery', lambda f: bool(f.tables_written), _bigquery),
+    # Not on a dry run, which builds the job offline (as the outputs' own
+    # launch checks do).
+    Check('bigquery', lambda f: bool(f.tables_written) and not f.dry_run,
+          _bigquery),
     Check('image', lambda f: bool(f.image), _image),
 )
 NAMES = tuple(c.name for c in CHECKS)

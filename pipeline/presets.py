@@ -156,13 +156,15 @@ def from_export_dir(model_dir: str,
   from apache_beam.io.filesystems import FileSystems
   model_dir = model_dir.rstrip('/') or model_dir
   manifest_path = FileSystems.join(model_dir, 'export.json')
+  # On Cloud Storage a folder is the objects under it, at any depth.
   if not FileSystems.exists(model_dir) and not FileSystems.match(
-      [FileSystems.join(model_dir, '*')])[0].metadata_list:
+      [FileSystems.join(model_dir, '**')])[0].metadata_list:
     raise ValueError(f'--model_dir {model_dir} does not exist')
   if not FileSystems.exists(manifest_path):
     raise ValueError(
         f'{model_dir} is not an exported model folder (no export.json); '
-        'make one with python -m pipeline.export_model')
+        'make one with python -m pipeline.export_model, and copy the whole '
+        'folder')
   try:
     manifest = json.loads(_read(manifest_path))
   except ValueError as e:

@@ -41,10 +41,22 @@ def cloud(minilm_export):
     yield emu, client
 
 
+@pytest.fixture(scope='module')
+def dataflow():
+  with dataflow_standin.Standin(project=emulators.PROJECT) as standin:
+    yield standin
+
+
 def gpu_command() -> list[str]:
   """docs/dataflow.md's "A GPU on every worker", for this machine."""
   return readme.fill(readme.command('DataflowRunner', 'worker_accelerator'),
                      **PLACEHOLDERS)[3:]
+
+
+def preflight_only(standin) -> list[str]:
+  """The GPU command as docs/dataflow.md says to run it first."""
+  return gpu_command() + ['--dataflow_endpoint', standin.endpoint,
+                          '--preflight_only']
 
 
 def _with(argv: list[str], flag: str, value: str) -> list[str]:
@@ -97,8 +109,8 @@ def test_missing_key_file_is_named(cloud, capsys, monkeypatch, tmp_path):
   assert str(tmp_path / 'key.json') in line
 
 
-def test_temp_location(cloud, capsys):
-  argv = gpu_command() + ['--dry_run', 'True']
+def test_temp_location(cloud, dataflow, capsys):
+  argv = preflight_only(dataflow)
   line = _error(readme.drop_flags(argv, '--temp_location'), capsys)
   assert line == (
       'pipeline.run: error: preflight temp_location: DataflowRunner needs '
@@ -119,17 +131,22 @@ def test_temp_location(cloud, capsys):
   from apache_beam.io.filesystems import FileSystems
   left = FileSystems.match(['gs://bucket/tmp/.text-embed-preflight-*'])
   assert not left[0].metadata_list
+  # A dry run writes no probe: where the location is, is all it checks.
+  dry = _with(gpu_command(), '--temp_location', 'gs://no-such-bucket/tmp')
+  assert run.main(dry + ['--dry_run', 'True']) == 0, (
+      capsys.readouterr().err)
 
 
-def test_skipping_a_check(cloud, capsys):
+def test_skipping_a_check(cloud, dataflow, capsys):
   """--skip_preflight temp_location: the missing bucket is no longer
-  asked about (Beam's dry run does not write there)."""
-  argv = _with(gpu_command(), '--temp_location', 'gs://no-such-bucket/tmp')
-  status = run.main(argv + ['--dry_run', 'True', '--skip_preflight',
-                            'temp_location'])
-  assert status == 0, capsys.readouterr().err
-  status = run.main(argv + ['--dry_run', 'True', '--skip_preflight',
-                            'nosuch'])
+  asked about."""
+  argv = _with(preflight_only(dataflow), '--temp_location',
+               'gs://no-such-bucket/tmp')
+  status = run.main(argv + ['--skip_preflight', 'temp_location'])
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  assert 'temp_location' not in json.loads(out.splitlines()[-1])['checks']
+  status = run.main(argv + ['--skip_preflight', 'nosuch'])
   err = capsys.readouterr().err
   assert status == 2
   assert ('unknown check nosuch; the checks are credentials, project, '
@@ -155,8 +172,8 @@ def test_image_tag_must_match_beam(cloud, capsys):
                   ['--skip_preflight', 'image']) == 0
 
 
-def test_bigquery_dataset(cloud, capsys):
-  argv = gpu_command() + ['--dry_run', 'True']
+def test_bigquery_dataset(cloud, dataflow, capsys):
+  argv = preflight_only(dataflow)
   line = _error(_with(argv, '--output', f'bq://{emulators.PROJECT}.nodata.docs'),
                 capsys)
   assert line == (
@@ -199,19 +216,13 @@ def test_preflight_only_writes_nothing(cloud, capsys, tmp_path):
   assert run.main(argv) == 0, capsys.readouterr().err
 
 
-@pytest.fixture(scope='module')
-def dataflow():
-  with dataflow_standin.Standin(project=emulators.PROJECT) as standin:
-    yield standin
-
-
 def test_documented_first_run_with_preflight_only(cloud, dataflow, capsys):
   """docs/dataflow.md: the first run's command with --preflight_only
   added, as the page says to run it first. Every check runs and passes;
   no job is created, no table, no probe is left."""
   _, client = cloud
-  argv = gpu_command() + ['--dataflow_endpoint', dataflow.endpoint,
-                          '--preflight_only']
+  argv = preflight_only(dataflow)
+  before = len(dataflow.requests)
   status = run.main(argv)
   out, err = capsys.readouterr()
   assert status == 0, err
@@ -226,7 +237,7 @@ def test_documented_first_run_with_preflight_only(cloud, dataflow, capsys):
               'preflight temp_location', 'preflight bigquery',
               'preflight image', 'preflight passed']
   assert dataflow.created() == []
-  assert [(r.method, r.path) for r in dataflow.requests] == [
+  assert [(r.method, r.path) for r in dataflow.requests[before:]] == [
       ('GET', f'/v1b3/projects/{emulators.PROJECT}/locations/us-central1/'
        'jobs')]
   assert [t.table_id for t in client.list_tables('embeddings')] == []
@@ -235,8 +246,7 @@ def test_documented_first_run_with_preflight_only(cloud, dataflow, capsys):
 def test_credentials_of_another_project(cloud, dataflow, capsys):
   """Dataflow refuses the project (403): one line naming both projects
   and the fix, before anything is built."""
-  argv = _with(gpu_command(), '--project', 'other-project') + [
-      '--dataflow_endpoint', dataflow.endpoint, '--preflight_only']
+  argv = _with(preflight_only(dataflow), '--project', 'other-project')
   line = _error(argv, capsys)
   assert line.startswith(
       'pipeline.run: error: preflight project: the credentials (user '
@@ -280,3 +290,16 @@ def test_launch_json_checked_here(cloud, dataflow, tmp_path, minilm_export):
   assert proc.stderr.strip() == (
       'flex/launch_local.py: error: launch.json: parameter max_seq_len is '
       'not one of the template\'s (flex/metadata.json)')
+
+
+def test_gs_model_folder_without_export_json(cloud, capsys, minilm_export):
+  """A model folder copied in part (its encoder only): named as such, not
+  as missing."""
+  emulators.upload_folder(os.path.join(minilm_export, 'encoder'),
+                          'gs://bucket/models/partial/encoder')
+  argv = _with(gpu_command(), '--model_dir', 'gs://bucket/models/partial')
+  line = _error(argv + ['--dry_run', 'True'], capsys)
+  assert line == (
+      'pipeline.run: error: gs://bucket/models/partial is not an exported '
+      'model folder (no export.json); make one with python -m '
+      'pipeline.export_model, and copy the whole folder')
