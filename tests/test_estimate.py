@@ -202,6 +202,32 @@ def test_nightly_share_from_a_postgres_table(tmp_path, capsys, minilm_export,
   capsys.readouterr()
 
 
+def test_nightly_share_from_a_bigquery_table():
+  """The sampled ids' previous records, by one query (IN UNNEST)."""
+  from transforms import backends
+  from transforms import records
+  docs = [Document(f'd{i}', f'text {i}', None, 'x') for i in range(40)]
+  with emulators.running(bigquery=True, datasets=['ds']) as (_, client):
+    from google.cloud import bigquery
+    table = f'{emulators.PROJECT}.ds.prev'
+    client.create_table(bigquery.Table(table, schema=[
+        bigquery.SchemaField(name, 'STRING') for name in
+        ('id', 'content_hash', 'model_fingerprint')]))
+    # d0-d29 as they were, d30-d34 changed since, d35-d39 new.
+    assert not client.insert_rows_json(table, [
+        {'id': d.id, 'model_fingerprint': 'f',
+         'content_hash': d.content_hash if i < 30 else 'old'}
+        for i, d in enumerate(docs[:35])])
+    previous = backends.existing(f'bq://{table}', record=records.EMBEDDINGS)
+    embeds, why = estimate.changed_share(docs, previous, 'f')
+    assert why == ''
+    assert sorted(int(d.id[1:]) for d in docs if id(d) in embeds) == list(
+        range(30, 40))
+    # Another model: every document.
+    embeds, _ = estimate.changed_share(docs, previous, 'g')
+    assert len(embeds) == 40
+
+
 def test_gs_input_and_the_dataflow_dry_run_line(tmp_path, capsys,
                                                 minilm_export, small_sample):
   docs = _docs(1500)
