@@ -45,6 +45,7 @@ import numpy as np
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
+from flex import launch_local
 from pipeline import run
 from tests import corpora
 from tests import emulators
@@ -53,12 +54,6 @@ from tests import readme
 
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 TABLE = f'{emulators.PROJECT}.embeddings.docs'
-# Launch.json environment fields -> the Beam flags the launcher passes.
-ENVIRONMENT_FLAGS = {
-    'tempLocation': 'temp_location', 'sdkContainerImage': 'sdk_container_image',
-    'additionalExperiments': 'experiments', 'machineType': 'machine_type',
-    'dataflowServiceOptions': 'dataflow_service_options'}
-
 
 @pytest.fixture(scope='module')
 def cloud(tmp_path_factory, minilm_export):
@@ -125,25 +120,6 @@ def _assert_same_table(got: dict, want: dict) -> None:
     assert cosine >= BF16_MIN_COSINE, (doc_id, cosine)
 
 
-def _flex_argv(params: dict, environment: dict) -> list[str]:
-  """The launcher's form: every parameter as --name=value (checked against
-  flex/metadata.json), environment fields as Beam's flags."""
-  with open(os.path.join(corpora.ROOT, 'flex', 'metadata.json'),
-            encoding='utf-8') as f:
-    spec = {p['name']: p for p in json.load(f)['parameters']}
-  argv = []
-  for name, value in params.items():
-    assert name in spec, f'launch.json parameter {name} is not in metadata'
-    for regex in spec[name].get('regexes', []):
-      assert re.match(regex, value), (name, value)
-    argv.append(f'--{name}={value}')
-  for field, value in environment.items():
-    flag = ENVIRONMENT_FLAGS[field]
-    for item in value if isinstance(value, list) else [value]:
-      argv.append(f'--{flag}={item}')
-  return argv
-
-
 def test_dataflow_job_then_nightly_template(cloud, tmp_path):
   client, runner_flags, pool_log = cloud
   env = dict(os.environ)
@@ -186,8 +162,12 @@ def test_dataflow_job_then_nightly_template(cloud, tmp_path):
   params = dict(launch['parameters'])
   assert params['previous'] == params['output'] == f'bq://{TABLE}'
   del params['require_gpu']  # swap 2: no GPU
+  # The launcher's argv, as flex/launch_local.py makes it (each parameter
+  # checked against flex/metadata.json); the runner flags come after its
+  # --runner=DataflowRunner, and replace it (swap 1).
   nightly = _launch([sys.executable, 'flex/main.py',
-                     *_flex_argv(params, launch['environment']),
+                     *launch_local.launch_argv(dict(launch,
+                                                    parameters=params)),
                      *runner_flags], env)
   print('rehearsal run 2 (nightly):', json.dumps(nightly))
   assert nightly['documents_embedded'] == len(changed)
