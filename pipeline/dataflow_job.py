@@ -132,7 +132,10 @@ class Launch:
     stdin = sys.stdin if stdin is None else stdin
     interactive = _is_terminal(stdin)
     what = on_interrupt(self.cancel_on_interrupt, interactive)
-    why = ''
+    # Why it cancels, where the line should say so: the default without a
+    # terminal, or a question nobody answered.
+    why = ('--cancel_on_interrupt unset and no terminal to ask'
+           if what == CANCEL and self.cancel_on_interrupt is None else '')
     if what == ASK:
       ready()  # the terminal is the question's alone
       if_again(f'the Dataflow job {job_id} keeps running; {gcloud}', True)
@@ -148,10 +151,7 @@ class Launch:
     except Exception as e:  # noqa: BLE001
       first = (str(e).strip().splitlines() or [type(e).__name__])[0]
       return f'cancelling Dataflow job {job_id} failed ({first}); {gcloud}'
-    because = f' ({why})' if why else (
-        ' (--cancel_on_interrupt unset and no terminal to ask)'
-        if self.cancel_on_interrupt is None else '')
-    return f'cancelled Dataflow job {job_id}{because}'
+    return f'cancelled Dataflow job {job_id}' + (f' ({why})' if why else '')
 
 
 def _is_terminal(stream) -> bool:

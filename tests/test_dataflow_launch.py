@@ -189,6 +189,14 @@ def test_ctrl_c_at_a_terminal_asks(tmp_path, gcs):
   assert _updates(standin) == []
 
 
+def test_the_questions_default_cancels(tmp_path, gcs):
+  """Answered with Enter alone: [Y/n]'s Y."""
+  standin, job_id, last = _at_the_question(
+      tmp_path, gcs, lambda master, proc: os.write(master, b'\n'))
+  assert last.group(4) == f'cancelled Dataflow job {job_id}'
+  assert standin.cancelled == [job_id]
+
+
 def test_a_second_ctrl_c_at_the_question_leaves_the_job(tmp_path, gcs):
   """A second Ctrl-C instead of an answer stops at once; the line says the
   job keeps running, not what a local run leaves."""
