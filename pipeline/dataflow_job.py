@@ -116,6 +116,7 @@ class Launch:
     it did (the words after 'interrupted (SIGINT); '). ready() returns
     once the terminal can take the question; if_again(text) gives what a
     second signal, while the question waits, leaves."""
+    from apache_beam.runners.runner import PipelineState
     stall.stage(None)
     job_id = self.job_id
     if not job_id:
@@ -147,6 +148,11 @@ class Launch:
       return f'the Dataflow job {job_id} keeps running; {gcloud}'
     if_again(f'the Dataflow job {job_id} may still be running; {gcloud}')
     try:
+      # Ended meanwhile (Beam's cancel() then only logs a warning).
+      state = self.result.state
+      if PipelineState.is_terminal(state):
+        return (f'the Dataflow job {job_id} had ended '
+                f'({str(state).rsplit(".", 1)[-1]}): nothing to cancel')
       self.result.cancel()
     except Exception as e:  # noqa: BLE001
       first = (str(e).strip().splitlines() or [type(e).__name__])[0]

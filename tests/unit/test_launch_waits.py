@@ -4,6 +4,7 @@ that tests/test_dataflow_launch.py runs end to end, each case here."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 
@@ -128,3 +129,31 @@ def test_beams_messages_name_the_step():
                     ).startswith("packaging the job's code")
   assert _beam_says(apiclient, 'a message Beam did not send before'
                     ).startswith('generic (')
+
+
+def _launch_of(state: str):
+  """A Launch whose job is Beam's own DataflowPipelineResult for a job in
+  `state` (a terminal state is not asked for again: no service needed)."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.runners.dataflow.dataflow_runner import (
+      DataflowPipelineResult)
+  from google.cloud.dataflow_v1beta3.types import Job, JobState
+  launch = dataflow_job.Launch(
+      PipelineOptions(['--project', 'p', '--region', 'r']), None)
+  launch.result = DataflowPipelineResult(
+      Job(id='J', current_state=JobState[state]), runner=None)
+  return launch
+
+
+def test_a_job_that_ended_meanwhile_is_not_cancelled():
+  said = []
+  line = _launch_of('JOB_STATE_DONE').interrupted(
+      finished=False, say=said.append, stdin=io.StringIO())  # no terminal
+  assert line == 'the Dataflow job J had ended (DONE): nothing to cancel'
+  assert said == []
+
+
+def test_a_finished_run_leaves_its_job():
+  line = _launch_of('JOB_STATE_DONE').interrupted(finished=True,
+                                                   say=print)
+  assert line == 'the Dataflow job J had ended'
