@@ -181,6 +181,16 @@ def workdir(tmp_path_factory, minilm_export, minilm_hf_dir, roberta_hf_dir):
 _run, _summary = readme.run, readme.summary
 
 
+@pytest.fixture(scope='module')
+def minilm_converted(workdir):
+  """docs/models.md's conversion of minilm-l6 into models/minilm-l6, run
+  once (20 s): test_converting_other_models checks its output, and the
+  nightly commands read the model from there. Its argv and process."""
+  work, env, _, _, _ = workdir
+  argv = readme.command('export_model', 'minilm-l6')
+  return argv, _run(argv, work, env)
+
+
 def test_running_the_job(workdir):
   work, env, _, _, n = workdir
   proc = _run(readme.command('pipeline.run', 'corpus/*.jsonl',
@@ -214,13 +224,11 @@ def test_cloud_inputs_and_outputs(workdir, tmp_path):
         (d['id'], d['source']) for d in docs)
 
 
-def test_postgres_nightly_command(workdir):
+def test_postgres_nightly_command(workdir, minilm_converted):
   """The PostgreSQL command of docs/running.md, its URI swapped for the test
   server's: first without --previous (the first night), then as written."""
   work, env, _, _, n = workdir
-  if not os.path.exists(work / 'models' / 'minilm-l6'):
-    assert _run(readme.command('export_model', 'minilm-l6'), work,
-                env).returncode == 0
+  assert minilm_converted[1].returncode == 0
   nightly = readme.command('pipeline.run', 'postgresql://', '--previous')
   with postgres.running() as server:
     argv = [server.uri('docs') if a.startswith('postgresql://') else a
@@ -257,17 +265,17 @@ def test_seed_model_from_hugging_face_files(workdir):
   assert summary['documents_embedded'] == n
 
 
-def test_converting_other_models(workdir):
+def test_converting_other_models(workdir, minilm_converted):
   work, env, minilm_hf_dir, roberta_hf_dir, _ = workdir
+  converted = [(*minilm_converted, 'wordpiece')]
   for argv, hf_dir, tokenizer in (
-      (readme.command('export_model', 'minilm-l6'), None, 'wordpiece'),
       (readme.command('export_model', 'HF_DIR', 'models/x'), minilm_hf_dir,
        'wordpiece'),
       (readme.command('export_model', 'HF_DIR', 'models/y'), roberta_hf_dir,
        'byte-level-bpe')):
-    if hf_dir:
-      argv = readme.fill(argv, HF_DIR=hf_dir)
-    proc = _run(argv, work, env)
+    argv = readme.fill(argv, HF_DIR=hf_dir)
+    converted.append((argv, _run(argv, work, env), tokenizer))
+  for argv, proc, tokenizer in converted:
     assert proc.returncode == 0, (argv, proc.stderr[-3000:])
     manifest = json.loads(proc.stdout.strip().splitlines()[-1])
     assert manifest['tokenizer'] == tokenizer
@@ -275,13 +283,9 @@ def test_converting_other_models(workdir):
     assert os.path.exists(work / out / 'encoder' / 'saved_model.pb')
 
 
-def test_scheduled_re_embedding(workdir):
+def test_scheduled_re_embedding(workdir, minilm_converted):
   work, env, _, _, n = workdir
-  if not os.path.exists(work / 'models' / 'minilm-l6'):
-    # Made by docs/models.md's conversion command
-    # (test_converting_other_models).
-    assert _run(readme.command('export_model', 'minilm-l6'), work,
-                env).returncode == 0
+  assert minilm_converted[1].returncode == 0
   nightly = readme.command('pipeline.run', '--previous', 'out/2026-11-27')
   previous = nightly[nightly.index('--previous') + 1]
   # The first night: the same command without --previous, to that output.
