@@ -68,10 +68,18 @@ class Launch:
 
   def __init__(self, options, cancel_on_interrupt: Optional[bool]):
     from apache_beam.options.pipeline_options import GoogleCloudOptions
-    cloud = options.view_as(GoogleCloudOptions)
-    self.project, self.region = cloud.project, cloud.region
+    # Read when needed: Beam's runner fills in a default region in p.run().
+    self._cloud = options.view_as(GoogleCloudOptions)
     self.cancel_on_interrupt = cancel_on_interrupt
     self.result = None
+
+  @property
+  def project(self) -> Optional[str]:
+    return self._cloud.project
+
+  @property
+  def region(self) -> Optional[str]:
+    return self._cloud.region
 
   def submitting(self):
     """The stage of p.run() (staging, creating the job)."""
