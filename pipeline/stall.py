@@ -49,7 +49,7 @@ class _Stage:
   def __init__(self, describe: Optional[Describe]):
     self.describe = describe
     self.since = time.monotonic()
-    self.last = self.since  # the stage's start, or its last line
+    self.last = self.since  # its start, or when its line was last asked for
     self.said: Optional[str] = None  # the last line's key
 
 
