@@ -75,7 +75,7 @@ COMPRESSED_PREFIX = 8 << 20
 # A previous output in files is read (its light fields) only up to this
 # size: beyond it, finding the sampled ids costs as much as the job's own
 # decision step.
-PREVIOUS_FILE_BYTES = 64 << 20
+PREVIOUS_FILE_BYTES = 64_000_000
 # Deadline of each BigQuery call, in seconds.
 BIGQUERY_SECONDS = 10
 
