@@ -76,10 +76,12 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
 
 
 def _preflight_only(plan: Plan) -> tuple[int, Optional[dict], object]:
-  """--preflight_only: what the job would do and what each check found;
-  nothing built or written (no lease: nothing is written to hold it
-  for)."""
+  """--preflight_only: what the job would do, its size (the cost line)
+  and what each check found; nothing built or written (no lease: nothing
+  is written to hold it for)."""
   print(about_line(plan), file=sys.stderr)
+  from pipeline import estimate
+  print(estimate.cost_line(plan), file=sys.stderr)
   for check in plan.checked:
     print(f'preflight {check.name}: {check.found} ({check.seconds:.1f} s)',
           file=sys.stderr)

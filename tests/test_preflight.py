@@ -206,7 +206,9 @@ def test_preflight_only_writes_nothing(cloud, capsys, tmp_path):
       'created')
   lines = err.splitlines()
   assert lines[0].startswith('embedding gs://bucket/corpus/*.jsonl (1 file')
-  assert [line.split(':')[0] for line in lines[1:4]] == [
+  # The cost line: the 4 documents, all read (pipeline/estimate.py).
+  assert lines[1].startswith('plan: 997 bytes in 1 file, 4 documents and ')
+  assert [line.split(':')[0] for line in lines[2:5]] == [
       'preflight credentials', 'preflight temp_location',
       'preflight bigquery']
   assert lines[-1] == ('preflight passed: 3 check(s); nothing was built or '
