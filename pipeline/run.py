@@ -102,6 +102,10 @@ def _start(plan: Plan, lease) -> tuple[int, Optional[dict], object]:
         'unless you fine-tune the pooler.', plan.model.name)
   if not plan.dry_run:
     print(about_line(plan), file=sys.stderr, flush=True)
+  if plan.checked and not plan.local:
+    print(f'preflight passed: {", ".join(c.name for c in plan.checked)} '
+          f'({sum(c.seconds for c in plan.checked):.1f} s)', file=sys.stderr,
+          flush=True)
   if plan.runner == 'DataflowRunner':
     # Its size, before workers are paid for (a local run shows progress).
     from pipeline import estimate
