@@ -54,12 +54,35 @@ TIERS = {
 }
 
 
+# The order in which the test processes take whole files (run_tests.sh:
+# pytest-xdist, --dist loadfile): the slowest tiers first and the unit
+# tier's many short files last, so that both processes finish together.
+# xdist's own order (most tests first) sent the benchmarks and the portable
+# runner, a test or two each and minutes long, last: one process ran them
+# while the other idled. test_portable.py first of all: the worker
+# environment it installs (minutes) is ready when test_rehearsal.py, after
+# the benchmarks, needs it, rather than waited for (tests/portable.py).
+ORDER = ('bench', 'portable', 'services', 'pipeline', 'unit')
+FIRST = ('test_portable.py',)
+
+
+def pytest_configure(config):
+  if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist's
+    config.option.loadscopereorder = False  # keep the order of ORDER
+
+
 def pytest_collection_modifyitems(config, items):
   by_file = {name: tier for tier, names in TIERS.items() for name in names}
+  rank = {}  # a file's: its slowest tier's
   for item in items:
-    if item.get_closest_marker('unit'):
-      continue
-    item.add_marker(by_file.get(item.path.name, 'pipeline'))
+    tier = 'unit'
+    if not item.get_closest_marker('unit'):
+      tier = by_file.get(item.path.name, 'pipeline')
+      item.add_marker(tier)
+    rank[item.path] = min(rank.get(item.path, len(ORDER)),
+                          ORDER.index(tier))
+  # Stable: files keep their order within a rank, tests within a file.
+  items.sort(key=lambda item: (item.path.name not in FIRST, rank[item.path]))
 
 
 @pytest.fixture(autouse=True)
