@@ -236,6 +236,20 @@ def _finish(signum: int) -> None:
     _say(f'interrupted ({signal.Signals(signum).name}); {what}')
 
 
+def to_terminal(text: str) -> None:
+  """One line where the command's lines go, even while a quiet start-up
+  holds file descriptor 2 (TensorFlow's import): the descriptor kept at
+  install(). In a process that did not install this, stderr."""
+  if _state.stderr is None:
+    print(text, file=sys.stderr, flush=True)
+    return
+  try:
+    sys.stderr.flush()
+  except Exception:  # noqa: BLE001
+    pass
+  os.write(_state.stderr, (text + '\n').encode('utf-8', 'replace'))
+
+
 def _say(text: str, new_line: bool = False) -> None:
   line = (('\n' if new_line else '') + f'{PROG}: {text}\n').encode(
       'utf-8', 'replace')

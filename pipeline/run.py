@@ -57,7 +57,12 @@ def launch(argv) -> tuple[int, Optional[dict], object]:
   status 2; an error while the pipeline runs is one line naming the step,
   status 1. --verbose adds the traceback."""
   try:
-    plan = plan_from_argv(argv)
+    # A check that waits on a service (Cloud Storage, BigQuery, a
+    # database) says so after a while (pipeline/stall.py).
+    with stall.during(lambda elapsed: (
+        'checking the launch: the model, the inputs and the outputs '
+        f'({stall.seconds(elapsed)})')):
+      plan = plan_from_argv(argv)
     if plan.embed.preflight_only:
       return _preflight_only(plan)
     # One writer per output: a second run is refused here (LeaseHeld).
@@ -279,7 +284,8 @@ def main(argv=None) -> int:
   # TensorFlow is imported after the preflight (pipeline/launch.py).
   console.configure(verbose=verbose, import_tensorflow=False)
   interrupts.started(verbose)
-  stall.start()
+  # Its lines reach the terminal even while TensorFlow's import is held.
+  stall.start(say=interrupts.to_terminal)
   try:
     status, summary, _ = launch(argv)
   except BaseException as e:

@@ -305,3 +305,31 @@ def test_gs_model_folder_without_export_json(cloud, capsys, minilm_export):
       'pipeline.run: error: gs://bucket/models/partial is not an exported '
       'model folder (no export.json); make one with python -m '
       'pipeline.export_model, and copy the whole folder')
+
+
+def test_a_check_skipped_and_stuck_is_not_silent(tmp_path):
+  """With the credentials check skipped and no credentials, Beam's own
+  lookup (reading the gs:// model) retries for minutes: the quiet console
+  says what the launch is doing once it has waited (the interval lowered
+  to a second for the test), instead of nothing. No emulator: Beam's real
+  Cloud Storage client is what waits. Nothing leaves 127.0.0.1: the
+  command is stopped while Beam still retries its credential lookup,
+  which reads local files and the metadata host (a closed port here)."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('GOOGLE_APPLICATION_CREDENTIALS', 'NO_GCE_CHECK',
+                      'PYTHONPATH', 'STORAGE_EMULATOR_HOST',
+                      'BIGQUERY_EMULATOR_HOST')}
+  env.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / 'gcloud'),
+             GCE_METADATA_HOST='127.0.0.1:9', GCE_METADATA_IP='127.0.0.1:9',
+             TF_CPP_MIN_LOG_LEVEL='2', BEAM_TEXT_EMBED_STALL_SECONDS='1')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.run', *gpu_command(), '--dry_run',
+       'True', '--skip_preflight', 'credentials'], cwd=corpora.ROOT, env=env,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    first = proc.stderr.readline()
+  finally:
+    proc.terminate()
+    proc.wait(timeout=60)
+  assert first.startswith('checking the launch: the model, the inputs and '
+                          'the outputs ('), first
