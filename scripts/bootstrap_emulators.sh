@@ -16,7 +16,9 @@ fi
 stamp="$venv/.installed-$(sha256sum requirements-emulators.txt | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "bootstrap: installing requirements-emulators.txt" >&2
-  "$venv/bin/pip" install -q --disable-pip-version-check -r requirements-emulators.txt 2>&1 | grep -v '^WARNING: Location' || true
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-compile -r requirements-emulators.txt 2>&1 | grep -v '^WARNING: Location' || true
+  # Bytecode in parallel, as scripts/bootstrap.sh makes it.
+  "$venv/bin/python" -m compileall -q -q -j 0 "$venv"/lib/python3*/site-packages || true
   "$venv/bin/python" -c "import bqemulator, gcp_storage_emulator, numpy" \
     || { echo "bootstrap: emulator install check failed" >&2; exit 1; }
   touch "$stamp"
