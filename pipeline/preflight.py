@@ -251,8 +251,11 @@ def _probe(folder: str, flag: str) -> None:
   try:
     FileSystems.create(probe).close()
   except Exception as e:
+    # Beam's writer says a missing bucket as a bare status tuple.
+    why = (f'bucket gs://{_bucket(folder)} does not exist'
+           if re.search(r'\b404\b', str(e)) else cause(e))
     raise PreflightError('temp_location', (
-        f'cannot write --{flag} {folder}: {cause(e)}; create the bucket '
+        f'cannot write --{flag} {folder}: {why}; create the bucket '
         f'(gcloud storage buckets create gs://{_bucket(folder)} --location '
         'REGION) or grant the account roles/storage.objectAdmin on it'
     )) from e

@@ -121,7 +121,8 @@ def test_temp_location(cloud, dataflow, capsys):
                 capsys)
   assert line.startswith(
       'pipeline.run: error: preflight temp_location: cannot write '
-      '--temp_location gs://no-such-bucket/tmp: ')
+      '--temp_location gs://no-such-bucket/tmp: bucket gs://no-such-bucket '
+      'does not exist; ')
   assert 'gcloud storage buckets create gs://no-such-bucket' in line
   line = _error(argv + ['--staging_location', '/tmp/staging'], capsys)
   assert ('--staging_location /tmp/staging is not on Cloud Storage' in
