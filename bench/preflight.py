@@ -99,8 +99,7 @@ def main() -> int:
       emulators.upload_folder(export, 'gs://bucket/models/roberta-large')
       emulators.upload_folder(os.path.join(export, 'encoder'),
                               'gs://bucket/models/incomplete/encoder')
-      emulators.upload_bytes(''.join(
-          json.dumps(d) + '\n' for d in corpora.sample_docs(20)).encode(),
+      emulators.upload_jsonl(corpora.sample_docs(20),
                              'gs://bucket/corpus/part-0.jsonl')
       with dataflow_standin.Standin(project=emulators.PROJECT) as standin:
         table = cases(gpu_command(standin.endpoint), work)

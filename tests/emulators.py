@@ -244,6 +244,11 @@ def upload_folder(local: str, remote: str) -> list[str]:
   return written
 
 
+def upload_jsonl(docs, remote: str) -> None:
+  """Documents as a JSON-lines object at `remote` (gs://...)."""
+  upload_bytes(''.join(json.dumps(d) + '\n' for d in docs).encode(), remote)
+
+
 def upload_bytes(data: bytes, remote: str) -> None:
   from apache_beam.io.filesystems import FileSystems
   with FileSystems.create(remote) as out:

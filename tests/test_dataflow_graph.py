@@ -10,7 +10,6 @@ roberta-large (whose weights cannot be fetched here).
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from apache_beam.options.pipeline_options import DebugOptions
@@ -31,8 +30,7 @@ PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 def gcs(minilm_export):
   with emulators.running() as (emu, _):
     emulators.upload_folder(minilm_export, 'gs://bucket/models/roberta-large')
-    emulators.upload_bytes(''.join(json.dumps(d) + '\n' for d in
-                                   corpora.sample_docs(4)).encode(),
+    emulators.upload_jsonl(corpora.sample_docs(4),
                            'gs://bucket/corpus/part-0.jsonl')
     yield emu
 

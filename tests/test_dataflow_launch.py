@@ -20,7 +20,6 @@ nothing to cancel before the job has an id.
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -50,8 +49,7 @@ WAITING = re.compile(r'^waiting for the Dataflow job to start: (\S+) '
 def gcs(minilm_export):
   with emulators.running() as (emu, _):
     emulators.upload_folder(minilm_export, 'gs://bucket/models/minilm')
-    emulators.upload_bytes(''.join(json.dumps(d) + '\n' for d in
-                                   corpora.sample_docs(4)).encode(),
+    emulators.upload_jsonl(corpora.sample_docs(4),
                            'gs://bucket/corpus/part-0.jsonl')
     yield emu
 

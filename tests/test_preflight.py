@@ -35,8 +35,7 @@ def cloud(minilm_export):
   with emulators.running(bigquery=True, datasets=('embeddings',)) as (
       emu, client):
     emulators.upload_folder(minilm_export, 'gs://bucket/models/roberta-large')
-    emulators.upload_bytes(''.join(json.dumps(d) + '\n' for d in
-                                   corpora.sample_docs(4)).encode(),
+    emulators.upload_jsonl(corpora.sample_docs(4),
                            'gs://bucket/corpus/part-0.jsonl')
     yield emu, client
 

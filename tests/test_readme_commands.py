@@ -40,18 +40,14 @@ ROOT = corpora.ROOT
 NOT_RUN_HERE = {
     ('docker', 'build'): 'no Docker engine on this machine',
     ('docker', 'push'): 'no Docker engine or registry access',
-    ('gcloud', 'dataflow'): 'Google Cloud is not reachable',
-    ('gcloud', 'scheduler'): 'Google Cloud is not reachable',
-    # docs/dataflow.md's checklist: set-up of a Google Cloud project.
-    ('gcloud', 'services'): 'Google Cloud is not reachable',
-    ('gcloud', 'storage'): 'Google Cloud is not reachable',
-    ('gcloud', 'projects'): 'Google Cloud is not reachable',
-    ('gcloud', 'auth'): 'Google Cloud is not reachable',
-    ('gcloud', 'artifacts'): 'Google Cloud is not reachable',
-    ('gcloud', 'compute'): 'Google Cloud is not reachable',
-    ('gcloud', 'builds'): 'Google Cloud is not reachable',
-    ('gcloud', 'iam'): 'Google Cloud is not reachable',
-    ('bq', '--location'): 'Google Cloud is not reachable',
+    # docs/dataflow.md: the job, its schedule, and the checklist that sets
+    # up a Google Cloud project.
+    **{command: 'Google Cloud is not reachable' for command in (
+        ('gcloud', 'dataflow'), ('gcloud', 'scheduler'),
+        ('gcloud', 'services'), ('gcloud', 'storage'),
+        ('gcloud', 'projects'), ('gcloud', 'auth'), ('gcloud', 'artifacts'),
+        ('gcloud', 'compute'), ('gcloud', 'builds'), ('gcloud', 'iam'),
+        ('bq', '--location'))},
 }
 RUN_ELSEWHERE = {
     ('./run_tests.sh',): '.ci/run (CI) runs it',

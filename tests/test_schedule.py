@@ -154,9 +154,7 @@ def _upload(docs, name: str) -> str:
   old = FileSystems.match(['gs://bucket/corpus/*'])[0].metadata_list
   if old:
     FileSystems.delete([m.path for m in old])
-  emulators.upload_bytes(
-      ''.join(json.dumps(d) + '\n' for d in docs).encode(),
-      f'gs://bucket/corpus/{name}.jsonl')
+  emulators.upload_jsonl(docs, f'gs://bucket/corpus/{name}.jsonl')
   return 'gs://bucket/corpus/*.jsonl'
 
 
