@@ -34,6 +34,8 @@ from tests import corpora
 from tests import emulators
 from tests.dataflow_standin import Standin
 from tests.test_interrupts import LINE
+from transforms import leases
+from transforms.leases import files as leases_files
 
 ROOT = corpora.ROOT
 REGION = 'us-central1'
@@ -113,12 +115,32 @@ def _updates(standin: Standin) -> list:
   return [r for r in standin.requests if r.method == 'PUT']
 
 
+def _lease_names_a_job() -> str:
+  """The Dataflow job the output's lease names ('' for none yet): a
+  second run on the output names it in its refusal."""
+  from apache_beam.io.filesystems import FileSystems
+  path = leases_files.lease_path('gs://bucket/out/emb')
+  if not FileSystems.exists(path):
+    return ''
+  with FileSystems.open(path) as f:
+    return leases.Holder.from_text(f.read().decode()).job
+
+
 def test_a_stalled_start_is_named_and_ctrl_c_cancels_the_job(tmp_path, gcs):
-  """No flag, no terminal (stdin is not one): Ctrl-C cancels the job."""
+  """No flag, no terminal (stdin is not one): Ctrl-C cancels the job,
+  once the output's lease names it."""
+  noted = []
+
+  def until(err: str) -> bool:
+    if WAITING.search(err) and not noted:
+      noted.extend(filter(None, [_lease_names_a_job()]))
+    return bool(noted)
+
   with Standin(PENDING) as standin:
-    status, err = _launch(tmp_path, gcs, standin, WAITING.search,
-                          signal.SIGINT)
+    status, err = _launch(tmp_path, gcs, standin, until, signal.SIGINT)
   job_id = standin.created()[0]
+  assert noted == [job_id]
+  assert _lease_names_a_job() == '', 'the interrupted run left its lease'
   # The id and link as soon as Dataflow named the job, then the wait.
   found = JOB_LINE.search(err)
   assert found and found.group(1) == found.group(2) == job_id, err

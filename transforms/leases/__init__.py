@@ -204,6 +204,8 @@ class Lease:
     self._ttl = ttl
     self._lock = threading.Lock()
     self._stop = threading.Event()
+    self._wake = threading.Event()  # renew now: a change was noted
+    self._noted: dict = {}
     self._lost = False
     self._thread = threading.Thread(target=self._renew_until_released,
                                     name='lease-renewal', daemon=True)
@@ -243,13 +245,20 @@ class Lease:
 
   def note_job(self, job: str) -> None:
     """Names the Dataflow job in the lease, for the message a second run
-    prints."""
+    prints. The renewal thread writes it, at once: the calling thread (the
+    command's main thread, which a Ctrl-C interrupts) never waits on the
+    lease's store. An interrupt inside that request would leave it half
+    sent, and the run's clean-up, which removes the lease through the same
+    store, waiting behind it on a server that serves one connection at a
+    time (the tests' Cloud Storage emulator does)."""
     if job:
-      self.renew(job=job)
+      self._noted = {'job': job}
+      self._wake.set()
 
   def release(self) -> None:
     """Removes the lease (once; a lost lease is left to its new holder)."""
     self._stop.set()
+    self._wake.set()
     with self._lock:
       if self._version is None:
         return
@@ -264,8 +273,13 @@ class Lease:
 
   def _renew_until_released(self) -> None:
     every = self._ttl.total_seconds() / 3
-    while not self._stop.wait(every):
-      if not self.renew():
+    while True:
+      self._wake.wait(every)
+      self._wake.clear()
+      if self._stop.is_set():
+        return
+      noted, self._noted = self._noted, {}
+      if not self.renew(**noted):
         return
 
 
