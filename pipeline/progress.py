@@ -10,16 +10,8 @@ stderr is a file or a pipe. The last line is drawn from the finished run's
 committed counters, the same ones the summary reports.
 
 Where the counts come from depends on the runner, chosen once
-(source_for):
-- FnApiRunner, the job's local default, hands its metrics over only when
-  the pipeline has finished; pipeline/fnapi_progress.py asks its running
-  bundles instead, and is the one module that reaches into the runner.
-- The portable runner with a job service (--job_endpoint): the job
-  service's metrics of the job, through Beam's Job API. Beam's own local
-  job service reports them only once the job ends, so its lines show the
-  time until then.
-- Dataflow: the public PipelineResult.metrics() of the running job.
-Any other runner shows no live line; the summary is the same on all.
+(pipeline/progress_sources.py); the sources that need no runner internals
+are here (ResultMetrics, JobServiceMetrics).
 
 Two approximations, both shown as such: a finished bundle counts with its
 last answer until the run ends (the final line is exact), and the ETA
@@ -163,31 +155,6 @@ class JobServiceMetrics(Source):
     # A running job's counts are attempted ones; a service that fills only
     # committed (Beam's local job service, once the job ends) gives those.
     return user_counters(found.attempted or found.committed) or None
-
-
-def _fnapi_source(options) -> Optional[Source]:
-  from pipeline import fnapi_progress
-  return fnapi_progress.source()
-
-
-def _portable_source(options) -> Optional[Source]:
-  from apache_beam.options.pipeline_options import PortableOptions
-  endpoint = options.view_as(PortableOptions).job_endpoint
-  return JobServiceMetrics(endpoint) if endpoint and endpoint != (
-      'embed') else None
-
-
-SOURCES: dict[str, Callable] = {
-    'FnApiRunner': _fnapi_source,
-    'PortableRunner': _portable_source,
-    'DataflowRunner': lambda options: ResultMetrics(),
-}
-
-
-def source_for(runner: str, options) -> Optional[Source]:
-  """The progress source of a runner (by its --runner name), or None."""
-  choose = SOURCES.get(runner)
-  return choose(options) if choose else None
 
 
 def _count(n: int) -> str:

@@ -559,8 +559,8 @@ def no_samples_reason(options) -> str:
   if hasattr(options, 'view_as'):
     from apache_beam.options.pipeline_options import StandardOptions
     runner = options.view_as(StandardOptions).runner
-  from pipeline import progress
-  if runner in progress.SOURCES:
+  from pipeline import progress_sources
+  if runner in progress_sources.SOURCES:
     return f'{runner} reported no counts while the job ran'
   return f'{runner or "this runner"} gives no live counts'
 

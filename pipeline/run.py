@@ -39,6 +39,7 @@ from pipeline import console
 from pipeline import dataflow_job
 from pipeline import interrupts
 from pipeline import progress
+from pipeline import progress_sources
 from pipeline import stall
 from pipeline import summary as summary_lib
 from pipeline import worker
@@ -125,7 +126,7 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
   verbose = bool(embed_options.verbose)
   start = time.monotonic()
   source = None if plan.dry_run or embed_options.progress_every <= 0 else (
-      progress.source_for(plan.runner, plan.options))
+      progress_sources.source_for(plan.runner, plan.options))
   display = source and progress.Display(
       source, every=embed_options.progress_every,
       total_bytes=plan.files.bytes if plan.files and not plan.files.compressed

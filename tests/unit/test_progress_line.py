@@ -23,6 +23,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from pipeline import fnapi_progress
 from pipeline import progress
+from pipeline import progress_sources
 from pipeline.progress import Sample
 from transforms import metrics
 
@@ -286,13 +287,13 @@ def test_result_metrics_asks_the_result_at_most_every_so_often():
 def test_source_for_each_runner():
   from apache_beam.options.pipeline_options import PipelineOptions
   none = PipelineOptions([])
-  assert isinstance(progress.source_for('DataflowRunner', none),
+  assert isinstance(progress_sources.source_for('DataflowRunner', none),
                     progress.ResultMetrics)
-  assert progress.source_for('DirectRunner', none) is None
-  assert progress.source_for('SomeOtherRunner', none) is None
+  assert progress_sources.source_for('DirectRunner', none) is None
+  assert progress_sources.source_for('SomeOtherRunner', none) is None
   # PortableRunner without a job service, or with the in-process one.
-  assert progress.source_for('PortableRunner', none) is None
-  assert progress.source_for('PortableRunner', PipelineOptions(
+  assert progress_sources.source_for('PortableRunner', none) is None
+  assert progress_sources.source_for('PortableRunner', PipelineOptions(
       ['--job_endpoint', 'embed'])) is None
 
 
