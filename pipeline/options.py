@@ -309,19 +309,22 @@ def add_flags(parser: argparse.ArgumentParser, only=None) -> None:
   batching = _Declared(parser.add_argument_group('batching'), only)
   batching.add_argument(
       '--max_batch_tokens', type=token_budget, default='auto',
-      help='Padded tokens per encoder call (rows x bucket length), or auto: '
-      'estimated where the encoder runs from the device (8192 on CPUs; on '
-      'a GPU from its memory and the model\'s size and precision) and '
-      'lowered per length bucket whenever the device runs out of memory. '
-      'Documents are sorted by length within --sort_window and batched in '
-      'length buckets, so little of this is padding. Default: auto.')
+      help='Tokens per encoder call, padding included (rows x row length), '
+      'or auto: estimated where the encoder runs from the device (8192 on '
+      'CPUs; on a GPU from its memory and the model\'s size and precision) '
+      'and lowered per row length whenever the device runs out of memory. '
+      'Within --sort_window, documents are packed several to a row (the '
+      'default, --packing) or, with --packing off, sorted by length and '
+      'padded to their length bucket; either way little of this is '
+      'padding. Default: auto.')
   batching.add_argument('--batch_size', type=int, default=256,
                         help='Most documents per batch (default: 256).')
   batching.add_argument(
       '--sort_window', type=int, default=4096,
-      help='Documents sorted by length together; bounds the memory that '
-      'batching holds (at most this many plus one full batch per length '
-      'bucket; default: 4096).')
+      help='Documents planned together: packed into rows (the default) or, '
+      'with --packing off, sorted into length buckets. Bounds the memory '
+      'that batching holds: at most this many plus one full batch per row '
+      'length (default: 4096).')
   batching.add_argument(
       '--packing', default='auto', choices=PACKING,
       help='Pack several documents into each encoder row (rows of '
