@@ -2,8 +2,8 @@
 PipelineOptions.
 
 A module of its own because importing Beam takes over a second, and the
-command answers --help and refuses a bad flag without it;
-`from pipeline.options import EmbedOptions` imports it here.
+command answers --help and refuses a bad flag without it: pipeline/
+options.py imports neither Beam nor this module.
 """
 
 from apache_beam.options.pipeline_options import PipelineOptions

@@ -147,7 +147,7 @@ def check_flags(argv: Sequence[str]) -> None:
   from apache_beam.options.pipeline_options import PipelineOptions
 
   # Registers the job's flags with Beam's parser.
-  from pipeline.options import EmbedOptions  # noqa: F401
+  from pipeline.beam_options import EmbedOptions  # noqa: F401
   parsed = PipelineOptions(list(argv))
   # Every option Beam and the job declare; no flags given, so no warnings.
   known = set(PipelineOptions([]).get_all_options())

@@ -28,7 +28,7 @@ from pipeline import preflight
 from pipeline import presets
 from pipeline import summary as summary_lib
 from pipeline.flags import DEFAULT_LOCAL_RUNNER, check_flags
-from pipeline.options import EmbedOptions
+from pipeline.beam_options import EmbedOptions
 import tfmodels
 from tfmodels.devices import auto_precision, configure_gpus
 from tfmodels.embedder import import_hub

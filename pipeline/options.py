@@ -388,13 +388,3 @@ def add_flags(parser: argparse.ArgumentParser, only=None) -> None:
       'or written, besides the checks\' own probe object and table, '
       'which they remove.')
 
-
-def __getattr__(name: str):
-  """EmbedOptions, Beam's view of these flags, made on first use
-  (pipeline/beam_options.py): this module imports neither Beam nor
-  TensorFlow, so that the command answers --help and refuses a bad flag
-  without them (seconds)."""
-  if name == 'EmbedOptions':
-    from pipeline.beam_options import EmbedOptions
-    return EmbedOptions
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -46,7 +46,7 @@ from pipeline import worker
 from pipeline.flags import answer_early, asks_verbose
 from pipeline.graph import build_pipeline
 from pipeline.launch import Plan, about_line, plan_from_argv
-from pipeline.options import EmbedOptions
+from pipeline.beam_options import EmbedOptions
 from transforms import failpoints
 
 

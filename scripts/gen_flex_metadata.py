@@ -17,7 +17,8 @@ OUT = os.path.join(ROOT, 'flex', 'metadata.json')
 
 
 def metadata() -> dict:
-  from pipeline.options import LOCAL_ONLY, EmbedOptions
+  from pipeline.beam_options import EmbedOptions
+  from pipeline.options import LOCAL_ONLY
   parser = argparse.ArgumentParser()
   EmbedOptions._add_argparse_args(parser)
   parameters = []

@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from apache_beam.options.pipeline_options import WorkerOptions
 
 from pipeline import run
-from pipeline.options import EmbedOptions
+from pipeline.beam_options import EmbedOptions
 from tests import corpora
 from tests import emulators
 from tests import readme

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import launch
 from pipeline import run
-from pipeline.options import EmbedOptions
+from pipeline.beam_options import EmbedOptions
 from transforms.spec import EmbeddingSpec
 from tests import corpora
 from tfmodels import devices

@@ -45,7 +45,7 @@ def test_metadata_is_generated_from_the_flags():
 def test_template_style_flags_parse():
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from pipeline.options import EmbedOptions
+  from pipeline.beam_options import EmbedOptions
   o = PipelineOptions(['--input=gs://b/c.jsonl', '--output=gs://b/o',
                        '--normalize=true', '--require_gpu=false',
                        '--large_model']).view_as(EmbedOptions)

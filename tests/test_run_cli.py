@@ -193,7 +193,7 @@ def test_every_flag_is_known_and_well_formed(args, message):
 def test_io_flag_errors_are_specific(args, message):
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from pipeline.options import EmbedOptions
+  from pipeline.beam_options import EmbedOptions
   from pipeline.launch import check_io_flags
   options = PipelineOptions(args)
   with pytest.raises(ValueError, match=re.escape(message)):

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tfmodels import manifest
 from tfmodels import pieces
 from tfmodels.budget import Device, ModelShape, find_device
 
@@ -212,9 +213,8 @@ def _load_tokenizer(handle: str) -> Tokenizer:
   """One per process and handle, shared by a tokenizing step and the
   encoder of the same preprocessor; its special-token counts from the
   export's manifest where it records them, else probed once."""
-  from tfmodels import export
   return Tokenizer(_load_preprocessor(handle),
-                   export.recorded_num_special(handle))
+                   manifest.recorded_num_special(handle))
 
 
 class EmbeddingModel:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional
 
 import tensorflow as tf
 
@@ -16,11 +15,10 @@ from tfmodels import encoder as encoder_lib
 from tfmodels import hf
 from tfmodels import identity
 from tfmodels import wordpiece
-
-PREPROCESSOR_DIR = 'preprocessor'
-ENCODER_DIR = 'encoder'
-MANIFEST = 'export.json'
-NUM_SPECIAL = 'num_special_tokens'
+# The folder layout and manifest (tfmodels/manifest.py), as export.* too.
+from tfmodels.manifest import (ENCODER_DIR, MANIFEST,  # noqa: F401
+                               NUM_SPECIAL, PREPROCESSOR_DIR, read_manifest,
+                               recorded_num_special)
 # Bumped when exports gain something older ones lack (2: call_bf16/fp16;
 # 3: the content digest in export.json; 4: 2-D projections, faster on CPUs;
 # 5: the encoder's packed calls, several documents per row; 6: packed calls
@@ -203,25 +201,3 @@ def export_digest(out_dir: str, hf_dir: str, tokenizer_info: dict) -> str:
              if os.path.exists(os.path.join(hf_dir, name))}
   return identity.export_digest(prints, sources,
                                 dict(tokenizer_info, format=FORMAT))
-
-
-def recorded_num_special(preprocessor_dir: str) -> Optional[dict]:
-  """{segments: special tokens} recorded in the manifest beside a
-  preprocessor folder of this project's export (export format 7 on), or
-  None: another preprocessor, or an older export."""
-  path = os.path.join(os.path.dirname(os.path.normpath(preprocessor_dir)),
-                      MANIFEST)
-  if (os.path.basename(os.path.normpath(preprocessor_dir)) !=
-      PREPROCESSOR_DIR or not os.path.exists(path)):
-    return None
-  try:
-    with open(path, encoding='utf-8') as f:
-      recorded = json.load(f).get(NUM_SPECIAL)
-    return {int(n): int(k) for n, k in recorded.items()} if recorded else None
-  except (OSError, ValueError, AttributeError):
-    return None
-
-
-def read_manifest(out_dir: str) -> dict:
-  with open(os.path.join(out_dir, MANIFEST), encoding='utf-8') as f:
-    return json.load(f)

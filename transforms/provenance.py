@@ -27,7 +27,7 @@ import abc
 import dataclasses
 import datetime
 import json
-from typing import Optional
+from typing import Callable, Optional
 
 from transforms.spec import EmbeddingSpec
 
@@ -148,8 +148,9 @@ class PostgresNotes(Notes):
   """Rows (fingerprint, note) of text_embed_specs in the output table's
   schema."""
 
-  def __init__(self, conninfo: str, table: str, shown: str):
-    self._conninfo = conninfo
+  def __init__(self, side: Callable, table: str, shown: str):
+    # side: as leases/postgres.py's PostgresStore takes it.
+    self._side = side
     schema = table.rsplit('.', 1)[0] + '.' if '.' in table else ''
     self._table = schema + POSTGRES_TABLE
     self._shown = shown
@@ -158,11 +159,9 @@ class PostgresNotes(Notes):
     return f'table {self._table} in {self._shown}'
 
   def _run(self, statement: str, params: tuple = ()) -> list:
-    from transforms.backends.postgres import side_statement
-    return side_statement(
-        self._conninfo, self._shown, self._table,
-        'fingerprint text PRIMARY KEY, note text NOT NULL', statement,
-        params)[1]
+    return self._side(
+        self._table, 'fingerprint text PRIMARY KEY, note text NOT NULL',
+        statement, params)[1]
 
   def read(self) -> dict:
     return {fp: Provenance.from_json(note)
@@ -177,7 +176,9 @@ class PostgresNotes(Notes):
 class BigQueryNotes(Notes):
   """Rows (fingerprint, note) of DATASET._text_embed_specs."""
 
-  def __init__(self, spec: str):
+  def __init__(self, side: Callable, spec: str):
+    # side: as leases/bigquery.py's BigQueryStore takes it.
+    self._side = side
     # spec: PROJECT:DATASET.TABLE (Beam's form).
     self._project = spec.split(':')[0]
     dataset = spec.split(':', 1)[1].split('.', 1)[0]
@@ -187,8 +188,7 @@ class BigQueryNotes(Notes):
     return f'table {self._table}'
 
   def _query(self, statement: str, **params) -> list:
-    from transforms.backends.bigquery import side_query
-    return side_query(self._table, ('fingerprint', 'note'), statement,
+    return self._side(self._table, ('fingerprint', 'note'), statement,
                       **params)[1]
 
   def read(self) -> dict:

@@ -13,6 +13,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import options
+from pipeline.beam_options import EmbedOptions
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +77,7 @@ def test_bool_rejects_other_words():
 
 
 def _parsed(*argv):
-  return PipelineOptions(list(argv)).view_as(options.EmbedOptions)
+  return PipelineOptions(list(argv)).view_as(EmbedOptions)
 
 
 def test_flags_parse_to_their_values():

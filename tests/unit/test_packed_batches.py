@@ -21,7 +21,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import launch, presets
-from pipeline.options import EmbedOptions
+from pipeline.beam_options import EmbedOptions
 from tfmodels import budget, export
 from transforms import batching
 from transforms.elements import Document, EncoderBatch, EncoderRow

@@ -224,11 +224,12 @@ class BigQueryBackend(base.Backend):
 
   def lease_store(self):
     from transforms.leases import bigquery as bq_leases
-    return bq_leases.BigQueryStore(tables.table_spec(self.uri), self.shown())
+    return bq_leases.BigQueryStore(side_query, tables.table_spec(self.uri),
+                                   self.shown())
 
   def notes(self):
     from transforms import provenance
-    return provenance.BigQueryNotes(tables.table_spec(self.uri))
+    return provenance.BigQueryNotes(side_query, tables.table_spec(self.uri))
 
   def same_place(self, other) -> bool:
     return isinstance(other, BigQueryBackend) and (

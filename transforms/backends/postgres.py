@@ -304,11 +304,20 @@ class PostgresBackend(base.Backend):
 
   def lease_store(self):
     from transforms.leases import postgres as pg_leases
-    return pg_leases.PostgresStore(self.conninfo, self.table, self.shown())
+    return pg_leases.PostgresStore(self._side_statement, self.table,
+                                   self.shown())
 
   def notes(self):
     from transforms import provenance
-    return provenance.PostgresNotes(self.conninfo, self.table, self.shown())
+    return provenance.PostgresNotes(self._side_statement, self.table,
+                                    self.shown())
+
+  def _side_statement(self, table: str, columns: str, statement: str,
+                      params: tuple = ()) -> tuple[int, list]:
+    """One statement on a side table of this output (its lease, its
+    notes), which those are handed rather than import this module."""
+    return side_statement(self.conninfo, self.shown(), table, columns,
+                          statement, params)
 
   def same_place(self, other) -> bool:
     return isinstance(other, PostgresBackend) and (

@@ -7,7 +7,7 @@ INSERT alone may run beside another)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from transforms.leases import Store, version_of
 
@@ -15,8 +15,12 @@ TABLE = '_text_embed_leases'
 
 
 class BigQueryStore(Store):
+  """side(table, columns, statement, **params) -> (job, rows): the
+  output's backend runs one statement on a side table (transforms/backends/
+  bigquery.py, side_query), so that this module does not import it."""
 
-  def __init__(self, spec: str, shown: str):
+  def __init__(self, side: Callable, spec: str, shown: str):
+    self._side = side
     # spec: PROJECT:DATASET.TABLE (Beam's form).
     self._project = spec.split(':')[0]
     dataset, self._output = spec.split(':', 1)[1].split('.', 1)
@@ -29,8 +33,7 @@ class BigQueryStore(Store):
 
   def _query(self, statement: str, **params):
     """The job of one statement (its rows, or its DML counts)."""
-    from transforms.backends.bigquery import side_query
-    return side_query(self._table, ('output', 'token', 'lease'), statement,
+    return self._side(self._table, ('output', 'token', 'lease'), statement,
                       **params)
 
   def create(self, text: str) -> Optional[Any]:

@@ -6,7 +6,7 @@ atomic (INSERT ... ON CONFLICT DO NOTHING, UPDATE/DELETE ... WHERE token =
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from transforms.leases import Store, version_of
 
@@ -14,9 +14,12 @@ TABLE = 'text_embed_leases'
 
 
 class PostgresStore(Store):
+  """side(table, columns, statement, params) -> (rowcount, rows): the
+  output's backend runs one statement on a side table (transforms/backends/
+  postgres.py, side_statement), so that this module does not import it."""
 
-  def __init__(self, conninfo: str, table: str, shown: str):
-    self._conninfo = conninfo
+  def __init__(self, side: Callable, table: str, shown: str):
+    self._side = side
     self._output = table
     schema = table.rsplit('.', 1)[0] + '.' if '.' in table else ''
     self._table = schema + TABLE
@@ -28,9 +31,8 @@ class PostgresStore(Store):
 
   def _run(self, statement: str, params: tuple):
     """(rowcount, first row) of one statement in its own transaction."""
-    from transforms.backends.postgres import side_statement
-    count, rows = side_statement(
-        self._conninfo, self._shown, self._table,
+    count, rows = self._side(
+        self._table,
         'output text PRIMARY KEY, token text NOT NULL, lease text NOT NULL',
         statement, params)
     return count, (rows[0] if rows else None)
