@@ -404,7 +404,7 @@ def sample_bigquery(table: Optional[str], query: Optional[str],
   list). A query: what its dry run says it scans."""
   from google.api_core import retry
   from google.cloud import bigquery
-  from transforms import bigquery as bq
+  from transforms import bigquery_tables as bq
   deadline = retry.Retry(deadline=BIGQUERY_SECONDS)
   if query:
     client = bigquery.Client()
@@ -466,7 +466,7 @@ def _previous_records(previous, ids: Sequence[str], names: tuple
               for row in conn.execute(statement, (list(wanted),))]
   if fmt == 'bigquery':
     from google.cloud import bigquery
-    from transforms import bigquery as bq
+    from transforms import bigquery_tables as bq
     spec = bq.table_spec(previous.uri)
     client = bigquery.Client(project=spec.split(':')[0])
     columns = ', '.join(f'`{n}`' for n in names)

@@ -65,7 +65,7 @@ class _Bundles:
     return out
 
 
-class BundleProgress(progress.Source):
+class BundleProgress(progress.LiveCounts):
   """Counts so far, from the running bundles' progress answers."""
 
   request_every = progress.SAMPLE_EVERY

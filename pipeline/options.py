@@ -9,7 +9,7 @@ from pipeline import preflight
 from pipeline import dataflow_job
 from pipeline import presets
 from tfmodels.embedder import POOLINGS, PRECISIONS
-from transforms.bigquery import WRITE_DISPOSITIONS, WRITE_METHODS
+from transforms.bigquery_tables import WRITE_DISPOSITIONS, WRITE_METHODS
 from transforms.choices import (DEAD_LETTER_FORMATS, INPUT_FORMATS,
                                 LONG_DOCUMENTS, MAX_DOCUMENT_BYTES,
                                 ON_DUPLICATE_ID, OUTPUT_FORMATS,

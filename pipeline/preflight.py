@@ -273,7 +273,7 @@ def _bigquery(f: Flight, context: _Context) -> str:
   del context
   from google.api_core import exceptions
   from google.cloud import bigquery
-  from transforms import bigquery as tables
+  from transforms import bigquery_tables as tables
   said = []
   for uri in f.tables_written:
     project, rest = tables.table_spec(uri).split(':')

@@ -69,7 +69,7 @@ def user_counters(infos) -> dict:
   return found
 
 
-class Source(abc.ABC):
+class LiveCounts(abc.ABC):
   """Where the counts of a running job come from."""
 
   # FnApiRunner's own progress requests, every so many seconds (None: none).
@@ -87,7 +87,7 @@ class Source(abc.ABC):
     """{Metric: value} so far, or None while the runner reports none."""
 
 
-class ResultMetrics(Source):
+class ResultMetrics(LiveCounts):
   """The running job's PipelineResult.metrics(), attempted values (runners
   whose result is live while the job runs: Dataflow). Asked every
   `every` seconds at most: each answer is a call to the service's API,
@@ -113,7 +113,7 @@ class ResultMetrics(Source):
     return self._counts
 
 
-class JobServiceMetrics(Source):
+class JobServiceMetrics(LiveCounts):
   """The job service's metrics of the job, through Beam's Job API
   (beam_job_api.proto, the contract between an SDK and any job service).
   Asked afresh every time: PortableRunner's PipelineResult.metrics()
@@ -209,7 +209,7 @@ def estimate_remaining(now: Sample, docs_rate: float,
 class Display:
   """Shows progress while the block of `track()` runs, from `source`."""
 
-  def __init__(self, source: Source, *, every: float,
+  def __init__(self, source: LiveCounts, *, every: float,
                total_bytes: Optional[int], stream=None):
     self._source = source
     self._every = every

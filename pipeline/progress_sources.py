@@ -11,7 +11,7 @@
 Any other runner shows no live line; the summary is the same on all.
 
 Why a module of its own: the sources depend on pipeline/progress.py (the
-Source contract, the counters), and the choice depends on every source;
+LiveCounts contract, the counters), and the choice depends on every source;
 kept in progress.py, the choice made it and fnapi_progress.py import each
 other.
 """
@@ -24,7 +24,7 @@ from pipeline import fnapi_progress
 from pipeline import progress
 
 
-def _portable_source(options) -> Optional[progress.Source]:
+def _portable_source(options) -> Optional[progress.LiveCounts]:
   from apache_beam.options.pipeline_options import PortableOptions
   endpoint = options.view_as(PortableOptions).job_endpoint
   return progress.JobServiceMetrics(endpoint) if endpoint and endpoint != (
@@ -38,7 +38,7 @@ SOURCES: dict[str, Callable] = {
 }
 
 
-def source_for(runner: str, options) -> Optional[progress.Source]:
+def source_for(runner: str, options) -> Optional[progress.LiveCounts]:
   """The progress source of a runner (by its --runner name), or None."""
   choose = SOURCES.get(runner)
   return choose(options) if choose else None

@@ -170,7 +170,7 @@ class VectorSearch(Searcher):
       raise ValueError('BigQuery outputs are searched by cosine distance '
                        '(VECTOR_SEARCH); for --metric dot add --exact')
     from google.cloud import bigquery
-    from transforms import bigquery as tables
+    from transforms import bigquery_tables as tables
     spec = tables.table_spec(self.backend.uri)
     client = bigquery.Client(project=spec.split(':')[0])
     statement = search_sql(spec.replace(':', '.'), self.metadata)

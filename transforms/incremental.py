@@ -122,7 +122,7 @@ class _Decide(beam.DoFn):
       yield doc_id
 
 
-class Plan(NamedTuple):
+class Changes(NamedTuple):
   """What CarryForward decided: documents for the encoder, the ids whose
   previous records are not carried (changed and removed), the ids gone."""
   to_embed: beam.PCollection
@@ -142,7 +142,7 @@ def _first(keyed) -> Document:
 
 
 class CarryForward(beam.PTransform):
-  """Documents (the first pass, after duplicate ids were handled) -> Plan.
+  """Documents (the first pass, after duplicate ids were handled) -> Changes.
 
   Decides on light records, then selects the documents to embed from a
   second read of the corpus (`reread`: PBegin -> Results of Documents,
@@ -180,7 +180,7 @@ class CarryForward(beam.PTransform):
                   | 'KeyById' >> beam.Map(lambda d: (d.id, d))
                   | 'GroupById' >> beam.GroupByKey()
                   | 'FirstOfId' >> beam.Map(_first))
-    return Plan(to_embed, decided.dropped, decided.removed)
+    return Changes(to_embed, decided.dropped, decided.removed)
 
 
 class CarriedRecords(beam.PTransform):

@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from transforms import bigquery
+from transforms import bigquery_tables as tables
 from transforms.elements import MAX_RAW_CHARS, DeadLetter, EmbeddedDocument
 
 
@@ -181,7 +181,7 @@ BOOL = Kind('bool', 'int64_list', 'BOOL', 'bool_', 'boolean',
 # its own text form.
 TIMESTAMP = Kind('timestamp', 'bytes_list', 'TIMESTAMP', 'timestamp',
                  'timestamptz', to_json=_iso, from_json=parse_time,
-                 to_bigquery=bigquery.timestamp,
+                 to_bigquery=tables.timestamp,
                  from_bigquery=_bigquery_time, from_sql=utc,
                  to_example=_iso_utf8, from_example=_first_time)
 # float32 values: exact in BigQuery's FLOAT64 and in pgvector's vector.

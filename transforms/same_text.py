@@ -116,7 +116,7 @@ def copy_for(result: Result, row: EncoderRow) -> Result:
 
 
 @dataclasses.dataclass
-class Plan:
+class Reuse:
   """Which rows of a batch the encoder computes, and where every other row
   takes its result from."""
   rows: Sequence[EncoderRow]
@@ -150,7 +150,7 @@ class Plan:
     return out
 
 
-def plan(rows: Sequence[EncoderRow], recent: Recent) -> Plan:
+def plan(rows: Sequence[EncoderRow], recent: Recent) -> Reuse:
   """The first row of each key not in the cache is computed; the rest copy
   it, or the cache."""
   compute: list = []
@@ -168,4 +168,4 @@ def plan(rows: Sequence[EncoderRow], recent: Recent) -> Plan:
     first[key] = len(compute)
     sources.append(len(compute))
     compute.append(row)
-  return Plan(rows=rows, compute=compute, sources=sources)
+  return Reuse(rows=rows, compute=compute, sources=sources)

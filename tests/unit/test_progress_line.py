@@ -1,7 +1,7 @@
 """pipeline/progress.py and pipeline/fnapi_progress.py without a pipeline:
 the progress line, its ETA and durations, samples from metric values,
 user counters from Fn API monitoring infos, FnApiRunner bundle answers,
-and the Display loop driven by a small Source (the interface's contract).
+and the Display loop driven by a small LiveCounts (the interface's contract).
 
 Why: the live line is what a person watches for hours; its numbers must
 add up as metrics.FIGURES says, and a late or empty bundle answer must not
@@ -184,7 +184,7 @@ def test_source_on_the_beam_version_it_was_written_for(monkeypatch, caplog):
   assert found.request_every == progress.SAMPLE_EVERY
 
 
-class _Counts(progress.Source):
+class _Counts(progress.LiveCounts):
   """Counts that grow by 10 documents per answer (None first, as a runner
   that has reported nothing yet)."""
 

@@ -23,7 +23,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import bigquery as tables
+from transforms import bigquery_tables as tables
 from transforms import failpoints
 from transforms import metrics
 from transforms import records as records_lib

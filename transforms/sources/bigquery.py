@@ -7,7 +7,7 @@ from typing import Optional
 
 import apache_beam as beam
 
-from transforms import bigquery
+from transforms import bigquery_tables as tables
 from transforms.sources import base
 
 
@@ -16,18 +16,18 @@ class BigQuerySource(base.Source):
 
   @classmethod
   def claims(cls, pattern: Optional[str]) -> bool:
-    return bigquery.is_table(pattern)
+    return tables.is_table(pattern)
 
   @classmethod
   def check(cls, pattern: str) -> None:
-    bigquery.table_spec(pattern)  # a clear error for a malformed name
+    tables.table_spec(pattern)  # a clear error for a malformed name
 
   def expand(self, pbegin):
     source, fields = self._pattern or 'query', self._fields
     return (pbegin
             | 'ReadBigQuery' >> beam.io.ReadFromBigQuery(
                 method=beam.io.ReadFromBigQuery.Method.DIRECT_READ,
-                **bigquery.read_args(self._pattern, self._query))
+                **tables.read_args(self._pattern, self._query))
             | 'ParseRows' >> beam.Map(
                 lambda row: base.record_to_document(
-                    bigquery.document_record(row), source, fields)))
+                    tables.document_record(row), source, fields)))
