@@ -93,10 +93,7 @@ def _preflight_only(plan: Plan) -> tuple[int, Optional[dict], object]:
           file=sys.stderr)
   print(f'preflight passed: {len(plan.checked)} check(s); nothing was '
         'built or written', file=sys.stderr, flush=True)
-  return 0, {'preflight_only': True, 'runner': plan.runner,
-             'model': plan.model.name,
-             'model_fingerprint': plan.spec.fingerprint(),
-             'checks': {c.name: c.found for c in plan.checked}}, None
+  return 0, summary_lib.preflight_only(plan), None
 
 
 def _start(plan: Plan, lease) -> tuple[int, Optional[dict], object]:
@@ -148,9 +145,7 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
       _note_job(lease, result)
       if plan.dry_run:
         # Beam's --dry_run builds the whole job and stops before submitting.
-        return 0, {'dry_run': True, 'runner': plan.runner,
-                   'model': plan.model.name,
-                   'model_fingerprint': plan.spec.fingerprint()}, result
+        return 0, summary_lib.dry_run(plan), result
       result.wait_until_finish()
     else:
       with display.track():
@@ -178,12 +173,9 @@ def _run(plan: Plan, lease=None) -> tuple[int, Optional[dict], object]:
     return 1, None, None
   if files_left and local:
     files_left.remove_stale()
-  summary = summary_lib.summarize(result, where=plan.where,
+  summary = summary_lib.summarize(result, plan,
                                   seconds=time.monotonic() - start,
                                   started=summary_lib.process_started())
-  summary['model'] = plan.model.name
-  summary['precision'] = plan.precision
-  summary['packing'] = 'packed rows' if plan.packing else 'length buckets'
   return _conclude(summary, result, embed_options, display, verbose, lease,
                    letters=plan.where.dead_letters)
 

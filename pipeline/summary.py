@@ -13,7 +13,7 @@ from transforms import records
 from transforms.elements import LIKELY_FIXES
 
 if TYPE_CHECKING:
-  from pipeline.launch import Locations
+  from pipeline.launch import Plan
   from transforms.backends import Backend, Lookup
 
 # How the summary's "previous" (--previous_if_exists) ends for a run that
@@ -94,10 +94,12 @@ def process_started() -> Optional[float]:
   return boot + ticks / os.sysconf('SC_CLK_TCK')
 
 
-def summarize(result, *, where: Locations, seconds: float,
+def summarize(result, plan: Plan, *, seconds: float,
               started: Optional[float] = None) -> dict:
-  """The summary of a finished run: counts, rates and the run's places
-  (`where`, the plan's Locations)."""
+  """The summary of a finished run: counts and rates from its metrics,
+  its places and what the launch decided from the plan. The one place the
+  summary is built (a dry run's and a --preflight_only run's are below)."""
+  where = plan.where
   results = result.metrics()
   m = metrics
   found = metrics.totals(results, (
@@ -160,7 +162,25 @@ def summarize(result, *, where: Locations, seconds: float,
       'dead_letter': where.dead_letters.shown(),
       # --previous_if_exists: whether an earlier output was found there.
       **({'previous': where.previous_note} if where.previous_note else {}),
+      'model': plan.model.name,
+      'precision': plan.precision,
+      'packing': 'packed rows' if plan.packing else 'length buckets',
   }
+
+
+def dry_run(plan: Plan) -> dict:
+  """The summary of --dry_run: Beam built the whole job and stopped
+  before submitting it."""
+  return {'dry_run': True, 'runner': plan.runner, 'model': plan.model.name,
+          'model_fingerprint': plan.spec.fingerprint()}
+
+
+def preflight_only(plan: Plan) -> dict:
+  """The summary of --preflight_only: what each launch check found."""
+  return {'preflight_only': True, 'runner': plan.runner,
+          'model': plan.model.name,
+          'model_fingerprint': plan.spec.fingerprint(),
+          'checks': {c.name: c.found for c in plan.checked}}
 
 
 def failure(summary: dict, max_rejected: Optional[str],
