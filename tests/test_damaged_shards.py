@@ -234,3 +234,32 @@ def test_an_undamaged_output_reads_as_before(day1, capsys):
   want = [backend.from_example_bytes(r, records.EMBEDDINGS) for r in raw]
   got = list(read.backend(str(day1.root / 'tfrecord' / 'emb')).scan())
   assert json.dumps(got, default=str) == json.dumps(want, default=str)
+
+
+@pytest.mark.parametrize('name', ['cut in the data', 'flip in the length',
+                                  'flip in the data'],
+                         ids=lambda n: n.replace(' ', '_'))
+def test_a_damaged_tfrecord_input_stops_the_run_naming_it(name, day1,
+                                                         tmp_path, capsys):
+  """--input *.tfrecord (read through the codec, decoded by tfx-bsl): the
+  format cannot resume after a damaged header, so a damaged record stops
+  the run with the file and offset, and nothing is written."""
+  corpus = corpora.write_tfrecord(str(tmp_path / 'corpus.tfrecord'),
+                                  corpora.sample_docs(6))
+  with open(corpus.pattern, 'rb') as f:
+    data = bytearray(f.read())
+  how, where, what = TFRECORD_CASES[name]
+  offset, length = _second_record(data)
+  at = offset + where(length)
+  with open(corpus.pattern, 'wb') as f:
+    f.write(bytes(data[:at]) if how == 'cut' else _flip(at, 3)(data))
+  what = what(length) if callable(what) else what
+  out = str(tmp_path / 'out' / 'emb')
+  status = run.main(['--input', corpus.pattern, '--output', out,
+                     '--model_dir', day1.model])
+  captured = capsys.readouterr()
+  last = captured.err.strip().splitlines()[-1]
+  assert status == 1, captured.err[-3000:]
+  assert last == (f'pipeline.run: error: {corpus.pattern}: the TFRecord '
+                  f'record at byte {offset} is damaged: {what}; {ADVICE}')
+  assert glob.glob(out + '*') == []
