@@ -141,7 +141,8 @@ PARQUET_CASES = {
         'last bytes changed)'),
     'flip in the footer': (
         lambda d: _flip(_parquet_footer(d)[0], 5)(d),
-        'its footer cannot be read'),
+        "its footer cannot be read (Couldn't deserialize thrift: "
+        'TProtocolException: Invalid data)'),
 }
 
 
@@ -262,4 +263,29 @@ def test_a_damaged_tfrecord_input_stops_the_run_naming_it(name, day1,
   assert status == 1, captured.err[-3000:]
   assert last == (f'pipeline.run: error: {corpus.pattern}: the TFRecord '
                   f'record at byte {offset} is damaged: {what}; {ADVICE}')
+  assert glob.glob(out + '*') == []
+
+
+@pytest.mark.parametrize('name', ['cut in the footer', 'flip in the footer'],
+                         ids=lambda n: n.replace(' ', '_'))
+def test_a_damaged_parquet_input_stops_the_run_naming_it(name, day1,
+                                                        tmp_path, capsys):
+  """--input *.parquet: Beam's reader reads the rows; the footer is
+  checked by the codec first, so a damaged one is the codec's line."""
+  corpus = corpora.write_parquet(str(tmp_path / 'corpus.parquet'),
+                                 corpora.sample_docs(6))
+  with open(corpus.pattern, 'rb') as f:
+    data = bytearray(f.read())
+  damage, what = PARQUET_CASES[name]
+  with open(corpus.pattern, 'wb') as f:
+    f.write(damage(data))
+  what = what(data) if callable(what) else what
+  out = str(tmp_path / 'out' / 'emb')
+  status = run.main(['--input', corpus.pattern, '--output', out,
+                     '--model_dir', day1.model])
+  captured = capsys.readouterr()
+  last = captured.err.strip().splitlines()[-1]
+  assert status == 1, captured.err[-3000:]
+  assert last == (f'pipeline.run: error: {corpus.pattern}: the Parquet file '
+                  f'is damaged: {what}; {ADVICE}')
   assert glob.glob(out + '*') == []
