@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import struct
 
+import google_crc32c
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -93,7 +94,9 @@ def test_a_damaged_first_record_and_a_huge_flipped_length():
   # and its checksum rewritten together): the data is asked for, not read
   # past the end.
   length = struct.pack('<Q', 1 << 40)
-  fake = length + struct.pack('<I', tfrecord._masked_crc(length)) + b'abc'
+  crc = google_crc32c.value(length)  # masked as TFRecord's format says
+  masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+  fake = length + struct.pack('<I', masked) + b'abc'
   with pytest.raises(DamagedFile,
                      match=f'cut inside the data: 3 of {1 << 40} bytes'):
     _read(fake)
