@@ -117,6 +117,9 @@ def configure(verbose: bool, import_tensorflow: bool = True) -> None:
 
 _STEP = re.compile(r"\s*\[while running '([^']+)'\]")
 _OUTPUT_ERROR = re.compile(r'\bOutputError: (.*)$')
+# A damaged file (transforms/codecs): its message names the file, where in
+# it, what is wrong and what to do; the step and the class add nothing.
+_DAMAGED_FILE = re.compile(r'\bDamagedFile: (.*)$')
 # Names of locals that hold the file a failing frame was working on, in
 # the code that reads and writes files: transforms/ (the job's sources and
 # sinks) and Beam's io package. Other libraries' `path` can be a URL path.
@@ -143,9 +146,11 @@ def run_error_line(exc: BaseException) -> str:
     if type(exc).__module__ not in ('builtins', '__main__'):
       name = f'{type(exc).__module__}.{name}'
     message = f'{name}: {message}' if message else name
-  output_error = _OUTPUT_ERROR.search(message)
+  output_error = _OUTPUT_ERROR.search(message) or _DAMAGED_FILE.search(
+      message)
   if output_error:
-    # It names what was written, where, and why: the step adds nothing.
+    # It names what was written or read, where, and why: the step adds
+    # nothing.
     return output_error.group(1)
   where = []
   if steps:

@@ -47,6 +47,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms import compressed
 from transforms import incremental
 from transforms import read as read_lib
+from transforms.codecs import parquet as parquet_codec
 from transforms.codecs import tfrecord as tfrecord_codec
 from transforms.elements import Document
 from transforms.sources import base as source_base
@@ -285,13 +286,12 @@ def _sample_parquet(path: str, size: int, quota: int,
                     fields: read_lib.Fields,
                     opener: Callable) -> list:
   """The first rows of a Parquet file, and its exact row count (its
-  footer)."""
-  import pyarrow.parquet as pq
+  footer, checked by the codec)."""
   wanted = [c for c in dict.fromkeys((fields.id_field, fields.text_field,
                                       fields.text_b_field,
                                       *fields.metadata_fields)) if c]
   with opener(path) as f:
-    parquet = pq.ParquetFile(f)
+    parquet = parquet_codec.parquet_file(f, path)
     rows = parquet.metadata.num_rows
     present = [c for c in wanted if c in parquet.schema_arrow.names]
     parsed = []
@@ -322,8 +322,8 @@ def _sample_tfrecord(path: str, size: int, quota: int,
             *fields.metadata_fields)
   parsed, used, whole = [], 0, True
   with compressed.open_file(path, opener) as f:
-    for raw in tfrecord_codec.stream_frames(f):
-      used += len(raw) + 16
+    for raw in tfrecord_codec.stream_frames(f, path):
+      used += len(raw) + tfrecord_codec.OVERHEAD
       parsed.append(source_base.record_to_document(
           _example_record(raw, wanted), path, fields))
       if len(parsed) >= quota:

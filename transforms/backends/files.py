@@ -40,6 +40,7 @@ from transforms import failpoints
 from transforms import metrics
 from transforms import paths
 from transforms.backends import base
+from transforms.codecs import DamagedFile
 
 
 
@@ -266,6 +267,8 @@ class FileBackend(base.Backend):
                        'for a first run')
     try:
       names = self.field_names(found[0])
+    except DamagedFile:
+      raise  # it names the file and what to do
     except Exception as e:
       raise ValueError(f'--previous {self.uri}: cannot read {found[0]}: '
                        f'{cause(e)}') from e

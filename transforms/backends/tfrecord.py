@@ -80,7 +80,7 @@ class TFRecordBackend(files.FileBackend):
 
   def field_names(self, path: str) -> set:
     with FileSystems.open(path) as f:
-      raw = codec.first_frame(f)
+      raw = codec.first_frame(f, path)
     if raw is None:
       return set(self.record.names)  # an empty shard: nothing to check
     return {name for name, value in
@@ -88,9 +88,17 @@ class TFRecordBackend(files.FileBackend):
 
   def scan(self, names=None):
     for path in files.shards(self.uri, self.suffix):
-      with FileSystems.open(path) as f:
-        for raw in codec.stream_frames(f):
-          yield from_example_bytes(raw, self.record, names)
+      for raw in read_frames(path):
+        yield from_example_bytes(raw, self.record, names)
+
+
+def read_frames(path: str):
+  """A shard's serialized Examples, streamed and checked (the codec's
+  read_frame): every reader of the job's TFRecord outputs (pipeline.read,
+  the report, a nightly run's --previous) goes through it, so a damaged
+  shard is one error naming the file and the record's offset."""
+  with FileSystems.open(path) as f:
+    yield from codec.stream_frames(f, path)
 
 
 class _TFRecordSink(files.RecordSink):
@@ -117,16 +125,27 @@ def id_and_encoded(raw: bytes, layout: records_lib.Record):
 
 
 @beam.ptransform_fn
+def _ReadFrames(pbegin, backend: TFRecordBackend):
+  """PBegin -> the serialized Examples of the output's shards, a shard
+  per element and its records streamed (memory does not grow with the
+  shard), checked by the codec. Beam's ReadFromTFRecord checks the
+  checksums too, but says only 'Not a valid TFRecord' followed by the
+  damaged record in hex (kilobytes for a vector), without the file."""
+  return (pbegin
+          | 'Shards' >> beam.Create(files.shards(backend.uri, backend.suffix))
+          | 'Reshuffle' >> beam.Reshuffle()
+          | 'ReadFrames' >> beam.FlatMap(read_frames))
+
+
+@beam.ptransform_fn
 def _ReadEncoded(pbegin, backend: TFRecordBackend):
   return (pbegin
-          | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(
-              f'{backend.uri}-*{backend.suffix}')
+          | 'ReadTFRecord' >> _ReadFrames(backend)
           | 'IdAndEncoded' >> beam.Map(id_and_encoded, backend.record))
 
 
 @beam.ptransform_fn
 def _ReadTFRecord(pbegin, backend: TFRecordBackend, names):
   return (pbegin
-          | 'ReadTFRecord' >> beam.io.ReadFromTFRecord(
-              f'{backend.uri}-*{backend.suffix}')
+          | 'ReadTFRecord' >> _ReadFrames(backend)
           | 'Parse' >> beam.Map(from_example_bytes, backend.record, names))

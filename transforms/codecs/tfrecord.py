@@ -10,6 +10,8 @@ from typing import Iterable, Optional, Sequence
 import google_crc32c
 import numpy as np
 
+from transforms.codecs import DamagedFile
+
 SUFFIX = '.tfrecord'
 # tf.train.Feature's list kinds, by their field in the Feature's oneof.
 BYTES, FLOATS, INTS = 'bytes_list', 'float_list', 'int64_list'
@@ -101,26 +103,72 @@ def frame(data: bytes) -> bytes:
           struct.pack('<I', _masked_crc(data)))
 
 
-def stream_frames(f) -> Iterable[bytes]:
-  """The records of an open TFRecord file, read one at a time."""
+def stream_frames(f, path: str = '') -> Iterable[bytes]:
+  """The records of an open TFRecord file, read one at a time and each
+  checked (read_frame); `path` names the file in the error."""
+  offset = 0
   while True:
-    header = f.read(12)
-    if len(header) < 12:
+    data = read_frame(f, offset, path)
+    if data is None:
       return
-    yield _data(f, header)
+    yield data
+    offset += len(data) + OVERHEAD
 
 
-def first_frame(f) -> Optional[bytes]:
-  """The first record of an open TFRecord file (None for an empty file)."""
+def first_frame(f, path: str = '') -> Optional[bytes]:
+  """The first record of an open TFRecord file (None for an empty file),
+  checked (read_frame)."""
+  return read_frame(f, 0, path)
+
+
+# A frame's bytes around its data: the length (8), the length's checksum
+# (4) and the data's checksum (4).
+OVERHEAD = 16
+_FIELDS = (('the length', 8), ("the length's checksum", 4))
+
+
+def read_frame(f, offset: int, path: str = '') -> Optional[bytes]:
+  """The data of the record that starts at `offset` of an open TFRecord
+  file (at its read position), None at the file's end.
+
+  Checks what TFRecord's framing can tell, as Beam's tfrecordio and
+  TensorFlow's reader do: the length's and the data's masked CRC-32C, and
+  a file cut anywhere inside a record. Without them a flipped byte of a
+  stored vector reads back as another vector, and a cut shard as a shorter
+  complete one. The length's checksum is checked before the data is read,
+  so a damaged length never asks for gigabytes. A cut exactly between two
+  records cannot be told from a shorter file (the format has no count).
+
+  Raises:
+    DamagedFile: naming `path`, the record's byte offset and what is
+      wrong, never the record's bytes.
+  """
   header = f.read(12)
-  return _data(f, header) if header else None
-
-
-def _data(f, header: bytes) -> bytes:
-  """A record's data after its header (length and the length's
-  checksum), and past the data's checksum."""
-  (length,) = struct.unpack('<Q', header[:8])
+  if not header:
+    return None
+  if len(header) < 12:
+    start = 0
+    for field, size in _FIELDS:
+      if len(header) < start + size:
+        raise _damaged(path, offset, f'cut inside {field}: '
+                       f'{len(header) - start} of {size} bytes')
+      start += size
+  length_bytes, (length_crc,) = header[:8], struct.unpack('<I', header[8:])
+  if _masked_crc(length_bytes) != length_crc:
+    raise _damaged(path, offset, "the length's checksum does not match")
+  (length,) = struct.unpack('<Q', length_bytes)
   data = f.read(length)
-  f.read(4)
+  if len(data) < length:
+    raise _damaged(path, offset,
+                   f'cut inside the data: {len(data)} of {length} bytes')
+  crc = f.read(4)
+  if len(crc) < 4:
+    raise _damaged(path, offset,
+                   f"cut inside the data's checksum: {len(crc)} of 4 bytes")
+  if _masked_crc(data) != struct.unpack('<I', crc)[0]:
+    raise _damaged(path, offset, "the data's checksum does not match")
   return data
 
+
+def _damaged(path: str, offset: int, problem: str) -> DamagedFile:
+  return DamagedFile(path, f'the TFRecord record at byte {offset}', problem)

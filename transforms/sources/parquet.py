@@ -8,6 +8,7 @@ from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.codecs import parquet as codec
 from transforms.sources import base
@@ -19,6 +20,16 @@ def _table_rows(table, source: str,
             *fields.metadata_fields)
   for row in codec.table_rows(table, wanted):
     yield base.record_to_document(row, source, fields)
+
+
+def checked(path: str) -> str:
+  """The path, once its footer is checked by the codec (parquet_file): a
+  cut or damaged file is one error naming it, where Beam's reader, which
+  reads the rows (split by row groups), gives pyarrow's message. Only the
+  footer is read here."""
+  with FileSystems.open(path) as f:
+    codec.parquet_file(f, path)
+  return path
 
 
 class ParquetSource(base.Source):
@@ -33,6 +44,7 @@ class ParquetSource(base.Source):
             | 'NotOwn' >> beam.FlatMap(
                 lambda m, skip: [] if m.path in skip else [m.path],
                 self._skip)
+            | 'CheckFooter' >> beam.Map(checked)
             | 'ReadParquet' >> beam.io.ReadAllFromParquetBatched(
                 with_filename=True)
             | 'ParseParquet' >> beam.FlatMapTuple(

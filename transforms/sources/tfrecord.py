@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Iterable
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
+from apache_beam.io import fileio
 
+from transforms import compressed
 from transforms.codecs import tfrecord as codec
 from transforms.sources import base
 
@@ -28,22 +29,25 @@ def record_batch_to_documents(batch, source: str,
     yield base.record_to_document(record, source, fields)
 
 
-def _files_to_read(pattern: str, skip):
-  """The pattern, or, where it matches files to skip, the others by name
-  (for readers that take patterns, not a filter)."""
-  if not skip:
-    return pattern
-  found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-  kept = [path for path in found if path not in skip]
-  return pattern if len(kept) == len(found) else kept
+def read_examples(path: str) -> Iterable[bytes]:
+  """A file's serialized Examples, streamed, each checked by the codec
+  (read_frame): a damaged record stops the run with one error naming the
+  file and the record's byte offset. Beam's reader (under tfx-bsl's
+  TFExampleRecord) checks the same, but its error carries the record in
+  hex, kilobytes, without the file. The format cannot resume after a
+  damaged header, so the records after it are not guessed at. A compressed
+  file is read to its end marker (transforms/compressed.py)."""
+  with compressed.open_file(path) as f:
+    yield from codec.stream_frames(f, path)
+    compressed.check_end(f)
 
 
-def _tfxio_source(pattern):
-  """tfx-bsl's TFXIO reader: decodes TFRecords of tf.Example into Arrow
-  record batches in C++, much faster than parsing protos in Python. No
-  schema is given, so id features may be bytes or int64."""
+def _decoded_batches():
+  """tfx-bsl's TFXIO decoder of serialized tf.Examples into Arrow record
+  batches, in C++, much faster than parsing protos in Python. No schema is
+  given, so id features may be bytes or int64."""
   from tfx_bsl.public import tfxio
-  return tfxio.TFExampleRecord(pattern).BeamSource()
+  return tfxio.TFExampleBeamRecord(physical_format='tfrecord').BeamSource()
 
 
 class TFRecordSource(base.Source):
@@ -52,7 +56,13 @@ class TFRecordSource(base.Source):
 
   def expand(self, pbegin):
     return (pbegin
-            | 'ReadExamples' >> _tfxio_source(
-                _files_to_read(self._pattern, self._skip))
+            | 'TFRecordFiles' >> beam.Create([self._pattern])
+            | 'Match' >> fileio.MatchAll()
+            | 'NotOwn' >> beam.FlatMap(
+                lambda m, skip: [] if m.path in skip else [m.path],
+                self._skip)
+            | 'Reshuffle' >> beam.Reshuffle()
+            | 'ReadExamples' >> beam.FlatMap(read_examples)
+            | 'DecodeExamples' >> _decoded_batches()
             | 'ParseExamples' >> beam.FlatMap(
                 record_batch_to_documents, self._pattern, self._fields))
