@@ -414,9 +414,9 @@ def sample_bigquery(table: Optional[str], query: Optional[str],
     return Sample(parsed=[], spans=[], total_bytes=None, unknown=(
         f'--input_query scans {_size(job.total_bytes_processed or 0)} '
         '(BigQuery\'s dry run); its rows are not known before it runs'))
-  spec = bq.table_spec(table)
-  client = bigquery.Client(project=spec.split(':')[0])
-  found = client.get_table(spec.replace(':', '.'), retry=deadline,
+  name = bq.TableName.of(table)
+  client = bigquery.Client(project=name.project)
+  found = client.get_table(name.dotted, retry=deadline,
                            timeout=BIGQUERY_SECONDS)
   wanted = {fields.id_field, fields.text_field, fields.text_b_field,
             *fields.metadata_fields}
@@ -467,11 +467,11 @@ def _previous_records(previous, ids: Sequence[str], names: tuple
   if fmt == 'bigquery':
     from google.cloud import bigquery
     from transforms import bigquery_tables as bq
-    spec = bq.table_spec(previous.uri)
-    client = bigquery.Client(project=spec.split(':')[0])
+    name = bq.TableName.of(previous.uri)
+    client = bigquery.Client(project=name.project)
     columns = ', '.join(f'`{n}`' for n in names)
     job = client.query(
-        f'SELECT {columns} FROM `{spec.replace(":", ".")}` '
+        f'SELECT {columns} FROM `{name.dotted}` '
         'WHERE id IN UNNEST(@ids)',
         job_config=bigquery.QueryJobConfig(query_parameters=[
             bigquery.ArrayQueryParameter('ids', 'STRING', sorted(wanted))]),

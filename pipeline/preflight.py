@@ -276,8 +276,7 @@ def _bigquery(f: Flight, context: _Context) -> str:
   from transforms import bigquery_tables as tables
   said = []
   for uri in f.tables_written:
-    project, rest = tables.table_spec(uri).split(':')
-    dataset, table = rest.split('.')
+    project, dataset, table = tables.TableName.of(uri)
     client = bigquery.Client(project=project)
     try:
       client.get_dataset(f'{project}.{dataset}', retry=None, timeout=SECONDS)

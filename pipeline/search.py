@@ -171,9 +171,9 @@ class VectorSearch(Searcher):
                        '(VECTOR_SEARCH); for --metric dot add --exact')
     from google.cloud import bigquery
     from transforms import bigquery_tables as tables
-    spec = tables.table_spec(self.backend.uri)
-    client = bigquery.Client(project=spec.split(':')[0])
-    statement = search_sql(spec.replace(':', '.'), self.metadata)
+    name = tables.TableName.of(self.backend.uri)
+    client = bigquery.Client(project=name.project)
+    statement = search_sql(name.dotted, self.metadata)
     out = []
     for query in queries:
       config = bigquery.QueryJobConfig(query_parameters=[

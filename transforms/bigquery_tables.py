@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Optional
+from typing import NamedTuple, Optional
 
 SCHEME = 'bq://'
 # bq://project.dataset.table; project ids may hold dashes and a domain
@@ -23,13 +23,49 @@ def is_table(uri: Optional[str]) -> bool:
   return bool(uri) and uri.startswith(SCHEME)
 
 
+class TableName(NamedTuple):
+  """A table's project, dataset and name, split once. Why not split a
+  name where it is used: a project may be domain-scoped
+  ("example.com:proj"), so the first ':' or '.' of a name is not where
+  its project ends."""
+  project: str
+  dataset: str
+  table: str
+
+  @classmethod
+  def of(cls, name: str) -> 'TableName':
+    """From bq://PROJECT.DATASET.TABLE, Beam's PROJECT:DATASET.TABLE or
+    the dotted PROJECT.DATASET.TABLE (datasets and tables hold no dots)."""
+    if name.startswith(SCHEME):
+      m = _TABLE.match(name)
+      if not m:
+        raise ValueError(f'{name!r} is not a BigQuery table; expected '
+                         'bq://PROJECT.DATASET.TABLE')
+      return cls(m['project'], m['dataset'], m['table'])
+    head, _, rest = name.rpartition(':')
+    if head and '.' not in head.rpartition(':')[2] and rest.count('.') == 1:
+      return cls(head, *rest.split('.'))  # Beam's form
+    project, dataset, table = name.rsplit('.', 2)
+    return cls(project, dataset, table)
+
+  @property
+  def spec(self) -> str:
+    """Beam's form, PROJECT:DATASET.TABLE."""
+    return f'{self.project}:{self.dataset}.{self.table}'
+
+  @property
+  def dotted(self) -> str:
+    """PROJECT.DATASET.TABLE, as SQL and BigQuery's client take it."""
+    return f'{self.project}.{self.dataset}.{self.table}'
+
+  @property
+  def dataset_id(self) -> str:
+    return f'{self.project}.{self.dataset}'
+
+
 def table_spec(uri: str) -> str:
   """bq://project.dataset.table -> project:dataset.table (Beam's form)."""
-  m = _TABLE.match(uri)
-  if not m:
-    raise ValueError(f'{uri!r} is not a BigQuery table; expected '
-                     'bq://PROJECT.DATASET.TABLE')
-  return f'{m["project"]}:{m["dataset"]}.{m["table"]}'
+  return TableName.of(uri).spec
 
 
 def check_write(method: str, disposition: str) -> None:

@@ -29,6 +29,7 @@ import datetime
 import json
 from typing import Callable, Optional
 
+from transforms import bigquery_tables as tables
 from transforms.spec import EmbeddingSpec
 
 # A file output keeps the most recent notes only: enough for any spec its
@@ -180,9 +181,8 @@ class BigQueryNotes(Notes):
     # side: as leases/bigquery.py's BigQueryStore takes it.
     self._side = side
     # spec: PROJECT:DATASET.TABLE (Beam's form).
-    self._project = spec.split(':')[0]
-    dataset = spec.split(':', 1)[1].split('.', 1)[0]
-    self._table = f'{self._project}.{dataset}.{BIGQUERY_TABLE}'
+    project, dataset, _ = tables.TableName.of(spec)
+    self._table = f'{project}.{dataset}.{BIGQUERY_TABLE}'
 
   def shown(self) -> str:
     return f'table {self._table}'

@@ -62,7 +62,7 @@ def side_query(table: str, columns: tuple, statement: str, **params):
   statement), created if missing with `columns` (REQUIRED STRING);
   `params` are STRING query parameters."""
   from google.cloud import bigquery
-  client = bigquery.Client(project=table.split('.')[0])
+  client = bigquery.Client(project=tables.TableName.of(table).project)
   client.create_table(bigquery.Table(table, schema=[
       bigquery.SchemaField(name, 'STRING', mode='REQUIRED')
       for name in columns]), exists_ok=True)
@@ -124,7 +124,7 @@ class BigQueryBackend(base.Backend):
 
   def _client(self):
     from google.cloud import bigquery
-    return bigquery.Client(project=tables.table_spec(self.uri).split(':')[0])
+    return bigquery.Client(project=tables.TableName.of(self.uri).project)
 
   def _table(self):
     """The table (google.cloud.bigquery.Table), or None if missing. Asked
@@ -133,7 +133,7 @@ class BigQueryBackend(base.Backend):
     table it cannot read is left to the run's own launch check."""
     from google.api_core import exceptions
     from google.api_core import retry
-    name = tables.table_spec(self.uri).replace(':', '.')
+    name = tables.TableName.of(self.uri).dotted
     try:
       return self._client().get_table(
           name, retry=retry.Retry(deadline=SCHEMA_SECONDS),
@@ -157,7 +157,7 @@ class BigQueryBackend(base.Backend):
         self.record, {f.name: _type(f) for f in table.schema}, expected)
 
   def _alter(self, name: str, kind: str) -> str:
-    target = tables.table_spec(self.uri).replace(':', '.')
+    target = tables.TableName.of(self.uri).dotted
     if name in self.record.metadata:
       return (f'drop it (ALTER TABLE `{target}` DROP COLUMN {name}) for the '
               f'next run to add it as {kind}')
@@ -170,7 +170,7 @@ class BigQueryBackend(base.Backend):
     from its storage, and needs both."""
     from google.cloud import bigquery
     client = self._client()
-    target = tables.table_spec(self.uri).replace(':', '.')
+    target = tables.TableName.of(self.uri).dotted
     for name, kind in add:
       try:
         client.query(f'ALTER TABLE `{target}` ADD COLUMN IF NOT EXISTS '
@@ -199,8 +199,7 @@ class BigQueryBackend(base.Backend):
     """The dataset (a missing project is a missing dataset too)."""
     from google.api_core import exceptions
     from google.api_core import retry
-    project, rest = tables.table_spec(self.uri).rsplit(':', 1)
-    dataset = f'{project}.{rest.split(".")[0]}'
+    dataset = tables.TableName.of(self.uri).dataset_id
     try:
       self._client().get_dataset(
           dataset, retry=retry.Retry(deadline=SCHEMA_SECONDS),
@@ -217,7 +216,7 @@ class BigQueryBackend(base.Backend):
     if table is None:
       raise ValueError(f'--previous {self.shown()}: the table does not '
                        'exist; leave --previous out for a first run')
-    target = tables.table_spec(self.uri).replace(':', '.')
+    target = tables.TableName.of(self.uri).dotted
     base.refuse_previous(
         self.shown(), self._columns(table),
         lambda n, t: f'ALTER TABLE `{target}` ADD COLUMN {n} {t}')
@@ -250,7 +249,7 @@ class BigQueryBackend(base.Backend):
     if table is None:
       raise ValueError(f'--previous {self.shown()}: the table does not '
                        'exist; leave --previous out for a first run')
-    target = tables.table_spec(self.uri).replace(':', '.')
+    target = tables.TableName.of(self.uri).dotted
     base.refuse_stale(self.shown(), self._columns(table).extra,
                       lambda n: f'ALTER TABLE `{target}` DROP COLUMN {n}')
 
@@ -274,7 +273,7 @@ class BigQueryBackend(base.Backend):
     temp = self.settings.temp_location
     if not temp:
       return None
-    spec = tables.table_spec(self.uri).replace(':', '.')
+    spec = tables.TableName.of(self.uri).dotted
     return f'{temp.rstrip("/")}/beam-text-embed-changes/{spec}-'
 
   def temporaries(self) -> list:
@@ -288,12 +287,11 @@ class BigQueryBackend(base.Backend):
 
   def scan(self, names=None):
     from google.cloud import bigquery
-    spec = tables.table_spec(self.uri)
+    name = tables.TableName.of(self.uri)
     columns = ', '.join(f'`{n}`' for n in names) if names else '*'
-    client = bigquery.Client(project=spec.split(':')[0])
+    client = bigquery.Client(project=name.project)
     # The result is paged: rows arrive a page at a time.
-    for row in client.query(
-        f'SELECT {columns} FROM `{spec.replace(":", ".")}`').result():
+    for row in client.query(f'SELECT {columns} FROM `{name.dotted}`').result():
       yield from_row(dict(row.items()), self.record)
 
 
@@ -368,9 +366,8 @@ def apply_changes(files: list, backend: BigQueryBackend, run_id: str) -> dict:
   happens. Returns {'upserted': n, 'deleted': n} (also counted as the
   summary's rows_upserted / rows_deleted)."""
   from google.cloud import bigquery
-  spec = tables.table_spec(backend.uri)
-  project = spec.split(':')[0]
-  target = spec.replace(':', '.')
+  name = tables.TableName.of(backend.uri)
+  project, target = name.project, name.dotted
   staging = f'{target}_changes_{run_id}'
   layout = backend.record
   client = bigquery.Client(project=project)

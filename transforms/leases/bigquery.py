@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from transforms import bigquery_tables as tables
 from transforms.leases import Store, version_of
 
 TABLE = '_text_embed_leases'
@@ -22,9 +23,8 @@ class BigQueryStore(Store):
   def __init__(self, side: Callable, spec: str, shown: str):
     self._side = side
     # spec: PROJECT:DATASET.TABLE (Beam's form).
-    self._project = spec.split(':')[0]
-    dataset, self._output = spec.split(':', 1)[1].split('.', 1)
-    self._table = f'{self._project}.{dataset}.{TABLE}'
+    project, dataset, self._output = tables.TableName.of(spec)
+    self._table = f'{project}.{dataset}.{TABLE}'
     self._shown = shown
     self.output = shown
 
