@@ -15,7 +15,6 @@ old ones deleted, the temporary folder not yet.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -26,8 +25,8 @@ import pytest
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
-from tests.test_console import ROOT
 from transforms import failpoints
 
 SHARDS = '8'
@@ -72,7 +71,7 @@ def test_a_nightly_run_into_its_previous_survives_a_kill(
   nightly = ['--input', day2.pattern, '--output', prefix, '--previous',
              prefix, *common]
   killed = subprocess.run(
-      [sys.executable, '-m', 'pipeline.run', *nightly], cwd=ROOT,
+      [sys.executable, '-m', 'pipeline.run', *nightly], cwd=corpora.ROOT,
       capture_output=True, text=True, timeout=600,
       env={**os.environ, failpoints.ENV: point})
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -83,13 +82,13 @@ def test_a_nightly_run_into_its_previous_survives_a_kill(
   # The same command again: it finishes the interrupted commit first.
   assert run.main(nightly) == 0
   out, err = capsys.readouterr()
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = helpers.summary_of(out)
   assert summary['reconciled'] is True
   if point.startswith('commit:'):
     assert 'was stopped while it put its' in err, err
   got = corpora.read_output(prefix)
   assert len(got) == len({r['id'] for r in got})  # one record per id
-  corpora.assert_same_records({r['id']: r for r in got}, want)
+  helpers.assert_same_records({r['id']: r for r in got}, want)
   assert len(_shards(prefix)) == int(SHARDS)
   assert glob.glob(str(tmp_path / 'out' / 'beam-temp-*')) == []
 
@@ -113,7 +112,7 @@ def test_a_postgresql_night_killed_after_one_batch(tmp_path, minilm_export,
     nightly = ['--input', day2.pattern, '--output', uri, '--previous', uri,
                *common]
     killed = subprocess.run(
-        [sys.executable, '-m', 'pipeline.run', *nightly], cwd=ROOT,
+        [sys.executable, '-m', 'pipeline.run', *nightly], cwd=corpora.ROOT,
         capture_output=True, text=True, timeout=600,
         env={**os.environ, failpoints.ENV: 'postgres:batch'})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -124,7 +123,7 @@ def test_a_postgresql_night_killed_after_one_batch(tmp_path, minilm_export,
     assert run.main(nightly) == 0
     got = corpora.read_output(uri)
   assert len(got) == len({r['id'] for r in got})
-  corpora.assert_same_records({r['id']: r for r in got}, want)
+  helpers.assert_same_records({r['id']: r for r in got}, want)
 
 
 def test_a_bigquery_night_killed_before_its_merge(tmp_path, minilm_export,
@@ -151,7 +150,7 @@ def test_a_bigquery_night_killed_before_its_merge(tmp_path, minilm_export,
     # The job in a process of its own, with the emulators' endpoints and
     # the test-only BigQuery client patches (tests/worker_site).
     killed = subprocess.run(
-        [sys.executable, '-m', 'pipeline.run', *nightly], cwd=ROOT,
+        [sys.executable, '-m', 'pipeline.run', *nightly], cwd=corpora.ROOT,
         capture_output=True, text=True, timeout=600,
         env={**os.environ, **emulators.worker_env(emus),
              failpoints.ENV: 'bigquery:merge'})
@@ -166,4 +165,4 @@ def test_a_bigquery_night_killed_before_its_merge(tmp_path, minilm_export,
     got = corpora.read_output(table)
     assert not FileSystems.match([changes])[0].metadata_list
   assert len(got) == len({r['id'] for r in got})
-  corpora.assert_same_records({r['id']: r for r in got}, want)
+  helpers.assert_same_records({r['id']: r for r in got}, want)

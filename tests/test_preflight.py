@@ -25,6 +25,7 @@ from pipeline import run
 from tests import corpora
 from tests import dataflow_standin
 from tests import emulators
+from tests import helpers
 from tests import readme
 
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
@@ -146,7 +147,7 @@ def test_skipping_a_check(cloud, dataflow, capsys):
   status = run.main(argv + ['--skip_preflight', 'temp_location'])
   out, err = capsys.readouterr()
   assert status == 0, err
-  assert 'temp_location' not in json.loads(out.splitlines()[-1])['checks']
+  assert 'temp_location' not in helpers.summary_of(out)['checks']
   status = run.main(argv + ['--skip_preflight', 'nosuch'])
   err = capsys.readouterr().err
   assert status == 2
@@ -197,7 +198,7 @@ def test_preflight_only_writes_nothing(cloud, capsys, tmp_path):
   status = run.main(argv)
   out, err = capsys.readouterr()
   assert status == 0, err
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = helpers.summary_of(out)
   assert summary['preflight_only'] is True
   assert set(summary['checks']) == {'credentials', 'temp_location',
                                     'bigquery'}
@@ -229,7 +230,7 @@ def test_documented_first_run_with_preflight_only(cloud, dataflow, capsys):
   status = run.main(argv)
   out, err = capsys.readouterr()
   assert status == 0, err
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = helpers.summary_of(out)
   assert list(summary['checks']) == ['credentials', 'project',
                                      'temp_location', 'bigquery', 'image']
   assert summary['checks']['project'] == (
@@ -275,7 +276,7 @@ def test_launch_json_checked_here(cloud, dataflow, tmp_path, minilm_export):
                      **PLACEHOLDERS)
   proc = readme.run(argv + [f'--dataflow_endpoint={dataflow.endpoint}'],
                     tmp_path, env)
-  summary = readme.summary(proc)
+  summary = helpers.command_summary(proc)
   assert summary['preflight_only'] is True
   assert list(summary['checks']) == ['credentials', 'project',
                                      'temp_location', 'bigquery', 'image']

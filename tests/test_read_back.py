@@ -20,6 +20,7 @@ import pytest
 
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
 from tests import readme
 
@@ -60,7 +61,7 @@ def work(tmp_path_factory, minilm_export):
   return work, env
 
 
-_run, _summary = readme.run, readme.summary
+_run, _summary = readme.run, helpers.command_summary
 
 
 def _python(block, work, env) -> str:
