@@ -9,9 +9,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import corpora
 from tests import helpers
 from tests import readme
+
+pytestmark = pytest.mark.bench
 
 ROOT = corpora.ROOT
 

@@ -17,6 +17,8 @@ from tests import corpora
 from tests import emulators
 from tests import helpers
 
+pytestmark = pytest.mark.services
+
 DATASET = 'ds'
 
 

@@ -36,6 +36,8 @@ from tests import corpora
 from tests import emulators
 from tests.dataflow_standin import Standin
 
+pytestmark = pytest.mark.services
+
 ROOT = corpora.ROOT
 REGION = 'us-central1'
 PENDING = (('JOB_STATE_PENDING', 0),)

@@ -29,6 +29,8 @@ from tests import helpers
 from tests import postgres
 from transforms import failpoints
 
+pytestmark = pytest.mark.services
+
 SHARDS = '8'
 
 

@@ -32,6 +32,8 @@ from tests import helpers
 from tfmodels import export
 from transforms.spec import EmbeddingSpec
 
+pytestmark = pytest.mark.services
+
 
 def _changed(field: dataclasses.Field, value):
   choices = field.metadata.get('choices')

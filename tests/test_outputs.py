@@ -24,6 +24,8 @@ from tests import helpers
 from tests import postgres
 from transforms import records
 
+pytestmark = pytest.mark.services
+
 N = 40
 
 

@@ -18,6 +18,8 @@ from tests import corpora
 from tests import helpers
 from tests import portable
 
+pytestmark = [pytest.mark.portable, pytest.mark.first]
+
 
 @pytest.fixture(scope='module')
 def worker_python(tmp_path_factory) -> str:

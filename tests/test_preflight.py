@@ -28,6 +28,8 @@ from tests import emulators
 from tests import helpers
 from tests import readme
 
+pytestmark = pytest.mark.services
+
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 
 

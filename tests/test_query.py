@@ -30,6 +30,8 @@ from tests import emulators
 from tests import helpers
 from tests import postgres
 
+pytestmark = pytest.mark.services
+
 N = 40
 
 

@@ -24,6 +24,8 @@ from tests import helpers
 from tests import postgres
 from tests import readme
 
+pytestmark = pytest.mark.services
+
 ROOT = corpora.ROOT
 RUNNING_MD = os.path.join(readme.DOCS, 'running.md')
 N = 24

@@ -37,6 +37,8 @@ from tests import helpers
 from tests import postgres
 from tests import readme
 
+pytestmark = pytest.mark.services
+
 ROOT = corpora.ROOT
 NOT_RUN_HERE = {
     ('docker', 'build'): 'no Docker engine on this machine',

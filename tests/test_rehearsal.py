@@ -53,6 +53,8 @@ from tests import helpers
 from tests import portable
 from tests import readme
 
+pytestmark = pytest.mark.portable
+
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 TABLE = f'{emulators.PROJECT}.embeddings.docs'
 

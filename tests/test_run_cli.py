@@ -13,6 +13,8 @@ import tfmodels
 from tests import corpora
 from tests import helpers
 
+pytestmark = pytest.mark.services
+
 ROOT = corpora.ROOT
 
 

@@ -26,6 +26,8 @@ from tests import emulators
 from tests import helpers
 from tests import postgres
 
+pytestmark = pytest.mark.services
+
 N = 12
 CHANGED = 2  # documents whose text changes on the second night
 NOTICE = '--previous_if_exists: '

@@ -29,6 +29,8 @@ from tests import helpers
 from tests import postgres
 from tests import readme
 
+pytestmark = pytest.mark.services
+
 ROOT = corpora.ROOT
 SEARCH_MD = os.path.join(readme.DOCS, 'search.md')
 N = 100

@@ -24,6 +24,8 @@ from tests import emulators
 from tests import helpers
 from tests import postgres
 
+pytestmark = pytest.mark.services
+
 SEED = 24
 # Characters by kind, as code points.
 KINDS = {
