@@ -49,9 +49,9 @@ def pair(request) -> Pair:
   else:
     folder = request.getfixturevalue('roberta_export')
     hf_dir = request.getfixturevalue('roberta_hf_dir')
-  preprocessor = embedder._load_preprocessor(
-      os.path.join(folder, export.PREPROCESSOR_DIR))
-  encoder = embedder._load_saved_encoder(
+  preprocessor = embedder.Tokenizer.load(
+      os.path.join(folder, export.PREPROCESSOR_DIR)).preprocessor
+  encoder = embedder.import_hub().load(
       os.path.join(folder, export.ENCODER_DIR))
   pad = int(preprocessor.tokenize.get_special_tokens_dict()['padding_id'])
   return Pair(kind, folder, hf_dir, preprocessor, encoder, pad)
