@@ -94,10 +94,11 @@ def run_command(argv: list, *, env: dict | None = None,
                 cwd: str = corpora.ROOT,
                 timeout: float = 600) -> subprocess.CompletedProcess:
   """A command (job_command(...) or any other) as a child process, from the
-  project's root by default, its output captured as text; TensorFlow's C++
-  log lines kept off stderr unless env says otherwise."""
-  env = dict(os.environ if env is None else env)
-  env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  project's root by default, its output captured as text. Without `env`,
+  this process's environment with TensorFlow's C++ log lines kept off
+  stderr (TF_CPP_MIN_LOG_LEVEL=2)."""
+  if env is None:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
   return subprocess.run(argv, cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=timeout)
 
