@@ -37,55 +37,50 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = 1
 
 
-# The tiers besides unit (tests/unit/, marked there), by file: docs/testing.md
-# gives each tier's time. A file not named here is `pipeline`: it runs the
-# job (in-process or as a command) on local files.
-TIERS = {
-    'services': ('test_cloud_io.py', 'test_estimate.py',
-                 'test_in_place.py', 'test_outputs.py',
-                 'test_totality.py', 'test_readme_commands.py',
-                 'test_dataflow_graph.py', 'test_model_identity.py',
-                 'test_run_cli.py', 'test_leases.py',
-                 'test_table_schema.py', 'test_query.py',
-                 'test_search_docs.py',
-                 'test_read_back.py', 'test_preflight.py',
-                 'test_schedule.py', 'test_dataflow_launch.py'),
-    'portable': ('test_portable.py', 'test_rehearsal.py'),
-    'bench': ('test_bench_gpu.py', 'test_bench_nightly.py',
-              'test_bench_throughput.py', 'test_bench_same_text.py',
-              'test_bench_search.py'),
-}
-
-
-# The order in which the test processes take whole files (run_tests.sh:
-# pytest-xdist, --dist loadfile): the slowest tiers first and the unit
-# tier's many short files last, so that both processes finish together.
+# The tiers, slowest first: the order in which the test processes take whole
+# files (run_tests.sh: pytest-xdist, --dist loadfile), so that the unit
+# tier's many short files come last and both processes finish together.
 # xdist's own order (most tests first) sent the benchmarks and the portable
 # runner, a test or two each and minutes long, last: one process ran them
-# while the other idled. test_portable.py first of all: the worker
-# environment it installs (minutes) is ready when test_rehearsal.py, after
-# the benchmarks, needs it, rather than waited for (tests/portable.py).
-ORDER = ('bench', 'portable', 'services', 'pipeline', 'unit')
-FIRST = ('test_portable.py',)
+# while the other idled. Each test module declares its tier with a
+# module-level `pytestmark = pytest.mark.<tier>` (pytest.ini registers
+# them; docs/testing.md says what each runs); a module without one is
+# `pipeline`: it runs the job (in-process or as a command) on local files.
+TIERS = ('bench', 'portable', 'services', 'pipeline', 'unit')
+DEFAULT_TIER = 'pipeline'
+# A module marked `first` is handed out before every other: test_portable.py,
+# so that the worker environment it installs (minutes) is ready when
+# test_rehearsal.py, after the benchmarks, needs it, rather than waited for
+# (tests/portable.py).
+FIRST = 'first'
 
 
 def pytest_configure(config):
   if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist's
-    config.option.loadscopereorder = False  # keep the order of ORDER
+    config.option.loadscopereorder = False  # keep the order of TIERS
+
+
+def tier_of(item) -> str:
+  """The test's tier: the one tier marker its module (or class, or
+  function) carries, else DEFAULT_TIER; two tiers on one test are an
+  error, so that `-m <tier>` selects each test once."""
+  tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+  if len(tiers) > 1:
+    raise pytest.UsageError(f'{item.nodeid}: more than one tier marker: '
+                            + ', '.join(sorted(tiers)))
+  return tiers.pop() if tiers else DEFAULT_TIER
 
 
 def pytest_collection_modifyitems(config, items):
-  by_file = {name: tier for tier, names in TIERS.items() for name in names}
-  rank = {}  # a file's: its slowest tier's
+  rank = {}  # a file's: its slowest tier's, or -1 when marked FIRST
   for item in items:
-    tier = 'unit'
-    if not item.get_closest_marker('unit'):
-      tier = by_file.get(item.path.name, 'pipeline')
+    tier = tier_of(item)
+    if not item.get_closest_marker(tier):
       item.add_marker(tier)
-    rank[item.path] = min(rank.get(item.path, len(ORDER)),
-                          ORDER.index(tier))
+    here = -1 if item.get_closest_marker(FIRST) else TIERS.index(tier)
+    rank[item.path] = min(rank.get(item.path, len(TIERS)), here)
   # Stable: files keep their order within a rank, tests within a file.
-  items.sort(key=lambda item: (item.path.name not in FIRST, rank[item.path]))
+  items.sort(key=lambda item: rank[item.path])
 
 
 @pytest.fixture(autouse=True)

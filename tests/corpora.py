@@ -125,19 +125,6 @@ def read_dead_letters(prefix: str) -> list[dict]:
   return read.load(prefix, dead_letters=True).table.to_pylist()
 
 
-def assert_same_records(got: dict, want: dict, atol: float = 1e-5) -> None:
-  """Two runs' records by id: the same ids and non-embedding fields, and
-  embeddings within `atol` (the batch-mix tolerance: other runs batch the
-  documents differently)."""
-  import numpy as np
-  assert sorted(got) == sorted(want)
-  for doc_id, record in got.items():
-    assert {k: v for k, v in record.items() if k != 'embedding'} == {
-        k: v for k, v in want[doc_id].items() if k != 'embedding'}
-    np.testing.assert_allclose(record['embedding'], want[doc_id]['embedding'],
-                               atol=atol, rtol=0)
-
-
 def assert_equal_to_direct_call(records: list[dict], texts: dict,
                                 model) -> None:
   """The pipeline's records hold the numbers a direct EmbeddingModel call

@@ -5,7 +5,6 @@ copies of them, wherever in the documentation a command lives."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import shlex
@@ -145,9 +144,3 @@ def run(argv, work, env, timeout=600) -> subprocess.CompletedProcess:
   """A documented command in the scratch folder."""
   return subprocess.run(argv, cwd=work, env=env, capture_output=True,
                         text=True, timeout=timeout)
-
-
-def summary(proc: subprocess.CompletedProcess) -> dict:
-  """The job's summary line, of a command that succeeded."""
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -9,7 +9,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import corpora
+
+pytestmark = pytest.mark.bench
 
 ROOT = corpora.ROOT
 

@@ -11,11 +11,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import corpora
 
 ROOT = corpora.ROOT
 sys.path.insert(0, os.path.join(ROOT, 'bench'))
 import nightly  # noqa: E402
+
+pytestmark = pytest.mark.bench
 
 
 def test_the_days_differ_as_stated(tmp_path):

@@ -5,13 +5,17 @@ are not (a smoke corpus is all start-up)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import corpora
+from tests import helpers
 from tests import readme
+
+pytestmark = pytest.mark.bench
 
 ROOT = corpora.ROOT
 
@@ -23,7 +27,7 @@ def test_smoke_counts_the_copies_and_computes_less():
   proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  out = helpers.summary_of(proc.stdout)
   cases, ratios = out['cases'], out['ratios']
   one, distinct = cases['one_text'], cases['distinct']
   assert one['documents'] == distinct['documents'] == 120

@@ -11,8 +11,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import corpora
 from tests import readme
+
+pytestmark = pytest.mark.bench
 
 ROOT = corpora.ROOT
 

@@ -13,7 +13,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import corpora
+
+pytestmark = pytest.mark.bench
 
 CASES = ('bare', 'bare_bf16', 'pipeline', 'pipeline_bucketed',
          'pipeline_bf16', 'pipeline_xla', 'pipeline_xla_bucketed', 'st',

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from pipeline import run
-from tests import corpora
+from tests import helpers
 from tfmodels import budget
 from tfmodels.embedder import EmbeddingModel
-from tfmodels.encoder import INPUT_KEYS, PACKED_INPUT_KEYS
 from transforms import batching, embed
 from transforms.elements import Document, EmbeddedDocument, DeadLetter
 from transforms.elements import EncoderBatch
@@ -30,65 +29,11 @@ SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'data',
                       'stdlib_docstrings.jsonl')
 
 
-def _oom_encoder(inner_path: str, out_dir: str, limit: int,
-                 packed: bool = False) -> str:
-  """inner's outputs, unchanged; above `limit` padded tokens a call asks
-  for size x 2^40 floats and fails the way a full GPU does. With packed,
-  inner's packed calls (packed, packed_bf16, packed_fp16) too, so that
-  packed rows run out of memory the same way
-  (tests/test_packing_pipeline.py)."""
-  import tensorflow as tf
-  import tensorflow_hub as hub
-
-  def allocate_above_limit(word_ids):
-    size = tf.size(word_ids)
-
-    def allocate_too_much():
-      # The shape depends on the input, so nothing can be folded away.
-      shape = tf.stack([tf.cast(size, tf.int64) * (1 << 40)])
-      return tf.reduce_sum(tf.fill(shape, 1.0))
-
-    return tf.cond(size > limit, allocate_too_much, lambda: tf.constant(0.0))
-
-  def out_of_memory_above(fn, keys):
-
-    @tf.function(input_signature=[{
-        k: tf.TensorSpec([None, None], tf.int32) for k in keys}])
-    def call(inputs):
-      outputs = fn(inputs)
-      extra = allocate_above_limit(inputs['input_word_ids'])
-      return {k: v + tf.cast(0.0 * extra, v.dtype) if v.dtype.is_floating
-              else v for k, v in outputs.items()}
-
-    return call
-
-  class OutOfMemoryAbove(tf.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.inner = hub.load(inner_path)
-      if packed:
-        for name in ('packed', 'packed_bf16', 'packed_fp16'):
-          setattr(self, name, out_of_memory_above(getattr(self.inner, name),
-                                                  PACKED_INPUT_KEYS))
-
-    @tf.function(input_signature=[{
-        k: tf.TensorSpec([None, None], tf.int32) for k in INPUT_KEYS}])
-    def __call__(self, inputs):
-      outputs = self.inner(inputs)
-      extra = allocate_above_limit(inputs['input_word_ids'])
-      return {'sequence_output': outputs['sequence_output'] + 0.0 * extra,
-              'pooled_output': outputs['pooled_output'],
-              'encoder_outputs': outputs['encoder_outputs']}
-
-  tf.saved_model.save(OutOfMemoryAbove(), out_dir)
-  return out_dir
-
-
 @pytest.fixture(scope='module')
 def oom_encoder(tmp_path_factory, minilm_model):
-  return _oom_encoder(minilm_model.encoder,
-                      str(tmp_path_factory.mktemp('oom') / 'encoder'), 1024)
+  return helpers.oom_encoder(
+      minilm_model.encoder, str(tmp_path_factory.mktemp('oom') / 'encoder'),
+      1024)
 
 
 def _corpus(path, n: int) -> str:
@@ -98,21 +43,13 @@ def _corpus(path, n: int) -> str:
   return str(path)
 
 
-def _launch(*argv) -> tuple[dict, dict]:
-  status, summary, _ = run.launch(list(argv))
-  assert status == 0, summary
-  records = {r['id']: r for r in corpora.read_output(
-      argv[list(argv).index('--output') + 1])}
-  return summary, records
-
-
 def test_out_of_memory_splits_batches_and_lowers_the_budget(
     tmp_path, minilm_model, oom_encoder):
   corpus = _corpus(tmp_path / 'docs.jsonl', 250)
   common = ['--input', corpus, '--preprocessor', minilm_model.preprocessor,
             '--encoder', oom_encoder, '--max_seq_length', '128']
-  summary, records = _launch(*common, '--max_batch_tokens', '4096',
-                             '--output', str(tmp_path / 'oom' / 'emb'))
+  summary, records = helpers.launch(*common, '--max_batch_tokens', '4096',
+                                    '--output', str(tmp_path / 'oom' / 'emb'))
   print(json.dumps({k: summary[k] for k in (
       'documents_embedded', 'batches', 'batches_split_oom',
       'batches_retried_one_by_one', 'encoder_shapes', 'token_budgets')}))
@@ -135,16 +72,17 @@ def test_out_of_memory_splits_batches_and_lowers_the_budget(
 
   # The same encoder under a budget that fits never runs out of memory (the
   # allocation is conditional) and gives the same embeddings.
-  fits, want = _launch(*common, '--max_batch_tokens', '1024',
-                       '--output', str(tmp_path / 'fits' / 'emb'))
+  fits, want = helpers.launch(*common, '--max_batch_tokens', '1024',
+                              '--output', str(tmp_path / 'fits' / 'emb'))
   assert fits['batches_split_oom'] == 0
-  corpora.assert_same_records(records, want)
+  helpers.assert_same_records(records, want)
 
 
 def test_a_row_that_never_fits_is_a_dead_letter(tmp_path, minilm_model):
   """Halving stops at one row: a row larger than the device alone becomes
   a dead letter with the reason, and its batch's other rows are embedded."""
-  small = _oom_encoder(minilm_model.encoder, str(tmp_path / 'encoder'), 96)
+  small = helpers.oom_encoder(minilm_model.encoder,
+                              str(tmp_path / 'encoder'), 96)
   spec = EmbeddingSpec(model='oom-96', max_seq_length=128)
   handler = embed.EncodeHandler(spec, minilm_model.preprocessor, small,
                                 max_batch_tokens=4096)
@@ -187,9 +125,10 @@ def test_jit_compile_uses_one_shape_per_bucket(tmp_path, minilm_model):
   common = ['--input', corpus,
             '--model_dir', os.path.dirname(minilm_model.encoder),
             '--max_seq_length', '24']
-  plain, want = _launch(*common, '--output', str(tmp_path / 'plain' / 'emb'))
-  xla, got = _launch(*common, '--jit_compile', '--output',
-                     str(tmp_path / 'xla' / 'emb'))
+  plain, want = helpers.launch(*common, '--output',
+                               str(tmp_path / 'plain' / 'emb'))
+  xla, got = helpers.launch(*common, '--jit_compile', '--output',
+                            str(tmp_path / 'xla' / 'emb'))
   print('encoder_shapes without XLA', plain['encoder_shapes'],
         plain['encoder_shape_list'])
   print('encoder_shapes with XLA', xla['encoder_shapes'],
@@ -201,7 +140,7 @@ def test_jit_compile_uses_one_shape_per_bucket(tmp_path, minilm_model):
     rows, length = map(int, shape.split('x'))
     assert rows * length == xla['token_budgets'][str(length)]
   assert plain['encoder_shapes'] >= buckets
-  corpora.assert_same_records(got, want, atol=1e-5)
+  helpers.assert_same_records(got, want, atol=1e-5)
   # --max_batch_tokens defaults to auto: on a CPU, 8192 tokens per bucket.
   assert plain['token_budgets'] == {
       length: batching.batch_limit(int(length), 8192, 256) * int(length)

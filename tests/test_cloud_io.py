@@ -15,6 +15,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
+
+pytestmark = pytest.mark.services
 
 DATASET = 'ds'
 
@@ -24,10 +27,6 @@ def cloud():
   with emulators.running(bigquery=True, datasets=[DATASET]) as (_, client):
     yield client
 
-
-def _summary(capsys, argv) -> dict:
-  assert run.main(argv) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _table(name: str) -> str:
@@ -88,7 +87,7 @@ def test_gcs_input_and_output(cloud, capsys, local_run, minilm_export):
   out = 'gs://bucket/out/emb'
   argv = ['--input', 'gs://bucket/corpus/*.jsonl', '--output', out,
           '--model_dir', minilm_export, '--metadata_fields', 'source']
-  summary = _summary(capsys, argv)
+  summary = helpers.run_job(capsys, argv)
   assert summary['reconciled'] is True
   assert summary['documents_read'] == len(docs) + 4
   got = {r['id']: r for r in corpora.read_output(out)}
@@ -106,9 +105,9 @@ def test_gcs_input_and_output(cloud, capsys, local_run, minilm_export):
   def shards():
     return sorted(m.path for m in
                   FileSystems.match([out + '-*.tfrecord'])[0].metadata_list)
-  _summary(capsys, argv + ['--num_shards', '3'])
+  helpers.run_job(capsys, argv + ['--num_shards', '3'])
   assert len(shards()) == 3
-  _summary(capsys, argv + ['--num_shards', '2'])
+  helpers.run_job(capsys, argv + ['--num_shards', '2'])
   assert [s[-len('-00000-of-00002.tfrecord'):] for s in shards()] == [
       '-00000-of-00002.tfrecord', '-00001-of-00002.tfrecord']
   assert sorted(r['id'] for r in corpora.read_output(out)) == sorted(want)
@@ -138,12 +137,12 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
           '--model_dir', minilm_export, '--metadata_fields', 'source',
           '--temp_location', 'gs://bucket/tmp', '--project',
           emulators.PROJECT]
-  summary = _summary(capsys, argv)
+  summary = helpers.run_job(capsys, argv)
   assert summary['reconciled'] is True
   assert summary['output'] == _table('emb')
   _check_table_rows(_rows(cloud, 'emb'), want, docs)
   # pipeline.read on the table: the local run's records, value for value.
-  corpora.assert_same_records(
+  helpers.assert_same_records(
       {r['id']: r for r in corpora.read_output(_table('emb'))}, want, atol=0)
   letters = _rows(cloud, 'emb_dead_letter')
   assert sorted(d['error_type'] for d in letters) == sorted(
@@ -152,13 +151,13 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
              and d['failed_at'] is not None for d in letters)
 
   # WRITE_TRUNCATE (the default): a re-run replaces, one copy remains.
-  _summary(capsys, argv)
+  helpers.run_job(capsys, argv)
   _check_table_rows(_rows(cloud, 'emb'), want, docs)
   assert len(_rows(cloud, 'emb_dead_letter')) == len(want_letters)
 
   # The table as --previous (read back with DIRECT_READ), and as the output
   # again: every document is reused, nothing passes through the encoder.
-  summary = _summary(capsys, argv + ['--previous', _table('emb')])
+  summary = helpers.run_job(capsys, argv + ['--previous', _table('emb')])
   assert (summary['documents_reused'], summary['documents_embedded'],
           summary['documents_removed']) == (len(docs), 0, 0)
   assert (summary['rows_upserted'], summary['rows_deleted']) == (0, 0)
@@ -175,7 +174,7 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
   corpus2 = corpora.write_jsonl(str(tmp_path / 'day2.jsonl'), day2)
   nightly = ['--input', corpus2.pattern, '--output', _table('emb'),
              '--previous', _table('emb'), *argv[4:]]
-  summary = _summary(capsys, nightly)
+  summary = helpers.run_job(capsys, nightly)
   assert (summary['documents_embedded'], summary['documents_reused'],
           summary['documents_removed']) == (
               len(changed), len(day2) - len(changed), len(gone))
@@ -189,10 +188,10 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
                                  'rows_upserted', 'rows_deleted')}))
   # The table equals a full run of day 2 ...
   full = str(tmp_path / 'full2' / 'emb')
-  _summary(capsys, ['--input', corpus2.pattern, '--output', full,
-                    '--model_dir', minilm_export, '--metadata_fields',
-                    'source'])
-  corpora.assert_same_records(
+  helpers.run_job(capsys, ['--input', corpus2.pattern, '--output', full,
+                           '--model_dir', minilm_export, '--metadata_fields',
+                           'source'])
+  helpers.assert_same_records(
       {r['id']: r for r in corpora.read_output(_table('emb'))},
       {r['id']: r for r in corpora.read_output(full)}, atol=1e-5)
   # ... only the changed rows were rewritten, and nothing staged is left.
@@ -211,7 +210,7 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
     with FileSystems.create(f'{changes}/{spec}-20261201T000000_0f1e2d3c/'
                             'changes-00000-of-00001.json') as f:
       f.write(b'{}\n')
-  summary = _summary(capsys, nightly)
+  summary = helpers.run_job(capsys, nightly)
   assert [m.path for m in FileSystems.match([f'{changes}/**'])[0].metadata_list
           ] == [f'{changes}/{_table("other")[len("bq://"):]}-20261201T000000_'
                 '0f1e2d3c/changes-00000-of-00001.json']
@@ -221,13 +220,13 @@ def test_bigquery_output_file_loads_and_rerun(cloud, capsys, tmp_path,
 
   # A table that is not --previous is written whole (WRITE_TRUNCATE): the
   # unchanged records stream from the previous output, here local files.
-  summary = _summary(capsys, ['--input', corpus2.pattern, '--output',
-                              _table('emb_copy'), '--previous', full,
-                              *argv[4:]])
+  summary = helpers.run_job(capsys, ['--input', corpus2.pattern, '--output',
+                                     _table('emb_copy'), '--previous', full,
+                                     *argv[4:]])
   assert (summary['documents_reused'], summary['records_carried'],
           summary['documents_embedded'], summary['rows_upserted']) == (
               len(day2), len(day2), 0, 0)
-  corpora.assert_same_records(
+  helpers.assert_same_records(
       {r['id']: r for r in corpora.read_output(_table('emb_copy'))},
       {r['id']: r for r in corpora.read_output(full)}, atol=0)
 
@@ -243,8 +242,8 @@ def test_bigquery_streaming_inserts(cloud, capsys, tmp_path, local_run,
           '--bq_write_method', 'STREAMING_INSERTS']
   assert run.main(argv) == 2  # WRITE_TRUNCATE cannot stream: said up front
   assert 'WRITE_APPEND' in capsys.readouterr().err
-  summary = _summary(capsys, argv + ['--bq_write_disposition',
-                                     'WRITE_APPEND'])
+  summary = helpers.run_job(capsys, argv + ['--bq_write_disposition',
+                                            'WRITE_APPEND'])
   assert summary['reconciled'] is True
   _check_table_rows(_rows(cloud, 'emb_stream'), want, docs)
   # A nightly run into the table it reads merges staged files: said up
@@ -271,7 +270,7 @@ def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
   assert not cloud.insert_rows_json(table, rows)
 
   out = str(tmp_path / 'from_table' / 'emb')
-  summary = _summary(capsys, [
+  summary = helpers.run_job(capsys, [
       '--input', _table('docs'), '--output', out, '--model_dir',
       minilm_export, '--metadata_fields', 'source', '--project',
       emulators.PROJECT])
@@ -290,7 +289,7 @@ def test_bigquery_input_table_and_query(cloud, capsys, tmp_path, local_run,
 
   first = docs[0]['source']
   out = str(tmp_path / 'from_query' / 'emb')
-  summary = _summary(capsys, [
+  summary = helpers.run_job(capsys, [
       '--input_query', f"SELECT id, text FROM `{table}` WHERE source = "
       f"'{first}'", '--output', out, '--model_dir', minilm_export,
       '--project', emulators.PROJECT])

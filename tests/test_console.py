@@ -4,10 +4,8 @@ numbers, and one line per error with no traceback unless --verbose."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,13 +14,9 @@ import pytest
 
 from pipeline import run
 from tests import corpora
+from tests import helpers
 
 ROOT = corpora.ROOT
-PROGRESS = re.compile(
-    r'^progress (?P<time>\S+)(?: \(ETA (?P<eta>\S+)\))?  (?P<read>[\d,]+) '
-    r'read, (?P<embedded>[\d,]+) embedded(?:, (?P<reused>[\d,]+) reused)?, '
-    r'(?P<rejected>[\d,]+) rejected  (?P<docs_s>[\d,.]+) docs/s  '
-    r'(?P<tokens_s>[\d,]+) tokens/s(?:  input (?P<input>\d+)% read)?$')
 
 
 def _number(text):
@@ -44,8 +38,7 @@ def test_quiet_run_prints_what_it_does_progress_and_the_summary(
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env={k: v for k, v in os.environ.items()
            if k not in ('TF_CPP_MIN_LOG_LEVEL', 'BEAM_TEXT_EMBED_QUIET')})
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  summary = helpers.command_summary(proc)
   lines = proc.stderr.strip().splitlines()
   # One line saying what it is about to do.
   size = os.path.getsize(corpus)
@@ -54,7 +47,7 @@ def test_quiet_run_prints_what_it_does_progress_and_the_summary(
       f'{os.path.basename(minilm_export)} on CPU, fp32, into '
       f'{out}-*.tfrecord')
   # Nothing else but progress: no TensorFlow or Beam start-up lines.
-  progress = [PROGRESS.match(line) for line in lines[1:]]
+  progress = [helpers.PROGRESS.match(line) for line in lines[1:]]
   assert all(progress), [line for line, m in zip(lines[1:], progress)
                          if not m]
   counts = [tuple(_number(m.group(g)) for g in ('read', 'embedded',
@@ -98,7 +91,7 @@ def test_live_progress_is_off_on_a_beam_version_it_was_not_written_for(
       'FnApiRunner internals of Beam 0.0.1, and this is Beam '
       f'{apache_beam.__version__} (the run and its summary are unaffected)']
   assert not [line for line in lines if line.startswith('progress ')]
-  summary = json.loads(captured.out.strip().splitlines()[-1])
+  summary = helpers.summary_of(captured.out)
   assert summary['documents_embedded'] == len(docs)
   assert summary['documents_rejected'] == len(corpus.bad_types)
   assert summary['reconciled'] is True
@@ -284,7 +277,7 @@ def test_the_jobs_own_files_are_never_its_input(tmp_path, capsys, caplog,
        f'{out}-00000-of-00001.tfrecord')):
     caplog.clear()
     assert run.main(argv + ['--input', pattern, *fmt]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = helpers.summary_of(capsys.readouterr().out)
     counts.append((summary['documents_read'], summary['documents_rejected']))
     # (In a quiet run each warning is one "warning: ..." line on stderr;
     # in this process, pytest's log capture holds it.)

@@ -22,6 +22,8 @@ from tests import corpora
 from tests import emulators
 from tests import readme
 
+pytestmark = pytest.mark.services
+
 ACCELERATOR_URN = 'beam:resources:accelerator:v1'
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 

@@ -30,12 +30,14 @@ import time
 
 import pytest
 
+from tests import helpers
 from tests import corpora
 from tests import emulators
 from tests.dataflow_standin import Standin
-from tests.test_interrupts import LINE
 from transforms import leases
 from transforms.leases import files as leases_files
+
+pytestmark = pytest.mark.services
 
 ROOT = corpora.ROOT
 REGION = 'us-central1'
@@ -106,7 +108,7 @@ def _launch(tmp_path, gcs, standin, until, signum, *, extra=(), stdin=None,
 
 def _last(err: str) -> re.Match:
   lines = [line for line in err.splitlines() if line.strip()]
-  last = LINE.match(lines[-1])
+  last = helpers.INTERRUPTED.match(lines[-1])
   assert last, lines[-5:]
   return last
 

@@ -7,8 +7,8 @@ import csv
 import json
 import pytest
 
-from pipeline import run
 from tests import corpora
+from tests import helpers
 from transforms.elements import MAX_RAW_CHARS, content_hash
 
 # A word whose token makes the test encoder fail (see poisoned_encoder).
@@ -43,10 +43,6 @@ def poisoned_model(tmp_path_factory, minilm_model, preprocessor):
   tf.saved_model.save(Poisoned(), out)
   return minilm_model.preprocessor, out, poison_id
 
-
-def _summary(capsys, argv) -> dict:
-  assert run.main(argv) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_every_bad_jsonl_record_is_dead_lettered(tmp_path, capsys,
@@ -95,7 +91,7 @@ def test_every_bad_jsonl_record_is_dead_lettered(tmp_path, capsys,
     for line, error in bad:
       expected[f'{path}@{offsets[lines.index(line)]}'] = error
   out = str(tmp_path / 'out' / 'emb')
-  summary = _summary(capsys, [
+  summary = helpers.run_job(capsys, [
       '--input', str(tmp_path / '*.jsonl'), '--output', out,
       '--preprocessor', preprocessor, '--encoder', encoder,
       '--on_duplicate_id', 'first', '--batch_size', '8'])
@@ -144,7 +140,7 @@ def test_bad_csv_rows_across_files(tmp_path, capsys, minilm_export):
     f.write(b'bad-utf8,\xff\xfe text\n')
   expected[f'{tmp_path / "part1.csv"}:10'] = 'invalid_utf8'
   out = str(tmp_path / 'out' / 'emb')
-  summary = _summary(capsys, [
+  summary = helpers.run_job(capsys, [
       '--input', str(tmp_path / '*.csv'), '--output', out,
       '--model_dir', minilm_export])
   assert summary['reconciled'] is True

@@ -18,6 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipeline.graph import build_pipeline
 from pipeline.launch import plan_from
 from tests import corpora
+from tests import helpers
 from transforms import encodings
 from transforms import read as read_lib
 from transforms import records
@@ -126,7 +127,7 @@ def test_marked_corpus_embeds_as_its_utf8_copy(tmp_path, fmt, name,
   got, want = (_records(str(wide / 'out' / 'emb')),
                _records(str(utf8 / 'out' / 'emb')))
   assert len(want) == 24
-  corpora.assert_same_records(got, want)
+  helpers.assert_same_records(got, want)
   dead_want = _dead(str(utf8 / 'out' / 'emb'), str(utf8))
   assert len(dead_want) == (12 if fmt == 'jsonl' else 8)
   # Same errors, raw text and FILE@OFFSET or FILE:LINE.

@@ -24,6 +24,8 @@ from tests import emulators
 from transforms import read as read_lib
 from transforms.elements import Document
 
+pytestmark = pytest.mark.services
+
 
 @pytest.fixture
 def small_sample(monkeypatch):

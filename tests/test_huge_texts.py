@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import run
 from tests import corpora
+from tests import helpers
 from tfmodels import pieces
 from transforms import batching, compressed
 from transforms.sources import lines
@@ -152,10 +152,6 @@ def test_a_line_over_the_limit_is_read_past(tmp_path, name):
   assert got[1][0] == b"a" * 1002 + b"\r\n"
 
 
-def _summary(capsys, argv) -> dict:
-  assert run.main(argv) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
 
 def test_documents_over_the_limit_are_dead_lettered(tmp_path, capsys,
                                                     minilm_export):
@@ -190,7 +186,7 @@ def test_documents_over_the_limit_are_dead_lettered(tmp_path, capsys,
   letters = []
   for pattern in ('*.jsonl', '*.txt', '*.csv', '*.parquet'):
     prefix = f'{out}-{pattern[2:]}'
-    summary = _summary(capsys, [
+    summary = helpers.run_job(capsys, [
         '--input', str(folder / pattern), '--output', prefix,
         '--model_dir', minilm_export, '--max_document_bytes', str(limit)])
     assert summary['reconciled'] is True
@@ -235,7 +231,7 @@ def _run_measured(argv: list) -> tuple[float, dict]:
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
   assert os.waitstatus_to_exitcode(status) == 0
-  return usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+  return usage.ru_maxrss / 1024, helpers.summary_of(out)
 
 
 def test_a_large_text_runs_in_bounded_memory(tmp_path, minilm_export):
@@ -278,7 +274,7 @@ def test_bench_smoke_embeds_every_document():
       [sys.executable, 'bench/huge_text.py', '--smoke'], cwd=corpora.ROOT,
       capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  figures = json.loads(proc.stdout.strip().splitlines()[-1])
+  figures = helpers.summary_of(proc.stdout)
   base, huge = figures['runs']
   assert (base['case'], huge['case']) == ('baseline', '+3M')
   assert base['embedded'] == 50 and huge['embedded'] == 51
@@ -311,7 +307,7 @@ def test_jobs_give_the_same_records_with_pieces(tmp_path, capsys,
       monkeypatch.setattr(pieces, 'PIECE_CHARS', piece)
       monkeypatch.setattr(pieces, 'HEAD_CHARS_PER_TOKEN', 1)
     out = str(tmp_path / f'out{piece}' / 'emb')
-    summary = _summary(capsys, [
+    summary = helpers.run_job(capsys, [
         '--input', str(corpus), '--output', out, '--model_dir',
         minilm_export, '--max_seq_length', '32', *flags])
     assert summary['documents_embedded'] == len(texts)

@@ -6,6 +6,7 @@ import json
 
 from pipeline import run
 from tests import corpora
+from tests import helpers
 from transforms import incremental
 from transforms.elements import Document
 
@@ -37,10 +38,6 @@ def test_decide_rules():
   assert incremental.seen(record, ('lang',)) == ('a', _seen('same'))
 
 
-def _summary(capsys, argv) -> dict:
-  assert run.main(argv) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
 
 def _write(path, docs):
   with open(path, 'w', encoding='utf-8') as f:
@@ -54,7 +51,7 @@ def test_incremental_run_equals_a_full_rerun(tmp_path, capsys, minilm_export):
   first = _write(tmp_path / 'day1.jsonl', docs)
   common = ['--model_dir', minilm_export]
   out1 = str(tmp_path / 'day1' / 'emb')
-  _summary(capsys, ['--input', first, '--output', out1, *common])
+  helpers.run_job(capsys, ['--input', first, '--output', out1, *common])
 
   # Day 2: 10% of the documents changed, 3 gone, 3 new.
   changed = {d['id'] for d in docs[::10]}
@@ -65,8 +62,8 @@ def test_incremental_run_equals_a_full_rerun(tmp_path, capsys, minilm_export):
            enumerate(corpora.sample_docs(3, start=100))]
   second = _write(tmp_path / 'day2.jsonl', day2)
   out2 = str(tmp_path / 'day2' / 'emb')
-  summary = _summary(capsys, ['--input', second, '--output', out2,
-                              '--previous', out1, *common])
+  summary = helpers.run_job(capsys, ['--input', second, '--output', out2,
+                                     '--previous', out1, *common])
   assert summary['documents_read'] == len(day2)
   # Exactly the changed and new documents went through the encoder.
   assert summary['documents_embedded'] == len(changed) + 3
@@ -75,25 +72,26 @@ def test_incremental_run_equals_a_full_rerun(tmp_path, capsys, minilm_export):
   assert summary['reconciled'] is True
 
   full = str(tmp_path / 'full' / 'emb')
-  _summary(capsys, ['--input', second, '--output', full, *common])
+  helpers.run_job(capsys, ['--input', second, '--output', full, *common])
   got = {r['id']: r for r in corpora.read_output(out2)}
   want = {r['id']: r for r in corpora.read_output(full)}
   assert sorted(got) == sorted(d['id'] for d in day2)
   # Reused vectors come from day 1's batches: the batch-mix tolerance.
-  corpora.assert_same_records(got, want, atol=1e-5)
+  helpers.assert_same_records(got, want, atol=1e-5)
 
   # The nightly form: --previous and --output name the same prefix. The
   # previous shards are read completely before the new ones replace them.
-  summary = _summary(capsys, ['--input', second, '--output', out2,
-                              '--previous', out2, *common])
+  summary = helpers.run_job(capsys, ['--input', second, '--output', out2,
+                                     '--previous', out2, *common])
   assert summary['documents_reused'] == len(day2)
   assert summary['documents_embedded'] == 0
   assert {r['id']: r for r in corpora.read_output(out2)} == got
 
   # Another model setting: nothing is reused.
   out3 = str(tmp_path / 'normalized' / 'emb')
-  summary = _summary(capsys, ['--input', second, '--output', out3,
-                              '--previous', out1, '--normalize', *common])
+  summary = helpers.run_job(capsys, [
+      '--input', second, '--output', out3, '--previous', out1, '--normalize',
+      *common])
   assert summary['documents_reused'] == 0
   assert summary['documents_embedded'] == len(day2)
 

@@ -4,11 +4,11 @@ checkout's files."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 from tests import corpora
+from tests import helpers
 
 ROOT = corpora.ROOT
 PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
@@ -32,7 +32,7 @@ def test_the_package_imports_from_any_folder(tmp_path):
   proc = subprocess.run([PYTHON, '-c', _PROBE], cwd=tmp_path, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  got = helpers.summary_of(proc.stdout)
   assert got['files'] == [
       os.path.join(ROOT, 'pipeline', '__init__.py'),
       os.path.join(ROOT, 'tfmodels', '__init__.py'),

@@ -23,11 +23,9 @@ import time
 
 import pytest
 
+from tests import helpers
 from tests import corpora
-from tests.test_console import PROGRESS, ROOT
 
-LINE = re.compile(r'pipeline\.run: interrupted (again )?\((SIGINT|SIGTERM)\)'
-                  r'( before the run started)?; (.+)$')
 
 
 def _session(sid: int) -> set:
@@ -82,7 +80,7 @@ def _interrupt(tmp_path, model, moment, signum, *, to_group: bool,
         [sys.executable, '-m', 'pipeline.run', *model, '--input',
          corpus.pattern, '--output', f'{out}/emb',
          '--progress_every', '1', *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=err_file,
+        cwd=corpora.ROOT, stdout=subprocess.PIPE, stderr=err_file,
         start_new_session=True,  # its own group, as a terminal's job
         env={k: v for k, v in os.environ.items()
              if k not in ('TF_CPP_MIN_LOG_LEVEL', 'BEAM_TEXT_EMBED_QUIET')})
@@ -117,11 +115,11 @@ def _assert_one_line(status, err, out, left, signum) -> str:
   assert glob.glob(f'{out}/beam-temp-*') == []
   assert 'Traceback' not in err, err[-3000:]
   lines = [line for line in err.splitlines() if line.strip()]
-  last = LINE.match(lines[-1])
+  last = helpers.INTERRUPTED.match(lines[-1])
   assert last and last.group(2) == signal.Signals(signum).name, lines[-3:]
   for line in lines[:-1]:  # what a run says before it is stopped
     assert (line.startswith(('embedding ', 'Converting ')) or
-            PROGRESS.match(line)), line
+            helpers.PROGRESS.match(line)), line
   what = last.group(4)
   if what == 'nothing was written':
     assert os.listdir(out) == [], os.listdir(out)
@@ -175,7 +173,7 @@ def test_verbose_shows_where_it_stopped(tmp_path, minilm_export):
       extra=('--verbose',))
   assert status == 130 and left == []
   assert 'Traceback' in err and 'Interrupted: SIGINT' in err
-  assert LINE.match(err.strip().splitlines()[-1])
+  assert helpers.INTERRUPTED.match(err.strip().splitlines()[-1])
 
 
 def test_ctrl_c_while_the_launch_converts_a_preset(tmp_path):

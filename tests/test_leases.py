@@ -8,15 +8,13 @@ Both runs start at once; the one that takes the lease is held just after
 taking it (transforms/failpoints.py: lease:held) until the other has been
 refused, so that the two overlap whatever the machine's speed. The rules
 themselves (expiry, a holder provably gone, a renewal after a take-over)
-are checked on the lease of a local file.
+are checked on the lease of a local file (tests/unit/test_lease_rules.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,107 +22,16 @@ import time
 
 import pytest
 
-from pipeline import lease as lease_command
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
 from tests import readme
-from tests.test_console import ROOT
 from transforms import failpoints
 from transforms import leases
-from transforms.leases import files as file_leases
 
-# ---------------------------------------------------------------- the rules
-
-
-def _holder() -> leases.Holder:
-  return leases.Holder.this_process()
-
-
-@pytest.mark.unit
-def test_a_second_holder_is_refused_and_named(tmp_path):
-  store = file_leases.store_for(str(tmp_path / 'emb'))
-  with leases.acquire(store, output='out/emb') as first:
-    other = leases.Holder('t2', 'elsewhere', 7, 'x', first.holder.started,
-                          first.holder.expires)
-    with pytest.raises(leases.LeaseHeld) as refused:
-      leases.acquire(store, output='out/emb', holder=other)
-    line = str(refused.value)
-    assert f'pid {os.getpid()} on {leases.this_host()}' in line
-    assert f'python -m pipeline.lease --clear {store.output}' in line
-    assert '\n' not in line
-    assert os.path.exists(tmp_path / 'emb.lease')
-  assert not os.path.exists(tmp_path / 'emb.lease')  # released
-
-
-@pytest.mark.unit
-def test_an_expired_lease_is_taken_over(tmp_path):
-  store = file_leases.store_for(str(tmp_path / 'emb'))
-  stale = leases.Holder('t1', 'another-host', 1, 'x', '2026-01-01T00:00:00Z',
-                        '2026-01-01T00:10:00Z')
-  store.create(stale.to_text())
-  taken = []
-  with leases.acquire(store, output='o',
-                      log=lambda *a: taken.append(a)) as held:
-    assert held.holder.token != 't1'
-    assert taken and 'another-host' in taken[0][-1]
-
-
-@pytest.mark.unit
-def test_a_live_holder_elsewhere_is_not_taken_over(tmp_path):
-  store = file_leases.store_for(str(tmp_path / 'emb'))
-  later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
-      minutes=5)
-  other = leases.Holder('t1', 'another-host', 1, 'x', '2026-01-01T00:00:00Z',
-                        later.strftime('%Y-%m-%dT%H:%M:%SZ'))
-  store.create(other.to_text())
-  with pytest.raises(leases.LeaseHeld, match='pid 1 on another-host'):
-    leases.acquire(store, output='o')
-
-
-@pytest.mark.unit
-def test_a_holder_whose_process_is_gone_is_taken_over(tmp_path):
-  """Same host, pid no longer running: taken over at once, unexpired."""
-  child = subprocess.Popen([sys.executable, '-c', 'import time; '
-                            'time.sleep(60)'])
-  process = leases.process_start(child.pid)
-  assert process
-  dead = dataclasses.replace(_holder(), token='dead', pid=child.pid,
-                           process=process)
-  store = file_leases.store_for(str(tmp_path / 'emb'))
-  store.create(dead.to_text())
-  with pytest.raises(leases.LeaseHeld):
-    leases.acquire(store, output='o')  # alive: refused
-  child.kill()
-  child.wait()
-  assert dead.gone()
-  with leases.acquire(store, output='o') as held:
-    assert held.holder.pid == os.getpid()
-
-
-@pytest.mark.unit
-def test_a_lease_taken_over_is_known_lost_and_left_alone(tmp_path):
-  store = file_leases.store_for(str(tmp_path / 'emb'))
-  held = leases.acquire(store, output='o')
-  before = held.holder.expires
-  assert held.renew() and held.holder.expires >= before
-  text, version = store.read()
-  assert json.loads(text)['token'] == held.holder.token
-  intruder = _holder()
-  assert store.replace(intruder.to_text(), version) is not None
-  assert held.renew() is False and held.lost
-  held.release()  # leaves the new holder's lease in place
-  assert json.loads(store.read()[0])['token'] == intruder.token
-
-
-@pytest.mark.unit
-def test_an_unreadable_lease_is_taken_over(tmp_path):
-  (tmp_path / 'emb.lease').write_text('{"tok')  # a cut write
-  store = file_leases.store_for(str(tmp_path / 'emb'))
-  with leases.acquire(store, output='o', log=lambda *a: None):
-    pass
-
+pytestmark = pytest.mark.services
 
 # ------------------------------------------------------------ two real runs
 
@@ -133,7 +40,7 @@ def _start(argv, resume: str, extra_env=None) -> subprocess.Popen:
   env = {**os.environ, **(extra_env or {}),
          failpoints.PAUSE_ENV: 'lease:held', failpoints.RESUME_ENV: resume}
   return subprocess.Popen([sys.executable, '-m', 'pipeline.run', *argv],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          cwd=corpora.ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -142,7 +49,7 @@ def _lease_command(*argv, env=None) -> subprocess.CompletedProcess:
   if argv[0] == '.venv/bin/python':  # a documented command
     argv = argv[3:]
   return subprocess.run([sys.executable, '-m', 'pipeline.lease', *argv],
-                        cwd=ROOT, capture_output=True, text=True,
+                        cwd=corpora.ROOT, capture_output=True, text=True,
                         timeout=300, env=env)
 
 
@@ -181,7 +88,7 @@ def _check_race(race: dict) -> None:
   status, err = race['refused']
   winner_status, out, winner_err, pid = race['winner']
   assert winner_status == 0, winner_err[-3000:]
-  assert json.loads(out.strip().splitlines()[-1])['reconciled'] is True
+  assert helpers.summary_of(out)['reconciled'] is True
   assert status == 2, err[-3000:]
   line = err.strip().splitlines()[-1]
   assert line.startswith('pipeline.run: error: '), line
@@ -215,18 +122,19 @@ def test_two_nightly_runs_on_one_file_output(tmp_path, minilm_export):
   day1, day2 = _days(tmp_path)
   common = ['--model_dir', minilm_export, '--num_shards', '2',
             '--progress_every', '0']
+  # Day 1 once, then a copy for each of the two nights.
+  assert run.main(['--input', day1.pattern, '--output',
+                   str(tmp_path / 'day1' / 'emb'), *common]) == 0
   outputs = {}
   for name in ('raced', 'single'):
-    prefix = str(tmp_path / name / 'emb')
-    assert run.main(['--input', day1.pattern, '--output', prefix,
-                     *common]) == 0
-    outputs[name] = prefix
+    shutil.copytree(tmp_path / 'day1', tmp_path / name)
+    outputs[name] = str(tmp_path / name / 'emb')
   nightly = lambda prefix: ['--input', day2.pattern, '--output', prefix,  # noqa: E731
                             '--previous', prefix, *common]
   race = _race(nightly(outputs['raced']), tmp_path, outputs['raced'])
   _check_race(race)
   assert run.main(nightly(outputs['single'])) == 0
-  corpora.assert_same_records(
+  helpers.assert_same_records(
       _by_id(corpora.read_output(outputs['raced'])),
       _by_id(corpora.read_output(outputs['single'])))
   assert not os.path.exists(outputs['raced'] + '.lease')
@@ -270,7 +178,7 @@ def test_two_runs_on_one_postgresql_table(tmp_path, minilm_export):
     _check_race(race)
     assert run.main(nightly(tables['single'])) == 0
     got = _by_id(corpora.read_output(tables['raced']))
-    corpora.assert_same_records(
+    helpers.assert_same_records(
         got, _by_id(corpora.read_output(tables['single'])))
     with server.connect() as conn:  # released: no lease row left
       assert conn.execute(
@@ -297,24 +205,8 @@ def test_two_runs_on_one_bigquery_table(tmp_path, minilm_export):
     _check_race(race)
     assert run.main(full(single)) == 0
     got = _by_id(corpora.read_output(raced))
-    corpora.assert_same_records(got, _by_id(corpora.read_output(single)))
+    helpers.assert_same_records(got, _by_id(corpora.read_output(single)))
     left = list(client.query(
         f'SELECT count(*) AS n FROM `{emulators.PROJECT}.{dataset}.'
         '_text_embed_leases`').result())
     assert left[0]['n'] == 0
-
-
-@pytest.mark.unit
-def test_the_lease_command_shows_and_clears(tmp_path, capsys):
-  prefix = str(tmp_path / 'emb')
-  assert lease_command.main([prefix]) == 0
-  assert 'no run holds a lease' in capsys.readouterr().out
-  child = subprocess.Popen([sys.executable, '-c', 'pass'])
-  process = leases.process_start(child.pid)
-  child.wait()
-  gone = dataclasses.replace(_holder(), pid=child.pid, process=process or 'x')
-  file_leases.store_for(prefix).create(gone.to_text())
-  assert lease_command.main(['--clear', prefix]) == 0
-  out = capsys.readouterr().out
-  assert 'its process is gone' in out and 'lease cleared' in out
-  assert not os.path.exists(prefix + '.lease')

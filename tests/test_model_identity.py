@@ -28,8 +28,11 @@ from pipeline import export_model
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tfmodels import export
 from transforms.spec import EmbeddingSpec
+
+pytestmark = pytest.mark.services
 
 
 def _changed(field: dataclasses.Field, value):
@@ -62,10 +65,6 @@ def test_every_spec_field_changes_the_fingerprint():
     EmbeddingSpec(model='m', pooling='max')
 
 
-def _summary(capsys, argv) -> dict:
-  assert run.main(argv) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
 
 def _modes(folder: str) -> list[tuple[str, int]]:
   out = [(folder, os.stat(folder).st_mode)]
@@ -79,8 +78,8 @@ def test_identity_by_content_not_by_folder(tmp_path, capsys, minilm_export):
   docs = corpora.sample_docs(30)
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs, bad=False)
   first = str(tmp_path / 'first' / 'emb')
-  _summary(capsys, ['--input', corpus.pattern, '--output', first,
-                    '--model_dir', minilm_export])
+  helpers.run_job(capsys, ['--input', corpus.pattern, '--output', first,
+                           '--model_dir', minilm_export])
 
   # The same model, exported again into another folder.
   other = str(tmp_path / 'another-cache' / 'minilm-l6')
@@ -93,8 +92,9 @@ def test_identity_by_content_not_by_folder(tmp_path, capsys, minilm_export):
     want = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
     assert mode & want == want, (path, oct(mode))
   again = str(tmp_path / 'again' / 'emb')
-  summary = _summary(capsys, ['--input', corpus.pattern, '--output', again,
-                              '--model_dir', other, '--previous', first])
+  summary = helpers.run_job(capsys, [
+      '--input', corpus.pattern, '--output', again, '--model_dir', other,
+      '--previous', first])
   assert (summary['documents_reused'], summary['documents_embedded']) == (
       len(docs), 0)
 
@@ -105,8 +105,9 @@ def test_identity_by_content_not_by_folder(tmp_path, capsys, minilm_export):
   assert (export.read_manifest(other)['digest'] !=
           export.read_manifest(minilm_export)['digest'])
   changed = str(tmp_path / 'changed' / 'emb')
-  summary = _summary(capsys, ['--input', corpus.pattern, '--output', changed,
-                              '--model_dir', other, '--previous', again])
+  summary = helpers.run_job(capsys, [
+      '--input', corpus.pattern, '--output', changed, '--model_dir', other,
+      '--previous', again])
   assert (summary['documents_reused'], summary['documents_embedded']) == (
       0, len(docs))
   print(json.dumps({'same_model_other_folder_reused': len(docs),
@@ -157,15 +158,16 @@ def test_gs_model_dir_equals_local(gcs, tmp_path, capsys, minilm_export):
   corpus = corpora.write_jsonl(str(tmp_path / 'c.jsonl'), docs)
   local = str(tmp_path / 'local' / 'emb')
   remote = str(tmp_path / 'remote' / 'emb')
-  _summary(capsys, ['--input', corpus.pattern, '--output', local,
-                    '--model_dir', minilm_export])
-  summary = _summary(capsys, ['--input', corpus.pattern, '--output', remote,
-                              '--model_dir', 'gs://bucket/models/minilm-l6'])
+  helpers.run_job(capsys, ['--input', corpus.pattern, '--output', local,
+                           '--model_dir', minilm_export])
+  summary = helpers.run_job(capsys, [
+      '--input', corpus.pattern, '--output', remote, '--model_dir',
+      'gs://bucket/models/minilm-l6'])
   assert summary['documents_embedded'] == len(docs)
   got = {r['id']: r for r in corpora.read_output(remote)}
   want = {r['id']: r for r in corpora.read_output(local)}
   # Same model by content: same fingerprint, same vectors.
-  corpora.assert_same_records(got, want, atol=1e-6)
+  helpers.assert_same_records(got, want, atol=1e-6)
 
   # An incomplete folder on gs:// fails at launch, as a local one does.
   emulators.upload_folder(os.path.join(minilm_export, 'preprocessor'),

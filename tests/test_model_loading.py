@@ -11,6 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipeline.graph import build_pipeline
 from pipeline.launch import plan_from
 from tests import corpora
+from tests import helpers
 from transforms import metrics as job_metrics
 
 
@@ -70,4 +71,4 @@ def test_worker_processes_load_once_each_and_agree(tmp_path, minilm_model,
   assert 1 <= loads <= 2
   # The same records as one process; embeddings within the batch-mix
   # tolerance (other processes make other batches).
-  corpora.assert_same_records(records, one_process[3], atol=1e-5)
+  helpers.assert_same_records(records, one_process[3], atol=1e-5)

@@ -15,6 +15,7 @@ import zstandard
 
 from pipeline import run
 from tests import corpora
+from tests import helpers
 from transforms import compressed
 from transforms import read as read_lib
 
@@ -98,7 +99,7 @@ def test_a_truncated_input_is_counted_and_said(tmp_path, capsys,
           '--progress_every', '0']
   assert run.main(argv) == 0
   out, err = capsys.readouterr()
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = helpers.summary_of(out)
   assert (summary['documents_read'], summary['documents_embedded'],
           summary['documents_rejected'], summary['files_truncated']) == (
               211, 210, 1, 1)

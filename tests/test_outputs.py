@@ -8,7 +8,6 @@ pipeline run is the CLI's main() in this process.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import subprocess
@@ -21,15 +20,14 @@ import pytest
 from pipeline import read
 from pipeline import run
 from tests import corpora
+from tests import helpers
 from tests import postgres
 from transforms import records
 
+pytestmark = pytest.mark.services
+
 N = 40
 
-
-def _summary(capsys, argv) -> dict:
-  assert run.main(argv) == 0
-  return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _by_id(prefix, fmt='auto') -> dict:
@@ -69,11 +67,11 @@ def test_parquet_output(reference, capsys, minilm_export):
   out = str(tmp / 'pq' / 'emb')
   argv = ['--input', reference['day1'].pattern, '--output', out,
           '--output_format', 'parquet', *common]
-  summary = _summary(capsys, argv + ['--num_shards', '3'])
+  summary = helpers.run_job(capsys, argv + ['--num_shards', '3'])
   assert summary['output'] == out + '-*.parquet'
   assert summary['dead_letter'] == out + '_dead_letter-*.parquet'
   assert len(glob.glob(out + '-[0-9]*-of-00003.parquet')) == 3
-  corpora.assert_same_records(_by_id(out), reference['want1'], atol=1e-6)
+  helpers.assert_same_records(_by_id(out), reference['want1'], atol=1e-6)
 
   # Readable in one line by pyarrow, pandas and DuckDB, typed as declared.
   import pandas as pd
@@ -104,19 +102,19 @@ def test_parquet_output(reference, capsys, minilm_export):
   assert sorted(d['error_type'] for d in letters) == reference['letters']
 
   # A re-run with fewer shards leaves exactly one copy.
-  _summary(capsys, argv + ['--num_shards', '1'])
+  helpers.run_job(capsys, argv + ['--num_shards', '1'])
   assert len(glob.glob(out + '-0*.parquet')) == 1
   assert len(read.load(out).ids) == N
 
   # Parquet as --previous: nothing passes through the encoder.
-  summary = _summary(capsys, argv + ['--previous', out])
+  summary = helpers.run_job(capsys, argv + ['--previous', out])
   assert (summary['documents_reused'], summary['documents_embedded']) == (
       N, 0)
-  corpora.assert_same_records(_by_id(out), reference['want1'], atol=1e-6)
+  helpers.assert_same_records(_by_id(out), reference['want1'], atol=1e-6)
 
   # Dead letters as JSONL beside a Parquet output.
-  _summary(capsys, argv + ['--dead_letter_format', 'jsonl', '--dead_letter',
-                           str(tmp / 'pq' / 'dl')])
+  helpers.run_job(capsys, argv + ['--dead_letter_format', 'jsonl',
+                                  '--dead_letter', str(tmp / 'pq' / 'dl')])
   assert glob.glob(str(tmp / 'pq' / 'dl-*.jsonl'))
 
 
@@ -135,14 +133,14 @@ def test_postgres_full_then_nightly_delta(reference, server, capsys):
   common = reference['common']
   uri = server.uri('emb')
   argv = ['--input', reference['day1'].pattern, '--output', uri, *common]
-  summary = _summary(capsys, argv + ['--pg_index', 'hnsw'])
+  summary = helpers.run_job(capsys, argv + ['--pg_index', 'hnsw'])
   assert summary['output'] == uri and summary['reconciled'] is True
   assert summary['rows_upserted'] == N
   assert summary['dead_letter'] == uri.replace('table=emb',
                                                'table=emb_dead_letter')
   # Rows equal the TFRecord run's records.
   want1 = reference['want1']
-  corpora.assert_same_records(_by_id(uri), want1, atol=1e-6)
+  helpers.assert_same_records(_by_id(uri), want1, atol=1e-6)
   assert _rows(server, "SELECT format_type(atttypid, atttypmod) FROM "
                "pg_attribute WHERE attrelid = 'emb'::regclass AND "
                "attname = 'embedding'") == [('vector(384)',)]
@@ -160,7 +158,7 @@ def test_postgres_full_then_nightly_delta(reference, server, capsys):
                  'LIMIT 1', vector) == [(doc_id,)]
 
   # The same run again: idempotent, one copy, every row of this run.
-  _summary(capsys, argv)
+  helpers.run_job(capsys, argv)
   assert _rows(server, 'SELECT count(*), count(DISTINCT id) FROM emb') == [
       (N, N)]
   stamp1 = _rows(server, 'SELECT DISTINCT embedded_at FROM emb')
@@ -169,9 +167,9 @@ def test_postgres_full_then_nightly_delta(reference, server, capsys):
   # Nightly: --previous names the output table; only the delta is written.
   changed, gone = reference['changed'], reference['gone']
   report = reference['tmp'] / 'pg-nightly.html'
-  summary = _summary(capsys, ['--input', reference['day2'].pattern,
-                              '--output', uri, '--previous', uri,
-                              '--report', str(report), *common])
+  summary = helpers.run_job(capsys, ['--input', reference['day2'].pattern,
+                                     '--output', uri, '--previous', uri,
+                                     '--report', str(report), *common])
   assert (summary['documents_embedded'], summary['documents_reused'],
           summary['documents_removed']) == (
               len(changed), N - len(gone) - len(changed), len(gone))
@@ -192,7 +190,7 @@ def test_postgres_full_then_nightly_delta(reference, server, capsys):
   assert 'table: its unchanged rows stay where they are' in report.read_text(
       encoding='utf-8')
   # The table now equals a full run of day 2 ...
-  corpora.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
+  helpers.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
   # ... and only the changed rows were touched.
   touched = {i for (i,) in _rows(
       server, 'SELECT id FROM emb WHERE embedded_at <> %s', stamp1[0][0])}
@@ -245,10 +243,10 @@ def test_postgres_server_stopped_mid_write(reference, server, capsys,
   assert 'a re-run leaves one copy' in last
 
   server.start()
-  summary = _summary(capsys, ['--input', reference['day1'].pattern,
-                              '--output', uri, *reference['common']])
+  summary = helpers.run_job(capsys, ['--input', reference['day1'].pattern,
+                                     '--output', uri, *reference['common']])
   assert summary['rows_deleted'] == 1  # stale-doc
-  corpora.assert_same_records(_by_id(uri), reference['want1'], atol=1e-6)
+  helpers.assert_same_records(_by_id(uri), reference['want1'], atol=1e-6)
 
 
 def test_read_cli_and_load(reference, capsys):
@@ -283,8 +281,8 @@ def test_postgres_nightly_killed_then_rerun(reference, server, capsys):
   table equals a full run of day 2."""
   uri = server.uri('emb_killed')
   common = reference['common']
-  _summary(capsys, ['--input', reference['day1'].pattern, '--output', uri,
-                    *common])
+  helpers.run_job(capsys, ['--input', reference['day1'].pattern, '--output',
+                           uri, *common])
   lock = server.connect()
   lock.autocommit = False
   # SHARE mode: reads go on, inserts, updates and deletes wait.
@@ -298,12 +296,12 @@ def test_postgres_nightly_killed_then_rerun(reference, server, capsys):
   lock.rollback()
   lock.close()
 
-  summary = _summary(capsys, nightly)
+  summary = helpers.run_job(capsys, nightly)
   assert (summary['documents_embedded'], summary['documents_removed']) == (
       len(reference['changed']), len(reference['gone']))
   assert _rows(server, 'SELECT count(*), count(DISTINCT id) FROM '
                'emb_killed') == [(N - 3, N - 3)]
-  corpora.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
+  helpers.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
 
 
 def test_postgres_table_written_whole_from_previous_files(reference, server,
@@ -312,7 +310,7 @@ def test_postgres_table_written_whole_from_previous_files(reference, server,
   streamed from the previous output (day 1's TFRecord files), stamped as
   this run's, so that the full run's clean-up keeps them."""
   uri = server.uri('emb_whole')
-  summary = _summary(capsys, [
+  summary = helpers.run_job(capsys, [
       '--input', reference['day2'].pattern, '--output', uri, '--previous',
       str(reference['tmp'] / 'day1' / 'emb'), *reference['common']])
   changed = len(reference['changed'])
@@ -320,6 +318,6 @@ def test_postgres_table_written_whole_from_previous_files(reference, server,
           summary['records_carried'], summary['rows_upserted']) == (
               changed, N - 3 - changed, N - 3 - changed, N - 3)
   assert summary['reconciled'] is True
-  corpora.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
+  helpers.assert_same_records(_by_id(uri), reference['want2'], atol=1e-5)
   assert len(_rows(server, 'SELECT DISTINCT embedded_at FROM '
                    'emb_whole')) == 1

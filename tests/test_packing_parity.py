@@ -29,15 +29,6 @@ from tfmodels.embedder import POOLINGS
 
 TOLERANCE = 1e-5
 
-# Literal special tokens inside texts ('special' mode reads them as those
-# tokens); each list also has an empty text: only the two special tokens.
-SPECIAL_TEXTS = {
-    'bert': ['', '[SEP]', '[CLS] a [SEP] b', 'x [MASK] y [SEP]', '[PAD]',
-             'end [SEP]'],
-    'roberta': ['', '</s>', '<s> a </s> b', 'x <mask> y </s>',
-                '<pad><pad>', 'tab\t<pad>', 'a <pad> b <pad> c', '<s>'],
-}
-
 
 @dataclass
 class Pair:
@@ -58,9 +49,9 @@ def pair(request) -> Pair:
   else:
     folder = request.getfixturevalue('roberta_export')
     hf_dir = request.getfixturevalue('roberta_hf_dir')
-  preprocessor = embedder._load_preprocessor(
-      os.path.join(folder, export.PREPROCESSOR_DIR))
-  encoder = embedder._load_saved_encoder(
+  preprocessor = embedder.Tokenizer.load(
+      os.path.join(folder, export.PREPROCESSOR_DIR)).preprocessor
+  encoder = embedder.import_hub().load(
       os.path.join(folder, export.ENCODER_DIR))
   pad = int(preprocessor.tokenize.get_special_tokens_dict()['padding_id'])
   return Pair(kind, folder, hf_dir, preprocessor, encoder, pad)
@@ -196,7 +187,7 @@ def test_many_documents_per_row(pair):
 
 
 def test_special_tokens_inside_and_at_boundaries(pair):
-  texts = SPECIAL_TEXTS[pair.kind]
+  texts = textgen.SPECIAL_TEXTS[pair.kind]
   docs = _docs(pair, texts)
   special = pair.preprocessor.tokenize.get_special_tokens_dict()
   inner = np.concatenate([d.ids[1:-1] for d in docs])
@@ -255,7 +246,7 @@ def test_hugging_face_reference(pair):
   an independent reference (measured: 1.7e-6 at most)."""
   import torch
   from transformers import AutoModel
-  texts = SPECIAL_TEXTS[pair.kind] + textgen.varied_sentences()[:10]
+  texts = textgen.SPECIAL_TEXTS[pair.kind] + textgen.varied_sentences()[:10]
   docs = _docs(pair, texts)
   rows = first_fit([len(d.ids) for d in docs], 128)
   packed = _packed(pair, docs, rows, 128)

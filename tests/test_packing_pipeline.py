@@ -23,9 +23,8 @@ import pytest
 
 from pipeline import run
 from tests import corpora
+from tests import helpers
 from tests import textgen
-from tests.test_budgets import _launch, _oom_encoder
-from tests.test_packing_parity import SPECIAL_TEXTS
 from tfmodels import export
 from tfmodels.embedder import EmbeddingModel
 from transforms import batching
@@ -54,7 +53,7 @@ def run_both(tmp_path, case: str, *common,
   summaries, records, letters = {}, {}, {}
   for packing in ('on', 'off'):
     out = str(tmp_path / packing / 'emb')
-    summaries[packing], records[packing] = _launch(
+    summaries[packing], records[packing] = helpers.launch(
         *common, '--packing', packing, '--output', out)
     letters[packing] = _dead_letters(out)
   on, off = summaries['on'], summaries['off']
@@ -67,7 +66,8 @@ def run_both(tmp_path, case: str, *common,
   assert off['packing'] == 'length buckets'
   # Same ids, num_tokens, truncated, num_chunks, hashes, model; vectors
   # within float rounding.
-  corpora.assert_same_records(records['on'], records['off'], TOLERANCE)
+  helpers.assert_same_records(records['on'], records['off'],
+                              atol=TOLERANCE)
   assert letters['on'] == letters['off']
   for key in ('documents_read', 'documents_embedded', 'documents_rejected',
               'documents_truncated', 'documents_chunked', 'tokens'):
@@ -94,12 +94,12 @@ def test_switching_packing_keeps_the_previous_records(tmp_path,
   corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'),
                                corpora.sample_docs(30))
   full = str(tmp_path / 'full' / 'emb')
-  first, records = _launch('--input', corpus.pattern, *minilm_flags,
-                           '--packing', 'on', '--output', full)
+  first, records = helpers.launch('--input', corpus.pattern, *minilm_flags,
+                                  '--packing', 'on', '--output', full)
   assert first['packing'] == 'packed rows'
-  nightly, again = _launch('--input', corpus.pattern, *minilm_flags,
-                           '--packing', 'off', '--previous', full,
-                           '--output', str(tmp_path / 'nightly' / 'emb'))
+  nightly, again = helpers.launch('--input', corpus.pattern, *minilm_flags,
+                                  '--packing', 'off', '--previous', full,
+                                  '--output', str(tmp_path / 'nightly' / 'emb'))
   assert nightly['packing'] == 'length buckets'
   assert nightly['documents_reused'] == len(records) == 30
   assert nightly['documents_embedded'] == 0 and nightly['reconciled']
@@ -111,7 +111,7 @@ def test_switching_packing_keeps_the_previous_records(tmp_path,
 def test_minilm_with_bad_records_and_special_tokens(tmp_path, minilm_flags):
   docs = corpora.sample_docs(80)
   docs += [{'id': f'special-{i}', 'text': text}
-           for i, text in enumerate(SPECIAL_TEXTS['bert']) if text]
+           for i, text in enumerate(textgen.SPECIAL_TEXTS['bert']) if text]
   docs += [{'id': f'varied-{i}', 'text': text}
            for i, text in enumerate(textgen.varied_sentences()[::4])]
   corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'), docs)
@@ -171,7 +171,8 @@ def test_chunked_long_documents(tmp_path, minilm_flags):
 def test_roberta_export(tmp_path, roberta_export):
   docs = corpora.sample_docs(30, start=70)
   docs += [{'id': f'special-{i}', 'text': text}
-           for i, text in enumerate(SPECIAL_TEXTS['roberta']) if text.strip()]
+           for i, text in enumerate(textgen.SPECIAL_TEXTS['roberta'])
+           if text.strip()]
   corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'), docs)
   assert export.format_number(export.read_manifest(roberta_export)) >= (
       export.PACKED_ROWS_SINCE)
@@ -190,10 +191,10 @@ def test_jit_compile_one_shape_per_row_length(tmp_path, minilm_flags):
                                corpora.sample_docs(60, start=100), bad=False)
   common = ['--input', corpus.pattern, *minilm_flags,
             '--max_seq_length', '64', '--max_batch_tokens', '2048']
-  xla, got = _launch(*common, '--jit_compile', '--packing', 'on',
-                     '--output', str(tmp_path / 'xla' / 'emb'))
-  plain, want = _launch(*common, '--packing', 'off',
-                        '--output', str(tmp_path / 'plain' / 'emb'))
+  xla, got = helpers.launch(*common, '--jit_compile', '--packing', 'on',
+                            '--output', str(tmp_path / 'xla' / 'emb'))
+  plain, want = helpers.launch(*common, '--packing', 'off',
+                               '--output', str(tmp_path / 'plain' / 'emb'))
   diff = _max_diff(got, want)
   print(f'\nXLA packed vs unpacked: max abs diff {diff:.2e}; shapes '
         f'{xla["encoder_shape_list"]} (length buckets without XLA: '
@@ -206,7 +207,7 @@ def test_jit_compile_one_shape_per_row_length(tmp_path, minilm_flags):
     rows, length = map(int, shape.split('x'))
     assert rows * length == xla['token_budgets'][str(length)]
   assert xla['encoder_shapes'] < plain['encoder_shapes']
-  corpora.assert_same_records(got, want, TOLERANCE)
+  helpers.assert_same_records(got, want, atol=TOLERANCE)
 
 
 @pytest.fixture(scope='module')
@@ -249,8 +250,8 @@ def test_packing_on_without_packed_calls_fails_at_launch(
     assert '--packing auto' in err
     assert not os.path.exists(os.path.dirname(out))
   # auto (the default): length buckets, the vectors of a direct call.
-  auto, got = _launch('--input', corpus.pattern, '--model_dir',
-                      format_5_export, '--output', out)
+  auto, got = helpers.launch('--input', corpus.pattern, '--model_dir',
+                             format_5_export, '--output', out)
   assert auto['packing'] == 'length buckets'
   assert auto['documents_embedded'] == 12
   corpora.assert_equal_to_direct_call(
@@ -266,8 +267,8 @@ def oom_export(tmp_path_factory, minilm_export) -> str:
   folder.mkdir()
   os.symlink(os.path.join(minilm_export, export.PREPROCESSOR_DIR),
              folder / export.PREPROCESSOR_DIR)
-  _oom_encoder(os.path.join(minilm_export, export.ENCODER_DIR),
-               str(folder / export.ENCODER_DIR), 1024, packed=True)
+  helpers.oom_encoder(os.path.join(minilm_export, export.ENCODER_DIR),
+                      str(folder / export.ENCODER_DIR), 1024, packed=True)
   manifest = export.read_manifest(minilm_export)
   manifest.pop('digest', None)  # another encoder: its identity is read
   (folder / export.MANIFEST).write_text(json.dumps(manifest),
@@ -333,9 +334,9 @@ def test_out_of_memory_while_packed_loses_nothing(tmp_path, oom_export,
   docs = corpora.sample_docs(120, start=200)
   corpus = corpora.write_jsonl(str(tmp_path / 'docs.jsonl'), docs)
   out = str(tmp_path / 'oom' / 'emb')
-  oom, got = _launch('--input', corpus.pattern, '--model_dir', oom_export,
-                     '--packing', 'on', '--max_batch_tokens', '4096',
-                     '--output', out)
+  oom, got = helpers.launch('--input', corpus.pattern, '--model_dir',
+                            oom_export, '--packing', 'on',
+                            '--max_batch_tokens', '4096', '--output', out)
   reference = EmbeddingModel.load(minilm_model.preprocessor,
                                   minilm_model.encoder)
   ids = sorted(got)

@@ -15,8 +15,11 @@ import pytest
 
 from pipeline import run
 from tests import corpora
+from tests import helpers
 from tests import portable
-from tests import test_console
+
+pytestmark = [pytest.mark.portable, pytest.mark.first]
+
 
 @pytest.fixture(scope='module')
 def worker_python(tmp_path_factory) -> str:
@@ -58,7 +61,7 @@ def test_portable_runner_with_external_workers_equals_direct(
                              '1'] +
                   portable.runner_flags(job_port, pool_port)) == 0
   captured = capsys.readouterr()
-  summary = json.loads(captured.out.strip().splitlines()[-1])
+  summary = helpers.summary_of(captured.out)
   assert summary['documents_embedded'] == len(docs)
   assert summary['reconciled'] is True
   # Progress from the job service's metrics (Beam's Job API): Beam's local
@@ -67,9 +70,9 @@ def test_portable_runner_with_external_workers_equals_direct(
   shown = [line for line in captured.err.splitlines()
            if line.startswith('progress ')]
   assert len(shown) >= 2, captured.err[-2000:]
-  assert all(test_console.PROGRESS.match(line) or line.endswith(
+  assert all(helpers.PROGRESS.match(line) or line.endswith(
       'running; no counts from the runner yet') for line in shown), shown
-  last = test_console.PROGRESS.match(shown[-1])
+  last = helpers.PROGRESS.match(shown[-1])
   assert last and [int(last.group(g).replace(',', '')) for g in (
       'read', 'embedded', 'rejected')] == [
           summary['documents_read'], summary['documents_embedded'],
@@ -77,7 +80,7 @@ def test_portable_runner_with_external_workers_equals_direct(
   want = {r['id']: r for r in corpora.read_output(direct)}
   got = {r['id']: r for r in corpora.read_output(portable_out)}
   assert sorted(got) == sorted(d['id'] for d in docs)
-  corpora.assert_same_records(got, want, atol=1e-5)
+  helpers.assert_same_records(got, want, atol=1e-5)
   assert sorted(d['error_type'] for d in corpora.read_dead_letters(
       portable_out + '_dead_letter')) == corpus.bad_types
   # The SDK workers were processes of the worker pool.

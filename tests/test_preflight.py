@@ -25,7 +25,10 @@ from pipeline import run
 from tests import corpora
 from tests import dataflow_standin
 from tests import emulators
+from tests import helpers
 from tests import readme
+
+pytestmark = pytest.mark.services
 
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 
@@ -145,7 +148,7 @@ def test_skipping_a_check(cloud, dataflow, capsys):
   status = run.main(argv + ['--skip_preflight', 'temp_location'])
   out, err = capsys.readouterr()
   assert status == 0, err
-  assert 'temp_location' not in json.loads(out.splitlines()[-1])['checks']
+  assert 'temp_location' not in helpers.summary_of(out)['checks']
   status = run.main(argv + ['--skip_preflight', 'nosuch'])
   err = capsys.readouterr().err
   assert status == 2
@@ -196,7 +199,7 @@ def test_preflight_only_writes_nothing(cloud, capsys, tmp_path):
   status = run.main(argv)
   out, err = capsys.readouterr()
   assert status == 0, err
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = helpers.summary_of(out)
   assert summary['preflight_only'] is True
   assert set(summary['checks']) == {'credentials', 'temp_location',
                                     'bigquery'}
@@ -228,7 +231,7 @@ def test_documented_first_run_with_preflight_only(cloud, dataflow, capsys):
   status = run.main(argv)
   out, err = capsys.readouterr()
   assert status == 0, err
-  summary = json.loads(out.strip().splitlines()[-1])
+  summary = helpers.summary_of(out)
   assert list(summary['checks']) == ['credentials', 'project',
                                      'temp_location', 'bigquery', 'image']
   assert summary['checks']['project'] == (
@@ -274,7 +277,7 @@ def test_launch_json_checked_here(cloud, dataflow, tmp_path, minilm_export):
                      **PLACEHOLDERS)
   proc = readme.run(argv + [f'--dataflow_endpoint={dataflow.endpoint}'],
                     tmp_path, env)
-  summary = readme.summary(proc)
+  summary = helpers.command_summary(proc)
   assert summary['preflight_only'] is True
   assert list(summary['checks']) == ['credentials', 'project',
                                      'temp_location', 'bigquery', 'image']

@@ -27,17 +27,16 @@ from pipeline import run
 from pipeline import search
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
+
+pytestmark = pytest.mark.services
 
 N = 40
 
 
 def _run(capsys, argv) -> dict:
-  capsys.readouterr()
-  status = run.main(argv + ['--progress_every', '0'])
-  out, err = capsys.readouterr()
-  assert status == 0, err
-  return json.loads(out.strip().splitlines()[-1])
+  return helpers.run_job(capsys, argv + ['--progress_every', '0'])
 
 
 @pytest.fixture(scope='module')

@@ -20,8 +20,11 @@ import pytest
 
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
 from tests import readme
+
+pytestmark = pytest.mark.services
 
 ROOT = corpora.ROOT
 RUNNING_MD = os.path.join(readme.DOCS, 'running.md')
@@ -60,7 +63,7 @@ def work(tmp_path_factory, minilm_export):
   return work, env
 
 
-_run, _summary = readme.run, readme.summary
+_run, _summary = readme.run, helpers.command_summary
 
 
 def _python(block, work, env) -> str:

@@ -33,8 +33,11 @@ import pytest
 
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
 from tests import readme
+
+pytestmark = pytest.mark.services
 
 ROOT = corpora.ROOT
 NOT_RUN_HERE = {
@@ -174,7 +177,7 @@ def workdir(tmp_path_factory, minilm_export, minilm_hf_dir, roberta_hf_dir):
   return work, env, minilm_hf_dir, roberta_hf_dir, len(docs)
 
 
-_run, _summary = readme.run, readme.summary
+_run, _summary = readme.run, helpers.command_summary
 
 
 @pytest.fixture(scope='module')
@@ -253,7 +256,7 @@ def test_seed_model_from_hugging_face_files(workdir):
   export = readme.command('pipeline.export_model', 'roberta-large')
   proc = _run(export, work, env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+  manifest = helpers.summary_of(proc.stdout)
   assert manifest['tokenizer'] == 'byte-level-bpe'
   assert manifest['max_seq_length'] == 512
   summary = _summary(_run(readme.command(
@@ -273,7 +276,7 @@ def test_converting_other_models(workdir, minilm_converted):
     converted.append((argv, _run(argv, work, env), tokenizer))
   for argv, proc, tokenizer in converted:
     assert proc.returncode == 0, (argv, proc.stderr[-3000:])
-    manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+    manifest = helpers.summary_of(proc.stdout)
     assert manifest['tokenizer'] == tokenizer
     out = argv[argv.index('--out') + 1]
     assert os.path.exists(work / out / 'encoder' / 'saved_model.pb')
@@ -300,7 +303,7 @@ def test_scheduled_re_embedding(workdir, minilm_converted):
   finally:
     extra.unlink()
   assert proc.returncode == 1, proc.stderr[-3000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  summary = helpers.summary_of(proc.stdout)
   assert (summary['documents_read'], summary['documents_reused'],
           summary['documents_embedded'], summary['documents_rejected']) == (
               n + 4, n, 1, 3)
@@ -338,7 +341,7 @@ def test_run_local_and_reading_the_output_back(workdir, tmp_path):
   export = _run(['.venv/bin/python', '-m', 'pipeline.export_model',
                  'minilm-l6'], work, env)
   assert export.returncode == 0, export.stderr[-3000:]
-  assert json.loads(export.stdout.strip().splitlines()[-1])['out'] == str(
+  assert helpers.summary_of(export.stdout)['out'] == str(
       cache)
   assert os.stat(cache / 'export.json').st_mtime_ns == converted
   summary = json.loads([line for line in proc.stdout.splitlines()
@@ -355,7 +358,7 @@ def test_run_local_and_reading_the_output_back(workdir, tmp_path):
                          snippet], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  got = helpers.summary_of(proc.stdout)
   assert got['n'] == 2653 and got['shape'] == [2653, 384]
   assert abs(got['norm'] - 1) < 1e-5  # --normalize took effect
   shown = _run(readme.command('pipeline.read'), ROOT, env)

@@ -49,8 +49,11 @@ from flex import launch_local
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import portable
 from tests import readme
+
+pytestmark = pytest.mark.portable
 
 PLACEHOLDERS = dict(MY_PROJECT=emulators.PROJECT, MY_BUCKET='bucket')
 TABLE = f'{emulators.PROJECT}.embeddings.docs'
@@ -86,7 +89,7 @@ def _launch(argv, env) -> dict:
   proc = subprocess.run(argv, cwd=corpora.ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return helpers.summary_of(proc.stdout)
 
 
 def _rows(client, table: str) -> dict:

@@ -28,6 +28,7 @@ import pytest
 from pipeline import report
 from pipeline import run
 from tests import corpora
+from tests import helpers
 
 CHROMIUM = '/usr/bin/chromium'
 BOOTSTRAP = os.path.join(corpora.ROOT, 'scripts', 'bootstrap_browser.sh')
@@ -405,7 +406,7 @@ def test_the_report_reads_a_bounded_sample(tmp_path):
                           cwd=corpora.ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+    got[n] = helpers.summary_of(proc.stdout)
   for n, data in got.items():
     # Every record counted, PCA_SAMPLE of them kept for the map.
     assert (data['total'], data['documents'], data['truncated']) == (

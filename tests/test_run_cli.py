@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -12,15 +11,15 @@ import pytest
 
 import tfmodels
 from tests import corpora
+from tests import helpers
+
+pytestmark = pytest.mark.services
 
 ROOT = corpora.ROOT
 
 
 def _cli(*args, timeout=600):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  return subprocess.run([sys.executable, '-m', 'pipeline.run', *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return helpers.run_command(helpers.job_command(*args), timeout=timeout)
 
 
 def test_help_explains_every_flag():
@@ -95,8 +94,7 @@ def test_summary_line_reconciles_counts(tmp_path, minilm_export):
   out = str(tmp_path / 'out' / 'emb')
   proc = _cli('--input', corpus.pattern, '--output', out, '--model',
               'minilm-l6', '--model_cache_dir', os.path.dirname(minilm_export))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  summary = helpers.command_summary(proc)
   assert summary['documents_read'] == 28
   assert summary['documents_embedded'] == 25
   assert summary['documents_rejected'] == 3
@@ -223,8 +221,7 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
   out = str(tmp_path / 'out' / 'emb')
   proc = _cli('--input', corpus.pattern, '--output', out, '--model_dir',
               roberta_export, '--max_seq_length', '512')
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  summary = helpers.command_summary(proc)
   assert summary['reconciled'] and summary['documents_embedded'] == 20
   records = corpora.read_output(out)
   assert sorted(r['id'] for r in records) == sorted(corpus.good_ids)
@@ -249,15 +246,6 @@ def test_roberta_export_runs_like_any_model(tmp_path, roberta_export,
     assert all(m in err for m in message), (flags, err)
 
 
-def _summary_of(capsys, argv) -> tuple:
-  from pipeline import run
-  status = run.main(argv)
-  captured = capsys.readouterr()
-  lines = captured.out.strip().splitlines()
-  summary = json.loads(lines[-1]) if lines else None
-  return status, summary, captured.err.strip().splitlines()
-
-
 def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
   """A night with too many dead letters, or one that embedded nothing,
   exits 1 with one line, after writing everything it could."""
@@ -266,7 +254,8 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
   out = str(tmp_path / 'out' / 'emb')
   argv = ['--input', corpus.pattern, '--output', out, '--model_dir',
           minilm_export]
-  status, summary, err = _summary_of(capsys, argv + ['--max_rejected', '2'])
+  status, summary, err = helpers.run_main(capsys,
+                                          argv + ['--max_rejected', '2'])
   assert status == 1
   # The most frequent error type (ties by name), its count and likely fix,
   # and an example read back from the dead letters.
@@ -283,14 +272,14 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
   assert len(corpora.read_output(out)) == 25
   assert len(corpora.read_dead_letters(out + '_dead_letter')) == 3
   for limit, want in (('3', 0), ('10%', 1), ('10.8%', 0)):
-    status, _, _ = _summary_of(capsys, argv + ['--max_rejected', limit])
+    status, _, _ = helpers.run_main(capsys, argv + ['--max_rejected', limit])
     assert status == want, limit
 
   # A corpus whose every record is rejected: exit 1 without any limit.
   bad = tmp_path / 'bad.jsonl'
   bad.write_text('{"id": 1, "text": "  "}\n{"id": 2}\nnot json\n',
                  encoding='utf-8')
-  status, summary, err = _summary_of(capsys, [
+  status, summary, err = helpers.run_main(capsys, [
       '--input', str(bad), '--output', str(tmp_path / 'bad' / 'emb'),
       '--model_dir', minilm_export])
   assert (status, summary['documents_rejected']) == (1, 3)
@@ -299,8 +288,8 @@ def test_exit_status_for_schedulers(tmp_path, capsys, minilm_export):
 
   # A limit that is neither a count nor a percentage: refused at launch.
   for limit in ('abc', '-1', '150%'):
-    status, summary, err = _summary_of(capsys, argv + ['--max_rejected',
-                                                       limit])
+    status, summary, err = helpers.run_main(capsys, argv + ['--max_rejected',
+                                                            limit])
     assert (status, summary) == (2, None), limit
     assert 'neither a count (10) nor a percentage (0.5%)' in err[-1]
 
@@ -322,7 +311,7 @@ def test_all_rejected_names_the_error_type_and_the_flag(tmp_path,
   out = str(tmp_path / 'field' / 'emb')
   proc = _cli('--input', str(path), '--output', out, *common)
   assert proc.returncode == 1, proc.stderr[-2000:]
-  assert json.loads(proc.stdout.splitlines()[-1])[
+  assert helpers.summary_of(proc.stdout)[
       'dead_letters_by_type'] == {'missing_text': 200}
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith(

@@ -5,13 +5,13 @@ encoder computes fewer tokens."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 
 from pipeline import run
 from tests import corpora
+from tests import helpers
 from transforms import batching
 from transforms import same_text
 from transforms.elements import (ChunkEmbedding, DeadLetter, Document,
@@ -113,10 +113,6 @@ def test_the_batcher_plans_distinct_rows_and_carries_copies(packing):
       assert [b.rows for b in out[1:]] == [()] * (len(out) - 1)
 
 
-def _summary(out: str) -> dict:
-  return json.loads(out.strip().splitlines()[-1])
-
-
 def test_duplicated_texts_get_the_vectors_of_a_run_without_them(
     tmp_path, minilm_export, capsys):
   """A corpus with a third more documents, exact copies (other ids and
@@ -139,7 +135,7 @@ def test_duplicated_texts_get_the_vectors_of_a_run_without_them(
   for name, corpus in (('plain', plain), ('mixed', mixed)):
     assert run.main(['--input', corpus.pattern, '--output',
                      str(tmp_path / name / 'emb'), *common]) == 0
-    summaries[name] = _summary(capsys.readouterr().out)
+    summaries[name] = helpers.summary_of(capsys.readouterr().out)
   plain_s, mixed_s = summaries['plain'], summaries['mixed']
   assert mixed_s['reconciled'] is True
   assert mixed_s['documents_embedded'] == len(docs) + len(copies)
@@ -159,7 +155,7 @@ def test_duplicated_texts_get_the_vectors_of_a_run_without_them(
     np.testing.assert_allclose(record['embedding'], original['embedding'],
                                atol=1e-5)
   assert got['long-copy']['num_chunks'] == want['long']['num_chunks'] > 1
-  corpora.assert_same_records({k: v for k, v in got.items()
+  helpers.assert_same_records({k: v for k, v in got.items()
                                if not k.endswith('-copy')}, want)
 
 
@@ -171,7 +167,7 @@ def test_two_thousand_records_of_one_text_are_encoded_once(
   out = str(tmp_path / 'out' / 'emb')
   assert run.main(['--input', corpus.pattern, '--output', out, '--model_dir',
                    minilm_export, '--progress_every', '0']) == 0
-  summary = _summary(capsys.readouterr().out)
+  summary = helpers.summary_of(capsys.readouterr().out)
   assert summary['documents_embedded'] == 2000 and summary['reconciled']
   # Once per encode step's cache: a bundle or worker may encode it again.
   assert summary['documents_same_text'] >= 1990

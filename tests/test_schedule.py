@@ -23,7 +23,10 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
+
+pytestmark = pytest.mark.services
 
 N = 12
 CHANGED = 2  # documents whose text changes on the second night
@@ -34,8 +37,7 @@ def _run(capsys, argv) -> tuple[int, dict, list[str]]:
   """(exit status, summary or {}, the lines printed on stderr)."""
   status = run.main(argv)
   out = capsys.readouterr()
-  lines = out.out.strip().splitlines()
-  return (status, json.loads(lines[-1]) if status == 0 else {},
+  return (status, helpers.summary_of(out.out) if status == 0 else {},
           out.err.splitlines())
 
 
@@ -165,7 +167,7 @@ def _template(argv, env) -> tuple[dict, list[str]]:
                         cwd=corpora.ROOT, env=env, capture_output=True,
                         text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  return (json.loads(proc.stdout.strip().splitlines()[-1]),
+  return (helpers.summary_of(proc.stdout),
           proc.stderr.splitlines())
 
 
@@ -222,7 +224,7 @@ def test_template_first_night_then_nightly(cloud, capsys, minilm_export):
   assert status == 0, err
   got = {r['id']: r for r in corpora.read_output(table)}
   assert len(got) == len(day2) - 1  # the duplicate id once
-  corpora.assert_same_records(
+  helpers.assert_same_records(
       got, {r['id']: r for r in corpora.read_output(full)}, atol=1e-5)
 
 

@@ -25,8 +25,11 @@ import pytest
 from pipeline import read
 from pipeline import search
 from tests import corpora
+from tests import helpers
 from tests import postgres
 from tests import readme
+
+pytestmark = pytest.mark.services
 
 ROOT = corpora.ROOT
 SEARCH_MD = os.path.join(readme.DOCS, 'search.md')
@@ -55,8 +58,7 @@ _run = readme.run
 def embedded(work):
   work, env, corpus = work
   proc = _run(readme.command('pipeline.run', 'out/search/docs'), work, env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  summary = helpers.command_summary(proc)
   assert summary['documents_embedded'] == N
   assert summary['documents_rejected'] == len(corpus.bad_types)
   return str(work / 'out' / 'search' / 'docs')

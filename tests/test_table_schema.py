@@ -12,14 +12,16 @@ new one is added at launch, and what cannot be done is refused at launch
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
+
+pytestmark = pytest.mark.services
 
 N = 6
 
@@ -44,8 +46,7 @@ def _run(capsys, argv) -> tuple[int, str, dict]:
   capsys.readouterr()
   status = run.main(argv)
   out, err = capsys.readouterr()
-  lines = out.strip().splitlines()
-  return status, err, json.loads(lines[-1]) if status == 0 else {}
+  return status, err, helpers.summary_of(out) if status == 0 else {}
 
 
 def _error(err: str) -> str:

@@ -19,10 +19,12 @@ import random
 
 import pytest
 
-from pipeline import run
 from tests import corpora
 from tests import emulators
+from tests import helpers
 from tests import postgres
+
+pytestmark = pytest.mark.services
 
 SEED = 24
 # Characters by kind, as code points.
@@ -108,10 +110,7 @@ def corpus(tmp_path_factory):
 
 
 def _run(capsys, argv) -> dict:
-  status = run.main(argv)
-  out, err = capsys.readouterr()
-  assert status == 0, err[-3000:]
-  return json.loads(out.strip().splitlines()[-1])
+  return helpers.run_job(capsys, argv)
 
 
 def _check(summary: dict, expected: dict, output: str, letters: list):

@@ -5,6 +5,17 @@ from __future__ import annotations
 import random
 import unicodedata
 
+# Literal special tokens inside texts, per tokenizer kind ('special' mode
+# reads them as those tokens); each list also has an empty text: only the
+# two special tokens (tests/test_packing_parity.py,
+# tests/test_packing_pipeline.py).
+SPECIAL_TEXTS = {
+    'bert': ['', '[SEP]', '[CLS] a [SEP] b', 'x [MASK] y [SEP]', '[PAD]',
+             'end [SEP]'],
+    'roberta': ['', '</s>', '<s> a </s> b', 'x <mask> y </s>',
+                '<pad><pad>', 'tab\t<pad>', 'a <pad> b <pad> c', '<s>'],
+}
+
 WORDS = ['the', 'quick', 'brown', 'fox', 'jumps', 'over', 'lazy', 'dog',
          'unaffable', 'embedding', 'pipeline', "don't", "it's", "we'll",
          'naïve', 'café', 'Übermaß', 'straße', 'façade', 'résumé', 'ÅNGSTRÖM',

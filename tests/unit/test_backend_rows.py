@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from tests import helpers
 from transforms import records
 from transforms.backends import bigquery
 from transforms.backends import jsonl
@@ -38,15 +39,6 @@ def _record(**extra):
   return record
 
 
-def _assert_same_record(got, want):
-  assert set(got) == set(want)
-  for name, value in want.items():
-    if isinstance(value, np.ndarray):
-      assert got[name].dtype == np.float32
-      assert got[name].tobytes() == value.tobytes()
-    else:
-      assert got[name] == value and type(got[name]) is type(value), name
-
 
 # --- BigQuery ---------------------------------------------------------------
 
@@ -66,10 +58,10 @@ def test_bigquery_round_trip_from_text_and_from_datetime():
   layout = records.EMBEDDINGS.with_metadata(['lang'])
   record = _record(embedding=np.array([0.1, 1e-7], np.float32), lang=None)
   row = bigquery.to_row(record, layout)
-  _assert_same_record(bigquery.from_row(row, layout), record)
+  helpers.assert_same_record(bigquery.from_row(row, layout), record)
   # Beam's reader gives TIMESTAMP as a datetime, REPEATED as a list.
   row['embedded_at'] = MOMENT
-  _assert_same_record(bigquery.from_row(row, layout), record)
+  helpers.assert_same_record(bigquery.from_row(row, layout), record)
 
 
 def test_bigquery_dead_letters_round_trip():
@@ -78,7 +70,8 @@ def test_bigquery_dead_letters_round_trip():
             'failed_at': MOMENT}
   row = bigquery.to_row(letter, records.DEAD_LETTERS)
   assert row['failed_at'] == '2026-01-02 03:04:05.000006 UTC'
-  _assert_same_record(bigquery.from_row(row, records.DEAD_LETTERS), letter)
+  helpers.assert_same_record(bigquery.from_row(row, records.DEAD_LETTERS),
+                             letter)
 
 
 @pytest.mark.parametrize('bad', [np.nan, np.inf])
@@ -119,7 +112,7 @@ def test_jsonl_round_trip_with_metadata():
                    lang='日本', tag=None)
   line = jsonl.to_json(record, layout)
   assert '\n' not in line
-  _assert_same_record(jsonl.from_json(line, layout), record)
+  helpers.assert_same_record(jsonl.from_json(line, layout), record)
 
 
 def test_from_json_keeps_undeclared_fields():

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests import helpers
 from transforms import records
 from transforms.elements import MAX_RAW_CHARS, DeadLetter, EmbeddedDocument
 
@@ -47,16 +48,6 @@ def _letter(**extra):
   letter.update(extra)
   return letter
 
-
-def _assert_same_record(got, want):
-  assert set(got) == set(want)
-  for name, value in want.items():
-    if isinstance(value, np.ndarray):
-      assert got[name].dtype == np.float32
-      np.testing.assert_array_equal(got[name], value)
-    else:
-      assert got[name] == value, name
-      assert type(got[name]) is type(value), name
 
 
 # --- time ---------------------------------------------------------------
@@ -248,7 +239,7 @@ def test_embeddings_json_round_trip_with_metadata():
   assert row['embedding'] == [float(x) for x in VECTOR]
   assert (row['lang'], row['title']) == ('en', None)
   back = records.from_backend(row, layout, 'from_json')
-  _assert_same_record(back, record)
+  helpers.assert_same_record(back, record)
 
 
 @pytest.mark.parametrize('conversion', ['bigquery', 'sql'])
@@ -257,7 +248,7 @@ def test_embeddings_round_trip_other_backends(conversion):
   record = _record(lang='de')
   row = records.to_backend(record, layout, f'to_{conversion}')
   back = records.from_backend(row, layout, f'from_{conversion}')
-  _assert_same_record(back, record)
+  helpers.assert_same_record(back, record)
 
 
 def test_to_backend_fills_missing_fields_with_none():
@@ -279,7 +270,7 @@ def test_dead_letters_round_trip(conversion):
   letter = _letter(origin='nightly')
   row = records.to_backend(letter, layout, f'to_{conversion}')
   back = records.from_backend(row, layout, f'from_{conversion}')
-  _assert_same_record(back, letter)
+  helpers.assert_same_record(back, letter)
 
 
 def test_with_metadata_adds_string_fields_and_refuses_clashes():
@@ -337,14 +328,14 @@ def test_arrow_round_trip():
   back = records.from_arrow(records.to_arrow(layout, rows))
   assert len(back) == 2
   for got, want in zip(back, rows):
-    _assert_same_record(got, want)
+    helpers.assert_same_record(got, want)
 
 
 def test_dead_letters_arrow_round_trip():
   rows = [_letter(), _letter(raw=None, message='x\\x00')]
   back = records.from_arrow(records.to_arrow(records.DEAD_LETTERS, rows))
   for got, want in zip(back, rows):
-    _assert_same_record(got, want)
+    helpers.assert_same_record(got, want)
 
 
 def test_to_arrow_of_no_rows_has_a_variable_size_vector():
@@ -369,7 +360,7 @@ def test_embedding_record_from_an_embedded_document():
   run = records.RunInfo(model='m', pooling='cls', fingerprint='fp',
                         started=MOMENT)
   got = records.embedding_record(doc, run)
-  _assert_same_record(got, {
+  helpers.assert_same_record(got, {
       'id': 'd', 'embedding': np.array([0.25, 0.5], np.float32),
       'model': 'm', 'pooling': 'cls', 'num_tokens': 9, 'truncated': True,
       'num_chunks': 3, 'content_hash': 'h', 'model_fingerprint': 'fp',
