@@ -1,11 +1,16 @@
-"""Token-budget batching with length buckets, as plain functions and one DoFn.
+"""Token-budget batching, as plain functions and two thin DoFns (one per
+layout, BATCHERS).
 
 Padding every input to max_seq_length wastes most of the encoder's work on
 real corpora (the stdlib docstrings: median 20 words, 99th percentile 339).
-Documents are tokenized first; then a bounded window of them is sorted by
-length, each is put in the smallest bucket that holds it, and each bucket is
-cut into batches of at most max_batch_tokens padded tokens. The window bounds
-memory: however large the corpus, at most `window` rows wait here.
+Documents are tokenized first; then a bounded window of them is planned.
+Packed rows (the default, PackedBatches): documents are packed several to
+an encoder row of a few row lengths (pack_rows), and each row length's rows
+are cut into batches under max_batch_tokens. Length buckets (--packing
+off, BucketBatches): each document is padded to the smallest bucket that
+holds it, and each bucket is cut the same way. The window bounds memory:
+however large the corpus, at most `window` rows wait here, plus one partial
+batch per row length.
 """
 
 from __future__ import annotations
