@@ -27,6 +27,7 @@ from pipeline import read
 from pipeline import report
 from pipeline import run
 from tests import corpora
+from tests import helpers
 
 SHARD = 'emb-00000-of-00001'
 ADVICE = ('the file was cut or changed after it was written: write it '
@@ -237,6 +238,17 @@ def test_an_undamaged_output_reads_as_before(day1, capsys):
   assert json.dumps(got, default=str) == json.dumps(want, default=str)
 
 
+def _stopped_run(capsys, pattern: str, day1, tmp_path) -> str:
+  """The job on a damaged input: it must exit with status 1 and write
+  nothing; its last line."""
+  out = str(tmp_path / 'out' / 'emb')
+  status, _, err = helpers.run_main(
+      capsys, ['--input', pattern, '--output', out, '--model_dir', day1.model])
+  assert status == 1, '\n'.join(err)[-3000:]
+  assert glob.glob(out + '*') == []
+  return err[-1]
+
+
 @pytest.mark.parametrize('name', ['cut in the data', 'flip in the length',
                                   'flip in the data'],
                          ids=lambda n: n.replace(' ', '_'))
@@ -255,15 +267,9 @@ def test_a_damaged_tfrecord_input_stops_the_run_naming_it(name, day1,
   with open(corpus.pattern, 'wb') as f:
     f.write(bytes(data[:at]) if how == 'cut' else _flip(at, 3)(data))
   what = what(length) if callable(what) else what
-  out = str(tmp_path / 'out' / 'emb')
-  status = run.main(['--input', corpus.pattern, '--output', out,
-                     '--model_dir', day1.model])
-  captured = capsys.readouterr()
-  last = captured.err.strip().splitlines()[-1]
-  assert status == 1, captured.err[-3000:]
-  assert last == (f'pipeline.run: error: {corpus.pattern}: the TFRecord '
-                  f'record at byte {offset} is damaged: {what}; {ADVICE}')
-  assert glob.glob(out + '*') == []
+  assert _stopped_run(capsys, corpus.pattern, day1, tmp_path) == (
+      f'pipeline.run: error: {corpus.pattern}: the TFRecord record at byte '
+      f'{offset} is damaged: {what}; {ADVICE}')
 
 
 @pytest.mark.parametrize('name', ['cut in the footer', 'flip in the footer'],
@@ -280,12 +286,6 @@ def test_a_damaged_parquet_input_stops_the_run_naming_it(name, day1,
   with open(corpus.pattern, 'wb') as f:
     f.write(damage(data))
   what = what(data) if callable(what) else what
-  out = str(tmp_path / 'out' / 'emb')
-  status = run.main(['--input', corpus.pattern, '--output', out,
-                     '--model_dir', day1.model])
-  captured = capsys.readouterr()
-  last = captured.err.strip().splitlines()[-1]
-  assert status == 1, captured.err[-3000:]
-  assert last == (f'pipeline.run: error: {corpus.pattern}: the Parquet file '
-                  f'is damaged: {what}; {ADVICE}')
-  assert glob.glob(out + '*') == []
+  assert _stopped_run(capsys, corpus.pattern, day1, tmp_path) == (
+      f'pipeline.run: error: {corpus.pattern}: the Parquet file is damaged: '
+      f'{what}; {ADVICE}')
